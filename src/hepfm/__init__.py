@@ -1,0 +1,19 @@
+"""hepfm: a pretrained foundation model toolkit for collider event classification.
+
+The public API is kept small and imports lazily, so that ``import hepfm`` stays fast and does not
+require the optional generator stack (Pythia 8, FastJet).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["EventStore", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "EventStore":
+        from hepfm.io.store import EventStore
+
+        return EventStore
+    raise AttributeError(f"module 'hepfm' has no attribute {name!r}")

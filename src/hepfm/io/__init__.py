@@ -1,0 +1,1 @@
+"""Reading and writing events: the sharded HDF5 event store and external formats."""

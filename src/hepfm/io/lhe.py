@@ -1,0 +1,58 @@
+"""Checks on Les Houches Event (LHE) files before they are handed to Pythia.
+
+Pythia reads LHE files itself; these checks only make sure a missing, truncated or non-LHE file is
+reported as one clear error instead of a crash or a silently short sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hepfm.errors import HepfmError
+
+
+def count_lhe_events(path: str | Path) -> int:
+    """Validate an LHE file and return its number of events.
+
+    Raises HepfmError naming the file when it is missing, unreadable, compressed, not LHE, truncated
+    or holds no events.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise HepfmError(f"{path}: no such LHE file")
+    if not path.is_file():
+        raise HepfmError(f"{path}: not a file")
+    if path.suffix in (".gz", ".bz2", ".xz", ".zst"):
+        raise HepfmError(f"{path}: compressed LHE files are not supported; decompress it first")
+    n_open = n_close = 0
+    saw_header = saw_init = saw_end = False
+    last_line = ""
+    try:
+        with open(path, "r", errors="replace") as f:
+            for line in f:
+                s = line.strip()
+                if not s:
+                    continue
+                last_line = s
+                if s.startswith("<event"):
+                    n_open += 1
+                elif s.startswith("</event>"):
+                    n_close += 1
+                elif s.startswith("<LesHouchesEvents"):
+                    saw_header = True
+                elif s.startswith("<init"):
+                    saw_init = True
+                elif s.startswith("</LesHouchesEvents>"):
+                    saw_end = True
+    except OSError as exc:
+        raise HepfmError(f"{path}: cannot read LHE file ({exc.strerror})") from None
+    if not saw_header or not saw_init:
+        raise HepfmError(f"{path}: not a Les Houches Event file (no <LesHouchesEvents> header and <init> block)")
+    if n_open != n_close or not saw_end or last_line != "</LesHouchesEvents>":
+        raise HepfmError(
+            f"{path}: truncated LHE file ({n_open} <event> tags, {n_close} </event> tags, "
+            f"{'no' if not saw_end else 'misplaced'} closing </LesHouchesEvents>)"
+        )
+    if n_close == 0:
+        raise HepfmError(f"{path}: LHE file holds no events")
+    return n_close

@@ -1,0 +1,1 @@
+"""Physics inputs: process catalog, event generation, detector response and truth labels."""

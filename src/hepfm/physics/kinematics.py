@@ -1,0 +1,62 @@
+"""Collider kinematics on numpy (and awkward, through numpy ufuncs) arrays.
+
+This is the only module that implements pT/eta/phi/Delta R/mass maths; everything else calls it.
+Conventions: energies and momenta in GeV, phi in (-pi, pi], eta is pseudorapidity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_TINY = 1e-12
+
+
+def pt(px, py):
+    """Transverse momentum."""
+    return np.hypot(px, py)
+
+
+def eta(px, py, pz):
+    """Pseudorapidity; finite (|eta| ~ 30) for particles along the beam."""
+    return np.arcsinh(pz / np.maximum(np.hypot(px, py), _TINY))
+
+
+def phi(px, py):
+    """Azimuthal angle in (-pi, pi]."""
+    return np.arctan2(py, px)
+
+
+def wrap_phi(dphi):
+    """Wrap an angle difference to [-pi, pi)."""
+    return (dphi + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def delta_r(eta1, phi1, eta2, phi2):
+    """Angular distance sqrt(d_eta^2 + d_phi^2) with d_phi wrapped."""
+    return np.hypot(eta1 - eta2, wrap_phi(phi1 - phi2))
+
+
+def massless_energy(pt_, eta_):
+    """Energy of a massless object, E = pT cosh(eta)."""
+    return pt_ * np.cosh(eta_)
+
+
+def to_cartesian(pt_, eta_, phi_, energy=None):
+    """(px, py, pz, E) from (pT, eta, phi[, E]); massless when E is not given."""
+    px = pt_ * np.cos(phi_)
+    py = pt_ * np.sin(phi_)
+    pz = pt_ * np.sinh(eta_)
+    e = massless_energy(pt_, eta_) if energy is None else energy
+    return px, py, pz, e
+
+
+def invariant_mass(px, py, pz, e):
+    """Invariant mass of a four-vector (or of a sum of four-vectors); negative m^2 clipped to 0."""
+    m2 = e * e - px * px - py * py - pz * pz
+    return np.sqrt(np.maximum(m2, 0.0))
+
+
+def pair_mass(pt1, eta1, phi1, pt2, eta2, phi2):
+    """Invariant mass of two massless objects: sqrt(2 pT1 pT2 (cosh d_eta - cos d_phi))."""
+    m2 = 2.0 * pt1 * pt2 * (np.cosh(eta1 - eta2) - np.cos(phi1 - phi2))
+    return np.sqrt(np.maximum(m2, 0.0))

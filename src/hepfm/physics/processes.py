@@ -1,0 +1,120 @@
+"""The catalog of physics processes hepfm can generate with Pythia 8 (13 TeV pp).
+
+Names are canonical everywhere (CLI, folders, configs). Pretraining processes are Standard Model
+processes that Pythia generates natively; downstream processes are kept out of pretraining on purpose.
+Processes Pythia cannot make (ttW, ttt, tttt, tHq, ttγγ, CP-odd ttH) are not faked: they enter
+through LHE files (``hepfm generate --lhe``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from hepfm.errors import HepfmError
+
+#: Settings every run gets: 13 TeV pp, quiet output. Seeds are added per shard by the generator.
+COMMON_SETTINGS: tuple[str, ...] = (
+    "Beams:idA = 2212",
+    "Beams:idB = 2212",
+    "Beams:eCM = 13000.",
+    "Next:numberCount = 0",
+    "Next:numberShowEvent = 0",
+    "Next:numberShowProcess = 0",
+    "Next:numberShowInfo = 0",
+    "Init:showChangedSettings = off",
+    "Init:showProcesses = off",
+    "Init:showChangedParticleData = off",
+)
+
+_TTH = ("HiggsSM:gg2Httbar = on", "HiggsSM:qqbar2Httbar = on")
+_TTBAR = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")
+
+
+@dataclass(frozen=True)
+class Process:
+    """One entry of the catalog: a canonical name, its Pythia settings and what it is."""
+
+    name: str
+    role: str  # "pretrain" or "downstream"
+    description: str
+    settings: tuple[str, ...]
+    slha: str | None = None  # file name inside hepfm/physics/slha, passed as SLHA:file
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def pythia_settings(self) -> list[str]:
+        """All Pythia settings for this process (without seed), with the SLHA path resolved."""
+        out = list(COMMON_SETTINGS) + list(self.settings)
+        if self.slha is not None:
+            out.append(f"SLHA:file = {slha_path(self.slha)}")
+        return out
+
+
+def slha_path(filename: str) -> Path:
+    """Absolute path of an SLHA spectrum shipped with the package."""
+    return Path(str(resources.files("hepfm.physics") / "slha" / filename))
+
+
+_CATALOG: tuple[Process, ...] = (
+    # --- pretraining: 12 Standard Model processes -------------------------------------------------
+    Process("ggf_h", "pretrain", "Higgs boson via gluon fusion, H decays inclusively",
+            ("HiggsSM:gg2H = on",)),
+    Process("vbf_h", "pretrain", "Higgs boson via vector-boson fusion (WW and ZZ fusion), H inclusive",
+            ("HiggsSM:ff2Hff(t:WW) = on", "HiggsSM:ff2Hff(t:ZZ) = on")),
+    Process("wh", "pretrain", "Higgs boson with a W boson, H and W decay inclusively",
+            ("HiggsSM:ffbar2HW = on",)),
+    Process("zh", "pretrain", "Higgs boson with a Z boson, H and Z decay inclusively",
+            ("HiggsSM:ffbar2HZ = on",)),
+    Process("tth", "pretrain", "Higgs boson with a top-quark pair, H and tops decay inclusively", _TTH),
+    Process("ttbar", "pretrain", "Top-quark pair production, tops decay inclusively", _TTBAR),
+    Process("top_tchan", "pretrain", "Single top, t-channel W exchange", ("Top:qq2tq(t:W) = on",)),
+    Process("top_schan", "pretrain", "Single top, s-channel W", ("Top:ffbar2tqbar(s:W) = on",)),
+    Process("wjets", "pretrain", "W(-> l nu, l = e, mu, tau) + jet, pTHat > 20 GeV",
+            ("WeakBosonAndParton:qqbar2Wg = on", "WeakBosonAndParton:qg2Wq = on",
+             "PhaseSpace:pTHatMin = 20.", "24:onMode = off", "24:onIfAny = 11 13 15")),
+    Process("zjets", "pretrain", "Z/gamma*(-> l l, l = e, mu, tau) + jet, m(ll) > 40 GeV, pTHat > 20 GeV",
+            ("WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on",
+             "PhaseSpace:pTHatMin = 20.", "23:mMin = 40.", "23:onMode = off", "23:onIfAny = 11 13 15")),
+    Process("diboson", "pretrain", "WW, WZ and ZZ (with gamma*) production, bosons decay inclusively",
+            ("WeakDoubleBoson:all = on",)),
+    Process("qcd", "pretrain", "QCD multijet (all 2 -> 2 hard QCD processes), pTHat > 50 GeV",
+            ("HardQCD:all = on", "PhaseSpace:pTHatMin = 50.")),
+    # --- downstream (fine-tuning) processes ---------------------------------------------------------
+    Process("tth_yy", "downstream", "ttH with H -> gamma gamma, tops inclusive",
+            _TTH + ("25:onMode = off", "25:onIfMatch = 22 22")),
+    Process("stop_t2t1h", "downstream",
+            "Stop pairs t2 t2* (582 GeV), t2 -> t1 h, t1 (400 GeV) -> t chi1 (shipped SLHA spectrum)",
+            ("SUSY:gg2squarkantisquark = on", "SUSY:qqbar2squarkantisquark = on",
+             "SUSY:idA = 2000006", "SUSY:idB = 2000006", "SLHA:verbose = 0"),
+            slha="stop_t2t1h.slha"),
+    Process("fcnc_thq", "downstream", "ttbar with FCNC decay t -> H c of the top, anti-top -> W b",
+            _TTBAR + ("6:addChannel = 1 0.01 100 25 4", "6:onMode = off",
+                      "6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
+            notes="Only the top (not the anti-top) decays via FCNC in this sample."),
+    Process("hplus_tb", "downstream", "Charged Higgs (500 GeV) produced with a top (b g -> H- t), H+- -> t b",
+            ("Higgs:useBSM = on", "HiggsBSM:bg2H+-t = on", "37:m0 = 500.", "37:onMode = off",
+             "37:onIfAny = 6")),
+    Process("zprime_tt", "downstream", "Heavy Z' (1.5 TeV) -> t tbar, no gamma*/Z interference",
+            ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3", "32:m0 = 1500.",
+             "32:onMode = off", "32:onIfAny = 6")),
+    Process("x_hh_4b", "downstream", "Heavy scalar X (500 GeV, gg -> H2) -> h h -> b bbar b bbar",
+            ("Higgs:useBSM = on", "HiggsBSM:gg2H2 = on", "35:m0 = 500.", "35:onMode = off",
+             "35:onIfMatch = 25 25", "25:onMode = off", "25:onIfMatch = 5 -5")),
+)
+
+PROCESSES: dict[str, Process] = {p.name: p for p in _CATALOG}
+PRETRAINING: tuple[str, ...] = tuple(p.name for p in _CATALOG if p.role == "pretrain")
+DOWNSTREAM: tuple[str, ...] = tuple(p.name for p in _CATALOG if p.role == "downstream")
+
+
+def get_process(name: str) -> Process:
+    """Look a process up by canonical name; unknown names raise a HepfmError listing the valid ones."""
+    try:
+        return PROCESSES[name]
+    except KeyError:
+        raise HepfmError(
+            f"unknown process {name!r}; known processes: {', '.join(PROCESSES)} "
+            "(external samples: use --lhe FILE --label NAME)"
+        ) from None
