@@ -41,6 +41,7 @@ class Source:
     settings: tuple[str, ...]
     lhe_file: str | None = None
     lhe_events: int | None = None  # events available in the LHE file
+    alternate: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # per-batch alternating settings
 
     @property
     def generator(self) -> str:
@@ -76,7 +77,8 @@ def derive_seed(base_seed: int, name: str, shard_index: int) -> int:
 def catalog_source(name: str, extra_settings: Sequence[str] = ()) -> Source:
     """The Source of a catalog process, with optional extra Pythia settings appended."""
     proc = get_process(name)
-    return Source(name=name, settings=tuple(proc.pythia_settings()) + tuple(extra_settings))
+    return Source(name=name, settings=tuple(proc.pythia_settings()) + tuple(extra_settings),
+                  alternate=proc.alternate)
 
 
 def lhe_source(path: str | Path, label: str, extra_settings: Sequence[str] = ()) -> Source:
@@ -139,7 +141,11 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
     rng = np.random.default_rng([task.seed, 1])  # independent stream from Pythia's own
     parts: list[dict[str, np.ndarray]] = []
     done = 0
+    n_batches = 0
     while done < task.n_events:
+        if task.source.alternate:
+            _read_settings(pythia, task.source.alternate[n_batches % 2], where)
+        n_batches += 1
         batch = pythia.nextBatch(min(BATCH_EVENTS, task.n_events - done))
         n = len(batch)
         if n == 0:

@@ -8,7 +8,7 @@ through LHE files (``hepfm generate --lhe``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +26,8 @@ COMMON_SETTINGS: tuple[str, ...] = (
     "Init:showChangedSettings = off",
     "Init:showProcesses = off",
     "Init:showChangedParticleData = off",
+    "Init:showMultipartonInteractions = off",
+    "Next:numberShowLHA = 0",
 )
 
 _TTH = ("HiggsSM:gg2Httbar = on", "HiggsSM:qqbar2Httbar = on")
@@ -42,7 +44,9 @@ class Process:
     settings: tuple[str, ...]
     slha: str | None = None  # file name inside hepfm/physics/slha, passed as SLHA:file
     notes: str = ""
-    extra: dict = field(default_factory=dict)
+    #: Two sets of settings applied to alternate generation batches (e.g. to decay the top in half of
+    #: the events and the anti-top in the other half).
+    alternate: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def pythia_settings(self) -> list[str]:
         """All Pythia settings for this process (without seed), with the SLHA path resolved."""
@@ -89,19 +93,25 @@ _CATALOG: tuple[Process, ...] = (
             ("SUSY:gg2squarkantisquark = on", "SUSY:qqbar2squarkantisquark = on",
              "SUSY:idA = 2000006", "SUSY:idB = 2000006", "SLHA:verbose = 0"),
             slha="stop_t2t1h.slha"),
-    Process("fcnc_thq", "downstream", "ttbar with FCNC decay t -> H c of the top, anti-top -> W b",
+    Process("fcnc_thq", "downstream",
+            "ttbar with one FCNC decay t -> H c (top in half the events, anti-top in the other half)",
             _TTBAR + ("6:addChannel = 1 0.01 100 25 4", "6:onMode = off",
                       "6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
-            notes="Only the top (not the anti-top) decays via FCNC in this sample."),
+            alternate=(("6:onMode = off", "6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
+                       ("6:onMode = off", "6:onPosIfMatch = 24 5", "6:onNegIfMatch = 25 4")),
+            notes="sigma_pb in the shards is for one charge assignment; the sample's is twice that."),
     Process("hplus_tb", "downstream", "Charged Higgs (500 GeV) produced with a top (b g -> H- t), H+- -> t b",
-            ("Higgs:useBSM = on", "HiggsBSM:bg2H+-t = on", "37:m0 = 500.", "37:onMode = off",
-             "37:onIfAny = 6")),
-    Process("zprime_tt", "downstream", "Heavy Z' (1.5 TeV) -> t tbar, no gamma*/Z interference",
-            ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3", "32:m0 = 1500.",
-             "32:onMode = off", "32:onIfAny = 6")),
+            ("Higgs:useBSM = on", "HiggsBSM:bg2H+-t = on", "37:m0 = 500.", "HiggsHchg:coup2H1W = 0.",
+             "37:onMode = off", "37:onIfAny = 6")),
+    Process("zprime_tt", "downstream", "Heavy Z' (1.5 TeV, 1-2 TeV window) -> t tbar, no gamma*/Z interference",
+            ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3", "32:m0 = 1500.", "32:mMin = 1000.",
+             "32:mMax = 2000.", "32:onMode = off", "32:onIfAny = 6")),
     Process("x_hh_4b", "downstream", "Heavy scalar X (500 GeV, gg -> H2) -> h h -> b bbar b bbar",
-            ("Higgs:useBSM = on", "HiggsBSM:gg2H2 = on", "35:m0 = 500.", "35:onMode = off",
-             "35:onIfMatch = 25 25", "25:onMode = off", "25:onIfMatch = 5 -5")),
+            ("Higgs:useBSM = on", "HiggsBSM:gg2H2 = on", "35:m0 = 500.",
+             # Decouple X from W/Z and enhance X -> hh, so that X is narrow (~19 GeV) instead of a
+             # 70 GeV-wide heavy SM-like Higgs.
+             "HiggsH2:coup2W = 0.", "HiggsH2:coup2Z = 0.", "HiggsH2:coup2H1H1 = 10.",
+             "35:onMode = off", "35:onIfMatch = 25 25", "25:onMode = off", "25:onIfMatch = 5 -5")),
 )
 
 PROCESSES: dict[str, Process] = {p.name: p for p in _CATALOG}

@@ -1,0 +1,142 @@
+"""The ``hepfm`` command line. Each subcommand is a thin typed function over the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hepfm.errors import HepfmError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hepfm: pretrained foundation models for collider event classification.")
+console = Console()
+
+
+@app.command()
+def processes(
+    role: Optional[str] = typer.Option(None, help="Only 'pretrain' or 'downstream' processes."),
+    settings: bool = typer.Option(True, help="Show each process's Pythia settings."),
+) -> None:
+    """List the process catalog: canonical names, descriptions and Pythia settings."""
+    from hepfm.physics.processes import PROCESSES
+
+    if role not in (None, "pretrain", "downstream"):
+        raise HepfmError(f"--role must be 'pretrain' or 'downstream', got {role!r}")
+    table = Table(title="hepfm processes (Pythia 8, pp at 13 TeV)", show_lines=settings)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("role")
+    table.add_column("description")
+    if settings:
+        table.add_column("Pythia settings", style="dim")
+    for p in PROCESSES.values():
+        if role and p.role != role:
+            continue
+        row = [p.name, p.role, p.description + (f" ({p.notes})" if p.notes else "")]
+        if settings:
+            extra = [f"SLHA:file = <hepfm>/physics/slha/{p.slha}"] if p.slha else []
+            row.append("\n".join(list(p.settings) + extra))
+        table.add_row(*row)
+    console.print(table)
+    console.print("Processes Pythia cannot make (ttW, ttt, tttt, tHq, tt+yy, CP-odd ttH) enter through "
+                  "LHE files: hepfm generate --lhe FILE --label NAME")
+
+
+@app.command()
+def generate(
+    process: Optional[list[str]] = typer.Argument(None, help="Catalog process names (see `hepfm processes`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
+    events: Optional[int] = typer.Option(None, "--events", "-n", help="Events per process (LHE: default all)."),
+    seed: int = typer.Option(1, help="Base seed; each shard's seed derives from (seed, process, shard)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes (one shard each)."),
+    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    num_shards: Optional[int] = typer.Option(None, help="Split each process into this many shards."),
+    shard_index: Optional[int] = typer.Option(None, help="Produce only this shard (batch systems)."),
+    lhe: Optional[Path] = typer.Option(None, help="Shower an external LHE file instead of catalog processes."),
+    label: Optional[str] = typer.Option(None, help="Process name for the --lhe sample."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra Pythia setting, e.g. 'PartonLevel:MPI = off'."),
+    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding detector parameters."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store."""
+    from hepfm.physics.detector import DetectorConfig
+    from hepfm.physics.generate import catalog_source, generate as run, lhe_source
+
+    extra = tuple(set_ or ())
+    if lhe is not None:
+        if process:
+            raise HepfmError("give either catalog process names or --lhe FILE, not both")
+        if not label:
+            raise HepfmError("--lhe needs --label NAME (the process name for this sample)")
+        sources = [lhe_source(lhe, label, extra)]
+    else:
+        if not process:
+            raise HepfmError("name at least one process (see `hepfm processes`) or give --lhe FILE")
+        if events is None:
+            raise HepfmError("give the number of events per process with --events N")
+        sources = [catalog_source(p, extra) for p in dict.fromkeys(process)]
+    detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size, num_shards=num_shards,
+                 shard_index=shard_index, detector=detector, progress=progress)
+    console.print(f"wrote {len(report.written)} shard(s), {report.n_events} events "
+                  f"({report.events_per_second:,.0f} events/s); skipped {len(report.skipped)} complete shard(s); "
+                  f"store: {out}")
+
+
+@app.command()
+def inspect(
+    store: Path = typer.Argument(..., help="Event-store folder."),
+    plots: Optional[Path] = typer.Option(None, help="Write validation plots (PNG) to this folder."),
+    max_events: int = typer.Option(200_000, help="Read at most this many events per process."),
+) -> None:
+    """Summarise an event store per process and optionally draw validation plots."""
+    from hepfm.io.store import EventStore
+    from hepfm.physics import validation as val
+
+    es = EventStore(store)
+    objects = {}
+    for name in es.process_names:
+        parts, n = [], 0
+        for chunk in es.iter_chunks(65536, processes=[name], fields=("objects",)):
+            parts.append(chunk["objects"])
+            n += len(chunk["objects"])
+            if n >= max_events:
+                break
+        objects[name] = __import__("numpy").concatenate(parts)[:max_events]
+    table = Table(title=f"{store} ({len(es)} events)")
+    for col in ("process", "events", "sigma [pb]", "jets", "electrons", "muons", "photons", "b-tags", "MET [GeV]"):
+        table.add_column(col, justify="right" if col != "process" else "left")
+    counts = es.counts()
+    for name, obj in objects.items():
+        s = val.summarize(obj)
+        sigma = es.attrs(name).get("sigma_pb", float("nan"))
+        table.add_row(name, f"{counts[name]}", f"{sigma:.4g}", f"{s['mean_n_jet']:.2f}", f"{s['mean_n_electron']:.2f}",
+                      f"{s['mean_n_muon']:.2f}", f"{s['mean_n_photon']:.2f}", f"{s['mean_n_btag']:.2f}",
+                      f"{s['mean_met']:.1f}")
+    console.print(table)
+    console.print("(multiplicities, b-tags and MET are means per event)")
+    if plots is not None:
+        from hepfm.eval.plots import validation_plots
+
+        written = validation_plots(objects, plots)
+        console.print(f"wrote {len(written)} plots to {plots}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the typer app and turns HepfmError into a one-line message and exit code 2."""
+    try:
+        app(args=argv, prog_name="hepfm")
+    except HepfmError as exc:
+        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""All plotting lives here (the only matplotlib importer). Figures are sized and labelled for slides."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hepfm.physics import validation as val
+
+_PT, _ETA = 0, 1
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.figsize": (6.4, 4.8), "font.size": 12, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Save atomically so an interrupted run never leaves a half-written image."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _overlay(plt, samples: dict[str, np.ndarray], bins, xlabel: str, title: str, path: Path,
+             logy: bool = False, integer: bool = False) -> None:
+    fig, ax = plt.subplots()
+    for name, values in samples.items():
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            continue
+        ax.hist(values, bins=bins, histtype="step", density=True, linewidth=1.6, label=f"{name} ({len(values)})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("normalised events")
+    ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    if integer:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def validation_plots(objects_by_process: dict[str, np.ndarray], out: str | Path) -> list[Path]:
+    """Write the inspection plots (multiplicities, leading pT/eta, dilepton/diphoton mass, MET) to ``out``."""
+    plt = _pyplot()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def plot(name, samples, bins, xlabel, title, **kw):
+        path = out / f"{name}.png"
+        _overlay(plt, samples, bins, xlabel, title, path, **kw)
+        written.append(path)
+
+    ints = np.arange(-0.5, 15.5, 1.0)
+    for kind in val.MULTIPLICITY_KINDS:
+        plot(f"n_{kind}", {p: val.multiplicity(o, kind).astype(float) for p, o in objects_by_process.items()},
+             ints, f"number of {kind}s", f"{kind} multiplicity", integer=True)
+    plot("n_btag", {p: val.n_btags(o).astype(float) for p, o in objects_by_process.items()},
+         np.arange(-0.5, 8.5, 1.0), "number of b-tagged jets", "b-tag multiplicity", integer=True)
+    for kind, pt_max in (("jet", 500.0), ("electron", 300.0), ("muon", 300.0), ("photon", 300.0)):
+        lead = {p: val.nth_object(o, kind) for p, o in objects_by_process.items()}
+        plot(f"leading_{kind}_pt", {p: np.where(h, r[:, _PT], np.nan) for p, (r, h) in lead.items()},
+             np.linspace(0, pt_max, 51), f"leading {kind} $p_T$ [GeV]", f"leading {kind} $p_T$", logy=True)
+        plot(f"leading_{kind}_eta", {p: np.where(h, r[:, _ETA], np.nan) for p, (r, h) in lead.items()},
+             np.linspace(-3, 3, 49), f"leading {kind} $\\eta$", f"leading {kind} $\\eta$")
+    plot("met", {p: val.met(o) for p, o in objects_by_process.items()}, np.linspace(0, 400, 51),
+         "$E_T^{miss}$ [GeV]", "missing transverse energy", logy=True)
+    plot("dilepton_mass", {p: val.dilepton_mass(o) for p, o in objects_by_process.items()},
+         np.linspace(20, 200, 61), "$m_{\\ell\\ell}$ [GeV] (leading OS same-flavour pair)", "dilepton mass")
+    plot("diphoton_mass", {p: val.diphoton_mass(o) for p, o in objects_by_process.items()},
+         np.linspace(50, 200, 61), "$m_{\\gamma\\gamma}$ [GeV] (two leading photons)", "diphoton mass")
+    return written

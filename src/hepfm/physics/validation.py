@@ -1,0 +1,81 @@
+"""Physics summaries of reconstructed events: multiplicities, leading objects, pair masses, MET.
+
+Operates on the store's padded ``objects`` arrays [n, M, F] (objects ordered by type, then by pT), so
+it serves ``hepfm inspect``, the physics tests and any notebook alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
+from hepfm.physics import kinematics as kin
+
+_PT, _ETA, _PHI = FEATURE_INDEX["pt"], FEATURE_INDEX["eta"], FEATURE_INDEX["phi"]
+_TYPE, _BTAG, _CHARGE = FEATURE_INDEX["type"], FEATURE_INDEX["btag"], FEATURE_INDEX["charge"]
+
+MULTIPLICITY_KINDS = ("jet", "electron", "muon", "photon")
+
+
+def multiplicity(objects: np.ndarray, kind: str) -> np.ndarray:
+    """Number of objects of a type per event."""
+    return (objects[..., _TYPE] == TYPE_CODES[kind]).sum(axis=1)
+
+
+def n_btags(objects: np.ndarray) -> np.ndarray:
+    """Number of b-tagged jets per event."""
+    return ((objects[..., _TYPE] == TYPE_CODES["jet"]) & (objects[..., _BTAG] > 0.5)).sum(axis=1)
+
+
+def nth_object(objects: np.ndarray, kind: str, n: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows [N, F] of the n-th hardest object of a type, and a mask of events that have it."""
+    is_kind = objects[..., _TYPE] == TYPE_CODES[kind]
+    rank = np.cumsum(is_kind, axis=1) - 1
+    sel = is_kind & (rank == n)
+    has = sel.any(axis=1)
+    rows = objects[np.arange(len(objects)), sel.argmax(axis=1)]
+    return rows, has
+
+
+def met(objects: np.ndarray) -> np.ndarray:
+    """Missing transverse energy per event (0 where the MET object is absent)."""
+    rows, has = nth_object(objects, "met")
+    return np.where(has, rows[:, _PT], 0.0)
+
+
+def pair_mass(objects: np.ndarray, kind: str, opposite_charge: bool = False) -> np.ndarray:
+    """Mass of the two leading objects of a type, NaN for events without such a pair."""
+    a, has_a = nth_object(objects, kind, 0)
+    b, has_b = nth_object(objects, kind, 1)
+    ok = has_a & has_b
+    if opposite_charge:
+        ok &= a[:, _CHARGE] * b[:, _CHARGE] < 0
+    m = kin.pair_mass(a[:, _PT], a[:, _ETA], a[:, _PHI], b[:, _PT], b[:, _ETA], b[:, _PHI])
+    return np.where(ok, m, np.nan)
+
+
+def dilepton_mass(objects: np.ndarray) -> np.ndarray:
+    """Mass of the leading opposite-charge same-flavour lepton pair (ee, else mumu), NaN if none."""
+    ee = pair_mass(objects, "electron", opposite_charge=True)
+    mm = pair_mass(objects, "muon", opposite_charge=True)
+    return np.where(np.isnan(ee), mm, ee)
+
+
+def diphoton_mass(objects: np.ndarray) -> np.ndarray:
+    """Mass of the two leading photons, NaN if fewer than two."""
+    return pair_mass(objects, "photon")
+
+
+def n_leptons(objects: np.ndarray) -> np.ndarray:
+    """Number of electrons plus muons per event."""
+    return multiplicity(objects, "electron") + multiplicity(objects, "muon")
+
+
+def summarize(objects: np.ndarray) -> dict[str, float]:
+    """Per-sample summary: events, mean multiplicity of each type, mean b-tags and mean MET."""
+    out = {"events": float(len(objects))}
+    for kind in MULTIPLICITY_KINDS:
+        out[f"mean_n_{kind}"] = float(multiplicity(objects, kind).mean()) if len(objects) else 0.0
+    out["mean_n_btag"] = float(n_btags(objects).mean()) if len(objects) else 0.0
+    out["mean_met"] = float(met(objects).mean()) if len(objects) else 0.0
+    return out
