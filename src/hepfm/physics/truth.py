@@ -52,9 +52,13 @@ assert N_LABELS == 41
 def last_copy_mask(prt: ak.Array) -> ak.Array:
     """True for entries that are the last copy of their particle (no daughter with the same id)."""
     pid = prt.id
-    # Index 0 is Pythia's "system" entry; daughter index 0 therefore never matches a real copy.
-    same1 = pid[prt.daughter1] == pid
-    same2 = pid[prt.daughter2] == pid
+    n = ak.num(pid, axis=1)
+    # Index 0 is Pythia's "system" entry, so pointing a daughter there never matches a real copy;
+    # out-of-range daughters (incomplete records) are treated the same way.
+    d1 = ak.where((prt.daughter1 >= 0) & (prt.daughter1 < n), prt.daughter1, 0)
+    d2 = ak.where((prt.daughter2 >= 0) & (prt.daughter2 < n), prt.daughter2, 0)
+    same1 = pid[d1] == pid
+    same2 = pid[d2] == pid
     return ~(same1 | same2)
 
 

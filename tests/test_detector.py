@@ -1,0 +1,153 @@
+"""Detector response on hand-made generator records (no Pythia needed)."""
+
+import awkward as ak
+import numpy as np
+import pytest
+
+pytest.importorskip("fastjet")
+
+from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES  # noqa: E402
+from hepfm.physics import kinematics as kin  # noqa: E402
+from hepfm.physics.detector import DetectorConfig, reconstruct  # noqa: E402
+
+PT, ETA, PHI, TYPE, BTAG = (FEATURE_INDEX[k] for k in ("pt", "eta", "phi", "type", "btag"))
+
+
+def ideal() -> DetectorConfig:
+    """Perfect efficiencies and resolutions, so that expectations are exact."""
+    cfg = DetectorConfig()
+    cfg.photon_efficiency = cfg.electron_efficiency = [(2.5, 1.0)]
+    cfg.muon_efficiency = [(2.7, 1.0)]
+    cfg.ecal_resolution = [(4.9, 0.0, 0.0, 0.0)]
+    cfg.jet_resolution = [(4.9, 0.0, 0.0, 0.0)]
+    cfg.electron_resolution = [(2.5, 0.0, 0.0)]
+    cfg.muon_resolution = [(2.7, 0.0, 0.0)]
+    cfg.btag_efficiency_b, cfg.btag_efficiency_c, cfg.btag_efficiency_light = 1.0, 0.0, 0.0
+    return cfg
+
+
+def record(particles):
+    """Generator record from (pdg id, status, pt, eta, phi, mass) tuples; row 0 is the system entry."""
+    rows = [{"id": 90, "status": -11, "daughter1": 0, "daughter2": 0,
+             "p": {"px": 0.0, "py": 0.0, "pz": 0.0, "e": 0.0}}]
+    for pid, status, pt, eta, phi, m in particles:
+        px, py, pz, _ = kin.to_cartesian(pt, eta, phi)
+        e = float(np.sqrt(px * px + py * py + pz * pz + m * m))
+        rows.append({"id": pid, "status": status, "daughter1": 0, "daughter2": 0,
+                     "p": {"px": float(px), "py": float(py), "pz": float(pz), "e": e}})
+    return rows
+
+
+def spray(eta, phi, total_pt, n=10, width=0.05, pid=211):
+    """A collimated bunch of final-state hadrons (a 'jet')."""
+    rng = np.random.default_rng(abs(hash((eta, phi))) % 2**32)
+    return [(pid * (1 if i % 2 else -1), 1, total_pt / n, eta + rng.normal(0, width), phi + rng.normal(0, width),
+             0.14) for i in range(n)]
+
+
+def run(events, cfg=None, seed=0):
+    return reconstruct(ak.Array([record(e) for e in events]), cfg or ideal(), np.random.default_rng(seed))
+
+
+def objects_of(reco, i, kind):
+    obj = reco.objects[i, : reco.n_objects[i]]
+    return obj[obj[:, TYPE] == TYPE_CODES[kind]]
+
+
+def test_isolated_electron_jet_and_met():
+    event = [(11, 1, 50.0, 0.5, 1.0, 0.0005)] + spray(-1.0, -2.0, 80.0) + [(12, 1, 30.0, 0.0, 2.5, 0.0)]
+    reco = run([event])
+    visible = [p for p in event if p[0] != 12]
+    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in visible)
+    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in visible)
+    (ele,) = objects_of(reco, 0, "electron")
+    assert ele[PT] == pytest.approx(50.0, rel=1e-5) and ele[FEATURE_INDEX["charge"]] == -1
+    (jet,) = objects_of(reco, 0, "jet")
+    assert jet[PT] == pytest.approx(80.0, rel=0.02)
+    (met,) = objects_of(reco, 0, "met")
+    # ideal detector: MET is minus the visible transverse momentum, whatever the neutrino carried
+    assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
+    assert met[PHI] == pytest.approx(np.arctan2(my, mx), abs=1e-4)
+    assert met[ETA] == 0.0
+
+
+def test_electron_inside_a_jet_is_not_isolated():
+    reco = run([[(11, 1, 30.0, -1.0, -2.0, 0.0005)] + spray(-1.0, -2.0, 80.0)])
+    assert len(objects_of(reco, 0, "electron")) == 0
+    (jet,) = objects_of(reco, 0, "jet")
+    assert jet[PT] == pytest.approx(110.0, rel=0.02)  # the electron is a jet constituent
+
+
+def test_jet_overlapping_a_selected_photon_is_removed():
+    reco = run([[(22, 1, 60.0, 0.3, 0.3, 0.0)]])
+    assert len(objects_of(reco, 0, "photon")) == 1
+    assert len(objects_of(reco, 0, "jet")) == 0
+
+
+def test_acceptance_and_crack():
+    reco = run([[(22, 1, 60.0, 1.45, 0.0, 0.0)], [(13, 1, 60.0, 1.45, 0.0, 0.1)], [(11, 1, 60.0, 2.6, 0.0, 0.0)],
+                [(11, 1, 9.0, 0.0, 0.0, 0.0)]])
+    assert len(objects_of(reco, 0, "photon")) == 0  # crack
+    assert len(objects_of(reco, 1, "muon")) == 1    # muons have no crack
+    assert len(objects_of(reco, 2, "electron")) == 0
+    assert len(objects_of(reco, 3, "electron")) == 0  # below 10 GeV
+
+
+def test_btag_matches_b_quarks_within_delta_r():
+    reco = run([spray(0.0, 0.0, 60.0) + spray(1.5, 2.5, 60.0) + [(5, -71, 40.0, 0.05, 0.05, 4.8)]])
+    jets = objects_of(reco, 0, "jet")
+    assert len(jets) == 2
+    tagged = jets[jets[:, BTAG] == 1]
+    assert len(tagged) == 1 and abs(tagged[0][ETA]) < 0.3
+
+
+def test_objects_ordered_by_type_then_pt_and_softest_jets_dropped():
+    cfg = ideal()
+    cfg.max_objects = 8
+    phis = np.linspace(-2.8, 2.8, 10)
+    jets = [p for i, phi in enumerate(phis) for p in spray(0.0, phi, 30.0 + 10 * i)]
+    reco = run([jets + [(13, 1, 40.0, 2.0, 0.2, 0.1)]], cfg)
+    obj = reco.objects[0]
+    assert reco.n_objects[0] == 8 and reco.n_dropped[0] == 10 + 1 + 1 - 8
+    types = obj[:, TYPE]
+    assert list(types) == [1] * 6 + [3, 6]
+    assert np.all(np.diff(obj[:6, PT]) <= 0)
+    assert obj[0, PT] == pytest.approx(120.0, rel=0.05)  # the hardest jets are kept
+
+
+def test_padding_rows_are_zero_and_energy_is_massless():
+    reco = run([spray(0.0, 0.0, 60.0)])
+    n = reco.n_objects[0]
+    np.testing.assert_array_equal(reco.objects[0, n:], 0.0)
+    real = reco.objects[0, :n]
+    np.testing.assert_allclose(real[:, FEATURE_INDEX["energy"]], real[:, PT] * np.cosh(real[:, ETA]), rtol=1e-5)
+
+
+def test_global_phi_rotation_rotates_every_object():
+    base = [(11, 1, 50.0, 0.5, 1.0, 0.0005)] + spray(-1.0, -2.0, 80.0) + [(14, 1, 30.0, 0.0, 2.5, 0.0)]
+    shift = 0.7
+    rotated = [(p, s, pt, eta, float(kin.wrap_phi(phi + shift)), m) for p, s, pt, eta, phi, m in base]
+    a, b = run([base]), run([rotated])
+    n = a.n_objects[0]
+    assert n == b.n_objects[0]
+    np.testing.assert_allclose(b.objects[0, :n, PT], a.objects[0, :n, PT], rtol=1e-4)
+    np.testing.assert_allclose(kin.wrap_phi(b.objects[0, :n, PHI] - a.objects[0, :n, PHI] - shift), 0.0, atol=1e-4)
+
+
+def test_same_seed_same_smearing_different_seed_different():
+    events = [[(11, 1, 50.0, 0.5, 1.0, 0.0005)] + spray(-1.0, -2.0, 80.0)] * 20
+    cfg = DetectorConfig()
+    a, b, c = run(events, cfg, 7), run(events, cfg, 7), run(events, cfg, 8)
+    np.testing.assert_array_equal(a.objects, b.objects)
+    assert not np.array_equal(a.objects, c.objects)
+
+
+def test_config_roundtrip_and_unknown_key(tmp_path):
+    from hepfm.errors import HepfmError
+
+    cfg = DetectorConfig(jet_pt_min=30.0)
+    assert DetectorConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    bad = tmp_path / "det.json"
+    bad.write_text('{"jet_pt_minimum": 30}')
+    with pytest.raises(HepfmError, match="det.json: unknown detector parameter"):
+        DetectorConfig.from_file(bad)
