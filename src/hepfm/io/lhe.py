@@ -26,14 +26,12 @@ def count_lhe_events(path: str | Path) -> int:
         raise HepfmError(f"{path}: compressed LHE files are not supported; decompress it first")
     n_open = n_close = 0
     saw_header = saw_init = saw_end = False
-    last_line = ""
     try:
         with open(path, "r", errors="replace") as f:
             for line in f:
                 s = line.strip()
                 if not s:
                     continue
-                last_line = s
                 if s.startswith("<event"):
                     n_open += 1
                 elif s.startswith("</event>"):
@@ -44,14 +42,15 @@ def count_lhe_events(path: str | Path) -> int:
                     saw_init = True
                 elif s.startswith("</LesHouchesEvents>"):
                     saw_end = True
+                    break  # generators may append comments (POWHEG writes its random-number state)
     except OSError as exc:
         raise HepfmError(f"{path}: cannot read LHE file ({exc.strerror})") from None
     if not saw_header or not saw_init:
         raise HepfmError(f"{path}: not a Les Houches Event file (no <LesHouchesEvents> header and <init> block)")
-    if n_open != n_close or not saw_end or last_line != "</LesHouchesEvents>":
+    if n_open != n_close or not saw_end:
         raise HepfmError(
-            f"{path}: truncated LHE file ({n_open} <event> tags, {n_close} </event> tags, "
-            f"{'no' if not saw_end else 'misplaced'} closing </LesHouchesEvents>)"
+            f"{path}: truncated LHE file ({n_open} <event> tags, {n_close} </event> tags"
+            f"{', no closing </LesHouchesEvents>' if not saw_end else ''})"
         )
     if n_close == 0:
         raise HepfmError(f"{path}: LHE file holds no events")

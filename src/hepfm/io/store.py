@@ -76,13 +76,13 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
 
 
 def read_attrs(path: Path) -> dict:
-    """All attributes of a shard, JSON strings decoded."""
+    """All attributes of a shard; JSON-encoded lists and dicts decoded."""
     out = {}
     with h5py.File(path, "r") as f:
         for key, value in f.attrs.items():
             if isinstance(value, bytes):
                 value = value.decode()
-            if isinstance(value, str):
+            if isinstance(value, str) and value[:1] in ("[", "{"):
                 try:
                     value = json.loads(value)
                 except ValueError:

@@ -102,8 +102,15 @@ def _new_pythia():
     return pythia8mc.Pythia("", False)
 
 
+_FLAG_VALUES = {"on", "off", "true", "false", "yes", "no", "1", "0"}
+
+
 def _read_settings(pythia, settings: Sequence[str], where: str) -> None:
     for s in settings:
+        key, _, value = s.partition("=")
+        # Pythia silently reads an unrecognised flag value as "off"; treat it as the error it is.
+        if value and pythia.settings.isFlag(key.strip()) and value.strip().lower() not in _FLAG_VALUES:
+            raise HepfmError(f"{where}: Pythia rejected the setting {s!r} (a flag takes on/off)")
         if not pythia.readString(s):
             raise HepfmError(f"{where}: Pythia rejected the setting {s!r}")
 

@@ -1,0 +1,5 @@
+"""``python -m hepfm`` runs the command line."""
+
+from hepfm.cli import main
+
+main()

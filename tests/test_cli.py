@@ -1,0 +1,94 @@
+"""The command line as a user meets it: listings, a small run, and clear errors on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from hepfm.physics.processes import DOWNSTREAM, PRETRAINING, PROCESSES
+
+
+def hepfm(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def test_processes_lists_the_catalog():
+    assert len(PRETRAINING) == 12 and len(DOWNSTREAM) == 6
+    assert set(PRETRAINING) == {"ggf_h", "vbf_h", "wh", "zh", "tth", "ttbar", "top_tchan", "top_schan", "wjets",
+                                "zjets", "diboson", "qcd"}
+    assert set(DOWNSTREAM) == {"tth_yy", "stop_t2t1h", "fcnc_thq", "hplus_tb", "zprime_tt", "x_hh_4b"}
+    r = hepfm("processes")
+    assert r.returncode == 0, r.stderr
+    for name in PROCESSES:
+        assert name in r.stdout
+    assert "HiggsSM:gg2Httbar = on" in r.stdout
+
+
+def test_shipped_slha_spectrum_is_installed():
+    from hepfm.physics.processes import slha_path
+
+    text = slha_path("stop_t2t1h.slha").read_text()
+    assert "2000006" in text and "BLOCK MASS" in text.upper()
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["generate", "tth", "hbb_magic", "-n", "10"], ["unknown process 'hbb_magic'"]),
+    (["generate", "tth", "-n", "0"], ["--events must be a positive"]),
+    (["generate", "tth", "-n", "-5"], ["--events must be a positive"]),
+    (["generate", "tth", "-n", "10", "--set", "HiggsSM:gg2Hbanana = on"], ["Pythia rejected the setting",
+                                                                           "gg2Hbanana"]),
+    (["generate", "tth", "-n", "10", "--set", "HiggsSM:gg2H = maybe"], ["HiggsSM:gg2H = maybe", "on/off"]),
+    (["generate", "--lhe", "/nonexistent/file.lhe", "--label", "x"], ["/nonexistent/file.lhe", "no such LHE file"]),
+])
+def test_bad_input_gives_one_line_and_no_output(tmp_path, args, fragments):
+    out = tmp_path / "out"
+    one_line_error(hepfm(*args, "--out", out), *fragments)
+    assert not out.exists()
+
+
+def test_truncated_and_non_lhe_files(tmp_path, shared_data):
+    text = (shared_data / "pylhe-testfile-pythia-6.413-ttbar.lhe").read_text()
+    truncated = tmp_path / "cut.lhe"
+    truncated.write_text(text[: len(text) // 2])
+    out = tmp_path / "out"
+    one_line_error(hepfm("generate", "--lhe", truncated, "--label", "x", "--out", out), "cut.lhe", "truncated")
+    notlhe = tmp_path / "notes.lhe"
+    notlhe.write_text("hello\nworld\n")
+    one_line_error(hepfm("generate", "--lhe", notlhe, "--label", "x", "--out", out), "notes.lhe",
+                   "not a Les Houches Event file")
+    assert not out.exists()
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(hepfm("generate", "ttbar", "-n", "5", "--out", blocker), "exists and is not a folder")
+    one_line_error(hepfm("generate", "ttbar", "-n", "5", "--out", blocker / "sub"), "cannot create output folder")
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.pythia
+def test_generate_and_inspect_end_to_end(tmp_path):
+    pytest.importorskip("pythia8mc")
+    out = tmp_path / "store"
+    r = hepfm("generate", "ttbar", "zjets", "-n", "40", "--out", out, "--seed", "3", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (out / "manifest.json").exists() and (out / "ttbar" / "shard-00000.h5").exists()
+    r = hepfm("inspect", out, "--plots", tmp_path / "plots")
+    assert r.returncode == 0, r.stderr
+    assert "ttbar" in r.stdout and "zjets" in r.stdout
+    for name in ("n_jet", "n_btag", "leading_jet_pt", "leading_electron_eta", "dilepton_mass", "diphoton_mass",
+                 "met"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+    r = hepfm("generate", "ttbar", "-n", "40", "--out", out, "--seed", "3", "--no-progress")
+    assert r.returncode == 0 and "skipped 1 complete shard" in r.stdout
+    one_line_error(hepfm("inspect", tmp_path / "nothing"), "no such event store")

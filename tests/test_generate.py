@@ -1,0 +1,134 @@
+"""Generation mechanics: reproducibility, resumable shards, batch-system shards, LHE input."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from hepfm.errors import HepfmError
+from hepfm.io import store
+from hepfm.io.store import EventStore
+from hepfm.physics import generate as gen
+from hepfm.physics.generate import catalog_source, generate, lhe_source
+
+pytestmark = pytest.mark.pythia
+pytest.importorskip("pythia8mc")
+
+FIELDS = ("objects", "n_objects", "truth", "weight", "event_id")
+
+
+def read(root):
+    return EventStore(root).arrays(fields=FIELDS)
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        generate([catalog_source("ttbar")], tmp_path / name, events=60, seed=seed, progress=False)
+    a, b, c = read(tmp_path / "a"), read(tmp_path / "b"), read(tmp_path / "c")
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["objects"], c["objects"])
+
+
+def test_rerun_skips_complete_shards_and_reports_them(tmp_path):
+    out = tmp_path / "s"
+    first = generate([catalog_source("zh")], out, events=40, seed=1, shard_size=20, progress=False)
+    assert len(first.written) == 2 and first.skipped == []
+    mtimes = {p: os.stat(p).st_mtime_ns for p in first.written}
+    again = generate([catalog_source("zh")], out, events=40, seed=1, shard_size=20, progress=False)
+    assert again.written == [] and sorted(again.skipped) == sorted(first.written)
+    assert {p: os.stat(p).st_mtime_ns for p in first.written} == mtimes
+    with pytest.raises(HepfmError, match="different seed"):
+        generate([catalog_source("zh")], out, events=40, seed=2, shard_size=20, progress=False)
+
+
+def test_batch_system_shards_add_up_to_the_full_run(tmp_path):
+    full = tmp_path / "full"
+    generate([catalog_source("wh")], full, events=50, seed=3, num_shards=2, progress=False)
+    split = tmp_path / "split"
+    for i in (1, 0):
+        report = generate([catalog_source("wh")], split, events=50, seed=3, num_shards=2, shard_index=i,
+                          progress=False)
+        assert [os.path.basename(p) for p in report.written] == [store.shard_name(i)]
+    assert EventStore(split).counts() == {"wh": 50}
+    a, b = read(full), read(split)
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(a["event_id"], np.arange(50))
+    with pytest.raises(HepfmError, match="out of range"):
+        generate([catalog_source("wh")], split, events=50, seed=3, num_shards=2, shard_index=2, progress=False)
+
+
+def test_interrupted_run_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    calls = {"n": 0}
+    original = gen.reconstruct
+
+    def reconstruct_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "BATCH_EVENTS", 10)
+    monkeypatch.setattr(gen, "reconstruct", reconstruct_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
+    assert not out.exists() or not list(out.rglob("shard-*.h5"))
+    monkeypatch.setattr(gen, "reconstruct", original)
+    report = generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
+    assert len(report.written) == 1 and EventStore(out).counts() == {"ttbar": 30}
+
+
+def test_shard_metadata_records_the_configuration(tmp_path):
+    generate([catalog_source("ggf_h")], tmp_path / "s", events=10, seed=9, progress=False)
+    attrs = EventStore(tmp_path / "s").attrs("ggf_h")
+    assert attrs["generator_version"].startswith("8.3")
+    assert "HiggsSM:gg2H = on" in attrs["generator_settings"]
+    assert any(s.startswith("Random:seed = ") for s in attrs["generator_settings"])
+    assert attrs["detector"]["jet_radius"] == 0.4 and attrs["detector"]["jet_pt_min"] == 25.0
+    assert len(attrs["truth_labels"]) == 41 and attrs["schema_version"] == 1
+    assert attrs["sigma_pb"] > 0
+
+
+def test_parallel_workers_match_serial(tmp_path):
+    kw = dict(events=30, seed=4, shard_size=15, progress=False)
+    generate([catalog_source("wjets")], tmp_path / "serial", workers=1, **kw)
+    generate([catalog_source("wjets")], tmp_path / "parallel", workers=2, **kw)
+    a, b = read(tmp_path / "serial"), read(tmp_path / "parallel")
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+# The POWHEG test file, despite its name, holds low-mass Z/gamma* -> ee events.
+@pytest.mark.parametrize("filename, n_events, n_tops, n_w_min, n_z", [
+    ("pylhe-testfile-powheg-box-v2-hvq.lhe", 6, 0, 0, 1),
+    ("pylhe-testfile-madgraph-2.0.0-wbj.lhe", 59, None, 1, 0),  # W b j, some through an s-channel top
+    ("pylhe-testfile-pythia-6.413-ttbar.lhe", 100, 2, 2, 0),
+])
+def test_lhe_files_are_showered_through_the_same_chain(tmp_path, shared_data, filename, n_events, n_tops, n_w_min,
+                                                       n_z):
+    from hepfm.physics.truth import LABEL_NAMES
+
+    out = tmp_path / "lhe"
+    report = generate([lhe_source(shared_data / filename, "ext")], out, events=None, seed=1, progress=False)
+    assert report.n_events == n_events
+    data = EventStore(out).arrays()
+    assert len(data["objects"]) == n_events
+    idx = {n: i for i, n in enumerate(LABEL_NAMES)}
+    if n_tops is not None:
+        assert np.all(data["truth"][:, idx["n_tops"]] == n_tops)
+    assert np.all(data["truth"][:, idx["n_W"]] >= n_w_min)
+    assert np.all(data["truth"][:, idx["n_Z"]] == n_z)
+    assert (data["n_objects"] >= 1).all()
+    with h5py.File(out / "ext" / store.shard_name(0)) as f:
+        assert f.attrs["lhe_file"].endswith(filename)
+
+
+def test_lhe_events_option_and_shards(tmp_path, shared_data):
+    src = lhe_source(shared_data / "pylhe-testfile-pythia-6.413-ttbar.lhe", "tt6")
+    generate([src], tmp_path / "a", events=30, seed=1, shard_size=20, progress=False)
+    data = read(tmp_path / "a")
+    np.testing.assert_array_equal(data["event_id"], np.arange(30))
+    assert EventStore(tmp_path / "a").counts() == {"tt6": 30}
