@@ -49,17 +49,24 @@ N_LABELS = len(LABEL_NAMES)
 assert N_LABELS == 41
 
 
-def last_copy_mask(prt: ak.Array) -> ak.Array:
-    """True for entries that are the last copy of their particle (no daughter with the same id)."""
-    pid = prt.id
-    n = ak.num(pid, axis=1)
-    # Index 0 is Pythia's "system" entry, so pointing a daughter there never matches a real copy;
-    # out-of-range daughters (incomplete records) are treated the same way.
-    d1 = ak.where((prt.daughter1 >= 0) & (prt.daughter1 < n), prt.daughter1, 0)
-    d2 = ak.where((prt.daughter2 >= 0) & (prt.daughter2 < n), prt.daughter2, 0)
-    same1 = pid[d1] == pid
-    same2 = pid[d2] == pid
-    return ~(same1 | same2)
+def _flat(a) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(a, axis=1))
+
+
+def last_copy_mask(pid: np.ndarray, daughter1: np.ndarray, daughter2: np.ndarray, offsets: np.ndarray,
+                   counts: np.ndarray) -> np.ndarray:
+    """True for record entries (flat, event-major) that are the last copy of their particle.
+
+    A copy is not the last one when a daughter carries the same id. Daughter indices are per event;
+    index 0 is Pythia's "system" entry, so pointing there never matches, and out-of-range indices
+    (incomplete records) are treated the same way.
+    """
+    same = np.zeros(len(pid), dtype=bool)
+    for d in (daughter1, daughter2):
+        valid = (d > 0) & (d < counts)
+        target = np.where(valid, offsets + d, 0)
+        same |= valid & (pid[target] == pid)
+    return ~same
 
 
 def _one_hot(values: np.ndarray, edges, present: np.ndarray) -> np.ndarray:
@@ -80,37 +87,44 @@ def _kinematic_block(pt_, eta_, phi_, present, pt_edges) -> np.ndarray:
     )
 
 
-def _nth_by_pt(px, py, pz, n: int):
+def _nth_by_pt(ev, px, py, pz, n: int, n_events: int):
     """pT, eta, phi of the n-th hardest entry per event (zeros when absent) and a presence mask."""
     pts = kin.pt(px, py)
-    order = ak.argsort(pts, axis=1, ascending=False)
-    px, py, pz = px[order], py[order], pz[order]
-    present = ak.to_numpy(ak.num(px, axis=1) > n)
-    padded = [ak.to_numpy(ak.fill_none(ak.pad_none(a, n + 1, axis=1, clip=True), 0.0))[:, n]
-              for a in (px, py, pz)]
-    x, y, z = padded
+    order = np.lexsort((-pts, ev))
+    ev, px, py, pz = ev[order], px[order], py[order], pz[order]
+    rank = np.arange(len(ev)) - np.searchsorted(ev, ev)
+    pick = rank == n
+    present = np.zeros(n_events, dtype=bool)
+    present[ev[pick]] = True
+    x, y, z = (np.zeros(n_events) for _ in range(3))
+    x[ev[pick]], y[ev[pick]], z[ev[pick]] = px[pick], py[pick], pz[pick]
     return kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y), present
 
 
 def truth_labels(prt: ak.Array) -> np.ndarray:
     """The [n_events, 41] float32 truth-label matrix for a batch of generator records."""
-    last = last_copy_mask(prt)
-    aid = abs(prt.id)
-    is_h = last & (aid == 25)
-    is_t = last & (aid == 6)
-    is_w = last & (aid == 24)
-    is_z = last & (aid == 23)
-    n_h = ak.to_numpy(ak.sum(is_h, axis=1))
-    n_t = ak.to_numpy(ak.sum(is_t, axis=1))
-    n_w = ak.to_numpy(ak.sum(is_w, axis=1))
-    n_z = ak.to_numpy(ak.sum(is_z, axis=1))
-    counts = np.stack([n_h, n_t, n_w + n_z, n_w, n_z], axis=1).astype(np.float32)
+    n_events = len(prt)
+    counts_ev = ak.to_numpy(ak.num(prt.id, axis=1))
+    ev = np.repeat(np.arange(n_events), counts_ev)
+    offsets = np.repeat(np.cumsum(counts_ev) - counts_ev, counts_ev)
+    counts = np.repeat(counts_ev, counts_ev)
+    pid = _flat(prt.id)
+    aid = np.abs(pid)
+    heavy = np.isin(aid, (6, 23, 24, 25))
+    last = np.zeros(len(pid), dtype=bool)
+    last[heavy] = last_copy_mask(pid, _flat(prt.daughter1), _flat(prt.daughter2), offsets, counts)[heavy]
+
+    def count(code):
+        return np.bincount(ev[last & (aid == code)], minlength=n_events)
+
+    n_h, n_t, n_w, n_z = count(25), count(6), count(24), count(23)
+    blocks = [np.stack([n_h, n_t, n_w + n_z, n_w, n_z], axis=1).astype(np.float32)]
 
     p = prt.p
-    blocks = [counts]
-    for mask, n, edges in ((is_h, 0, HIGGS_PT_EDGES), (is_t, 0, TOP_PT_EDGES), (is_t, 1, TOP_PT_EDGES)):
-        sel = p[mask]
-        pt_, eta_, phi_, present = _nth_by_pt(sel.px, sel.py, sel.pz, n)
+    px, py, pz = _flat(p.px), _flat(p.py), _flat(p.pz)
+    for code, n, edges in ((25, 0, HIGGS_PT_EDGES), (6, 0, TOP_PT_EDGES), (6, 1, TOP_PT_EDGES)):
+        sel = last & (aid == code)
+        pt_, eta_, phi_, present = _nth_by_pt(ev[sel], px[sel], py[sel], pz[sel], n, n_events)
         blocks.append(_kinematic_block(pt_, eta_, phi_, present, edges))
     out = np.concatenate(blocks, axis=1)
     assert out.shape[1] == N_LABELS
