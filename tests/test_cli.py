@@ -46,6 +46,7 @@ def one_line_error(r, *fragments):
     (["generate", "tth", "-n", "-5"], ["--events must be a positive"]),
     (["generate", "tth", "-n", "10", "--set", "HiggsSM:gg2Hbanana = on"], ["Pythia rejected the setting",
                                                                            "gg2Hbanana"]),
+    (["generate", "tth", "-n", "10", "--set", "[foo] = 1"], ["'[foo] = 1' is not a Pythia setting"]),
     (["generate", "tth", "-n", "10", "--set", "HiggsSM:gg2H = maybe"], ["HiggsSM:gg2H = maybe", "on/off"]),
     (["generate", "--lhe", "/nonexistent/file.lhe", "--label", "x"], ["/nonexistent/file.lhe", "no such LHE file"]),
 ])

@@ -30,6 +30,13 @@ def make_store(root, sizes):
     return store.write_manifest(root)
 
 
+def test_public_import_paths():
+    import hepfm
+    import hepfm.io
+
+    assert hepfm.io.EventStore is EventStore and hepfm.EventStore is EventStore
+
+
 def test_roundtrip_counts_arrays_and_chunks(tmp_path):
     manifest = make_store(tmp_path, {"ttbar": [30, 20], "tth": [25]})
     assert manifest["processes"] == {"ttbar": 50, "tth": 25}

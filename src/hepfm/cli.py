@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hepfm.errors import HepfmError
@@ -94,6 +95,8 @@ def inspect(
     max_events: int = typer.Option(200_000, help="Read at most this many events per process."),
 ) -> None:
     """Summarise an event store per process and optionally draw validation plots."""
+    import numpy as np
+
     from hepfm.io.store import EventStore
     from hepfm.physics import validation as val
 
@@ -106,19 +109,20 @@ def inspect(
             n += len(chunk["objects"])
             if n >= max_events:
                 break
-        objects[name] = __import__("numpy").concatenate(parts)[:max_events]
+        objects[name] = np.concatenate(parts)[:max_events]
     table = Table(title=f"{store} ({len(es)} events)")
-    for col in ("process", "events", "sigma [pb]", "jets", "electrons", "muons", "photons", "b-tags", "MET [GeV]"):
-        table.add_column(col, justify="right" if col != "process" else "left")
+    table.add_column("process", no_wrap=True)
+    for col in ("events", "σ (pb)", "jets", "e", "μ", "γ", "b-tags", "MET (GeV)"):
+        table.add_column(col, justify="right", no_wrap=True)
     counts = es.counts()
     for name, obj in objects.items():
         s = val.summarize(obj)
         sigma = es.attrs(name).get("sigma_pb", float("nan"))
-        table.add_row(name, f"{counts[name]}", f"{sigma:.4g}", f"{s['mean_n_jet']:.2f}", f"{s['mean_n_electron']:.2f}",
+        table.add_row(name, f"{counts[name]}", f"{sigma:.3g}", f"{s['mean_n_jet']:.2f}", f"{s['mean_n_electron']:.2f}",
                       f"{s['mean_n_muon']:.2f}", f"{s['mean_n_photon']:.2f}", f"{s['mean_n_btag']:.2f}",
                       f"{s['mean_met']:.1f}")
     console.print(table)
-    console.print("(multiplicities, b-tags and MET are means per event)")
+    console.print("jets, e, μ, γ, b-tags and MET are means per event; σ is Pythia's generated cross section")
     if plots is not None:
         from hepfm.eval.plots import validation_plots
 
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="hepfm")
     except HepfmError as exc:
-        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")

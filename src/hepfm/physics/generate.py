@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -103,10 +104,14 @@ def _new_pythia():
 
 
 _FLAG_VALUES = {"on", "off", "true", "false", "yes", "no", "1", "0"}
+# Pythia reads a line that does not start with a letter or digit as a comment and ignores it.
+_SETTING = re.compile(r"^\s*[A-Za-z0-9][^=]*=\s*\S")
 
 
 def _read_settings(pythia, settings: Sequence[str], where: str) -> None:
     for s in settings:
+        if not _SETTING.match(s):
+            raise HepfmError(f"{where}: {s!r} is not a Pythia setting of the form 'Key = value'")
         key, _, value = s.partition("=")
         # Pythia silently reads an unrecognised flag value as "off"; treat it as the error it is.
         if value and pythia.settings.isFlag(key.strip()) and value.strip().lower() not in _FLAG_VALUES:
