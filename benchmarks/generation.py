@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from hepfm.physics.generate import catalog_source, make_pythia, plan_shards, produce_shard  # noqa: E402
+from hepfm.physics.generate import catalog_source, make_pythia, plan_shards, produce_shard
 
 
 def bare_pythia(task) -> float:

@@ -30,7 +30,7 @@ def test_process_generates_with_expected_truth(tmp_path, name):
     generate([catalog_source(name)], tmp_path, events=20, seed=11, progress=False)
     data = EventStore(tmp_path).arrays()
     assert len(data["objects"]) == 20
-    truth = dict(zip(LABEL_NAMES, data["truth"].T))
+    truth = dict(zip(LABEL_NAMES, data["truth"].T, strict=True))
     n_h, n_t = EXPECTED[name]
     assert np.all(truth["n_higgs"] == n_h)
     if n_t is not None:

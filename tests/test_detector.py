@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("fastjet")
 
-from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES  # noqa: E402
-from hepfm.physics import kinematics as kin  # noqa: E402
-from hepfm.physics.detector import DetectorConfig, reconstruct  # noqa: E402
+from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
+from hepfm.physics import kinematics as kin
+from hepfm.physics.detector import DetectorConfig, reconstruct
 
 PT, ETA, PHI, TYPE, BTAG = (FEATURE_INDEX[k] for k in ("pt", "eta", "phi", "type", "btag"))
 
@@ -149,5 +149,5 @@ def test_config_roundtrip_and_unknown_key(tmp_path):
     assert DetectorConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
     bad = tmp_path / "det.json"
     bad.write_text('{"jet_pt_minimum": 30}')
-    with pytest.raises(HepfmError, match="det.json: unknown detector parameter"):
+    with pytest.raises(HepfmError, match=r"det\.json: unknown detector parameter"):
         DetectorConfig.from_file(bad)

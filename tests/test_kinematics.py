@@ -32,7 +32,7 @@ def test_pair_mass_matches_four_vector_sum():
     a = [rng.uniform(5, 300, 50), rng.uniform(-3, 3, 50), rng.uniform(-np.pi, np.pi, 50)]
     b = [rng.uniform(5, 300, 50), rng.uniform(-3, 3, 50), rng.uniform(-np.pi, np.pi, 50)]
     va, vb = kin.to_cartesian(*a), kin.to_cartesian(*b)
-    expected = kin.invariant_mass(*(x + y for x, y in zip(va, vb)))
+    expected = kin.invariant_mass(*(x + y for x, y in zip(va, vb, strict=True)))
     np.testing.assert_allclose(kin.pair_mass(*a, *b), expected, rtol=1e-7)
     # Z at rest decaying back to back: m = 2 * 45.6 GeV
     assert kin.pair_mass(45.6, 0.0, 0.0, 45.6, 0.0, np.pi) == pytest.approx(91.2)

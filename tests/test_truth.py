@@ -39,7 +39,7 @@ def test_last_copies_counted_once_and_kinematic_bins():
     prt = ak.Array([ev, _event([])])
     labels = truth.truth_labels(prt)
     assert labels.shape == (2, 41)
-    named = dict(zip(truth.LABEL_NAMES, labels[0]))
+    named = dict(zip(truth.LABEL_NAMES, labels[0], strict=True))
     assert (named["n_higgs"], named["n_tops"], named["n_W"], named["n_Z"], named["n_V"]) == (1, 2, 2, 0, 2)
     assert named["top1_exists"] == 1 and named["top1_pt_300_inf"] == 1 and named["top1_eta_0_1.5"] == 1
     assert named["top1_phi_0_pi/2"] == 1
@@ -57,5 +57,5 @@ def test_last_copies_counted_once_and_kinematic_bins():
                                                  (1.0, "phi_0_pi/2"), (2.0, "phi_gt_pi/2")])
 def test_phi_bins(phi_value, expected):
     ev = _event([(25, 0, 0, 100 * np.cos(phi_value), 100 * np.sin(phi_value), 0.0, 160.0)])
-    named = dict(zip(truth.LABEL_NAMES, truth.truth_labels(ak.Array([ev]))[0]))
+    named = dict(zip(truth.LABEL_NAMES, truth.truth_labels(ak.Array([ev]))[0], strict=True))
     assert named[f"higgs_{expected}"] == 1

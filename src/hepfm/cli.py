@@ -65,7 +65,8 @@ def generate(
 ) -> None:
     """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store."""
     from hepfm.physics.detector import DetectorConfig
-    from hepfm.physics.generate import catalog_source, generate as run, lhe_source
+    from hepfm.physics.generate import catalog_source, lhe_source
+    from hepfm.physics.generate import generate as run
 
     extra = tuple(set_ or ())
     if lhe is not None:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -23,7 +30,7 @@ class EventProgress:
                                   disable=not enabled, transient=False)
         self._task = self._progress.add_task(description, total=total)
 
-    def __enter__(self) -> "EventProgress":
+    def __enter__(self) -> EventProgress:
         self._progress.__enter__()
         return self
 

@@ -27,7 +27,7 @@ def count_lhe_events(path: str | Path) -> int:
     n_open = n_close = 0
     saw_header = saw_init = saw_end = False
     try:
-        with open(path, "r", errors="replace") as f:
+        with open(path, errors="replace") as f:
             for line in f:
                 s = line.strip()
                 if not s:

@@ -107,7 +107,7 @@ class DetectorConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "detector configuration") -> "DetectorConfig":
+    def from_dict(cls, values: dict, source: str = "detector configuration") -> DetectorConfig:
         """Build a config from a (partial) dict; unknown keys are an error naming the source."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -116,7 +116,7 @@ class DetectorConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "DetectorConfig":
+    def from_file(cls, path: str | Path) -> DetectorConfig:
         """Read overrides from a JSON or TOML file."""
         path = Path(path)
         try:
@@ -213,7 +213,7 @@ class _Objects:
     phi: np.ndarray
     extra: dict = field(default_factory=dict)
 
-    def __getitem__(self, mask) -> "_Objects":
+    def __getitem__(self, mask) -> _Objects:
         return _Objects(self.ev[mask], self.pt[mask], self.eta[mask], self.phi[mask],
                         {k: v[mask] for k, v in self.extra.items()})
 
