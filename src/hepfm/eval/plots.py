@@ -37,19 +37,25 @@ def _save(fig, path: Path) -> None:
 def _overlay(plt, samples: dict[str, np.ndarray], bins, xlabel: str, title: str, path: Path,
              logy: bool = False, integer: bool = False) -> None:
     fig, ax = plt.subplots()
+    drawn = 0
     for name, values in samples.items():
         values = values[np.isfinite(values)]
         if len(values) == 0:
             continue
         ax.hist(values, bins=bins, histtype="step", density=True, linewidth=1.6, label=f"{name} ({len(values)})")
+        drawn += 1
     ax.set_xlabel(xlabel)
     ax.set_ylabel("normalised events")
     ax.set_title(title)
-    if logy:
-        ax.set_yscale("log")
     if integer:
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8, ncol=2)
+    if drawn:
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(fontsize=9, ncol=2, title="process (events)", title_fontsize=9)
+    else:
+        ax.set_xlim(bins[0], bins[-1])
+        ax.text(0.5, 0.5, "no events with these objects", ha="center", va="center", transform=ax.transAxes)
     _save(fig, path)
     plt.close(fig)
 
