@@ -93,3 +93,24 @@ def test_generate_and_inspect_end_to_end(tmp_path):
     r = hepfm("generate", "ttbar", "-n", "40", "--out", out, "--seed", "3", "--no-progress")
     assert r.returncode == 0 and "skipped 1 complete shard" in r.stdout
     one_line_error(hepfm("inspect", tmp_path / "nothing"), "no such event store")
+
+
+@pytest.mark.pythia
+@pytest.mark.parametrize("workers", [1, 2])
+def test_terminated_run_leaves_no_shard_and_no_workers(tmp_path, workers):
+    """A batch system's SIGTERM mid-run: non-zero exit, no shard that looks complete, no temp files."""
+    import signal
+    import time
+
+    pytest.importorskip("pythia8mc")
+    out = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "hepfm", "generate", "ttbar", "zjets", "-n", "5000", "--out",
+                             str(out), "-j", str(workers), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not list(out.rglob("shard-*.h5")) and not list(out.rglob("*.tmp"))

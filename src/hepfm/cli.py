@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hepfm.errors import HepfmError
+from hepfm.interrupts import interrupt_on_sigterm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hepfm: pretrained foundation models for collider event classification.")
@@ -82,8 +83,12 @@ def generate(
             raise HepfmError("give the number of events per process with --events N")
         sources = [catalog_source(p, extra) for p in dict.fromkeys(process)]
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
-    report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size, num_shards=num_shards,
-                 shard_index=shard_index, detector=detector, progress=progress)
+    try:
+        report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size,
+                     num_shards=num_shards, shard_index=shard_index, detector=detector, progress=progress)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")
+        raise typer.Exit(130) from None
     console.print(f"wrote {len(report.written)} shard(s), {report.n_events} events "
                   f"({report.events_per_second:,.0f} events/s); skipped {len(report.skipped)} complete shard(s); "
                   f"store: {out}")
@@ -133,14 +138,13 @@ def inspect(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the typer app and turns HepfmError into a one-line message and exit code 2."""
+    interrupt_on_sigterm()
     try:
         app(args=argv, prog_name="hepfm")
     except HepfmError as exc:
-        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(str(exc))}", highlight=False,
+                                   soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

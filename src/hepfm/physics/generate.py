@@ -14,13 +14,13 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hepfm.errors import HepfmError
+from hepfm.interrupts import interrupt_on_sigterm
 from hepfm.io import store
 from hepfm.io.lhe import count_lhe_events
 from hepfm.physics.detector import DetectorConfig, reconstruct
@@ -201,6 +201,7 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
 
 
 def _worker(task: ShardTask, queue) -> int:
+    interrupt_on_sigterm()
     return produce_shard(task, progress=queue.put)
 
 
@@ -325,18 +326,26 @@ def _run(tasks: list[ShardTask], workers: int, show: bool) -> int:
             return sum(produce_shard(t, progress=bar.advance) for t in tasks)
         import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context("spawn")  # no fork: Pythia and the progress thread must not be copied
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            n_done = 0
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-                pending = {pool.submit(_worker, t, queue) for t in tasks}
+            pool = ctx.Pool(min(workers, len(tasks)))
+            try:
+                pending = [pool.apply_async(_worker, (t, queue)) for t in tasks]
+                n_done = 0
                 while pending:
-                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    time.sleep(0.2)
                     while not queue.empty():
                         bar.advance(queue.get())
-                    for fut in finished:
-                        n_done += fut.result()  # re-raises a worker's error
+                    for res in [r for r in pending if r.ready()]:
+                        n_done += res.get()  # re-raises a worker's error
+                        pending.remove(res)
+                pool.close()
+            except BaseException:
+                pool.terminate()  # SIGTERM: workers remove their partial files
+                raise
+            finally:
+                pool.join()
             while not queue.empty():
                 bar.advance(queue.get())
             return n_done
