@@ -105,3 +105,21 @@ def test_manifest_lists_checksums(tmp_path):
     (entry,) = manifest["shards"]
     assert entry["sha256"] == store.file_sha256(tmp_path / entry["path"])
     assert entry["n_events"] == 3
+
+
+def test_manifest_reuses_checksums_of_unchanged_shards(tmp_path, monkeypatch):
+    make_store(tmp_path, {"ttbar": [5, 5]})
+
+    def no_hashing(path):
+        raise AssertionError(f"re-hashed {path}")
+
+    monkeypatch.setattr(store, "file_sha256", no_hashing)
+    assert store.write_manifest(tmp_path)["n_events"] == 10
+
+
+def test_shards_finished_after_the_manifest_are_picked_up(tmp_path):
+    """Concurrent batch jobs can overwrite each other's manifest; the reader notices extra shards."""
+    make_store(tmp_path, {"ttbar": [5]})
+    store.write_shard(tmp_path / "ttbar" / store.shard_name(1), fake_arrays(7), {"process_name": "ttbar"})
+    assert EventStore(tmp_path).counts() == {"ttbar": 12}
+    assert json.loads((tmp_path / store.MANIFEST).read_text())["n_events"] == 12

@@ -102,25 +102,56 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(root: Path) -> dict:
-    """Scan ``root`` for complete shards and (atomically) write ``manifest.json``; return it."""
+def shard_paths(root: Path) -> list[Path]:
+    """Complete shards under an event-store folder, sorted."""
+    return sorted(Path(root).glob(f"*/{SHARD_GLOB}"))
+
+
+def _previous_entries(root: Path) -> dict[str, dict]:
+    try:
+        return {s["path"]: s for s in json.loads((root / MANIFEST).read_text())["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def build_manifest(root: Path) -> dict:
+    """The manifest of the complete shards under ``root`` (not saved).
+
+    Entries of an existing manifest whose file size and modification time are unchanged are reused,
+    so that the many jobs of a batch production do not re-hash every shard.
+    """
     root = Path(root)
+    previous = _previous_entries(root)
     shards = []
-    for path in sorted(root.glob(f"*/{SHARD_GLOB}")):
+    for path in shard_paths(root):
+        rel = str(path.relative_to(root))
+        st = path.stat()
+        old = previous.get(rel)
+        if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+            shards.append(old)
+            continue
         attrs = read_attrs(path)
         shards.append({
-            "path": str(path.relative_to(root)),
+            "path": rel,
             "process": attrs.get("process_name", path.parent.name),
             "shard_index": attrs.get("shard_index"),
             "n_events": int(attrs["n_events"]),
             "seed": attrs.get("seed"),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
             "sha256": file_sha256(path),
         })
     counts: dict[str, int] = {}
     for s in shards:
         counts[s["process"]] = counts.get(s["process"], 0) + s["n_events"]
-    manifest = {"schema_version": SCHEMA_VERSION, "hepfm_version": __version__, "processes": counts,
-                "n_events": sum(counts.values()), "shards": shards}
+    return {"schema_version": SCHEMA_VERSION, "hepfm_version": __version__, "processes": counts,
+            "n_events": sum(counts.values()), "shards": shards}
+
+
+def write_manifest(root: Path) -> dict:
+    """Build the manifest of ``root`` and write it atomically to ``manifest.json``; return it."""
+    root = Path(root)
+    manifest = build_manifest(root)
     fd, tmp = tempfile.mkstemp(prefix=MANIFEST + ".", suffix=".tmp", dir=root)
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=1)
@@ -146,13 +177,17 @@ class EventStore:
         if not self.root.is_dir():
             raise HepfmError(f"{self.root}: no such event store folder")
         manifest_path = self.root / MANIFEST
+        on_disk = {str(p.relative_to(self.root)) for p in shard_paths(self.root)}
         if manifest_path.exists():
             try:
                 self.manifest = json.loads(manifest_path.read_text())
             except ValueError as exc:
                 raise HepfmError(f"{manifest_path}: corrupt manifest ({exc})") from None
-        elif any(self.root.glob(f"*/{SHARD_GLOB}")):
-            self.manifest = write_manifest(self.root)
+            if {s["path"] for s in self.manifest["shards"]} < on_disk:
+                # Shards finished by concurrent batch jobs after the manifest was last written.
+                self.manifest = self._rebuild_manifest()
+        elif on_disk:
+            self.manifest = self._rebuild_manifest()
         else:
             raise HepfmError(f"{self.root}: not an event store (no {MANIFEST} and no shards)")
         self.shards = self.manifest["shards"]
@@ -160,6 +195,12 @@ class EventStore:
             if not (self.root / s["path"]).exists():
                 raise HepfmError(f"{self.root}: shard {s['path']} listed in {MANIFEST} is missing")
         self.process_names: list[str] = list(dict.fromkeys(s["process"] for s in self.shards))
+
+    def _rebuild_manifest(self) -> dict:
+        try:
+            return write_manifest(self.root)
+        except OSError:  # a read-only store: use the scan without saving it
+            return build_manifest(self.root)
 
     def __len__(self) -> int:
         return sum(s["n_events"] for s in self.shards)
