@@ -114,3 +114,19 @@ def test_terminated_run_leaves_no_shard_and_no_workers(tmp_path, workers):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not list(out.rglob("shard-*.h5")) and not list(out.rglob("*.tmp"))
+
+
+def test_detector_config_roundtrip(tmp_path):
+    """The printed default configuration, edited, is accepted by --detector-config."""
+    import json
+
+    from hepfm.physics.detector import DetectorConfig
+
+    r = hepfm("detector-config")
+    assert r.returncode == 0, r.stderr
+    values = json.loads(r.stdout)
+    assert values == DetectorConfig().to_dict()
+    values["jet_pt_min"] = 30.0
+    path = tmp_path / "det.json"
+    path.write_text(json.dumps(values))
+    assert DetectorConfig.from_file(path).jet_pt_min == 30.0

@@ -151,3 +151,34 @@ def test_config_roundtrip_and_unknown_key(tmp_path):
     bad.write_text('{"jet_pt_minimum": 30}')
     with pytest.raises(HepfmError, match=r"det\.json: unknown detector parameter"):
         DetectorConfig.from_file(bad)
+
+
+def tau_event(decay):
+    """A tau (row 1) decaying to the given (id, pt) products along eta = 0.3, phi = 1.0."""
+    rows = record([(15, -2, 60.0, 0.3, 1.0, 1.777)] + [(pid, 1, pt, 0.3, 1.0 + 0.01 * i, 0.14)
+                                                       for i, (pid, pt) in enumerate(decay)])
+    rows[1]["daughter1"], rows[1]["daughter2"] = 2, 1 + len(decay)
+    return rows
+
+
+def test_hadronic_tau_is_tagged_leptonic_and_qcd_jets_are_not():
+    cfg = ideal()
+    cfg.tau_tagging = True
+    cfg.tau_efficiency_1prong = cfg.tau_efficiency_3prong = 1.0
+    cfg.tau_mistag_1prong = cfg.tau_mistag_3prong = 0.0
+    events = [
+        tau_event([(-211, 45.0), (16, 15.0)]),                    # tau -> pi nu: one-prong, charge -1
+        tau_event([(-211, 20.0), (211, 15.0), (-211, 10.0), (16, 15.0)]),  # three-prong
+        tau_event([(13, 40.0), (-14, 10.0), (16, 10.0)]),          # leptonic: a muon, no tau object
+        record(spray(0.3, 1.0, 60.0)),                             # QCD-like jet: 10 tracks
+    ]
+    reco = reconstruct(ak.Array(events), cfg, np.random.default_rng(0))
+    (t1,) = objects_of(reco, 0, "tau")
+    assert t1[FEATURE_INDEX["charge"]] == -1 and t1[PT] == pytest.approx(45.0, rel=0.01)
+    (t3,) = objects_of(reco, 1, "tau")
+    assert t3[FEATURE_INDEX["charge"]] == -1
+    assert len(objects_of(reco, 2, "tau")) == 0 and len(objects_of(reco, 2, "muon")) == 1
+    assert len(objects_of(reco, 3, "tau")) == 0 and len(objects_of(reco, 3, "jet")) == 1
+    # off by default: the same events give no tau objects
+    default = reconstruct(ak.Array(events), ideal(), np.random.default_rng(0))
+    assert not np.any(default.objects[..., TYPE] == TYPE_CODES["tau"])

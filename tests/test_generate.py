@@ -132,3 +132,19 @@ def test_lhe_events_option_and_shards(tmp_path, shared_data):
     data = read(tmp_path / "a")
     np.testing.assert_array_equal(data["event_id"], np.arange(30))
     assert EventStore(tmp_path / "a").counts() == {"tt6": 30}
+
+
+@pytest.mark.slow
+def test_tau_tagging_finds_taus_in_z_events_and_few_in_qcd(tmp_path):
+    from hepfm.physics import validation as val
+    from hepfm.physics.detector import DetectorConfig
+
+    cfg = DetectorConfig(tau_tagging=True)
+    generate([catalog_source("zjets")], tmp_path / "z", events=400, seed=5, detector=cfg, progress=False)
+    generate([catalog_source("qcd")], tmp_path / "q", events=150, seed=5, detector=cfg, progress=False)
+    z = EventStore(tmp_path / "z").arrays()["objects"]
+    q = EventStore(tmp_path / "q").arrays()["objects"]
+    assert (val.multiplicity(z, "tau") > 0).mean() > 0.05  # Z -> tau tau is a third of the sample
+    q_taus, q_jets = val.multiplicity(q, "tau").sum(), val.multiplicity(q, "jet").sum()
+    assert q_taus / (q_taus + q_jets) < 0.03
+    assert EventStore(tmp_path / "z").attrs()["detector"]["tau_tagging"] is True

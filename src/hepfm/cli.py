@@ -17,6 +17,8 @@ from hepfm.interrupts import interrupt_on_sigterm
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hepfm: pretrained foundation models for collider event classification.")
 console = Console()
+if not console.is_terminal:  # logs and pipes: do not squeeze tables into 80 columns
+    console = Console(width=max(console.width, 120))
 
 
 @app.command()
@@ -94,6 +96,27 @@ def generate(
                   f"store: {out}")
 
 
+@app.command("detector-config")
+def detector_config_cmd(
+    source: Optional[Path] = typer.Argument(None, help="An event-store folder: print the configuration it used."),
+) -> None:
+    """Print a detector configuration as JSON: the default, or the one an event store was made with.
+
+    Save it, edit any parameter, and pass the file to `hepfm generate --detector-config`.
+    """
+    import json
+
+    from hepfm.physics.detector import DetectorConfig
+
+    if source is None:
+        values = DetectorConfig().to_dict()
+    else:
+        from hepfm.io.store import EventStore
+
+        values = EventStore(source).attrs()["detector"]
+    typer.echo(json.dumps(values, indent=2, sort_keys=True))
+
+
 @app.command()
 def inspect(
     store: Path = typer.Argument(..., help="Event-store folder."),
@@ -118,17 +141,19 @@ def inspect(
         objects[name] = np.concatenate(parts)[:max_events]
     table = Table(title=f"{store} ({len(es)} events)")
     table.add_column("process", no_wrap=True)
-    for col in ("events", "σ (pb)", "jets", "e", "μ", "γ", "b-tags", "MET (GeV)"):
+    for col in ("events", "σ (pb)", "jets", "e", "μ", "γ", "τ", "b-tags", "MET (GeV)"):
         table.add_column(col, justify="right", no_wrap=True)
     counts = es.counts()
     for name, obj in objects.items():
         s = val.summarize(obj)
         sigma = es.attrs(name).get("sigma_pb", float("nan"))
         table.add_row(name, f"{counts[name]}", f"{sigma:.3g}", f"{s['mean_n_jet']:.2f}", f"{s['mean_n_electron']:.2f}",
-                      f"{s['mean_n_muon']:.2f}", f"{s['mean_n_photon']:.2f}", f"{s['mean_n_btag']:.2f}",
+                      f"{s['mean_n_muon']:.2f}", f"{s['mean_n_photon']:.2f}", f"{s['mean_n_tau']:.2f}",
+                      f"{s['mean_n_btag']:.2f}",
                       f"{s['mean_met']:.1f}")
     console.print(table)
-    console.print("jets, e, μ, γ, b-tags and MET are means per event; σ is Pythia's generated cross section")
+    console.print("jets, e, μ, γ, τ (with tau tagging on), b-tags and MET are means per event; "
+                  "σ is Pythia's generated cross section")
     if plots is not None:
         from hepfm.eval.plots import validation_plots
 

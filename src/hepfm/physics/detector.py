@@ -12,7 +12,10 @@ Selection follows arXiv:2412.10665; efficiencies, resolutions and isolation foll
    selected lepton or photon;
 4. b-tagging: a jet is b (c) if a b (c) quark of the generator record with pT > 1 GeV, |eta| < 2.5 lies
    within Delta R < 0.4; tagged with the efficiency of its flavour (ATLAS 70% working point);
-5. missing ET: minus the vector sum of visible particles, corrected for the smearing of the selected
+5. optional hadronic tau tagging (off by default): jets with 1-3 tracks within Delta R < 0.2 are tau
+   candidates, tagged with the Delphes efficiencies when a hadronically decaying tau lies within
+   Delta R < 0.2, with the mistag rates otherwise;
+6. missing ET: minus the vector sum of visible particles, corrected for the smearing of the selected
    objects; stored as an object with eta = 0.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, in a fixed order, so a seeded
@@ -37,9 +40,13 @@ import numpy as np
 from hepfm.errors import HepfmError
 from hepfm.io.schema import DEFAULT_MAX_OBJECTS, FEATURES, TYPE_CODES
 from hepfm.physics import kinematics as kin
+from hepfm.physics.record import FlatRecord
 
 #: PDG ids that leave no trace in the detector: neutrinos, the lightest neutralino, the gravitino.
 INVISIBLE_IDS = (12, 14, 16, 1000012, 1000014, 1000016, 1000022, 1000039)
+#: Charged particles that reach the tracker in Pythia's default final state, and their charge for a
+#: positive PDG id (leptons are negative for positive ids).
+_TRACK_CHARGE = {11: -1.0, 13: -1.0, 211: 1.0, 321: 1.0, 2212: 1.0}
 
 # (|eta| upper edge, value) tables; beyond the last edge the value is 0.
 EtaTable = list  # list[tuple[float, float]]
@@ -98,6 +105,17 @@ class DetectorConfig:
     btag_efficiency_b: float = 0.70
     btag_efficiency_c: float = 0.112
     btag_efficiency_light: float = 0.0033
+    # hadronic tau tagging (Delphes ATLAS card, track counting). Off by default: arXiv:2412.10665 has no
+    # tau objects; turn it on for studies that need them (tagged jets become type-5 objects).
+    tau_tagging: bool = False
+    tau_match_dr: float = 0.2
+    tau_track_dr: float = 0.2
+    tau_track_min_pt: float = 1.0
+    tau_eta_max: float = 2.5
+    tau_efficiency_1prong: float = 0.70
+    tau_efficiency_3prong: float = 0.60
+    tau_mistag_1prong: float = 0.02
+    tau_mistag_3prong: float = 0.01
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of every parameter."""
@@ -181,6 +199,15 @@ def _track_rel_sigma(table, pt_: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
 
 def _np(a) -> np.ndarray:
     return ak.to_numpy(ak.flatten(a, axis=1))
+
+
+def _track_charge(pid: np.ndarray) -> np.ndarray:
+    """Electric charge of final-state tracks (0 for neutral or unlisted particles)."""
+    aid = np.abs(pid)
+    out = np.zeros(len(pid))
+    for code, q in _TRACK_CHARGE.items():
+        out[aid == code] = q
+    return out * np.sign(pid)
 
 
 def _in_crack(abs_eta: np.ndarray, crack) -> np.ndarray:
@@ -292,18 +319,13 @@ def _cluster_jets(inputs: _Objects, px, py, pz, e, cfg: DetectorConfig, n_events
                     kin.phi(jpx, jpy), {"energy": je})
 
 
-def reconstruct(prt: ak.Array, cfg: DetectorConfig, rng: np.random.Generator) -> ReconstructedEvents:
+def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.Generator) -> ReconstructedEvents:
     """Detector-level objects for a batch of generator records (Pythia ``nextBatch`` layout)."""
-    n_events = len(prt)
-    counts = ak.to_numpy(ak.num(prt.id, axis=1))
-    ev_all = np.repeat(np.arange(n_events), counts)
-    pid, status = _np(prt.id), _np(prt.status)
-    p = prt.p
-    px_all, py_all, pz_all, e_all = _np(p.px), _np(p.py), _np(p.pz), _np(p.e)
-
-    fin = status > 0
-    px, py, pz, e, fid = px_all[fin], py_all[fin], pz_all[fin], e_all[fin], pid[fin]
-    final = _Objects(ev_all[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py), {"id": fid})
+    rec = FlatRecord.from_batch(prt)
+    n_events = rec.n_events
+    fin = rec.status > 0
+    px, py, pz, e, fid = rec.px[fin], rec.py[fin], rec.pz[fin], rec.e[fin], rec.pid[fin]
+    final = _Objects(rec.ev[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py), {"id": fid})
     aid = np.abs(fid)
     visible = ~np.isin(aid, INVISIBLE_IDS) & (np.abs(final.eta) < cfg.calo_eta_max)
 
@@ -330,22 +352,56 @@ def reconstruct(prt: ak.Array, cfg: DetectorConfig, rng: np.random.Generator) ->
 
     jets = jets[(jets.pt >= cfg.jet_pt_min) & (np.abs(jets.eta) <= cfg.jet_eta_max)]
 
+    # --- optional hadronic tau tagging: tagged jets become tau objects
+    jets.extra["type"] = np.full(len(jets), float(TYPE_CODES["jet"]))
+    jets.extra["charge"] = np.zeros(len(jets))
+    if cfg.tau_tagging:
+        tracks = final[(_track_charge(fid) != 0) & (final.pt > cfg.tau_track_min_pt)]
+        tracks.extra["charge"] = _track_charge(tracks.extra["id"])
+        _tau_tag(jets, tracks, _hadronic_taus(rec), cfg, rng, n_events)
+
     # --- b-tagging by the flavour of a heavy quark within Delta R
-    heavy = np.isin(np.abs(pid), (4, 5))
-    hx, hy, hz = px_all[heavy], py_all[heavy], pz_all[heavy]
-    quarks = _Objects(ev_all[heavy], kin.pt(hx, hy), kin.eta(hx, hy, hz), kin.phi(hx, hy), {"id": pid[heavy]})
+    heavy = np.isin(np.abs(rec.pid), (4, 5))
+    hx, hy, hz = rec.px[heavy], rec.py[heavy], rec.pz[heavy]
+    quarks = _Objects(rec.ev[heavy], kin.pt(hx, hy), kin.eta(hx, hy, hz), kin.phi(hx, hy), {"id": rec.pid[heavy]})
     quarks = quarks[(quarks.pt > cfg.btag_parton_min_pt) & (np.abs(quarks.eta) < cfg.btag_parton_eta_max)]
     is_b = _any_within(jets, quarks[np.abs(quarks.extra["id"]) == 5], cfg.btag_match_dr, n_events)
     is_c = _any_within(jets, quarks[np.abs(quarks.extra["id"]) == 4], cfg.btag_match_dr, n_events) & ~is_b
     eff = np.where(is_b, cfg.btag_efficiency_b, np.where(is_c, cfg.btag_efficiency_c, cfg.btag_efficiency_light))
-    jets.extra["btag"] = (rng.random(len(jets)) < eff).astype(np.float64)
-    jets.extra["type"] = np.full(len(jets), float(TYPE_CODES["jet"]))
-    jets.extra["charge"] = np.zeros(len(jets))
+    is_tau = jets.extra["type"] == TYPE_CODES["tau"]
+    jets.extra["btag"] = ((rng.random(len(jets)) < eff) & ~is_tau).astype(np.float64)
 
     met = _Objects(np.arange(n_events), np.hypot(met_x, met_y), np.zeros(n_events), np.arctan2(met_y, met_x),
                    {"type": np.full(n_events, float(TYPE_CODES["met"])), "charge": np.zeros(n_events),
                     "btag": np.zeros(n_events)})
     return _assemble([jets, leptons, met], n_events, cfg.max_objects)
+
+
+def _hadronic_taus(rec: FlatRecord) -> _Objects:
+    """Last-copy taus whose decay has no electron or muon (direction of the tau itself)."""
+    rows = np.flatnonzero((np.abs(rec.pid) == 15) & rec.last_copy())
+    parent, child = rec.daughter_rows(rows)
+    leptonic = np.zeros(len(rows), dtype=bool)
+    leptonic[parent[np.isin(np.abs(rec.pid[child]), (11, 13))]] = True
+    rows = rows[~leptonic]
+    x, y, z = rec.px[rows], rec.py[rows], rec.pz[rows]
+    return _Objects(rec.ev[rows], kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y))
+
+
+def _tau_tag(jets: _Objects, tracks: _Objects, taus: _Objects, cfg: DetectorConfig, rng, n_events: int) -> None:
+    """Turn tau-tagged jets into type-5 objects, in place (track counting, as the Delphes card)."""
+    ia, ib = _same_event_pairs(jets.ev, tracks.ev, n_events)
+    close = kin.delta_r(jets.eta[ia], jets.phi[ia], tracks.eta[ib], tracks.phi[ib]) < cfg.tau_track_dr
+    n_tracks = np.bincount(ia[close], minlength=len(jets))
+    charge = np.bincount(ia[close], weights=tracks.extra["charge"][ib[close]], minlength=len(jets))
+    matched = _any_within(jets, taus[np.abs(taus.eta) < cfg.tau_eta_max], cfg.tau_match_dr, n_events)
+    one = n_tracks == 1
+    eff = np.where(matched, np.where(one, cfg.tau_efficiency_1prong, cfg.tau_efficiency_3prong),
+                   np.where(one, cfg.tau_mistag_1prong, cfg.tau_mistag_3prong))
+    candidate = (n_tracks >= 1) & (n_tracks <= 3) & (np.abs(jets.eta) < cfg.tau_eta_max)
+    tagged = candidate & (rng.random(len(jets)) < eff)
+    jets.extra["type"][tagged] = TYPE_CODES["tau"]
+    jets.extra["charge"][tagged] = np.sign(charge[tagged])
 
 
 def _assemble(collections: list[_Objects], n_events: int, max_objects: int) -> ReconstructedEvents:

@@ -25,6 +25,7 @@ from hepfm.io import store
 from hepfm.io.lhe import count_lhe_events
 from hepfm.physics.detector import DetectorConfig, reconstruct
 from hepfm.physics.processes import COMMON_SETTINGS, get_process
+from hepfm.physics.record import FlatRecord
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES, truth_labels
 
 #: Events per ``nextBatch`` call: large enough to amortise the columnar overheads, small enough for
@@ -164,13 +165,14 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
             if task.source.lhe_file:
                 break  # end of the LHE file
             raise HepfmError(f"{where}: Pythia produced no events (too many errors?)")
-        reco = reconstruct(batch.prt, cfg, rng)
+        record = FlatRecord.from_batch(batch.prt)
+        reco = reconstruct(record, cfg, rng)
         weights = ak.to_numpy(ak.fill_none(ak.firsts(batch.info.weights), 1.0)).astype(np.float32)
         parts.append({
             "objects": reco.objects,
             "n_objects": reco.n_objects,
             "n_dropped": reco.n_dropped,
-            "truth": truth_labels(batch.prt),
+            "truth": truth_labels(record),
             "weight": weights,
             "event_id": np.arange(task.first_event + done, task.first_event + done + n, dtype=np.int64),
         })

@@ -16,6 +16,7 @@ import awkward as ak
 import numpy as np
 
 from hepfm.physics import kinematics as kin
+from hepfm.physics.record import FlatRecord
 
 COUNT_LABELS: tuple[str, ...] = ("n_higgs", "n_tops", "n_V", "n_W", "n_Z")
 
@@ -47,26 +48,6 @@ LABEL_NAMES: tuple[str, ...] = COUNT_LABELS + tuple(_kinematic_names())
 LABEL_KINDS: tuple[str, ...] = tuple("regression" if n in COUNT_LABELS else "binary" for n in LABEL_NAMES)
 N_LABELS = len(LABEL_NAMES)
 assert N_LABELS == 41
-
-
-def _flat(a) -> np.ndarray:
-    return ak.to_numpy(ak.flatten(a, axis=1))
-
-
-def last_copy_mask(pid: np.ndarray, daughter1: np.ndarray, daughter2: np.ndarray, offsets: np.ndarray,
-                   counts: np.ndarray) -> np.ndarray:
-    """True for record entries (flat, event-major) that are the last copy of their particle.
-
-    A copy is not the last one when a daughter carries the same id. Daughter indices are per event;
-    index 0 is Pythia's "system" entry, so pointing there never matches, and out-of-range indices
-    (incomplete records) are treated the same way.
-    """
-    same = np.zeros(len(pid), dtype=bool)
-    for d in (daughter1, daughter2):
-        valid = (d > 0) & (d < counts)
-        target = np.where(valid, offsets + d, 0)
-        same |= valid & (pid[target] == pid)
-    return ~same
 
 
 def _one_hot(values: np.ndarray, edges, present: np.ndarray) -> np.ndarray:
@@ -101,18 +82,12 @@ def _nth_by_pt(ev, px, py, pz, n: int, n_events: int):
     return kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y), present
 
 
-def truth_labels(prt: ak.Array) -> np.ndarray:
+def truth_labels(prt: ak.Array | FlatRecord) -> np.ndarray:
     """The [n_events, 41] float32 truth-label matrix for a batch of generator records."""
-    n_events = len(prt)
-    counts_ev = ak.to_numpy(ak.num(prt.id, axis=1))
-    ev = np.repeat(np.arange(n_events), counts_ev)
-    offsets = np.repeat(np.cumsum(counts_ev) - counts_ev, counts_ev)
-    counts = np.repeat(counts_ev, counts_ev)
-    pid = _flat(prt.id)
-    aid = np.abs(pid)
-    heavy = np.isin(aid, (6, 23, 24, 25))
-    last = np.zeros(len(pid), dtype=bool)
-    last[heavy] = last_copy_mask(pid, _flat(prt.daughter1), _flat(prt.daughter2), offsets, counts)[heavy]
+    rec = FlatRecord.from_batch(prt)
+    n_events, ev = rec.n_events, rec.ev
+    aid = np.abs(rec.pid)
+    last = rec.last_copy() & np.isin(aid, (6, 23, 24, 25))
 
     def count(code):
         return np.bincount(ev[last & (aid == code)], minlength=n_events)
@@ -120,8 +95,7 @@ def truth_labels(prt: ak.Array) -> np.ndarray:
     n_h, n_t, n_w, n_z = count(25), count(6), count(24), count(23)
     blocks = [np.stack([n_h, n_t, n_w + n_z, n_w, n_z], axis=1).astype(np.float32)]
 
-    p = prt.p
-    px, py, pz = _flat(p.px), _flat(p.py), _flat(p.pz)
+    px, py, pz = rec.px, rec.py, rec.pz
     for code, n, edges in ((25, 0, HIGGS_PT_EDGES), (6, 0, TOP_PT_EDGES), (6, 1, TOP_PT_EDGES)):
         sel = last & (aid == code)
         pt_, eta_, phi_, present = _nth_by_pt(ev[sel], px[sel], py[sel], pz[sel], n, n_events)

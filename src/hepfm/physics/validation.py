@@ -14,7 +14,7 @@ from hepfm.physics import kinematics as kin
 _PT, _ETA, _PHI = FEATURE_INDEX["pt"], FEATURE_INDEX["eta"], FEATURE_INDEX["phi"]
 _TYPE, _BTAG, _CHARGE = FEATURE_INDEX["type"], FEATURE_INDEX["btag"], FEATURE_INDEX["charge"]
 
-MULTIPLICITY_KINDS = ("jet", "electron", "muon", "photon")
+MULTIPLICITY_KINDS = ("jet", "electron", "muon", "photon", "tau")
 
 
 def multiplicity(objects: np.ndarray, kind: str) -> np.ndarray:
