@@ -75,7 +75,12 @@ def test_interrupted_run_leaves_no_complete_looking_shard(tmp_path, monkeypatch)
     monkeypatch.setattr(gen, "reconstruct", reconstruct_then_die)
     with pytest.raises(KeyboardInterrupt):
         generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
-    assert not out.exists() or not list(out.rglob("shard-*.h5"))
+    assert not out.exists()  # the run created it and completed nothing
+    out.mkdir()
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
+    assert list(out.iterdir()) == []  # the user's folder stays, with nothing half-made inside
     monkeypatch.setattr(gen, "reconstruct", original)
     report = generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
     assert len(report.written) == 1 and EventStore(out).counts() == {"ttbar": 30}

@@ -135,12 +135,6 @@ def make_pythia(settings: Sequence[str], where: str):
     return pythia
 
 
-def pythia_version() -> str:
-    """Version string of the installed Pythia."""
-    p = _new_pythia()
-    return f"{p.settings.parm('Pythia:versionNumber'):.3f}"
-
-
 # -------------------------------------------------------------------------------------------- shards
 
 
@@ -186,6 +180,7 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         "process_name": task.source.name,
         "process_names": [task.source.name],
         "shard_index": task.shard_index,
+        "n_events_planned": task.n_events,  # an LHE file may run out or Pythia may drop failed events
         "seed": task.seed,
         "base_seed": task.base_seed,
         "generator": task.source.generator,
@@ -251,7 +246,7 @@ def _is_done(task: ShardTask) -> bool:
         attrs = store.read_attrs(path)
     except OSError:
         raise HepfmError(f"{path}: exists but is not a readable shard; remove it and rerun") from None
-    same = (attrs.get("seed") == task.seed and attrs.get("n_events") == task.n_events
+    same = (attrs.get("seed") == task.seed and attrs.get("n_events_planned") == task.n_events
             and attrs.get("generator_settings") == task.pythia_settings()
             and attrs.get("detector") == task.detector)
     if not same:
@@ -301,6 +296,7 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     for src in sources:
         validate_source(src)
     created = _prepare_output(out)
+    new_dirs = [d for d in {Path(t.path).parent for t in tasks} if not d.exists()]
     try:
         todo = [t for t in tasks if not _is_done(t)]
         skipped = [t.path for t in tasks if t not in todo]
@@ -313,6 +309,10 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
         seconds = time.perf_counter() - start
         store.write_manifest(out)
     except BaseException:
+        # Leave nothing behind that this run created and did not complete.
+        for d in new_dirs:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
             shutil.rmtree(out, ignore_errors=True)
         raise
