@@ -29,6 +29,9 @@ def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
     for k in FIELDS:
         np.testing.assert_array_equal(a[k], b[k])
     assert not np.array_equal(a["objects"], c["objects"])
+    # the shard files themselves are byte-for-byte identical
+    shard = ("ttbar", store.shard_name(0))
+    assert store.file_sha256(tmp_path.joinpath("a", *shard)) == store.file_sha256(tmp_path.joinpath("b", *shard))
 
 
 def test_rerun_skips_complete_shards_and_reports_them(tmp_path):

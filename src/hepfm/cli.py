@@ -66,7 +66,16 @@ def generate(
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding detector parameters."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store."""
+    """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store.
+
+    Examples:
+
+      hepfm generate ttbar tth zjets -n 10000 -o events -j 2
+
+      hepfm generate ttbar -n 1000000 --num-shards 20 --shard-index 7 -o /data/pretrain   (one batch job)
+
+      hepfm generate --lhe ttw.lhe --label ttw -o events
+    """
     from hepfm.physics.detector import DetectorConfig
     from hepfm.physics.generate import catalog_source, lhe_source
     from hepfm.physics.generate import generate as run
