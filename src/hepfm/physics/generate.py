@@ -288,7 +288,11 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
              workers: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, num_shards: int | None = None,
              shard_index: int | None = None, detector: DetectorConfig | None = None,
              progress: bool = True) -> GenerationReport:
-    """Produce the event store ``out`` for ``sources``; see the module docstring."""
+    """Produce the event store ``out`` for ``sources``; see the module docstring.
+
+    With ``workers > 1`` the workers are spawned processes (safe with threads, as in notebooks), so a
+    script that calls this must guard its entry point with ``if __name__ == "__main__":``.
+    """
     out = Path(out)
     if workers <= 0:
         raise HepfmError(f"--workers must be positive, got {workers}")
