@@ -156,3 +156,17 @@ def test_tau_tagging_finds_taus_in_z_events_and_few_in_qcd(tmp_path):
     q_taus, q_jets = val.multiplicity(q, "tau").sum(), val.multiplicity(q, "jet").sum()
     assert q_taus / (q_taus + q_jets) < 0.03
     assert EventStore(tmp_path / "z").attrs()["detector"]["tau_tagging"] is True
+
+
+def test_gzipped_lhe_is_read_and_a_cut_one_rejected(tmp_path, shared_data):
+    import gzip
+
+    raw = (shared_data / "pylhe-testfile-pythia-6.413-ttbar.lhe").read_bytes()
+    gz = tmp_path / "tt6.lhe.gz"
+    gz.write_bytes(gzip.compress(raw))
+    report = generate([lhe_source(gz, "tt6")], tmp_path / "s", events=None, seed=1, progress=False)
+    assert report.n_events == 100
+    cut = tmp_path / "cut.lhe.gz"
+    cut.write_bytes(gzip.compress(raw)[:2000])
+    with pytest.raises(HepfmError, match=r"cut\.lhe\.gz: truncated or corrupt"):
+        lhe_source(cut, "x")

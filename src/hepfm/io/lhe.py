@@ -6,6 +6,8 @@ reported as one clear error instead of a crash or a silently short sample.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 from hepfm.errors import HepfmError
@@ -14,20 +16,22 @@ from hepfm.errors import HepfmError
 def count_lhe_events(path: str | Path) -> int:
     """Validate an LHE file and return its number of events.
 
-    Raises HepfmError naming the file when it is missing, unreadable, compressed, not LHE, truncated
-    or holds no events.
+    Plain and gzip-compressed (``.lhe.gz``, which Pythia reads directly) files are accepted. Raises
+    HepfmError naming the file when it is missing, unreadable, otherwise compressed, not LHE,
+    truncated or holds no events.
     """
     path = Path(path)
     if not path.exists():
         raise HepfmError(f"{path}: no such LHE file")
     if not path.is_file():
         raise HepfmError(f"{path}: not a file")
-    if path.suffix in (".gz", ".bz2", ".xz", ".zst"):
-        raise HepfmError(f"{path}: compressed LHE files are not supported; decompress it first")
+    if path.suffix in (".bz2", ".xz", ".zst", ".zip"):
+        raise HepfmError(f"{path}: only plain or gzip-compressed LHE files are supported; decompress it first")
+    opener = gzip.open if path.suffix == ".gz" else open
     n_open = n_close = 0
     saw_header = saw_init = saw_end = False
     try:
-        with open(path, errors="replace") as f:
+        with opener(path, "rt", errors="replace") as f:
             for line in f:
                 s = line.strip()
                 if not s:
@@ -43,8 +47,10 @@ def count_lhe_events(path: str | Path) -> int:
                 elif s.startswith("</LesHouchesEvents>"):
                     saw_end = True
                     break  # generators may append comments (POWHEG writes its random-number state)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise HepfmError(f"{path}: truncated or corrupt compressed LHE file ({exc})") from None
     except OSError as exc:
-        raise HepfmError(f"{path}: cannot read LHE file ({exc.strerror})") from None
+        raise HepfmError(f"{path}: cannot read LHE file ({exc.strerror or exc})") from None
     if not saw_header or not saw_init:
         raise HepfmError(f"{path}: not a Les Houches Event file (no <LesHouchesEvents> header and <init> block)")
     if n_open != n_close or not saw_end:
