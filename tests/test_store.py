@@ -55,6 +55,9 @@ def test_roundtrip_counts_arrays_and_chunks(tmp_path):
     np.testing.assert_array_equal(np.concatenate([c["process"] for c in chunks]), data["process"])
     assert es.verify() == []
     assert es.attrs("tth")["process_name"] == "tth"
+    head = es.head(33, fields=("objects", "process"))
+    np.testing.assert_array_equal(head["objects"], data["objects"][:33])
+    assert len(es.head(1000, processes=["tth"])["objects"]) == 25
 
 
 def test_checksums_detect_changed_shards(tmp_path):

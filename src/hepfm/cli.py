@@ -133,21 +133,11 @@ def inspect(
     max_events: int = typer.Option(200_000, help="Read at most this many events per process."),
 ) -> None:
     """Summarise an event store per process and optionally draw validation plots."""
-    import numpy as np
-
     from hepfm.io.store import EventStore
     from hepfm.physics import validation as val
 
     es = EventStore(store)
-    objects = {}
-    for name in es.process_names:
-        parts, n = [], 0
-        for chunk in es.iter_chunks(65536, processes=[name], fields=("objects",)):
-            parts.append(chunk["objects"])
-            n += len(chunk["objects"])
-            if n >= max_events:
-                break
-        objects[name] = np.concatenate(parts)[:max_events]
+    objects = {name: es.head(max_events, [name], ("objects",))["objects"] for name in es.process_names}
     table = Table(title=f"{store} ({len(es)} events)")
     table.add_column("process", no_wrap=True)
     for col in ("events", "σ (pb)", "jets", "e", "μ", "γ", "τ", "b-tags", "MET (GeV)"):
@@ -158,8 +148,7 @@ def inspect(
         sigma = es.attrs(name).get("sigma_pb", float("nan"))
         table.add_row(name, f"{counts[name]}", f"{sigma:.3g}", f"{s['mean_n_jet']:.2f}", f"{s['mean_n_electron']:.2f}",
                       f"{s['mean_n_muon']:.2f}", f"{s['mean_n_photon']:.2f}", f"{s['mean_n_tau']:.2f}",
-                      f"{s['mean_n_btag']:.2f}",
-                      f"{s['mean_met']:.1f}")
+                      f"{s['mean_n_btag']:.2f}", f"{s['mean_met']:.1f}")
     console.print(table)
     console.print("jets, e, μ, γ, τ (with tau tagging on), b-tags and MET are means per event; "
                   "σ is Pythia's generated cross section")

@@ -258,6 +258,18 @@ class EventStore:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def head(self, n: int, processes=None, fields=PER_EVENT_FIELDS) -> dict[str, np.ndarray]:
+        """At most the first ``n`` events (of some processes), read without loading whole shards."""
+        parts, have = [], 0
+        for chunk in self.iter_chunks(min(n, 65536), processes, fields):
+            parts.append({k: v[: n - have] for k, v in chunk.items()})
+            have += len(next(iter(parts[-1].values())))
+            if have >= n:
+                break
+        if not parts:
+            return {}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def iter_chunks(self, chunk_size: int = 65536, processes=None,
                     fields=PER_EVENT_FIELDS) -> Iterator[dict[str, np.ndarray]]:
         """Stream events in chunks of at most ``chunk_size`` without loading the whole store."""
