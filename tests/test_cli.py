@@ -25,6 +25,16 @@ def test_processes_lists_the_catalog():
     assert "HiggsSM:gg2Httbar = on" in r.stdout
 
 
+def test_process_groups_expand():
+    from hepfm.errors import HepfmError
+    from hepfm.physics.processes import expand_names
+
+    assert expand_names(["pretrain"]) == list(PRETRAINING)
+    assert expand_names(["tth", "all"])[:2] == ["tth", "ggf_h"] and len(expand_names(["all"])) == 18
+    with pytest.raises(HepfmError, match="unknown process 'nope'"):
+        expand_names(["downstream", "nope"])
+
+
 def test_shipped_slha_spectrum_is_installed():
     from hepfm.physics.processes import slha_path
 

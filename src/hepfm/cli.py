@@ -52,7 +52,8 @@ def processes(
 
 @app.command()
 def generate(
-    process: Optional[list[str]] = typer.Argument(None, help="Catalog process names (see `hepfm processes`)."),
+    process: Optional[list[str]] = typer.Argument(
+        None, help="Catalog process names (see `hepfm processes`), or the groups pretrain, downstream, all."),
     out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
     events: Optional[int] = typer.Option(None, "--events", "-n", help="Events per process (LHE: default all)."),
     seed: int = typer.Option(1, help="Base seed; each shard's seed derives from (seed, process, shard)."),
@@ -72,13 +73,16 @@ def generate(
 
       hepfm generate ttbar tth zjets -n 10000 -o events -j 2
 
+      hepfm generate pretrain -n 100000 --shard-size 25000 -o pretrain -j 16   (the 12 pretraining processes)
+
       hepfm generate ttbar -n 1000000 --num-shards 20 --shard-index 7 -o /data/pretrain   (one batch job)
 
       hepfm generate --lhe ttw.lhe --label ttw -o events
     """
     from hepfm.physics.detector import DetectorConfig
-    from hepfm.physics.generate import catalog_source, lhe_source
+    from hepfm.physics.generate import catalog_source, lhe_source, plan_shards
     from hepfm.physics.generate import generate as run
+    from hepfm.physics.processes import expand_names
 
     extra = tuple(set_ or ())
     if lhe is not None:
@@ -92,8 +96,12 @@ def generate(
             raise HepfmError("name at least one process (see `hepfm processes`) or give --lhe FILE")
         if events is None:
             raise HepfmError("give the number of events per process with --events N")
-        sources = [catalog_source(p, extra) for p in dict.fromkeys(process)]
+        sources = [catalog_source(p, extra) for p in expand_names(process)]
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    n_shards = len(plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector))
+    if workers > n_shards:
+        console.print(f"note: only {n_shards} shard(s) to make, so at most {n_shards} of the {workers} workers "
+                      "will be busy; a smaller --shard-size or --num-shards splits the work further")
     try:
         report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size,
                      num_shards=num_shards, shard_index=shard_index, detector=detector, progress=progress)

@@ -128,3 +128,19 @@ def get_process(name: str) -> Process:
             f"unknown process {name!r}; known processes: {', '.join(PROCESSES)} "
             "(external samples: use --lhe FILE --label NAME)"
         ) from None
+
+
+#: Names that stand for a group of catalog processes on the command line.
+GROUPS: dict[str, tuple[str, ...]] = {"pretrain": PRETRAINING, "downstream": DOWNSTREAM,
+                                      "all": PRETRAINING + DOWNSTREAM}
+
+
+def expand_names(names) -> list[str]:
+    """Process names with groups ('pretrain', 'downstream', 'all') expanded, duplicates dropped, in order."""
+    out: list[str] = []
+    for name in names:
+        for n in GROUPS.get(name, (name,)):
+            get_process(n)
+            if n not in out:
+                out.append(n)
+    return out
