@@ -40,7 +40,7 @@ import numpy as np
 from hepfm.errors import HepfmError
 from hepfm.io.schema import DEFAULT_MAX_OBJECTS, FEATURES, TYPE_CODES
 from hepfm.physics import kinematics as kin
-from hepfm.physics.record import FlatRecord
+from hepfm.physics.record import FlatRecord, flatten
 
 #: PDG ids that leave no trace in the detector: neutrinos, the lightest neutralino, the gravitino.
 INVISIBLE_IDS = (12, 14, 16, 1000012, 1000014, 1000016, 1000022, 1000039)
@@ -121,9 +121,6 @@ class DetectorConfig:
         """A JSON-serialisable dict of every parameter."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, values: dict, source: str = "detector configuration") -> DetectorConfig:
         """Build a config from a (partial) dict; unknown keys are an error naming the source."""
@@ -195,10 +192,6 @@ def _calo_rel_sigma(table, energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarra
 def _track_rel_sigma(table, pt_: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
     rows = _rows(table, abs_eta)
     return np.sqrt(rows[:, 1] ** 2 + (rows[:, 2] * pt_) ** 2)
-
-
-def _np(a) -> np.ndarray:
-    return ak.to_numpy(ak.flatten(a, axis=1))
 
 
 def _track_charge(pid: np.ndarray) -> np.ndarray:
@@ -314,7 +307,7 @@ def _cluster_jets(inputs: _Objects, px, py, pz, e, cfg: DetectorConfig, n_events
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_radius)
     jets = fastjet.ClusterSequence(particles, jetdef).inclusive_jets(min_pt=cfg.jet_cluster_min_pt)
     jcounts = ak.to_numpy(ak.num(jets, axis=1))
-    jpx, jpy, jpz, je = (_np(jets[k]) for k in ("px", "py", "pz", "E"))
+    jpx, jpy, jpz, je = (flatten(jets[k]) for k in ("px", "py", "pz", "E"))
     return _Objects(np.repeat(np.arange(n_events), jcounts), kin.pt(jpx, jpy), kin.eta(jpx, jpy, jpz),
                     kin.phi(jpx, jpy), {"energy": je})
 

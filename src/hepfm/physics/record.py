@@ -12,7 +12,8 @@ import awkward as ak
 import numpy as np
 
 
-def _flat(a) -> np.ndarray:
+def flatten(a) -> np.ndarray:
+    """One level of a jagged awkward array as a flat numpy array."""
     return ak.to_numpy(ak.flatten(a, axis=1))
 
 
@@ -46,9 +47,9 @@ class FlatRecord:
             ev=np.repeat(np.arange(n_events), counts),
             first=np.repeat(np.cumsum(counts) - counts, counts),
             size=np.repeat(counts, counts),
-            pid=_flat(prt.id), status=_flat(prt.status),
-            daughter1=_flat(prt.daughter1), daughter2=_flat(prt.daughter2),
-            px=_flat(p.px), py=_flat(p.py), pz=_flat(p.pz), e=_flat(p.e),
+            pid=flatten(prt.id), status=flatten(prt.status),
+            daughter1=flatten(prt.daughter1), daughter2=flatten(prt.daughter2),
+            px=flatten(p.px), py=flatten(p.py), pz=flatten(p.pz), e=flatten(p.e),
         )
 
     def daughter_rows(self, rows: np.ndarray, max_daughters: int = 8) -> tuple[np.ndarray, np.ndarray]:
