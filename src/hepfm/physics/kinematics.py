@@ -1,4 +1,4 @@
-"""Collider kinematics on numpy (and awkward, through numpy ufuncs) arrays.
+"""Collider kinematics on numpy (and awkward, through numpy ufuncs) arrays and torch tensors.
 
 This is the only module that implements pT/eta/phi/Delta R/mass maths; everything else calls it.
 Conventions: energies and momenta in GeV, phi in (-pi, pi], eta is pseudorapidity.
@@ -26,14 +26,29 @@ def phi(px, py):
     return np.arctan2(py, px)
 
 
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
 def wrap_phi(dphi):
-    """Wrap an angle difference to [-pi, pi)."""
+    """Wrap an angle difference to [-pi, pi) (numpy arrays or torch tensors)."""
     return (dphi + np.pi) % (2.0 * np.pi) - np.pi
 
 
 def delta_r(eta1, phi1, eta2, phi2):
-    """Angular distance sqrt(d_eta^2 + d_phi^2) with d_phi wrapped."""
-    return np.hypot(eta1 - eta2, wrap_phi(phi1 - phi2))
+    """Angular distance sqrt(d_eta^2 + d_phi^2) with d_phi wrapped (numpy arrays or torch tensors)."""
+    d_eta, d_phi = eta1 - eta2, wrap_phi(phi1 - phi2)
+    if _is_torch(d_eta):
+        return (d_eta * d_eta + d_phi * d_phi).sqrt()
+    return np.hypot(d_eta, d_phi)
+
+
+def pair_separation(eta1, phi1, eta2, phi2):
+    """(d_eta, d_phi wrapped to [-pi, pi), Delta R) of object pairs (numpy arrays or torch tensors)."""
+    d_eta, d_phi = eta1 - eta2, wrap_phi(phi1 - phi2)
+    if _is_torch(d_eta):
+        return d_eta, d_phi, (d_eta * d_eta + d_phi * d_phi).sqrt()
+    return d_eta, d_phi, np.hypot(d_eta, d_phi)
 
 
 def massless_energy(pt_, eta_):
@@ -57,6 +72,14 @@ def invariant_mass(px, py, pz, e):
 
 
 def pair_mass(pt1, eta1, phi1, pt2, eta2, phi2):
-    """Invariant mass of two massless objects: sqrt(2 pT1 pT2 (cosh d_eta - cos d_phi))."""
+    """Invariant mass of two massless objects: sqrt(2 pT1 pT2 (cosh d_eta - cos d_phi)) (numpy or torch)."""
+    if _is_torch(pt1):
+        m2 = 2.0 * pt1 * pt2 * ((eta1 - eta2).cosh() - (phi1 - phi2).cos())
+        return m2.clamp_min(0.0).sqrt()
     m2 = 2.0 * pt1 * pt2 * (np.cosh(eta1 - eta2) - np.cos(phi1 - phi2))
     return np.sqrt(np.maximum(m2, 0.0))
+
+
+def boost_eta(eta_, rapidity):
+    """Pseudorapidity after a longitudinal boost by ``rapidity`` (exact for massless objects: eta + y)."""
+    return eta_ + rapidity

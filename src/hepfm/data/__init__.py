@@ -1,0 +1,1 @@
+"""Turning stored events into model inputs: features, batches, augmentations."""

@@ -1,0 +1,56 @@
+"""What every backbone shares: feature scaling buffers, a 64-d latent, a separate output head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hepfm.data.features import FeatureScaling
+from hepfm.models.layers import LATENT_DIM
+
+
+class Backbone(nn.Module):
+    """Base class: ``model(x, mask) -> outputs``, ``model.encode(x, mask) -> [B, 64]``.
+
+    ``x`` holds the raw stored rows [B, M, 7] and ``mask`` [B, M] marks real objects. Subclasses set
+    ``name`` (their registry key), build ``self.decoder`` (the last module before the latent) and
+    implement :meth:`encode`. ``self.head`` is a plain Linear so fine-tuning can swap it.
+    """
+
+    name = "backbone"
+
+    def __init__(self, n_outputs: int, config: dict):
+        super().__init__()
+        if n_outputs < 1:
+            raise ValueError(f"n_outputs must be positive, got {n_outputs}")
+        self.config = dict(config)
+        self.n_outputs = n_outputs
+        self.scaling = FeatureScaling()
+        self.head = nn.Linear(LATENT_DIM, n_outputs)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x, mask))
+
+    def replace_head(self, n_outputs: int) -> None:
+        """A freshly initialised output Linear with ``n_outputs`` outputs (same device and dtype)."""
+        old = self.head
+        self.head = nn.Linear(LATENT_DIM, n_outputs).to(device=old.weight.device, dtype=old.weight.dtype)
+        self.n_outputs = n_outputs
+
+    def reset_decoder(self) -> None:
+        """Re-initialise the decoder (the 'frozen' strategy's trainable part, beside the head)."""
+        for m in self.decoder.modules():
+            if hasattr(m, "reset_parameters") and m is not self.decoder:
+                m.reset_parameters()
+
+    def describe(self) -> dict:
+        """Architecture description saved in config.json: registry name, outputs and constructor options."""
+        return {"model": self.name, "n_outputs": self.n_outputs, "config": dict(self.config)}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable and frozen parameters (buffers not included)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,24 @@
+"""Model registry: backbones by name, so configs and the command line name models by string."""
+
+from __future__ import annotations
+
+from hepfm.models.base import Backbone
+from hepfm.models.graphnet import GraphNet
+from hepfm.models.transformer import ObjectTransformer
+
+MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer}
+
+
+def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
+    """Build a registered backbone with its output head: ``create_model("graphnet", n_outputs=12)``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](n_outputs=n_outputs, **config)
+    except TypeError as exc:
+        raise ValueError(f"bad options for model {name!r}: {exc}") from None
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return sorted(MODELS)
