@@ -423,3 +423,11 @@ def _assemble(collections: list[_Objects], n_events: int, max_objects: int) -> R
         objects[cols["ev"], slot, j] = cols[name]
     n_objects = np.bincount(cols["ev"], minlength=n_events).astype(np.int32)
     return ReconstructedEvents(objects=objects, n_objects=n_objects, n_dropped=(n_total - n_objects).astype(np.int32))
+
+
+# Public names for the real-data readers (hepfm.io.nanoaod, hepfm.io.delphes), which apply the same cuts,
+# overlap removal, ordering and truncation to reconstructed objects read from ROOT files.
+Objects = _Objects
+any_within = _any_within
+in_crack = _in_crack
+assemble = _assemble
