@@ -91,3 +91,48 @@ def validation_plots(objects_by_process: dict[str, np.ndarray], out: str | Path)
     plot("diphoton_mass", {p: val.diphoton_mass(o) for p, o in objects_by_process.items()},
          np.linspace(50, 200, 61), "$m_{\\gamma\\gamma}$ [GeV] (two leading photons)", "diphoton mass")
     return written
+
+
+def cka_heatmap(mean: np.ndarray, std: np.ndarray, names: list[str], path: str | Path,
+                title: str = "CKA of the latent representation") -> Path:
+    """Heatmap of a cross-model CKA matrix (e.g. from ``cka.cross_model_cka``), cells labelled mean ± std."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    size = max(4.0, 1.3 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(np.ma.masked_invalid(mean), vmin=0.0, vmax=1.0, cmap="viridis")
+    fig.colorbar(image, ax=ax, label="CKA")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.grid(False)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            text = "n/a" if np.isnan(mean[i, j]) else f"{mean[i, j]:.2f}\n± {std[i, j]:.2f}"
+            colour = "black" if np.isfinite(mean[i, j]) and mean[i, j] > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=10, color=colour)
+    ax.set_title(title)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def roc_plot(curves: dict[str, tuple], path: str | Path, title: str) -> Path:
+    """ROC curves, one per entry ``name -> (fpr, tpr, auc)``, with the AUC in the legend."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots()
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, linewidth=1.6, label=f"{name} (AUC = {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1.0, label="random")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("background efficiency (false positive rate)")
+    ax.set_ylabel("signal efficiency (true positive rate)")
+    ax.set_title(title)
+    ax.legend(fontsize=9, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,137 @@
+"""Compute efficiency of fine-tuning (arXiv:2412.10665, Fig. 1 and the break-even task count).
+
+A training history is a list of per-epoch dicts (one per row of the trainer's ``history.csv``) with at
+least ``epoch``, ``wall_time_s`` (cumulative seconds since the start of training, at the end of that
+epoch) and ``val_accuracy``. An optional ``best`` column flags the epoch(s) at which a new best
+checkpoint was saved; the last flagged epoch is the one restored at the end of training.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from pathlib import Path
+
+REQUIRED = ("epoch", "wall_time_s", "val_accuracy")
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+
+
+def _parse(value: str):
+    if value is None:
+        return None
+    text = value.strip()
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """Read a trainer ``history.csv`` into per-epoch dicts; numbers parsed, empty cells become None."""
+    path = Path(path)
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (have: {reader.fieldnames})")
+        rows = [{k: _parse(v) for k, v in row.items() if k is not None} for row in reader]
+    return _validated(rows, str(path))
+
+
+def _validated(history, name: str = "history") -> list[dict]:
+    rows = list(history)
+    if not rows:
+        raise ValueError(f"{name}: empty training history")
+    for i, row in enumerate(rows):
+        for key in REQUIRED:
+            value = row.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                raise ValueError(f"{name}: row {i} has no numeric {key!r} (got {value!r})")
+    rows.sort(key=lambda r: r["epoch"])
+    times = [r["wall_time_s"] for r in rows]
+    if any(b < a for a, b in itertools.pairwise(times)):
+        raise ValueError(f"{name}: wall_time_s must be cumulative (non-decreasing with epoch)")
+    return rows
+
+
+def _truthy(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value) and not (isinstance(value, float) and math.isnan(value))
+
+
+def time_to_reach(history, target_accuracy: float) -> float | None:
+    """Cumulative wall time at the end of the first epoch with ``val_accuracy >= target`` (None if never)."""
+    for row in _validated(history):
+        if row["val_accuracy"] >= target_accuracy:
+            return float(row["wall_time_s"])
+    return None
+
+
+def final_accuracy(history, best_epoch: int | None = None) -> float:
+    """Validation accuracy of the model a training run ends with (its restored best checkpoint).
+
+    In order of precedence: the val_accuracy of epoch ``best_epoch`` if given (e.g. the trainer's
+    ``FitResult.best_epoch``); else, if rows carry a ``best`` field, that of the last epoch flagged best;
+    else (or if no epoch is flagged) the maximum val_accuracy over the history. The checkpoint is chosen
+    on validation loss, so the maximum can slightly overstate the restored model's accuracy.
+    """
+    rows = _validated(history)
+    if best_epoch is not None:
+        match = [r for r in rows if r["epoch"] == best_epoch]
+        if not match:
+            raise ValueError(f"best_epoch {best_epoch} not in history (epochs {rows[0]['epoch']}..{rows[-1]['epoch']})")
+        return float(match[-1]["val_accuracy"])
+    flagged = [r for r in rows if _truthy(r.get("best"))]
+    if flagged:
+        return float(flagged[-1]["val_accuracy"])
+    return float(max(r["val_accuracy"] for r in rows))
+
+
+def total_time(history) -> float:
+    """Total training wall time: the cumulative wall time of the last epoch (patience epochs included)."""
+    return float(_validated(history)[-1]["wall_time_s"])
+
+
+def relative_time_to_99(finetune_history, baseline_history, fraction: float = 0.99,
+                        baseline_best_epoch: int | None = None) -> float | None:
+    """Fig. 1 metric: time for the fine-tuned model to reach ``fraction`` x the baseline's final accuracy,
+    divided by the baseline's total training time. None if the fine-tuned run never reaches it.
+
+    The baseline's final accuracy is :func:`final_accuracy` (``baseline_best_epoch`` passed on); times are
+    :func:`time_to_reach` (first epoch end at or above the target, no interpolation) and :func:`total_time`.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    base_time = total_time(baseline_history)
+    if base_time <= 0:
+        raise ValueError("baseline_history: total training time is 0")
+    reached = time_to_reach(finetune_history, fraction * final_accuracy(baseline_history, baseline_best_epoch))
+    return None if reached is None else reached / base_time
+
+
+def break_even_tasks(pretrain_time_s: float, baseline_times_s: list, finetune_times_s: list) -> int | float:
+    """Number of downstream tasks N at which pretraining + N fine-tunings costs no more than N trainings
+    from scratch: ceil(pretrain / (mean baseline time - mean fine-tune time)); inf if fine-tuning saves
+    nothing on average. Returns an int-valued number (or math.inf).
+
+    Note: with the paper's averages (pretrain 45.5 GPU h, baseline 2.94 GPU h, fine-tune 38% of it) this
+    gives 25; the paper quotes 41, which is what pretrain / (0.38 x 2.94) gives.
+    """
+    if pretrain_time_s < 0 or math.isnan(pretrain_time_s):
+        raise ValueError(f"pretrain_time_s must be non-negative, got {pretrain_time_s}")
+    if len(baseline_times_s) == 0 or len(finetune_times_s) == 0:
+        raise ValueError("baseline_times_s and finetune_times_s must not be empty")
+    if any(not t >= 0 for t in (*baseline_times_s, *finetune_times_s)):
+        raise ValueError("training times must be non-negative numbers")
+    saving = sum(baseline_times_s) / len(baseline_times_s) - sum(finetune_times_s) / len(finetune_times_s)
+    if saving <= 0:
+        return math.inf
+    return math.ceil(pretrain_time_s / saving)

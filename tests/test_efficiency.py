@@ -1,0 +1,90 @@
+import math
+
+import pytest
+
+from hepfm.eval import efficiency as eff
+
+
+def _history(accs, epoch_s=10.0, best=None):
+    rows = [{"epoch": i, "wall_time_s": epoch_s * (i + 1), "val_accuracy": a} for i, a in enumerate(accs)]
+    if best is not None:
+        for row, flag in zip(rows, best, strict=True):
+            row["best"] = flag
+    return rows
+
+
+def test_time_to_reach_first_epoch_no_interpolation():
+    h = _history([0.60, 0.70, 0.80, 0.79, 0.81])
+    assert eff.time_to_reach(h, 0.75) == 30.0
+    assert eff.time_to_reach(h, 0.80) == 30.0  # >= target
+    assert eff.time_to_reach(h, 0.55) == 10.0
+    assert eff.time_to_reach(h, 0.90) is None
+    assert eff.time_to_reach(list(reversed(h)), 0.75) == 30.0  # rows are ordered by epoch
+
+
+def test_final_accuracy_best_flag_or_max():
+    assert eff.final_accuracy(_history([0.6, 0.8, 0.7])) == 0.8
+    # The restored checkpoint (last flagged) need not be the most accurate epoch.
+    flagged = _history([0.6, 0.8, 0.78, 0.7], best=[1, 1, 1, 0])
+    assert eff.final_accuracy(flagged) == 0.78
+    assert eff.final_accuracy(_history([0.6, 0.8], best=["True", "False"])) == 0.6
+    assert eff.final_accuracy(_history([0.6, 0.8], best=[0, 0])) == 0.8  # nothing flagged: max
+    assert eff.final_accuracy(flagged, best_epoch=1) == 0.8  # explicit best epoch wins
+    with pytest.raises(ValueError, match="best_epoch"):
+        eff.final_accuracy(flagged, best_epoch=9)
+
+
+def test_relative_time_to_99():
+    baseline = _history([0.50, 0.70, 0.80, 0.85, 0.90, 0.90, 0.89], epoch_s=100.0)  # total 700 s
+    finetune = _history([0.85, 0.888, 0.892, 0.90], epoch_s=7.0)
+    # target = 0.99 * 0.90 = 0.891, first reached at fine-tune epoch 2 (21 s).
+    assert eff.relative_time_to_99(finetune, baseline) == pytest.approx(21.0 / 700.0)
+    assert eff.relative_time_to_99(finetune, baseline, fraction=1.0) == pytest.approx(28.0 / 700.0)
+    assert eff.relative_time_to_99(_history([0.5, 0.6]), baseline) is None
+    # Restored baseline checkpoint at epoch 3 (0.85): target 0.8415, reached at the first fine-tune epoch.
+    assert eff.relative_time_to_99(finetune, baseline, baseline_best_epoch=3) == pytest.approx(7.0 / 700.0)
+    with pytest.raises(ValueError, match="fraction"):
+        eff.relative_time_to_99(finetune, baseline, fraction=1.5)
+
+
+def test_break_even_tasks():
+    assert eff.break_even_tasks(10.0, [3.0, 5.0], [1.0, 2.0]) == 4  # saving 2.5 per task -> 4 tasks
+    assert eff.break_even_tasks(10.0, [3.0], [1.0]) == 5  # exactly even after 5
+    assert eff.break_even_tasks(10.0, [3.0], [3.0]) == math.inf
+    assert eff.break_even_tasks(10.0, [2.0], [3.0]) == math.inf
+    # The paper's averages: 45.5 GPU h pretraining, 2.94 GPU h baseline, fine-tuning at 38% of it.
+    assert eff.break_even_tasks(45.5, [2.94], [0.38 * 2.94]) == 25
+    with pytest.raises(ValueError):
+        eff.break_even_tasks(-1.0, [1.0], [0.5])
+    with pytest.raises(ValueError):
+        eff.break_even_tasks(1.0, [], [0.5])
+
+
+def test_read_history_csv(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,wall_time_s,train_loss,val_loss,val_accuracy,lr,best\n"
+        "0,12.5,0.69,0.68,0.55,1e-4,1\n"
+        "1,25.0,0.60,0.61,0.66,9.9e-5,1\n"
+        "2,37.5,0.55,0.62,0.67,9.8e-5,0\n"
+        "3,50.0,0.50,,0.65,9.7e-5,0\n"
+    )
+    h = eff.read_history(path)
+    assert len(h) == 4 and h[0]["epoch"] == 0 and h[1]["wall_time_s"] == 25.0 and h[3]["val_loss"] is None
+    assert eff.final_accuracy(h) == 0.66
+    assert eff.total_time(h) == 50.0
+    assert eff.time_to_reach(h, 0.6) == 25.0
+
+
+def test_bad_histories(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_accuracy\n0,0.5\n")
+    with pytest.raises(ValueError, match="wall_time_s"):
+        eff.read_history(path)
+    with pytest.raises(ValueError, match="empty"):
+        eff.time_to_reach([], 0.5)
+    with pytest.raises(ValueError, match="cumulative"):
+        eff.total_time([{"epoch": 0, "wall_time_s": 10.0, "val_accuracy": 0.5},
+                        {"epoch": 1, "wall_time_s": 5.0, "val_accuracy": 0.6}])
+    with pytest.raises(ValueError, match="val_accuracy"):
+        eff.final_accuracy([{"epoch": 0, "wall_time_s": 1.0}])
