@@ -112,8 +112,9 @@ def open_tree(path: Path, tree_name: str):
     except Exception as exc:
         raise HepfmError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated ({_reason(exc)})") \
             from None
-    if not hasattr(tree, "num_entries"):
-        raise HepfmError(f"{path}: {tree_name!r} is a {type(tree).__name__}, not a TTree")
+    if not isinstance(tree, uproot.TTree):
+        kind = getattr(tree, "classname", type(tree).__name__)
+        raise HepfmError(f"{path}: {tree_name!r} is a {kind}, not a TTree (only TTrees are read)")
     if tree.num_entries == 0:
         raise HepfmError(f"{path}: tree {tree_name!r} is empty (0 entries)")
     return tree
@@ -191,6 +192,15 @@ def mark_nonfinite(bad: np.ndarray, *collections: Objects) -> None:
     for c in collections:
         wrong = ~(np.isfinite(c.pt) & np.isfinite(c.eta) & np.isfinite(c.phi))
         bad[c.ev[wrong]] = True
+
+
+def merge(parts: Sequence[Objects]) -> Objects:
+    """One collection of several, sorted by event (the pairing helpers need event-sorted partners)."""
+    names = ("type", "btag", "charge")
+    ev = np.concatenate([p.ev for p in parts])
+    order = np.argsort(ev, kind="stable")
+    return Objects(ev[order], *(np.concatenate([getattr(p, k) for p in parts])[order] for k in ("pt", "eta", "phi")),
+                   {k: np.concatenate([p.extra[k] for p in parts])[order] for k in names})
 
 
 def met_object(met_pt: np.ndarray, met_phi: np.ndarray) -> Objects:

@@ -134,7 +134,7 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, sel: NanoAODSelection, btag
     info = {"btag": f"{btag_branch} > {btag_cut:g}", "btag_branch": btag_branch, "btag_working_point": btag_cut,
             "met": met[0].split("_")[0], "photons": photons, "taus": taus, "muon_id": muon_id or "none",
             "id_branches": sorted(k for k in flags if "_" in k and k != "genWeight"),
-            "placeholder_branches": sorted(unfilled)}
+            "constant_branches": sorted(unfilled)}
 
     def convert(chunk, entry_start: int) -> dict[str, np.ndarray]:
         return _convert_chunk(chunk, entry_start, cfg, sel, btag_branch, btag_cut, met, flags, muon_id, photons,
@@ -149,8 +149,8 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
     bad = np.zeros(n, dtype=bool)
     kin = lambda coll: (f"{coll}_pt", f"{coll}_eta", f"{coll}_phi")  # noqa: E731
 
-    ele = cv.collection(chunk, *kin("Electron"), {"q": "Electron_charge",
-                                                  **_pick(flags, id="Electron_cutBased", iso="Electron_pfRelIso03_all")})
+    ele_flags = _pick(flags, id="Electron_cutBased", iso="Electron_pfRelIso03_all")
+    ele = cv.collection(chunk, *kin("Electron"), {"q": "Electron_charge", **ele_flags})
     muo = cv.collection(chunk, *kin("Muon"), {"q": "Muon_charge", **_pick(flags, iso="Muon_pfRelIso04_all"),
                                               **({"id": muon_id} if muon_id else {})})
     jet = cv.collection(chunk, *kin("Jet"), {"disc": btag_branch, **_pick(flags, id="Jet_jetId")})
@@ -188,7 +188,7 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
         if sel.photon_electron_veto and "veto" in pho.extra:
             keep &= pho.extra["veto"] > 0
         selected.append(cv.tag(pho[keep], "photon"))
-    leptons = _concat(selected)
+    leptons = cv.merge(selected)
 
     keep = (jet.pt >= cfg.jet_pt_min) & (np.abs(jet.eta) <= cfg.jet_eta_max)
     if "id" in jet.extra:
@@ -234,14 +234,6 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
 def _pick(flags: dict[str, str], **wanted: str) -> dict[str, str]:
     """The subset of ``wanted`` (key -> branch) whose branch the file has."""
     return {key: branch for key, branch in wanted.items() if branch in flags}
-
-
-def _concat(parts):
-    from hepfm.physics.detector import Objects
-
-    keys = ("type", "btag", "charge")
-    return Objects(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("ev", "pt", "eta", "phi")),
-                   {k: np.concatenate([p.extra[k] for p in parts]) for k in keys})
 
 
 def convert_nanoaod(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
