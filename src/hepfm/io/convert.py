@@ -99,7 +99,7 @@ def open_tree(path: Path, tree_name: str):
     try:
         f = uproot.open(path)
     except Exception as exc:  # uproot raises several exception types for unreadable files
-        raise HepfmError(f"{path}: not a readable ROOT file ({_reason(exc)})") from None
+        raise HepfmError(f"{path}: not a readable ROOT file, or a truncated one ({_reason(exc)})") from None
     try:
         keys = f.keys(cycle=False)
         if tree_name not in keys:

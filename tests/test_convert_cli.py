@@ -1,0 +1,164 @@
+"""`hepfm convert` as a user meets it: a run, inspect on the result, and one-line errors on bad input
+that leave no shard behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+DY = "nano_dy.root"
+TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+
+
+def hepfm(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def no_shards(out):
+    return not out.exists() or not list(out.rglob("shard-*.h5"))
+
+
+def test_convert_nanoaod_and_inspect(shared_data, tmp_path):
+    out = tmp_path / "store"
+    r = hepfm("convert", "nanoaod", shared_data / "nano*.root", "--out", out, "--label", "mc", "--shard-size", "100",
+              "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "240 events read, 240 written, 0 dropped" in r.stdout
+    assert "Jet_btagCSVV2 > 0.8838" in r.stdout and "Jet_btagDeepFlavB > 0.3033" in r.stdout
+    assert sorted(p.name for p in (out / "mc").iterdir()) == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    r = hepfm("inspect", out)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if " mc " in line)
+    assert "240" in row and "nan" not in row and " - " in row
+    r = hepfm("detector-config", out)
+    assert r.returncode == 0 and '"jet_pt_min": 25.0' in r.stdout
+
+
+def test_convert_delphes_cli(tmp_path):
+    from test_delphes import delphes_events, write_delphes
+
+    write_delphes(tmp_path / "d.root", delphes_events())
+    r = hepfm("convert", "delphes", tmp_path / "d.root", "--out", tmp_path / "store", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "500 events read, 500 written" in r.stdout and (tmp_path / "store" / "d" / "shard-00000.h5").exists()
+
+
+def _truncated(src, dst, fraction):
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+
+
+def _corrupt_middle(src, dst):
+    """Header and directory intact, compressed baskets in the middle overwritten: fails while reading."""
+    data = bytearray(src.read_bytes())
+    start, stop = len(data) // 4, 3 * len(data) // 4
+    data[start:stop] = bytes(stop - start)
+    dst.write_bytes(bytes(data))
+
+
+def _write_tree(path, name, data):
+    with uproot.recreate(path) as f:
+        f.mktree(name, {k: v.type.content for k, v in data.items()})
+        if len(next(iter(data.values()))):
+            f[name].extend(data)
+
+
+def test_bad_inputs_give_one_line_errors_and_no_output(shared_data, tmp_path):
+    out = tmp_path / "store"
+    cases = []
+    cases.append(([tmp_path / "missing.root"], ["missing.root", "no such file"]))
+    cases.append(([tmp_path / "nothing-*.root"], ["nothing-*.root", "no file matches"]))
+    (tmp_path / "text.root").write_text("not a ROOT file\n" * 100)
+    cases.append(([tmp_path / "text.root"], ["text.root", "not a readable ROOT file"]))
+    _truncated(shared_data / DY, tmp_path / "cut.root", 0.5)
+    cases.append(([tmp_path / "cut.root"], ["cut.root"]))
+    _write_tree(tmp_path / "other.root", "Runs", {"run": ak.Array(np.arange(3, dtype=np.int32))})
+    cases.append(([tmp_path / "other.root"], ["other.root", "no tree 'Events'", "Runs"]))
+    a = uproot.open(shared_data / DY)["Events"].arrays(["Jet_pt", "Jet_eta", "Jet_phi", "Jet_btagDeepFlavB",
+                                                         "Electron_pt", "Electron_eta", "Electron_phi",
+                                                         "Electron_charge", "MET_pt", "MET_phi"])
+    nomuon = {"Jet": ak.zip({k[4:]: a[k] for k in a.fields if k.startswith("Jet_")}),
+              "Electron": ak.zip({k[9:]: a[k] for k in a.fields if k.startswith("Electron_")}),
+              "MET_pt": a.MET_pt, "MET_phi": a.MET_phi}
+    _write_tree(tmp_path / "nomuon.root", "Events", nomuon)
+    cases.append(([tmp_path / "nomuon.root"], ["nomuon.root", "Muon_pt", "needed for muons"]))
+    _write_tree(tmp_path / "empty.root", "Events", {"MET_pt": ak.Array(np.zeros(0, np.float32))})
+    cases.append(([tmp_path / "empty.root"], ["empty.root", "is empty"]))
+    # a good file first, then one that fails while its data are read: the first file's shards must go
+    _corrupt_middle(shared_data / TTBAR, tmp_path / "corrupt.root")
+    cases.append(([shared_data / DY, tmp_path / "corrupt.root"], ["corrupt.root"]))
+    for files, fragments in cases:
+        r = hepfm("convert", "nanoaod", *files, "--out", out, "--shard-size", "10", "--no-progress")
+        one_line_error(r, *fragments)
+        assert no_shards(out), (files, list(out.rglob("*")))
+        assert not out.exists(), files
+
+
+def test_wrong_format_and_existing_store(shared_data, tmp_path):
+    out = tmp_path / "store"
+    r = hepfm("convert", "delphes", shared_data / DY, "--out", out, "--no-progress")
+    one_line_error(r, DY, "no tree 'Delphes'", "Events")
+    assert not out.exists()
+    r = hepfm("convert", "nanoaod", shared_data / DY, "--out", out, "--label", "dy", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    before = sorted(out.rglob("*"))
+    r = hepfm("convert", "nanoaod", shared_data / DY, "--out", out, "--label", "dy", "--no-progress")
+    one_line_error(r, "already holds shards of 'dy'")
+    assert sorted(out.rglob("*")) == before
+    # a failing conversion into an existing store removes only what it wrote
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "tt", "--btag-branch", "Jet_nope",
+              "--no-progress")
+    one_line_error(r, TTBAR, "Jet_nope")
+    assert sorted(out.rglob("*")) == before
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "a/b", "--no-progress")
+    one_line_error(r, "--label 'a/b'")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--btag-branch", "Jet_qgl"], ["Jet_qgl", "give --btag-cut"]),
+    (["--shard-size", "0"], ["--shard-size must be positive"]),
+])
+def test_bad_options(shared_data, tmp_path, args, fragments):
+    r = hepfm("convert", "nanoaod", shared_data / DY, "--out", tmp_path / "s", *args, "--no-progress")
+    one_line_error(r, *fragments)
+    assert not (tmp_path / "s").exists()
+    shutil.rmtree(tmp_path / "s", ignore_errors=True)
+
+
+@pytest.mark.parametrize("error", [ValueError("basket decompression failed"), KeyboardInterrupt()])
+def test_failure_midway_removes_the_shards_of_this_call(shared_data, tmp_path, monkeypatch, error):
+    from hepfm.errors import HepfmError
+    from hepfm.io import nanoaod
+
+    real, calls = nanoaod._convert_chunk, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the first chunk of the second file; by then shards are on disk
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nanoaod, "_convert_chunk", flaky)
+    out = tmp_path / "store"
+    (out / "keep").mkdir(parents=True)
+    expected = pytest.raises(HepfmError, match=f"{TTBAR}: cannot read the data") if isinstance(error, ValueError) \
+        else pytest.raises(KeyboardInterrupt)
+    with expected:
+        nanoaod.convert_nanoaod([shared_data / DY, shared_data / TTBAR], out, "x", shard_size=10, step_size=20,
+                                progress=False)
+    assert len(calls) == 3 and no_shards(out) and not (out / "x").exists() and (out / "keep").is_dir()
