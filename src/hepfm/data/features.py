@@ -73,9 +73,9 @@ def edge_features(eta_i: torch.Tensor, phi_i: torch.Tensor, eta_j: torch.Tensor,
     return torch.stack(kin.pair_separation(eta_i, phi_i, eta_j, phi_j), dim=-1)
 
 
-def global_features(n_objects: torch.Tensor) -> torch.Tensor:
+def global_features(n_objects: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[B] object counts -> [B, 1] global input."""
-    return (n_objects.to(torch.float32) / _COUNT_SCALE).unsqueeze(-1)
+    return (n_objects.to(dtype) / _COUNT_SCALE).unsqueeze(-1)
 
 
 def mask_from_counts(n_objects: torch.Tensor, max_objects: int) -> torch.Tensor:

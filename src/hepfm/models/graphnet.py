@@ -100,7 +100,7 @@ class GraphNet(Backbone):
         h = self.node_encoder(self.scaling.node_features(objects))
         e = self.edge_encoder(edge_features(eta[graph.receiver], phi[graph.receiver],
                                             eta[graph.sender], phi[graph.sender]))
-        g = self.global_encoder(global_features(mask.sum(dim=1)))
+        g = self.global_encoder(global_features(mask.sum(dim=1), x.dtype))
         for k in range(self.n_blocks):
             h, e, g = self.blocks[k % len(self.blocks)](h, e, g, graph)
         return self.decoder(g)

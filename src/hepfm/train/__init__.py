@@ -1,0 +1,1 @@
+"""Tasks, strategies, the training loop, checkpoints and the pretrain/fine-tune/evaluate workflows."""

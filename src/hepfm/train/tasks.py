@@ -1,0 +1,79 @@
+"""Training tasks: their output size, per-event loss, scores and metrics.
+
+* ``multiclass``: cross entropy over the pretraining processes.
+* ``multilabel``: the 41 truth labels; binary labels use binary cross entropy on logits, the 5 count
+  labels use mean squared error; the event loss is the equal-weighted mean of the 41 per-label losses.
+* ``binary``: one logit, binary cross entropy (signal = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
+
+TASKS = ("multiclass", "multilabel", "binary")
+
+
+@dataclass
+class Task:
+    """A task: ``name``, the class or label names it predicts, and how to score it."""
+
+    name: str
+    names: list[str]
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise ValueError(f"unknown task {self.name!r}; choose from {', '.join(TASKS)}")
+        if self.name == "multilabel":
+            if list(self.names) != list(LABEL_NAMES):
+                raise ValueError("multilabel tasks predict the 41 truth labels of hepfm.physics.truth")
+            self._regression = torch.tensor([k == "regression" for k in LABEL_KINDS])
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the output layer."""
+        return 1 if self.name == "binary" else len(self.names)
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-event loss [B] (float32)."""
+        outputs = outputs.float()
+        if self.name == "multiclass":
+            return F.cross_entropy(outputs, y, reduction="none")
+        if self.name == "binary":
+            return F.binary_cross_entropy_with_logits(outputs[:, 0], y, reduction="none")
+        regression = self._regression.to(outputs.device)
+        per_label = torch.where(regression, (outputs - y) ** 2,
+                                F.binary_cross_entropy_with_logits(outputs, y, reduction="none"))
+        return per_label.mean(dim=1)
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Probabilities: softmax (multiclass), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
+        outputs = outputs.float()
+        if self.name == "multiclass":
+            return outputs.softmax(dim=1)
+        if self.name == "binary":
+            return outputs[:, 0].sigmoid()
+        return torch.where(self._regression.to(outputs.device), outputs, outputs.sigmoid())
+
+    def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Accuracy (and ROC AUC for binary tasks) of ``outputs`` against targets ``y``."""
+        from hepfm.eval.metrics import roc_auc
+
+        s = self.scores(outputs).cpu().numpy()
+        t = y.cpu().numpy()
+        if self.name == "multiclass":
+            return {"accuracy": float((s.argmax(axis=1) == t).mean())}
+        if self.name == "binary":
+            out = {"accuracy": float(((s >= 0.5) == (t >= 0.5)).mean())}
+            if 0 < t.sum() < len(t):
+                out["auc"] = float(roc_auc(t, s))
+            return out
+        binary = ~self._regression.numpy()
+        acc = ((s[:, binary] >= 0.5) == (t[:, binary] >= 0.5)).mean()
+        counts = (np.rint(s[:, ~binary]) == t[:, ~binary]).mean()
+        return {"accuracy": float(acc), "count_accuracy": float(counts)}

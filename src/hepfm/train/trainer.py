@@ -1,0 +1,300 @@
+"""The one training loop, for every task and strategy.
+
+Data are tensors indexed directly (on the GPU when they fit): each epoch draws a permutation from
+(seed, epoch), so the data position is just (epoch, batch) and a resumed run continues with exactly the
+batches it would have seen. Under torchrun every process takes an interleaved slice of each global
+batch and the loss is normalised by the global batch size, so DistributedDataParallel's gradient
+average equals the single-process gradient of that batch.
+
+Every ``checkpoint_every`` batches and at the end of every epoch the model, optimiser, scheduler, RNG
+state, data position, early-stopping state and history are saved atomically. Validation loss decides
+early stopping (``patience`` epochs without improvement); the best weights are restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hepfm.data.augment import augment
+from hepfm.data.datasets import EventData
+from hepfm.errors import HepfmError
+from hepfm.progress import EventProgress
+from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
+from hepfm.train.distributed import DistContext
+from hepfm.train.tasks import Task
+
+HISTORY = "history.csv"
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("exponential", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (all overridable from the command line or a study config)."""
+
+    epochs: int = 50
+    batch_size: int = 1024
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    schedule: str = "exponential"  # LR x lr_decay per epoch; 'cosine' anneals to 0 over `epochs`
+    lr_decay: float = 0.99
+    patience: int = 5
+    min_delta: float = 0.0
+    seed: int = 0
+    bf16: bool | None = None  # None: on for CUDA, off on the CPU
+    compile: bool = False
+    augment: tuple[str, ...] = ()
+    checkpoint_every: int = 0  # batches between mid-epoch checkpoints; 0 = at epoch ends only
+    eval_batch_size: int = 8192
+    progress: bool = True
+    tensorboard: bool = True
+    stop_after_batches: int | None = field(default=None, repr=False)  # tests: simulate a kill
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be positive")
+        self.augment = tuple(self.augment)
+
+
+class SimulatedKill(Exception):
+    """Raised by ``stop_after_batches`` to emulate a killed run in tests."""
+
+
+@dataclass
+class FitResult:
+    """What a finished run reports: per-epoch history, best epoch and timing."""
+
+    history: list[dict]
+    best_epoch: int
+    best_val_loss: float
+    train_time_s: float
+    stopped_early: bool
+
+
+def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of training events in ``epoch``: a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:
+    """Model outputs for every event of ``data`` (float32, on the data's device), in order."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+        x, mask, _ = data.batch(idx)
+        with _autocast(data.x.device, bf16):
+            outs.append(model(x, mask).float())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.no_grad()
+def encode(model: nn.Module, data: EventData, batch_size: int = 8192) -> torch.Tensor:
+    """The 64-d latent of every event of ``data``, in order."""
+    model = getattr(model, "module", model)
+    model.eval()
+    outs = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+        x, mask, _ = data.batch(idx)
+        outs.append(model.encode(x, mask).float())
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
+             bf16: bool = False) -> dict[str, float]:
+    """Mean loss and the task's metrics on ``data``."""
+    out = predict(model, data, batch_size, bf16)
+    return {"loss": float(task.loss(out, data.y).mean()), **task.metrics(out, data.y)}
+
+
+class _Logger:
+    """history.csv (rewritten atomically each epoch) and, when available, TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: CSV only
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, history: list[dict]) -> None:
+        if not self.enabled:
+            return
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        tmp = self.run_dir / (HISTORY + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+        tmp.replace(self.run_dir / HISTORY)
+        if self.writer is not None:
+            row = history[-1]
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
+        run_dir: str | Path, ctx: DistContext | None = None) -> FitResult:
+    """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
+
+    ``groups`` are the optimiser parameter groups from :func:`hepfm.train.strategies.prepare`.
+    On return the model holds the weights of the best validation epoch.
+    """
+    ctx = ctx or DistContext()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if len(train) == 0:
+        raise HepfmError("the training split is empty")
+    if len(val) == 0:
+        raise HepfmError("the validation split is empty")
+    device = ctx.device
+    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    model.to(device)
+    train, val = train.to(device), val.to(device)
+    opt = _optimizer(groups, cfg)
+    sched = _scheduler(opt, cfg)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
+    state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
+             "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False}
+    saved = load_checkpoint(run_dir)
+    if saved is not None:
+        if saved.get("config", {}).get("seed") != cfg.seed or saved.get("n_train") != len(train):
+            raise HepfmError(f"{run_dir}: its checkpoint comes from a run with a different seed or training set; "
+                             "use a new --out folder or delete the checkpoint")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        aug_gen.set_state(saved["aug_rng"])
+        state = saved["state"]
+    net = model
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
+
+    def checkpoint() -> None:
+        if ctx.is_main:
+            save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "aug_rng": aug_gen.get_state(),
+                                      "state": state, "config": asdict(cfg), "n_train": len(train)})
+        ctx.barrier()
+
+    n_train, bs = len(train), cfg.batch_size
+    n_batches = math.ceil(n_train / bs)
+    batches_run = 0
+    stopped_early = False
+    try:
+        while state["epoch"] < cfg.epochs and not state["done"]:
+            epoch = state["epoch"]
+            perm = epoch_permutation(n_train, cfg.seed, epoch).to(device)
+            t0 = epoch_start = time.perf_counter()
+            events_start = state["batch"] * bs
+            model.train()
+            with EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar:
+                bar.advance(min(state["batch"] * bs, n_train))
+                for b in range(state["batch"], n_batches):
+                    index = perm[b * bs:(b + 1) * bs]
+                    local = index[ctx.rank::ctx.world]
+                    x, mask, y = train.batch(local)
+                    if cfg.augment:
+                        x = augment(x, mask, cfg.augment, aug_gen)
+                    with _autocast(device, bf16):
+                        out = net(x, mask)
+                    losses = task.loss(out, y)
+                    loss = losses.sum() * (ctx.world / len(index))
+                    if not torch.isfinite(loss):
+                        raise HepfmError(f"non-finite training loss at epoch {epoch + 1}, batch {b + 1}; the last "
+                                         f"checkpoint in {run_dir} is left as it was (try a lower learning rate)")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    state["loss_sum"] += float(losses.detach().sum())
+                    state["loss_events"] += len(local)
+                    state["batch"] = b + 1
+                    bar.advance(len(index))
+                    batches_run += 1
+                    mid_epoch = state["batch"] < n_batches
+                    if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and mid_epoch:
+                        state["elapsed"] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        checkpoint()
+                    if cfg.stop_after_batches is not None and batches_run >= cfg.stop_after_batches:
+                        raise SimulatedKill(f"stopped after {batches_run} batches")
+            sched.step()
+            now = time.perf_counter()
+            state["elapsed"] += now - t0
+            rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
+            metrics = evaluate(model, task, val, cfg.eval_batch_size, bf16)
+            loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
+            row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
+                   "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
+                   **{f"val_{k}": v for k, v in metrics.items()},
+                   "lr": opt.param_groups[0]["lr"], "events_per_s": round(rate, 1)}
+            improved = row["val_loss"] < state["best_loss"] - cfg.min_delta
+            row["best"] = int(improved)  # the last flagged epoch is the one whose weights are kept
+            state["history"].append(row)
+            if improved:
+                state.update(best_loss=row["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
+                             best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
+            else:
+                state["bad_epochs"] += 1
+            state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_events=0)
+            if state["bad_epochs"] >= cfg.patience:
+                state["done"] = stopped_early = True
+            logger.log(state["history"])
+            checkpoint()
+    finally:
+        logger.close()
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
+                     train_time_s=state["elapsed"], stopped_early=stopped_early or state["done"])

@@ -1,0 +1,176 @@
+"""Training invariants: fine-tuning starts from the pretrained weights, frozen leaves them untouched,
+kill-and-resume equals an uninterrupted run, a short pretrain beats chance, bad input is refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from toy_events import toy_events, toy_store
+
+import hepfm
+from hepfm.data.datasets import BinarySplitPlan, EventData, binary_split, pretraining_split
+from hepfm.errors import HepfmError
+from hepfm.models import create_model
+from hepfm.train.checkpoint import load_checkpoint
+from hepfm.train.strategies import prepare
+from hepfm.train.tasks import Task
+from hepfm.train.trainer import SimulatedKill, TrainConfig, fit
+from hepfm.train.workflows import evaluate_run, finetune, pretrain
+
+FAST = dict(batch_size=64, progress=False, tensorboard=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=300)
+
+
+@pytest.fixture(scope="module")
+def pretrained(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
+             cfg=TrainConfig(epochs=2, seed=1, **FAST))
+    return out
+
+
+def _toy_data(n, seed):
+    objects, counts = toy_events(n, seed, mean_jets=4.0)
+    y = torch.from_numpy((counts > 6).astype("float32"))
+    return EventData(torch.from_numpy(objects), torch.from_numpy(counts), y)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_splits_are_disjoint_and_seeded(store):
+    parts, names = pretraining_split(store, "multiclass", split_seed=3)
+    assert names == ["soft", "hard"] or names == ["hard", "soft"]
+    ids = [set(map(tuple, p.x[:, 0, :3].tolist())) for p in parts.values()]
+    assert sum(len(p) for p in parts.values()) == 600
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    again, _ = pretraining_split(store, "multiclass", split_seed=3)
+    assert torch.equal(again["test"].x, parts["test"].x)
+    # Binary splits: one fixed test set for every seed and training size.
+    a = binary_split(store / "hard", store / "soft", BinarySplitPlan(train_size=50, seed=0))
+    b = binary_split(store / "hard", store / "soft", BinarySplitPlan(train_size=100, seed=4))
+    assert torch.equal(a["test"].x, b["test"].x)
+    assert len(a["train"]) == 100 and len(b["train"]) == 200
+    assert not torch.equal(a["train"].x[:50], b["train"].x[:50])
+
+
+def test_finetune_starts_from_pretrained_weights_and_frozen_leaves_them(pretrained, store, tmp_path):
+    reference = _weights(hepfm.load(pretrained))
+    backbone_keys = [k for k in reference if not k.startswith("head.")]
+    model = hepfm.load(pretrained)
+    prepare(model, "finetune", 1)
+    for k in backbone_keys:
+        assert torch.equal(model.state_dict()[k], reference[k]), k
+    # Fine-tuning with a zero backbone learning rate changes the head only; frozen training too.
+    finetune(store / "hard", store / "soft", tmp_path / "ft", "finetune", init_from=pretrained, backbone_lr=0.0,
+             plan=BinarySplitPlan(train_size=100), cfg=TrainConfig(epochs=1, **FAST))
+    frozen = finetune(store / "hard", store / "soft", tmp_path / "fz", "frozen", init_from=pretrained,
+                      plan=BinarySplitPlan(train_size=100), cfg=TrainConfig(epochs=2, **FAST))
+    assert frozen["epochs_run"] == 2
+    for run in ("ft", "fz"):
+        after = hepfm.load(tmp_path / run).state_dict()
+        for k in backbone_keys:
+            assert torch.equal(after[k], reference[k]), (run, k)
+        assert after["head.weight"].shape == (1, 64)
+    # With the backbone learning rate on, the backbone moves.
+    finetune(store / "hard", store / "soft", tmp_path / "ft2", "finetune", init_from=pretrained,
+             plan=BinarySplitPlan(train_size=100), cfg=TrainConfig(epochs=1, **FAST))
+    moved = hepfm.load(tmp_path / "ft2").state_dict()
+    assert any(not torch.equal(moved[k], reference[k]) for k in backbone_keys)
+
+
+@pytest.fixture
+def one_thread():
+    # Multi-threaded CPU kernels may add floats in a different order from run to run (~1e-7 relative);
+    # with one thread the arithmetic is fixed, so resume must reproduce the weights bit for bit.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_kill_and_resume_gives_the_same_weights(tmp_path, one_thread):
+    train, val = _toy_data(200, 0), _toy_data(60, 1)
+    task = Task("binary", ["b", "s"])
+
+    def run(folder, **kw):
+        torch.manual_seed(0)
+        model = create_model("graphnet", 1, share_blocks=True)
+        groups = prepare(model, "scratch", 1, lr=1e-3)
+        cfg = TrainConfig(epochs=3, checkpoint_every=2, seed=5, augment=("phi", "boost"), patience=10, **FAST, **kw)
+        return model, fit(model, task, train, val, groups, cfg, folder)
+
+    reference, ref_result = run(tmp_path / "straight")
+    with pytest.raises(SimulatedKill):
+        run(tmp_path / "killed", stop_after_batches=5)  # mid-epoch 2 (4 batches per epoch)
+    state = load_checkpoint(tmp_path / "killed")["state"]
+    assert (state["epoch"], state["batch"]) == (1, 0)  # epoch ends are checkpoints; batch 5 was not
+    with pytest.raises(SimulatedKill):
+        run(tmp_path / "killed", stop_after_batches=2)  # resumed, killed again right after a mid-epoch save
+    assert load_checkpoint(tmp_path / "killed")["state"]["batch"] == 2
+    resumed, result = run(tmp_path / "killed")
+    for k, v in reference.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert [r["val_loss"] for r in result.history] == [r["val_loss"] for r in ref_result.history]
+
+
+def test_short_pretrain_on_generated_events_beats_chance(physics_store, tmp_path):
+    summary = pretrain(physics_store, tmp_path / "pre", "multiclass", lr=2e-3,
+                       cfg=TrainConfig(epochs=4, batch_size=256, progress=False))
+    chance = 1 / 7
+    assert summary["test"]["accuracy"] > 2.5 * chance, summary
+    history = (tmp_path / "pre" / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,wall_time_s,train_loss,val_loss,val_accuracy")
+    assert (tmp_path / "pre" / "tensorboard").is_dir()
+
+
+def test_multilabel_pretraining_runs_on_truth_labels(store, tmp_path):
+    summary = pretrain(store, tmp_path / "ml", "multilabel", model="transformer", lr=1e-3,
+                       cfg=TrainConfig(epochs=1, **FAST))
+    meta = hepfm.load(tmp_path / "ml").metadata
+    assert meta["task"] == "multilabel" and len(meta["names"]) == 41
+    assert 0 <= summary["test"]["accuracy"] <= 1
+
+
+def test_evaluate_uses_the_held_out_split(pretrained, store, tmp_path):
+    finetune(store / "hard", store / "soft", tmp_path / "ft", "finetune", init_from=pretrained, lr=1e-3,
+             plan=BinarySplitPlan(train_size=100, test_size=80), cfg=TrainConfig(epochs=2, **FAST))
+    res = evaluate_run(tmp_path / "ft", store / "hard", store / "soft")
+    assert res["held_out"] and res["n_test"] == 160
+    assert 0.5 < res["auc"] <= 1.0
+    saved = hepfm.load(tmp_path / "ft").metadata["training"]["test"]
+    assert math.isclose(saved["auc"], res["auc"], rel_tol=1e-6)
+
+
+def test_bad_inputs_are_refused(pretrained, store, tmp_path):
+    with pytest.raises(HepfmError, match=r"only \d+ are left"):
+        finetune(store / "hard", store / "soft", tmp_path / "big", "scratch",
+                 plan=BinarySplitPlan(train_size=10_000), cfg=TrainConfig(epochs=1, **FAST))
+    with pytest.raises(HepfmError, match="needs a pretrained model"):
+        finetune(store / "hard", store / "soft", tmp_path / "x", "finetune")
+    with pytest.raises(HepfmError, match="label sets must match"):
+        pretrain(store, tmp_path / "y", "multilabel", init_from=pretrained, cfg=TrainConfig(epochs=1, **FAST))
+    with pytest.raises(HepfmError, match="already holds a trained model"):
+        pretrain(store, pretrained, "multiclass", cfg=TrainConfig(epochs=1, **FAST))
+    with pytest.raises(HepfmError, match="at least two processes"):
+        pretrain(store / "hard", tmp_path / "one", "multiclass", cfg=TrainConfig(epochs=1, **FAST))
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    train, val = _toy_data(128, 0), _toy_data(32, 1)
+    model = create_model("graphnet", 1, share_blocks=True)
+    groups = prepare(model, "scratch", 1)
+    cfg = TrainConfig(epochs=2, seed=0, checkpoint_every=1, **FAST)
+    order = torch.randperm(128, generator=torch.Generator().manual_seed(0))  # epoch 0's order
+    train.x[order[100], 0, 0] = float("nan")  # in the second batch of the first epoch
+    with pytest.raises(HepfmError, match="non-finite training loss at epoch 1, batch 2"):
+        fit(model, Task("binary", ["b", "s"]), train, val, groups, cfg, tmp_path)
+    saved = load_checkpoint(tmp_path)
+    assert saved["state"]["batch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
