@@ -23,7 +23,7 @@ from hepfm.models.registry import create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
-from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, prepare
+from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
 
@@ -93,6 +93,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
              device: str = "auto", overwrite: bool = False) -> dict:
     """Train a binary signal-vs-background classifier: from scratch, fine-tuned, or on a frozen backbone."""
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    if strategy not in STRATEGIES:
+        raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
         raise HepfmError(f"--strategy {strategy} needs a pretrained model: --from RUN")
     if init_from is not None:
