@@ -26,6 +26,11 @@ from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore
 from hepfm.physics.truth import LABEL_NAMES
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of training events in ``epoch``: a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 @dataclass
 class EventData:
     """Events as tensors: stored rows, object counts and targets (long classes or float labels)."""
@@ -53,6 +58,18 @@ class EventData:
         x = self.x[index, :width]
         mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
         return x, mask, self.y[index]
+
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1,
+                      start: int = 0):
+        """Yield (global batch size, x, mask, y) for this process's slice of each batch of ``epoch``.
+
+        The order is a function of (seed, epoch) only, so batch ``start`` of a resumed run is the batch
+        the interrupted run would have seen. Process ``rank`` of ``world`` takes every world-th event.
+        """
+        perm = epoch_permutation(len(self), seed, epoch).to(self.x.device)
+        for b in range(start, math.ceil(len(self) / batch_size)):
+            index = perm[b * batch_size:(b + 1) * batch_size]
+            yield (len(index), *self.batch(index[rank::world]))
 
     @staticmethod
     def concat(parts: list[EventData]) -> EventData:

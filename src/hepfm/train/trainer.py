@@ -1,8 +1,10 @@
 """The one training loop, for every task and strategy.
 
-Data are tensors indexed directly (on the GPU when they fit): each epoch draws a permutation from
-(seed, epoch), so the data position is just (epoch, batch) and a resumed run continues with exactly the
-batches it would have seen. Under torchrun every process takes an interleaved slice of each global
+Training data are any source with ``len()``, ``to(device)`` and ``epoch_batches(epoch, seed, batch_size,
+rank, world, start)``: in-memory tensors indexed directly (:class:`~hepfm.data.datasets.EventData`, on the
+GPU when they fit) or shards streamed from disk (:class:`~hepfm.data.streaming.StreamingEvents`). Batch
+order is a function of (seed, epoch), so the data position is just (epoch, batch) and a resumed run
+continues with exactly the batches it would have seen. Under torchrun every process takes an interleaved slice of each global
 batch and the loss is normalised by the global batch size, so DistributedDataParallel's gradient
 average equals the single-process gradient of that batch.
 
@@ -99,11 +101,6 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of training events in ``epoch``: a function of (seed, epoch) only."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -235,22 +232,19 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     try:
         while state["epoch"] < cfg.epochs and not state["done"]:
             epoch = state["epoch"]
-            perm = epoch_permutation(n_train, cfg.seed, epoch).to(device)
             t0 = epoch_start = time.perf_counter()
             events_start = state["batch"] * bs
             model.train()
             with EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar:
-                bar.advance(min(state["batch"] * bs, n_train))
-                for b in range(state["batch"], n_batches):
-                    index = perm[b * bs:(b + 1) * bs]
-                    local = index[ctx.rank::ctx.world]
-                    x, mask, y = train.batch(local)
+                bar.advance(min(events_start, n_train))
+                batches = train.epoch_batches(epoch, cfg.seed, bs, ctx.rank, ctx.world, state["batch"])
+                for b, (global_size, x, mask, y) in enumerate(batches, start=state["batch"]):
                     if cfg.augment:
                         x = augment(x, mask, cfg.augment, aug_gen)
                     with _autocast(device, bf16):
                         out = net(x, mask)
                     losses = task.loss(out, y)
-                    loss = losses.sum() * (ctx.world / len(index))
+                    loss = losses.sum() * (ctx.world / global_size)
                     if not torch.isfinite(loss):
                         raise HepfmError(f"non-finite training loss at epoch {epoch + 1}, batch {b + 1}; the last "
                                          f"checkpoint in {run_dir} is left as it was (try a lower learning rate)")
@@ -258,9 +252,9 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
                     loss.backward()
                     opt.step()
                     state["loss_sum"] += float(losses.detach().sum())
-                    state["loss_events"] += len(local)
+                    state["loss_events"] += len(y)
                     state["batch"] = b + 1
-                    bar.advance(len(index))
+                    bar.advance(global_size)
                     batches_run += 1
                     mid_epoch = state["batch"] < n_batches
                     if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and mid_epoch:
