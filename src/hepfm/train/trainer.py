@@ -5,8 +5,8 @@ rank, world, start)``: in-memory tensors indexed directly (:class:`~hepfm.data.d
 GPU when they fit) or shards streamed from disk (:class:`~hepfm.data.streaming.StreamingEvents`). Batch
 order is a function of (seed, epoch), so the data position is just (epoch, batch) and a resumed run
 continues with exactly the batches it would have seen. Under torchrun every process takes an
-interleaved slice of each global batch and the loss is normalised by the global batch size, so DistributedDataParallel's gradient
-average equals the single-process gradient of that batch.
+interleaved slice of each global batch and the loss is normalised by the global batch size, so
+DistributedDataParallel's gradient average equals the single-process gradient of that batch.
 
 Every ``checkpoint_every`` batches and at the end of every epoch the model, optimiser, scheduler, RNG
 state, data position, early-stopping state and history are saved atomically. Validation loss decides
