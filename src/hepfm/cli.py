@@ -302,6 +302,9 @@ def pretrain(
     augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
     checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
     overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS,
+    stream: Optional[bool] = typer.Option(
+        None, "--stream/--no-stream",
+        help="Stream the training split from disk (default: when the store does not fit in memory)."),
 ) -> None:
     """Pretrain a backbone on a generated event store. Rerun the same command to resume a stopped run.
 
@@ -314,7 +317,7 @@ def pretrain(
     try:
         summary = run(data, out, task=task, model=model, model_config=_model_options(model_option), cfg=cfg, lr=lr,
                       init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
-                      overwrite=overwrite)
+                      overwrite=overwrite, stream=stream)
     except ValueError as exc:
         raise HepfmError(str(exc)) from None
     _print_summary(out, summary)
@@ -384,6 +387,118 @@ def evaluate(
         roc_plot({f"{run.name} ({res['strategy']})": (res["fpr"], res["tpr"], res["auc"])}, path,
                  title=f"{Path(str(signal)).name} vs {Path(str(background)).name}")
         console.print(f"wrote {path}")
+
+
+@app.command()
+def study(
+    config: Path = typer.Argument(..., help="Study configuration (YAML), e.g. configs/study-cpu.yaml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Study folder: stores, pretrained models, cells, report."),
+    report_only: bool = typer.Option(False, help="Only rebuild the tables, plots and report from finished cells."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Run the grid task x training size x strategy x seed and write Table I, efficiency, CKA and report.md.
+
+    A rerun resumes: finished cells, stores and pretrained models are reused; failed cells are retried.
+    """
+    from hepfm.eval.study_config import load_config
+
+    _run_study(load_config(config), out, report_only, progress)
+
+
+def _run_study(cfg, out: Path, report_only: bool, progress: bool) -> list[dict]:
+    from hepfm.eval.report import collect, table_markdown, table_one, write_report
+    from hepfm.eval.study import run_study
+
+    failures = []
+    if not report_only:
+        try:
+            failures = run_study(cfg, out, progress=progress, console=console).failures
+        except KeyboardInterrupt:
+            Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
+            raise typer.Exit(130) from None
+    report = write_report(cfg, out)
+    rows = collect(cfg, out)
+    for metric in ("accuracy", "auc"):
+        console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric), metric))
+    console.print(f"\nreport: {report}")
+    if failures:
+        raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / 'failures.json'}); rerun to retry them")
+    return rows
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("hepfm-demo"), "--out", "-o", help="Folder for everything the demo makes."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """The quick-start job: small samples, a pretrained multiclass GraphNet, WH vs ZH fine-tuned vs scratch.
+
+    About 10 minutes on a 2-core laptop. Prints accuracy and AUC of both and writes a ROC curve and report.
+    """
+    from hepfm.eval.demo import demo_config
+
+    rows = _run_study(demo_config(), out, False, progress)
+    table = Table(title="WH vs ZH, 1000 training events per class, 2000 test events per class")
+    for col in ("strategy", "accuracy", "ROC AUC", "epochs", "training time (s)"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["strategy"], f"{r['accuracy']:.4f}", f"{r['auc']:.4f}", str(r["epochs_run"]),
+                      f"{r['train_time_s']:.0f}")
+    console.print(table)
+
+
+@app.command()
+def cka(
+    models: Optional[list[str]] = typer.Argument(
+        None, help="Model groups: NAME=RUN[,RUN...] (an ensemble) or a single RUN folder per group."),
+    data: Optional[Path] = typer.Option(None, help="Events to compute latents on (a store or a process folder)."),
+    events: int = typer.Option(2000, help="Number of events."),
+    kernel: str = typer.Option("linear", help="linear or rbf."),
+    plot: Optional[Path] = typer.Option(None, help="Write a heatmap PNG here."),
+    sanity: bool = typer.Option(False, "--sanity", help="Print the dummy-data sanity table (paper's Table II)."),
+) -> None:
+    """CKA similarity of models' 64-d latent spaces (Kornblith et al. 2019), or the dummy-data sanity table."""
+    from hepfm.eval import cka as ckamod
+
+    if sanity or not models:
+        console.print(ckamod.format_markdown(ckamod.sanity_table()))
+        if not models:
+            return
+    if data is None:
+        raise HepfmError("give the events to compare the models on with --data STORE")
+    if kernel not in ("linear", "rbf"):
+        raise HepfmError(f"--kernel must be linear or rbf, got {kernel!r}")
+    import numpy as np
+    import torch
+
+    from hepfm.data.datasets import EventData, _read
+    from hepfm.models.saving import load_model
+    from hepfm.train.trainer import encode
+
+    arrays = _read(data, ("objects", "n_objects"), events)[0]
+    subset = EventData(torch.from_numpy(arrays["objects"][:events]), torch.from_numpy(arrays["n_objects"][:events]
+                                                                                      .astype(np.int64)),
+                       torch.zeros(min(events, len(arrays["objects"]))))
+    groups: dict[str, list] = {}
+    for item in models:
+        name, sep, runs = item.partition("=")
+        paths = runs.split(",") if sep else [item]
+        name = name if sep else Path(item).name
+        groups[name] = [encode(load_model(p), subset).numpy() for p in paths]
+    mean, std, names = ckamod.cross_model_cka(groups, kernel=kernel)
+    table = Table(title=f"{kernel} CKA on {len(subset)} events of {data}")
+    table.add_column("")
+    for n in names:
+        table.add_column(n, justify="right")
+    for i, n in enumerate(names):
+        table.add_row(n, *(("n/a" if np.isnan(mean[i, j]) else f"{mean[i, j]:.3f} ± {std[i, j]:.3f}")
+                           for j in range(len(names))))
+    console.print(table)
+    if plot is not None:
+        from hepfm.eval.plots import cka_heatmap
+
+        cka_heatmap(mean, std, names, plot, f"{kernel} CKA")
+        console.print(f"wrote {plot}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,3 +136,22 @@ def roc_plot(curves: dict[str, tuple], path: str | Path, title: str) -> Path:
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def metric_vs_size(series: dict[str, list[tuple]], path: str | Path, metric: str, task: str) -> Path:
+    """A metric against training size (log x), one line per strategy: ``name -> [(size, mean, std), ...]``."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots()
+    for name, points in series.items():
+        size, mean, std = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+        ax.errorbar(size, mean, yerr=std, marker="o", capsize=3, linewidth=1.6, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training events per class")
+    ax.set_ylabel({"accuracy": "test accuracy", "auc": "test ROC AUC"}.get(metric, metric))
+    ax.set_title(f"{task}: {metric} vs training size (mean ± std over seeds)")
+    ax.legend(fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,118 @@
+"""The study grid on toy stores: outputs, resume, Table I arithmetic, and config errors before any work."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from toy_events import toy_store
+
+from hepfm.errors import HepfmError
+from hepfm.eval.report import table_one, write_report
+from hepfm.eval.study import RESULT, cell_dir, run_study
+from hepfm.eval.study_config import load_config, parse_config
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    return toy_store(root / "pre", n_per_class=300, seed=1), toy_store(root / "down", n_per_class=300, seed=2)
+
+
+def _config(stores, **over):
+    pre, down = stores
+    raw = {"tasks": {"toy": {"signal": str(down / "hard"), "background": str(down / "soft")}},
+           "sizes": [40, 80], "seeds": 2, "test_size": 60,
+           "strategies": ["scratch", "finetune_multiclass", "finetune_multilabel", "frozen_multiclass"],
+           "model_options": {"share_blocks": True},
+           "pretrain": {"data": str(pre), "epochs": 1, "batch_size": 128, "lr": 1e-3},
+           "finetune": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "by_size": {80: {"epochs": 1}}},
+           "cka": {"events": 60}}
+    raw.update(over)
+    return raw
+
+
+def test_study_runs_resumes_and_reports(stores, tmp_path):
+    cfg = parse_config(_config(stores))
+    state = run_study(cfg, tmp_path, progress=False)
+    assert state.failures == []
+    assert set(state.pretrained) == {"multiclass", "multilabel"}
+    results = [json.loads(p.read_text()) for p in (tmp_path / "cells").rglob(RESULT)]
+    assert len(results) == 2 * 4 * 2
+    assert all(r["n_test"] == 120 for r in results)
+    assert {r["epochs_run"] for r in results if r["size"] == 80} == {1}
+    # Rerun: every cell is reused, nothing retrained.
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    run_study(cfg, tmp_path, progress=False)
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    report = write_report(cfg, tmp_path)
+    text = report.read_text()
+    assert "Table I — accuracy" in text and "gain finetune_multiclass" in text and "Table II" in text
+    for name in ("table1_accuracy.csv", "table1_auc.md", "efficiency.csv", "cells.csv", "cka_toy.json",
+                 "plots/accuracy_vs_size_toy.png", "plots/roc_toy.png", "plots/cka_linear_toy.png"):
+        assert (tmp_path / name).exists(), name
+    cka = json.loads((tmp_path / "cka_toy.json").read_text())["linear"]
+    assert cka["names"][0] == "scratch" and len(cka["mean"]) == 4
+
+
+def test_table_one_gain_and_error_follow_the_paper():
+    cfg = parse_config({"tasks": ["wh_vs_zh"], "sizes": [1000], "seeds": 2, "test_size": 10,
+                        "strategies": ["scratch", "finetune_multiclass"]})
+    rows = [{"task": "wh_vs_zh", "size": 1000, "strategy": s, "seed": k, "accuracy": a}
+            for s, accs in (("scratch", (0.60, 0.62)), ("finetune_multiclass", (0.66, 0.70))) for k, a in enumerate(accs)]
+    (row,) = table_one(cfg, rows, "accuracy")
+    assert math.isclose(row["baseline"], 0.61) and math.isclose(row["gain_finetune_multiclass"], 0.07)
+    sd_b, sd_f = math.sqrt(2) * 0.01, math.sqrt(2) * 0.02
+    assert math.isclose(row["gain_finetune_multiclass_err"], math.hypot(sd_b, sd_f))
+
+
+def test_a_failed_cell_is_reported_and_retried(stores, tmp_path):
+    cfg = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"]))
+    folder = cell_dir(tmp_path, "toy", 40, "scratch", 0)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
+    state = run_study(cfg, tmp_path, progress=False)
+    assert len(state.failures) == 1 and "unreadable checkpoint" in state.failures[0]["error"]
+    assert "toy size 40 scratch seed 0" in json.loads((tmp_path / "failures.json").read_text())[0]["cell"]
+    (folder / "checkpoint.pt").unlink()
+    assert run_study(cfg, tmp_path, progress=False).failures == []
+    assert (folder / RESULT).exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tasks": ["higgs_vs_nothing"]}, "unknown task"),
+    ({"strategies": ["scratch", "distill"]}, "unknown strategy"),
+    ({"strategies": ["finetune_multiclass"]}, "must include the baseline"),
+    ({"sizes": [0, 100]}, "positive integers"),
+    ({"sizes": [100_000]}, "has 300 events, but size 100000 needs"),
+    ({"pretrain": {"multiclass": "/nonexistent/model"}}, "no such model folder"),
+    ({"colour": "blue"}, "unknown key"),
+])
+def test_bad_configs_fail_before_any_work(stores, tmp_path, change, message):
+    with pytest.raises(HepfmError, match=message):
+        parse_config(_config(stores, **change))
+
+
+def test_catalog_sizes_are_checked_against_generation(tmp_path):
+    raw = {"tasks": ["wh_vs_zh"], "sizes": [10_000], "test_size": 5000, "generation": {"downstream_events": 12_000}}
+    with pytest.raises(HepfmError, match="needs 17500 events per process"):
+        parse_config(raw)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw) + "\n  bad: [")
+    with pytest.raises(HepfmError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("study-cpu.yaml", "study-paper.yaml"):
+        cfg = load_config(configs / name)
+        assert "scratch" in cfg.strategies and cfg.seeds >= 3
+    cpu = load_config(configs / "study-cpu.yaml")
+    assert len(cpu.tasks) >= 2 and {1000, 10000} <= set(cpu.sizes)
+    paper = load_config(configs / "study-paper.yaml")
+    assert max(paper.sizes) == 10_000_000 and paper.test_size == 2_000_000
