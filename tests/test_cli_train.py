@@ -94,3 +94,9 @@ def test_wrong_schema_store_is_refused(store, tmp_path):
             f.attrs["features"] = '["pt", "eta", "phi"]'
     r = hepfm("pretrain", "--data", bad, "--out", tmp_path / "o", *FAST)
     assert r.returncode == 2 and "stored features" in r.stderr, r.stderr
+
+
+def test_models_lists_both_graphnet_parameter_counts():
+    r = hepfm("models")
+    assert r.returncode == 0, r.stderr
+    assert "372,556" in r.stdout and "135,628" in r.stdout and "transformer" in r.stdout

@@ -14,6 +14,7 @@ from hepfm.data.datasets import BinarySplitPlan, EventData, binary_split, pretra
 from hepfm.errors import HepfmError
 from hepfm.models import create_model
 from hepfm.train.checkpoint import load_checkpoint
+from hepfm.train.distributed import DistContext
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit
@@ -174,3 +175,24 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
         fit(model, Task("binary", ["b", "s"]), train, val, groups, cfg, tmp_path)
     saved = load_checkpoint(tmp_path)
     assert saved["state"]["batch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_bf16_autocast_training_and_other_optimisers_run(tmp_path):
+    train, val = _toy_data(128, 0), _toy_data(32, 1)
+    task = Task("binary", ["b", "s"])
+    for k, (optimizer, schedule, bf16) in enumerate((("adamw", "cosine", True), ("sgd", "constant", False))):
+        model = create_model("transformer", 1, layers=1)
+        cfg = TrainConfig(epochs=2, optimizer=optimizer, schedule=schedule, bf16=bf16, seed=k, **FAST)
+        result = fit(model, task, train, val, prepare(model, "scratch", 1), cfg, tmp_path / str(k))
+        assert len(result.history) == 2 and math.isfinite(result.history[-1]["val_loss"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_gpu_with_bf16(tmp_path):
+    train, val = _toy_data(512, 0), _toy_data(64, 1)
+    model = create_model("graphnet", 1)
+    cfg = TrainConfig(epochs=1, seed=0, **FAST)
+    ctx = DistContext(device=torch.device("cuda"))
+    result = fit(model, Task("binary", ["b", "s"]), train, val, prepare(model, "scratch", 1), cfg, tmp_path, ctx)
+    assert math.isfinite(result.history[-1]["val_loss"])

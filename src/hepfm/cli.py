@@ -286,6 +286,26 @@ _PROGRESS = typer.Option(True, help="Show progress bars.")
 _MAX_EVENTS = typer.Option(None, help="Read at most this many events per process.")
 
 
+@app.command("models")
+def models_cmd(
+    outputs: int = typer.Option(12, help="Output width to count parameters for (12 = the pretraining processes)."),
+) -> None:
+    """List the registered backbones with their parameter counts and default options."""
+    from hepfm.models.base import count_parameters
+    from hepfm.models.registry import MODELS, create_model
+
+    table = Table(title=f"hepfm backbones (parameters with {outputs} outputs)")
+    for col in ("model", "variant", "parameters", "options"):
+        table.add_column(col)
+    variants = {"graphnet": [("separate blocks (default, as published)", {}),
+                             ("shared block (share_blocks=true)", {"share_blocks": True})]}
+    for name in sorted(MODELS):
+        for label, options in variants.get(name, [("default", {})]):
+            model = create_model(name, outputs, **options)
+            table.add_row(name, label, f"{count_parameters(model):,}", escape(str(model.config)))
+    console.print(table)
+
+
 @app.command()
 def pretrain(
     data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
