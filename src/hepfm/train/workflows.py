@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set, pretraining_split
+from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
 from hepfm.data.features import fit_scaling
+from hepfm.data.streaming import StreamingEvents, pretraining_data
 from hepfm.errors import HepfmError
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.registry import create_model
@@ -41,6 +42,8 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def _fit_scaling(model: Backbone, train) -> None:
+    if isinstance(train, StreamingEvents):
+        train = train.sample()  # a bounded, seeded sample: the stream does not fit in memory
     mean, std = fit_scaling(train.x.numpy(), train.n_objects.numpy())
     model.scaling.set(mean, std)
 
@@ -62,12 +65,17 @@ def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx,
 def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model: str = "graphnet",
              model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
              init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
-             device: str = "auto", overwrite: bool = False) -> dict:
-    """Pretrain a backbone on a generated store (multiclass over its processes, or the 41 truth labels)."""
+             device: str = "auto", overwrite: bool = False, stream: bool | None = None) -> dict:
+    """Pretrain a backbone on a generated store (multiclass over its processes, or the 41 truth labels).
+
+    ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
+    None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
+    """
     cfg, out = cfg or TrainConfig(), Path(out)
     _prepare_out(out, overwrite)
     ctx = distributed.setup(device)
-    splits, names = pretraining_split(data, task, split_seed, max_events=max_events)
+    splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, out,
+                                              resume=(out / CHECKPOINT).exists())
     task_ = Task(task, names)
     torch.manual_seed(cfg.seed)
     if init_from is not None:
@@ -81,9 +89,10 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
         _fit_scaling(net, splits["train"])
     groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
     result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx)
-    return _finish(net, task_, result, splits, cfg, out, ctx,
-                   {"strategy": "pretrain", "data": str(data), "split_seed": split_seed, "max_events": max_events,
-                    "init_from": str(init_from) if init_from else None})
+    summary = _finish(net, task_, result, splits, cfg, out, ctx,
+                      {"strategy": "pretrain", "data": str(data), "split_seed": split_seed, "max_events": max_events,
+                       "init_from": str(init_from) if init_from else None, "data_loading": loading})
+    return {**summary, "stream": loading["stream"]}
 
 
 def finetune(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",

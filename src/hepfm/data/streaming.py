@@ -1,0 +1,393 @@
+"""Training on event stores larger than memory: shards read in chunks through a seeded shuffle buffer.
+
+:class:`StreamingEvents` is a training source for :func:`hepfm.train.trainer.fit` (like
+:class:`~hepfm.data.datasets.EventData`, but it holds at most a shuffle buffer and one chunk of events):
+
+* **Split.** Every event gets a split (train/validation/test) from :func:`assign_splits`, a hash of
+  (split seed, process, shard path, position in the shard), so no split needs the whole store in memory
+  and the assignment does not depend on the chunking, the other shards or ``max_events``. The train
+  source yields train events only; :func:`held_out_splits` loads the (small) validation and test events
+  into memory. ``len()`` is exact: the hash is computed from the manifest's counts, without reading.
+* **Order.** Each epoch, the read units (chunks of ``chunk_size`` rows of one shard) are visited in a
+  seeded order; a buffer of ``buffer_size`` events is filled, then every incoming event replaces a
+  randomly drawn buffered event, which is emitted; at the end the buffer is emitted in a random order.
+  Batches are consecutive runs of ``batch_size`` emitted events; process ``rank`` of ``world`` takes
+  ``[rank::world]`` of each (every process reads all the data). Everything depends on (seed, epoch) only.
+* **Resume.** ``start=k`` replays the shuffle on event ids only (hashes and random draws, no reads) up to
+  batch k, then reads the events still buffered at that point (about ``buffer_size`` events, from the
+  units they came from) and goes on reading normally: batches k.. equal those of an uninterrupted pass.
+* **Memory.** At most ``buffer_size`` buffered events plus one chunk, plus the batch being assembled.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from hepfm.data.datasets import EventData, check_schema, open_source, pretraining_split
+from hepfm.errors import HepfmError
+from hepfm.io.schema import FEATURES
+from hepfm.physics.truth import LABEL_NAMES
+
+TRAIN, VAL, TEST = 0, 1, 2
+STREAM_PLAN = "stream.json"
+_SPLITMIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def assign_splits(split_seed: int, process: str, shard_path: str, positions,
+                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> np.ndarray:
+    """Split code (0 train, 1 validation, 2 test) of the events at ``positions`` of one shard.
+
+    SplitMix64 of (a BLAKE2 key of the split seed, process and shard path) + position, mapped to [0, 1)
+    and compared with the cumulative fractions: an event's split depends on these four values only.
+    """
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    key = hashlib.blake2b(f"{split_seed}\0{process}\0{shard_path}".encode(), digest_size=8).digest()
+    gamma, m1, m2 = _SPLITMIX
+    with np.errstate(over="ignore"):
+        z = np.uint64(int.from_bytes(key, "little")) + (np.asarray(positions, np.uint64) + np.uint64(1)) * gamma
+        z = (z ^ (z >> np.uint64(30))) * m1
+        z = (z ^ (z >> np.uint64(27))) * m2
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return np.searchsorted(np.cumsum(fractions[:2]), u, side="right").astype(np.int8)
+
+
+def _take(data: dict, index) -> dict:
+    return {k: v[index] for k, v in data.items()}
+
+
+def _put(buf: dict, index, data: dict) -> None:
+    for k, v in data.items():
+        buf[k][index] = v
+
+
+def _cat(parts: list[dict]) -> dict:
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class _Layout:
+    """The used shards of a store, cut into read units of at most ``chunk_size`` rows, and their labels."""
+
+    def __init__(self, path, task: str, split_seed: int, fractions, max_events: int | None, chunk_size: int):
+        if task not in ("multiclass", "multilabel"):
+            raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
+        if chunk_size <= 0:
+            raise HepfmError(f"chunk size must be positive, got {chunk_size}")
+        assign_splits(0, "", "", [], fractions)  # validate the fractions early
+        self.store, processes = open_source(path)
+        check_schema(self.store)
+        self.processes = list(processes or self.store.process_names)
+        self.task, self.split_seed, self.fractions = task, split_seed, tuple(fractions)
+        self.names = list(self.processes) if task == "multiclass" else list(LABEL_NAMES)
+        if task == "multiclass" and len(self.names) < 2:
+            raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {self.names}")
+        self.fields = ("objects", "n_objects") + (("truth",) if task == "multilabel" else ())
+        left = {p: max_events if max_events else math.inf for p in self.processes}
+        self.shards, units = [], []
+        for s in self.store.shards:
+            n = min(s["n_events"], left.get(s["process"], 0))
+            if n <= 0:
+                continue
+            left[s["process"]] -= n
+            self.shards.append(s)
+            units += [(len(self.shards) - 1, a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+        if not units:
+            raise HepfmError(f"{path}: the event store holds no events")
+        self.units = np.array(units, np.int64)
+        self.first_id = np.concatenate([[0], np.cumsum(self.units[:, 2] - self.units[:, 1])])
+        first = self.store.root / self.shards[0]["path"]
+        with h5py.File(first, "r") as f:
+            shape = f["objects"].shape
+            if task == "multilabel" and "truth" not in f:
+                raise HepfmError(f"{path}: the store has no truth labels (real data?), so it cannot be used for "
+                                 "multilabel pretraining")
+            if task == "multilabel" and f["truth"].shape[1:] != (len(LABEL_NAMES),):
+                raise HepfmError(f"{path}: truth has {f['truth'].shape[1]} labels, expected {len(LABEL_NAMES)}")
+        if len(shape) != 3 or shape[2] != len(FEATURES):
+            raise HepfmError(f"{first}: objects have shape {shape}, expected [n, M, {len(FEATURES)}]")
+        self.width = shape[1]
+
+    def process(self, u: int) -> str:
+        return self.shards[self.units[u, 0]]["process"]
+
+    def codes(self, u: int) -> np.ndarray:
+        """Split codes of the rows of unit ``u``."""
+        shard, a, b = self.units[u]
+        s = self.shards[shard]
+        return assign_splits(self.split_seed, s["process"], s["path"], np.arange(a, b), self.fractions)
+
+    def empty(self, n: int) -> dict:
+        y = np.zeros((n, len(LABEL_NAMES)), np.float32) if self.task == "multilabel" else np.zeros(n, np.int64)
+        return {"x": np.zeros((n, self.width, len(FEATURES)), np.float32), "n": np.zeros(n, np.int64), "y": y}
+
+    def read(self, u: int, rows: np.ndarray) -> dict:
+        """x, n and y of ``rows`` (positions in unit ``u``, any order), reading one span of the shard."""
+        shard, a, _ = self.units[u]
+        s = self.shards[shard]
+        lo = int(rows.min())
+        raw = self.store._read(s, self.fields, a + lo, a + int(rows.max()) + 1)
+        take = rows - lo
+        x = raw["objects"][take].astype(np.float32, copy=False)
+        if x.shape[1] > self.width:
+            raise HepfmError(f"{self.store.root}/{s['path']}: {x.shape[1]} object rows per event, but earlier "
+                             f"shards have {self.width}; shards of one store must agree")
+        if x.shape[1] < self.width:
+            x = np.pad(x, ((0, 0), (0, self.width - x.shape[1]), (0, 0)))
+        if self.task == "multilabel":
+            y = raw["truth"][take].astype(np.float32)
+        else:
+            y = np.full(len(take), self.names.index(s["process"]), np.int64)
+        return {"x": x, "n": raw["n_objects"][take].astype(np.int64), "y": y}
+
+
+def _event_data(parts: list[dict], layout: _Layout) -> EventData:
+    data = _cat(parts) if parts else layout.empty(0)
+    return EventData(torch.from_numpy(np.ascontiguousarray(data["x"])), torch.from_numpy(data["n"]),
+                     torch.from_numpy(data["y"]))
+
+
+class StreamingEvents:
+    """The train split of an event store, streamed from disk (see the module docstring).
+
+    ``peak_buffered`` (events in the shuffle buffer) and ``peak_held`` (buffered events plus the chunk
+    being read) record the largest values seen, for checking the memory bound.
+    """
+
+    def __init__(self, path: str | Path, task: str = "multiclass", split_seed: int = 0,
+                 fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), buffer_size: int = 200_000,
+                 chunk_size: int = 65_536, max_events: int | None = None, device="cpu"):
+        if buffer_size < 1:
+            raise HepfmError(f"shuffle buffer size must be positive, got {buffer_size}")
+        self.layout = _Layout(path, task, split_seed, fractions, max_events, chunk_size)
+        self.names = self.layout.names
+        self.buffer_size, self.chunk_size = buffer_size, chunk_size
+        self.device = torch.device(device)
+        self._n = int(sum(np.count_nonzero(self.layout.codes(u) == TRAIN) for u in range(len(self.layout.units))))
+        self.peak_buffered = self.peak_held = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return (f"StreamingEvents({str(self.layout.store.root)!r}, train events={self._n}, "
+                f"buffer={self.buffer_size}, chunk={self.chunk_size})")
+
+    def to(self, device) -> StreamingEvents:
+        """The same source, delivering its batches on ``device``."""
+        out = copy.copy(self)
+        out.device = torch.device(device)
+        return out
+
+    def _note(self, buffered: int, chunk: int) -> None:
+        self.peak_buffered = max(self.peak_buffered, buffered)
+        self.peak_held = max(self.peak_held, buffered + chunk)
+
+    def _materialise(self, ids: np.ndarray, count: int) -> dict:
+        """Buffer arrays holding the events ``ids[:count]``, read unit by unit."""
+        lay, buf = self.layout, self.layout.empty(len(ids))
+        if count == 0:
+            return buf
+        held = ids[:count]
+        units = np.searchsorted(lay.first_id, held, side="right") - 1
+        order = np.argsort(units, kind="stable")
+        for where in np.split(order, np.flatnonzero(np.diff(units[order])) + 1):
+            u = int(units[where[0]])
+            _put(buf, where, lay.read(u, held[where] - lay.first_id[u]))
+            self._note(count, len(where))
+        return buf
+
+    def _stream(self, epoch: int, seed: int, batch_size: int, skip: int):
+        """The epoch's train events in pieces of at most ``batch_size``, from stream position ``skip`` on."""
+        lay = self.layout
+        order = np.random.default_rng([seed, epoch, 0]).permutation(len(lay.units))
+        rng = np.random.default_rng([seed, epoch, 1])
+        cap = max(1, min(self.buffer_size, len(self)))
+        step = min(batch_size, cap)
+        ids = np.zeros(cap, np.int64)  # which events are buffered, kept even while skipping
+        count = pos = 0
+        buf = self._materialise(ids, 0) if skip == 0 else None  # the events themselves, once not skipping
+        for u in order:
+            rows = np.flatnonzero(lay.codes(u) == TRAIN)
+            if not len(rows):
+                continue
+            new = lay.first_id[u] + rows
+            chunk = lay.read(u, rows) if buf is not None else None
+            fill = min(cap - count, len(rows))
+            ids[count:count + fill] = new[:fill]
+            if buf is not None:
+                _put(buf, slice(count, count + fill), _take(chunk, slice(0, fill)))
+            count += fill
+            self._note(count if buf is not None else 0, len(rows) if chunk is not None else 0)
+            for a in range(fill, len(rows), step):
+                b = min(a + step, len(rows))
+                slots = rng.choice(cap, b - a, replace=False)
+                if buf is None and pos + b - a > skip:
+                    buf = self._materialise(ids, count)
+                    chunk = lay.read(u, rows)
+                    self._note(count, len(rows))
+                if buf is not None:
+                    yield _take(buf, slots[max(0, skip - pos):])
+                    _put(buf, slots, _take(chunk, slice(a, b)))
+                ids[slots] = new[a:b]
+                pos += b - a
+            chunk = None
+        perm = rng.permutation(count)
+        if buf is None and pos + count > skip:
+            buf = self._materialise(ids, count)
+        for a in range(max(0, skip - pos), count, step):
+            yield _take(buf, perm[a:a + step])
+
+    def _deliver(self, batch: dict, rank: int, world: int):
+        n = batch["n"][rank::world]
+        width = max(int(n.max()), 1) if len(n) else 1
+        arrays = (batch["x"][rank::world, :width], n, batch["y"][rank::world])
+        x, n, y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        if self.device.type == "cuda":
+            x, n, y = (t.pin_memory().to(self.device, non_blocking=True) for t in (x, n, y))
+        elif self.device.type != "cpu":
+            x, n, y = (t.to(self.device) for t in (x, n, y))
+        mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
+        return len(batch["n"]), x, mask, y
+
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1,
+                      start: int = 0):
+        """Yield (global batch size, x, mask, y) for this process's slice of each batch of ``epoch``.
+
+        The sequence is a function of (seed, epoch) only; ``start`` skips batches (see the module
+        docstring for what skipping costs).
+        """
+        pending, have = [], 0
+        for piece in self._stream(epoch, seed, batch_size, start * batch_size):
+            pending.append(piece)
+            have += len(piece["n"])
+            if have >= batch_size:
+                data = _cat(pending)
+                yield self._deliver(_take(data, slice(0, batch_size)), rank, world)
+                pending, have = [_take(data, slice(batch_size, None))], have - batch_size
+        if have:
+            yield self._deliver(_cat(pending), rank, world)
+
+    def sample(self, n_events: int = 200_000, seed: int = 0) -> EventData:
+        """At most ``n_events`` train events in memory, for fitting the feature scaling.
+
+        Windows of about ``n_events / 16`` rows (longer when the store has few units) from units visited
+        in a seeded order, so several shards and processes contribute and not much more than ``n_events``
+        events are read.
+        """
+        lay, rng = self.layout, np.random.default_rng([seed, 2])
+        per_unit = 1.5 * n_events / max(len(lay.units) * lay.fractions[0], 1e-9)
+        window = int(max(1, min(self.chunk_size, math.ceil(max(n_events / 16, per_unit)))))
+        parts, have = [], 0
+        for u in rng.permutation(len(lay.units)):
+            codes = lay.codes(u)
+            a = int(rng.integers(0, max(1, len(codes) - window + 1)))
+            rows = (a + np.flatnonzero(codes[a:a + window] == TRAIN))[: n_events - have]
+            if len(rows):
+                parts.append(lay.read(u, rows))
+                have += len(rows)
+            if have >= n_events:
+                break
+        return _event_data(parts, lay)
+
+
+def held_out_splits(source: StreamingEvents, max_events: int | None = None) -> dict[str, EventData]:
+    """The validation and test events of ``source``'s store in memory, at most ``max_events`` per process each.
+
+    One pass over the used shards, reading each unit at most once and stopping reading a process's
+    shards once its quotas are full.
+    """
+    lay = source.layout
+    left = {(p, c): max_events if max_events else math.inf for p in lay.processes for c in (VAL, TEST)}
+    out: dict[int, list[dict]] = {VAL: [], TEST: []}
+    for u in range(len(lay.units)):
+        p = lay.process(u)
+        if left[p, VAL] <= 0 and left[p, TEST] <= 0:
+            continue
+        codes = lay.codes(u)
+        picked = {}
+        for c in (VAL, TEST):
+            rows = np.flatnonzero(codes == c)
+            picked[c] = rows[: int(min(len(rows), left[p, c]))]
+            left[p, c] -= len(picked[c])
+        rows = np.concatenate([picked[VAL], picked[TEST]])
+        if len(rows):
+            data = lay.read(u, rows)
+            out[VAL].append(_take(data, slice(0, len(picked[VAL]))))
+            out[TEST].append(_take(data, slice(len(picked[VAL]), None)))
+    return {"val": _event_data(out[VAL], lay), "test": _event_data(out[TEST], lay)}
+
+
+def stream_pretraining_split(path: str | Path, task: str, split_seed: int = 0,
+                             fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), buffer_size: int = 200_000,
+                             max_events: int | None = None, *, chunk_size: int = 65_536,
+                             max_eval_events: int | None = None):
+    """Like :func:`~hepfm.data.datasets.pretraining_split`, with the train split streamed from disk.
+
+    Returns (train source, {"val": EventData, "test": EventData}, class or label names). ``max_events``
+    caps the events used per process (the first ones, as there); ``max_eval_events`` also caps the
+    validation and test events loaded per process.
+    """
+    train = StreamingEvents(path, task, split_seed, fractions, buffer_size, chunk_size, max_events)
+    return train, held_out_splits(train, max_eval_events), list(train.names)
+
+
+def memory_budget(device) -> int:
+    """Bytes the in-memory path may use: 25% of physical RAM and, on CUDA, at most 50% of free GPU memory."""
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    device = torch.device(device)
+    if device.type == "cuda":
+        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
+    return int(budget)
+
+
+def in_memory_bytes(path: str | Path, max_events: int | None = None) -> tuple[int, int]:
+    """(estimated bytes of the store's events as tensors: n_events x M x 7 x 4, bytes per event)."""
+    store, processes = open_source(path)
+    counts = store.counts()
+    n = sum(min(counts.get(p, 0), max_events or math.inf) for p in processes or store.process_names)
+    with h5py.File(store.root / store.shards[0]["path"], "r") as f:
+        per_event = int(np.prod(f["objects"].shape[1:])) * 4
+    return n * per_event, per_event
+
+
+def pretraining_data(data, task: str, split_seed: int, max_events: int | None, stream: bool | None, ctx,
+                     run_dir: str | Path, resume: bool = False):
+    """Pretraining splits held in memory or streamed, the names, and the loading plan (saved in ``run_dir``).
+
+    ``stream`` None decides: stream when :func:`in_memory_bytes` exceeds :func:`memory_budget`. The main
+    process decides and writes the plan; a resumed run with no explicit choice reuses the saved plan, so
+    an interruption never switches the data source. When streaming, validation and test events are
+    capped per process so that they fit in the budget.
+    """
+    path = Path(run_dir) / STREAM_PLAN
+    if ctx.is_main and not (resume and stream is None and path.exists()):
+        need, per_event = in_memory_bytes(data, max_events)
+        budget = memory_budget(ctx.device)
+        store, processes = open_source(data)
+        n_proc = len(processes or store.process_names)
+        plan = {"stream": need > budget if stream is None else bool(stream), "auto": stream is None,
+                "in_memory_bytes": need, "budget_bytes": budget,
+                "max_eval_events": max(1, budget // per_event // (2 * n_proc))}
+        fd, tmp = tempfile.mkstemp(prefix=STREAM_PLAN + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(plan, f)
+        os.replace(tmp, path)
+    ctx.barrier()
+    plan = json.loads(path.read_text())
+    if not plan["stream"]:
+        splits, names = pretraining_split(data, task, split_seed, max_events=max_events)
+        return splits, names, plan
+    train, held, names = stream_pretraining_split(data, task, split_seed, max_events=max_events,
+                                                  max_eval_events=plan["max_eval_events"])
+    return {"train": train, **held}, names, plan
