@@ -4,13 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from cli_runner import hepfm, one_line_error
 
 from hepfm.physics.processes import DOWNSTREAM, PRETRAINING, PROCESSES
-
-
-def hepfm(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
 
 
 def test_processes_lists_the_catalog():
@@ -42,12 +38,6 @@ def test_shipped_slha_spectrum_is_installed():
     assert "2000006" in text and "BLOCK MASS" in text.upper()
 
 
-def one_line_error(r, *fragments):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args, fragments", [

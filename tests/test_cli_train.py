@@ -3,22 +3,17 @@ single process, and one-line errors (exit code 2) that leave no model behind."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
+from cli_runner import hepfm
 from safetensors.torch import load_file
 from toy_events import toy_store
 
 FAST = ["--batch-size", "64", "--no-progress"]
 
 
-def hepfm(*args, launcher=None):
-    cmd = (launcher or [sys.executable, "-m"]) + ["hepfm", *map(str, args)]
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")

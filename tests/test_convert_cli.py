@@ -4,29 +4,19 @@ that leave no shard behind."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from cli_runner import hepfm, one_line_error
 
 DY = "nano_dy.root"
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 
 
-def hepfm(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
 
 
-def one_line_error(r, *fragments):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def no_shards(out):

@@ -491,11 +491,11 @@ def cka(
     import numpy as np
     import torch
 
-    from hepfm.data.datasets import EventData, _read
+    from hepfm.data.datasets import EventData, read_events
     from hepfm.models.saving import load_model
     from hepfm.train.trainer import encode
 
-    arrays = _read(data, ("objects", "n_objects"), events)[0]
+    arrays = read_events(data, ("objects", "n_objects"), events)[0]
     subset = EventData(torch.from_numpy(arrays["objects"][:events]), torch.from_numpy(arrays["n_objects"][:events]
                                                                                       .astype(np.int64)),
                        torch.zeros(min(events, len(arrays["objects"]))))

@@ -101,7 +101,10 @@ def check_schema(store: EventStore) -> None:
         raise HepfmError(f"{store.root}: stored features {features} differ from the expected {list(FEATURES)}")
 
 
-def _read(path: str | Path, fields: tuple[str, ...], max_events: int | None = None) -> tuple[dict, EventStore, list]:
+def read_events(path: str | Path, fields: tuple[str, ...],
+                max_events: int | None = None) -> tuple[dict, EventStore, list]:
+    """Arrays of ``fields`` for every used process of a store or process folder (at most ``max_events`` each),
+    with the store and the process list; schema and shapes checked."""
     store, processes = open_source(path)
     check_schema(store)
     processes = processes or store.process_names
@@ -139,7 +142,7 @@ def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
                       max_events: int | None = None) -> tuple[dict[str, EventData], list[str]]:
     """Train/val/test datasets of a store for ``task`` ('multiclass' or 'multilabel') and the class/label names."""
     fields = ("objects", "n_objects", "process") + (("truth",) if task == "multilabel" else ())
-    arrays, store, processes = _read(path, fields, max_events)
+    arrays, store, processes = read_events(path, fields, max_events)
     if task == "multiclass":
         # Class indices follow the processes actually used, whatever the store's full list is.
         remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
@@ -177,7 +180,7 @@ class BinarySplitPlan:
 
 
 def _binary_classes(signal, background, plan: BinarySplitPlan, max_events):
-    classes = [_read(p, ("objects", "n_objects"), max_events)[0] for p in (background, signal)]
+    classes = [read_events(p, ("objects", "n_objects"), max_events)[0] for p in (background, signal)]
     sizes = [len(c["objects"]) for c in classes]
     n_test = plan.test_size if plan.test_size is not None else int(min(sizes) * plan.test_fraction)
     if n_test < 1:

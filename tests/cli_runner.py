@@ -1,0 +1,23 @@
+"""Running ``hepfm`` as a user would (a subprocess) and checking its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def hepfm(*args, cwd=None, launcher=None, inherit_env=False):
+    """Run ``python -m hepfm ARGS`` (or under ``launcher``, e.g. torchrun) and capture its output."""
+    cmd = (launcher or [sys.executable, "-m"]) + ["hepfm", *map(str, args)]
+    env = {**os.environ, "COLUMNS": "200"} if inherit_env else {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+
+
+def one_line_error(r, *fragments):
+    """Assert exit code 2 and a single stderr line containing every fragment."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
