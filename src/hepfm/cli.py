@@ -451,14 +451,14 @@ def demo(
     out: Path = typer.Option(Path("hepfm-demo"), "--out", "-o", help="Folder for everything the demo makes."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """The quick-start job: small samples, a pretrained multiclass GraphNet, WH vs ZH fine-tuned vs scratch.
+    """The quick-start job: small samples, a pretrained multiclass GraphNet, H+ vs tt fine-tuned vs scratch.
 
     About 10 minutes on a 2-core laptop. Prints accuracy and AUC of both and writes a ROC curve and report.
     """
     from hepfm.eval.demo import demo_config
 
     rows = _run_study(demo_config(), out, False, progress)
-    table = Table(title="WH vs ZH, 1000 training events per class, 2000 test events per class")
+    table = Table(title="H+ -> tb vs tt, 1000 training events per class, 2000 test events per class")
     for col in ("strategy", "accuracy", "ROC AUC", "epochs", "training time (s)"):
         table.add_column(col)
     for r in rows:

@@ -1,8 +1,8 @@
 """``hepfm demo``: the whole workflow in minutes on a laptop — a miniature study.
 
-It generates small samples of the 12 pretraining processes and of WH and ZH, pretrains a multiclass
-GraphNet, then trains WH-vs-ZH classifiers on 1000 events per class from scratch and by fine-tuning the
-pretrained model, evaluates both on the same 2000 test events per class, and writes a ROC curve and a
+It generates small samples of the 12 pretraining processes and of H+ -> tb and tt, pretrains a
+multiclass GraphNet, then trains H+-vs-tt classifiers on 1000 events per class from scratch and by
+fine-tuning the pretrained model, evaluates both on the same 2000 test events per class, and writes a ROC curve and a
 short report. Everything lives in the output folder; a rerun reuses what is finished.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from hepfm.eval.study_config import StudyConfig, parse_config
 
 DEMO_CONFIG = {
-    "tasks": ["wh_vs_zh"],
+    "tasks": ["hplus_vs_ttbar"],
     "sizes": [1000],
     "strategies": ["scratch", "finetune_multiclass"],
     "seeds": 1,
