@@ -17,7 +17,7 @@ DEMO_CONFIG = {
     "seeds": 1,
     "test_size": 2000,
     "generation": {"seed": 7, "pretrain_events": 1000, "downstream_events": 3300, "workers": 2},
-    "pretrain": {"epochs": 25, "batch_size": 256, "lr": 1.0e-3, "patience": 3},
+    "pretrain": {"epochs": 25, "batch_size": 256, "lr": 1.0e-4, "patience": 3},
     "finetune": {"epochs": 40, "batch_size": 128, "lr": 1.0e-3, "backbone_lr": 1.0e-4, "patience": 6},
     "cka": {"events": 1000},
 }

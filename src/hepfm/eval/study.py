@@ -95,7 +95,7 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
         folder = state.out / "pretrained" / task
         if not ((folder / CONFIG).exists() and not (folder / CHECKPOINT).exists()):
             console.print(f"[bold]pretraining[/] {cfg.model} on {task}")
-            spec = cfg.pretrain
+            spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
             pretrain(data, folder, task, model=cfg.model, model_config=cfg.model_options,
                      lr=spec.lr, max_events=cfg.pretrain_max_events,

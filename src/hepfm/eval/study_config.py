@@ -61,7 +61,10 @@ class TrainSpec:
 
     def for_size(self, size: int) -> TrainSpec:
         """These settings with the overrides for training size ``size`` applied."""
-        extra = self.by_size.get(size, {})
+        return self.with_overrides(self.by_size.get(size, {}))
+
+    def with_overrides(self, extra: dict) -> TrainSpec:
+        """These settings with some replaced."""
         return TrainSpec(**{**{k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "backbone_lr", "patience",
                                                              "optimizer")}, **extra})
 
@@ -81,7 +84,8 @@ class StudyConfig:
     workers: int = 2
     model: str = "graphnet"
     model_options: dict = field(default_factory=dict)
-    pretrain: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=10, batch_size=512, lr=1e-3, patience=3))
+    pretrain: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=10, batch_size=512, lr=1e-4, patience=3))
+    pretrain_by_task: dict[str, dict] = field(default_factory=dict)  # e.g. {"multilabel": {"lr": 1e-3}}
     pretrain_max_events: int | None = None
     pretrained: dict[str, str] = field(default_factory=dict)  # task -> existing model folder
     pretrain_data: str | None = None  # an existing pretraining store instead of generating one
@@ -176,6 +180,12 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     pre.pop("multiclass", None), pre.pop("multilabel", None)
     pre_max = pre.pop("max_events", None)
     pre_data = pre.pop("data", None)
+    by_task = {str(k): dict(v) for k, v in (pre.pop("by_task", None) or {}).items()}
+    for task, extra in by_task.items():
+        if task not in ("multiclass", "multilabel"):
+            _fail(source, f"pretrain.by_task: unknown pretraining task {task!r}")
+        if set(extra) - {"epochs", "batch_size", "lr", "patience", "optimizer"}:
+            _fail(source, f"pretrain.by_task.{task}: unknown key(s) {sorted(extra)}")
     if pre_data is not None and not Path(pre_data).exists():
         _fail(source, f"pretrain.data: no such event store {pre_data!r}")
     cka = dict(raw.get("cka") or {})
@@ -186,7 +196,8 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
                                                                                                20000)),
         workers=int(gen.get("workers", 2)), model=str(raw.get("model", "graphnet")),
         model_options=dict(raw.get("model_options") or {}),
-        pretrain=_train_spec(pre, source, "pretrain", TrainSpec(epochs=10, batch_size=512, lr=1e-3, patience=3)),
+        pretrain=_train_spec(pre, source, "pretrain", TrainSpec(epochs=10, batch_size=512, lr=1e-4, patience=3)),
+        pretrain_by_task=by_task,
         pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data,
         finetune=_train_spec(raw.get("finetune"), source, "finetune", TrainSpec()),
         cka_events=int(cka.get("events", 2000)), cka_size=cka.get("size"), source=source)
