@@ -186,18 +186,25 @@ class GlobalModel(nn.Module):
         return self.mlp(torch.cat([node_sum, edge_sum, u], dim=-1))
 
 
-class PygGraphNet(nn.Module):
-    """GraphNet written the PyTorch Geometric way: ``MetaLayer`` blocks on a sparse ``edge_index``."""
+class _PeerGraphNet(nn.Module):
+    """The layers every peer shares with GraphNet (same names, so its weights load by renaming blocks only)."""
 
-    def __init__(self, n_outputs: int = 12):
+    def __init__(self, n_outputs: int, make_block):
         super().__init__()
         self.scaling = FeatureScaling()
         self.node_encoder = mlp(NODE_INPUTS)
         self.edge_encoder = mlp(EDGE_INPUTS)
         self.global_encoder = mlp(GLOBAL_INPUTS)
-        self.blocks = nn.ModuleList([MetaLayer(EdgeModel(), NodeModel(), GlobalModel()) for _ in range(N_BLOCKS)])
+        self.blocks = nn.ModuleList([make_block() for _ in range(N_BLOCKS)])
         self.decoder = mlp(LATENT_DIM)
         self.head = nn.Linear(LATENT_DIM, n_outputs)
+
+
+class PygGraphNet(_PeerGraphNet):
+    """GraphNet written the PyTorch Geometric way: ``MetaLayer`` blocks on a sparse ``edge_index``."""
+
+    def __init__(self, n_outputs: int = 12):
+        super().__init__(n_outputs, lambda: MetaLayer(EdgeModel(), NodeModel(), GlobalModel()))
 
     def forward(self, rows, edge_index, batch, n_objects):
         """Outputs [B, n_outputs] from packed rows [N, 7], ``edge_index`` [2, E], node-to-event ``batch``, counts."""
@@ -234,18 +241,11 @@ class DenseBlock(nn.Module):
         return h, e, g
 
 
-class DenseGraphNet(nn.Module):
+class DenseGraphNet(_PeerGraphNet):
     """GraphNet on padded tensors: nodes [B, M, 64], edges [B, M, M, 64]; padding is computed, then masked."""
 
     def __init__(self, n_outputs: int = 12):
-        super().__init__()
-        self.scaling = FeatureScaling()
-        self.node_encoder = mlp(NODE_INPUTS)
-        self.edge_encoder = mlp(EDGE_INPUTS)
-        self.global_encoder = mlp(GLOBAL_INPUTS)
-        self.blocks = nn.ModuleList([DenseBlock() for _ in range(N_BLOCKS)])
-        self.decoder = mlp(LATENT_DIM)
-        self.head = nn.Linear(LATENT_DIM, n_outputs)
+        super().__init__(n_outputs, DenseBlock)
 
     def forward(self, x, mask):
         """Outputs [B, n_outputs] from padded rows [B, M, 7] and mask [B, M]."""

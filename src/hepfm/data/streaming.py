@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -35,6 +34,7 @@ import torch
 
 from hepfm.data.datasets import EventData, check_schema, open_source, pretraining_split
 from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write_text
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
 
@@ -379,10 +379,7 @@ def pretraining_data(data, task: str, split_seed: int, max_events: int | None, s
         plan = {"stream": need > budget if stream is None else bool(stream), "auto": stream is None,
                 "in_memory_bytes": need, "budget_bytes": budget,
                 "max_eval_events": max(1, budget // per_event // (2 * n_proc))}
-        fd, tmp = tempfile.mkstemp(prefix=STREAM_PLAN + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(plan, f)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(plan))
     ctx.barrier()
     plan = json.loads(path.read_text())
     if not plan["stream"]:

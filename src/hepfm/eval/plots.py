@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from hepfm.io.atomic import atomic_write
 from hepfm.physics import validation as val
 
 _PT, _ETA = 0, 1
@@ -25,13 +24,7 @@ def _pyplot():
 
 def _save(fig, path: Path) -> None:
     """Save atomically so an interrupted run never leaves a half-written image."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"), suffix=".tmp.png")
 
 
 def _overlay(plt, samples: dict[str, np.ndarray], bins, xlabel: str, title: str, path: Path,

@@ -28,6 +28,7 @@ from rich.console import Console
 from hepfm.data.datasets import BinarySplitPlan, binary_test_set
 from hepfm.errors import HepfmError
 from hepfm.eval.study_config import STRATEGIES, StudyConfig, TaskSpec, pretraining_processes
+from hepfm.io.atomic import atomic_write_text
 from hepfm.models.saving import CONFIG, load_model, read_config
 from hepfm.train.checkpoint import CHECKPOINT
 from hepfm.train.tasks import Task
@@ -60,9 +61,7 @@ def cell_dir(out: Path, task: str, size: int, strategy: str, seed: int) -> Path:
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: bool) -> None:
@@ -110,7 +109,7 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
 def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int,
              test, progress: bool) -> dict:
     """Train and evaluate one cell; returns (and saves) its result."""
-    from hepfm.eval.metrics import roc_auc
+    from hepfm.eval.metrics import accuracy, roc_auc
     from hepfm.train.workflows import finetune
 
     folder = cell_dir(state.out, task.name, size, strategy, seed)
@@ -133,7 +132,7 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
                 .numpy().astype(np.float32))
     training = model.metadata["training"]
     result = {"task": task.name, "size": size, "strategy": strategy, "seed": seed,
-              "accuracy": float(((scores >= 0.5) == (y >= 0.5)).mean()), "auc": float(roc_auc(y, scores)),
+              "accuracy": accuracy(y, scores), "auc": float(roc_auc(y, scores)),
               "train_time_s": training["train_time_s"], "epochs_run": training["epochs_run"],
               "best_epoch": training["best_epoch"], "n_test": len(y)}
     _write_json(folder / RESULT, result)

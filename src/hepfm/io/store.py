@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import numpy as np
 
 from hepfm import __version__
 from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write, atomic_write_text
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION, TYPE_CODES
 
 MANIFEST = "manifest.json"
@@ -53,9 +52,8 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
     for name, arr in arrays.items():
         if len(arr) != n:
             raise ValueError(f"field {name!r} has {len(arr)} rows, expected {n}")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
                 chunks = (min(n, 4096),) + tuple(arr.shape[1:]) if n else None
@@ -69,10 +67,8 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
             for key, value in attrs.items():
                 f.attrs[key] = value if isinstance(value, (str, int, float, np.integer, np.floating)) \
                     else _json_attr(value)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def read_attrs(path: Path) -> dict:
@@ -152,10 +148,7 @@ def write_manifest(root: Path) -> dict:
     """Build the manifest of ``root`` and write it atomically to ``manifest.json``; return it."""
     root = Path(root)
     manifest = build_manifest(root)
-    fd, tmp = tempfile.mkstemp(prefix=MANIFEST + ".", suffix=".tmp", dir=root)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, root / MANIFEST)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -9,8 +9,6 @@ exists holds a complete model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,22 +17,12 @@ from safetensors.torch import load_file, save_file
 
 from hepfm import __version__
 from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write, atomic_write_text
 from hepfm.models.base import Backbone
 from hepfm.models.registry import MODELS, create_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: Backbone, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -44,8 +32,8 @@ def save_model(model: Backbone, folder: str | Path, metadata: dict | None = None
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     config = {"hepfm_version": __version__, "architecture": model.describe(), **(metadata or {})}
-    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, tmp))
-    _atomic_write(folder / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1, sort_keys=True)))
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, tmp))
+    atomic_write_text(folder / CONFIG, json.dumps(config, indent=1, sort_keys=True))
     return folder
 
 

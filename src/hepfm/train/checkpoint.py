@@ -6,29 +6,19 @@ checkpoint intact.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(folder: Path, state: dict) -> Path:
     """Write ``state`` to ``folder/checkpoint.pt`` atomically."""
-    path = Path(folder) / CHECKPOINT
-    fd, tmp = tempfile.mkstemp(prefix=CHECKPOINT + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(folder) / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(folder: Path) -> dict | None:

@@ -62,14 +62,14 @@ class Task:
 
     def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Accuracy (and ROC AUC for binary tasks) of ``outputs`` against targets ``y``."""
-        from hepfm.eval.metrics import roc_auc
+        from hepfm.eval.metrics import accuracy, roc_auc
 
         s = self.scores(outputs).cpu().numpy()
         t = y.cpu().numpy()
         if self.name == "multiclass":
             return {"accuracy": float((s.argmax(axis=1) == t).mean())}
         if self.name == "binary":
-            out = {"accuracy": float(((s >= 0.5) == (t >= 0.5)).mean())}
+            out = {"accuracy": accuracy(t, s)}
             if 0 < t.sum() < len(t):
                 out["auc"] = float(roc_auc(t, s))
             return out

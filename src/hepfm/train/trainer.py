@@ -28,6 +28,7 @@ from torch import nn
 from hepfm.data.augment import augment
 from hepfm.data.datasets import EventData
 from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write
 from hepfm.progress import EventProgress
 from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
 from hepfm.train.distributed import DistContext
@@ -108,8 +109,7 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:
-    """Model outputs for every event of ``data`` (float32, on the data's device), in order."""
+def _in_batches(model: nn.Module, call, data: EventData, batch_size: int, bf16: bool) -> torch.Tensor:
     was_training = model.training
     model.eval()
     outs = []
@@ -117,22 +117,20 @@ def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: boo
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
         x, mask, _ = data.batch(idx)
         with _autocast(data.x.device, bf16):
-            outs.append(model(x, mask).float())
+            outs.append(call(x, mask).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-@torch.no_grad()
+def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:
+    """Model outputs for every event of ``data`` (float32, on the data's device), in order."""
+    return _in_batches(model, model, data, batch_size, bf16)
+
+
 def encode(model: nn.Module, data: EventData, batch_size: int = 8192) -> torch.Tensor:
     """The 64-d latent of every event of ``data``, in order."""
     model = getattr(model, "module", model)
-    model.eval()
-    outs = []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
-        x, mask, _ = data.batch(idx)
-        outs.append(model.encode(x, mask).float())
-    return torch.cat(outs)
+    return _in_batches(model, model.encode, data, batch_size, False)
 
 
 def evaluate(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
@@ -160,12 +158,14 @@ class _Logger:
         if not self.enabled:
             return
         keys = list(dict.fromkeys(k for row in history for k in row))
-        tmp = self.run_dir / (HISTORY + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
-        tmp.replace(self.run_dir / HISTORY)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(history)
+
+        atomic_write(self.run_dir / HISTORY, write)
         if self.writer is not None:
             row = history[-1]
             for k, v in row.items():
