@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from hepfm.physics.generate import catalog_source, make_pythia, plan_shards, produce_shard
+from hepfm.io.generate import catalog_source, make_pythia, plan_shards, produce_shard
 
 
 def _rates(run, n_events: int) -> tuple[float, float]:
@@ -40,7 +40,7 @@ def bare_pythia(task) -> tuple[float, float]:
 
 
 def full_chain(task) -> tuple[float, float]:
-    import hepfm.physics.generate as gen
+    import hepfm.io.generate as gen
 
     pythia = make_pythia(task.pythia_settings(), "chain")
     original = gen.make_pythia

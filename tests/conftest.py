@@ -23,7 +23,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def physics_store(tmp_path_factory) -> Path:
     pytest.importorskip("pythia8mc")
-    from hepfm.physics.generate import catalog_source, generate
+    from hepfm.io.generate import catalog_source, generate
 
     out = tmp_path_factory.mktemp("physics") / "store"
     by_size: dict[int, list[str]] = {}

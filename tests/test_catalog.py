@@ -23,8 +23,8 @@ def test_expectations_cover_the_catalog():
 
 @pytest.mark.parametrize("name", list(PROCESSES))
 def test_process_generates_with_expected_truth(tmp_path, name):
+    from hepfm.io.generate import catalog_source, generate
     from hepfm.io.store import EventStore
-    from hepfm.physics.generate import catalog_source, generate
     from hepfm.physics.truth import LABEL_NAMES
 
     generate([catalog_source(name)], tmp_path, events=20, seed=11, progress=False)

@@ -28,13 +28,13 @@ def test_convert_nanoaod_and_inspect(shared_data, tmp_path):
     r = hepfm("convert", "nanoaod", shared_data / "nano*.root", "--out", out, "--label", "mc", "--shard-size", "100",
               "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "240 events read, 240 written, 0 dropped" in r.stdout
+    assert "280 events read, 280 written, 0 dropped" in r.stdout  # 200 + 40 + 40 events
     assert "Jet_btagCSVV2 > 0.8838" in r.stdout and "Jet_btagDeepFlavB > 0.3033" in r.stdout
     assert sorted(p.name for p in (out / "mc").iterdir()) == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     r = hepfm("inspect", out)
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if " mc " in line)
-    assert "240" in row and "nan" not in row and " - " in row
+    assert "280" in row and "nan" not in row and " - " in row
     r = hepfm("detector-config", out)
     assert r.returncode == 0 and '"jet_pt_min": 25.0' in r.stdout
 

@@ -1,11 +1,14 @@
 """Detector response on hand-made generator records (no Pythia needed)."""
 
+import sys
+
 import awkward as ak
 import numpy as np
 import pytest
 
 pytest.importorskip("fastjet")
 
+from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig, reconstruct
@@ -143,7 +146,6 @@ def test_same_seed_same_smearing_different_seed_different():
 
 
 def test_config_roundtrip_and_unknown_key(tmp_path):
-    from hepfm.errors import HepfmError
 
     cfg = DetectorConfig(jet_pt_min=30.0)
     assert DetectorConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
@@ -182,3 +184,77 @@ def test_hadronic_tau_is_tagged_leptonic_and_qcd_jets_are_not():
     # off by default: the same events give no tau objects
     default = reconstruct(ak.Array(events), ideal(), np.random.default_rng(0))
     assert not np.any(default.objects[..., TYPE] == TYPE_CODES["tau"])
+
+
+def test_muon_is_never_a_jet_input_and_an_unidentified_muon_escapes():
+    cfg = ideal()
+    cfg.muon_efficiency = [(2.7, 0.0)]  # muon identification off
+    # A hard muon recoiling against a jet: the muon comes back as nothing, so the event's missing momentum
+    # is the muon's (minus the jet's momentum), as for a neutrino.
+    jet_particles = spray(-1.0, -2.0, 80.0)
+    reco = run([[(13, 1, 60.0, 0.5, 1.0, 0.106)] + jet_particles], cfg)
+    assert len(objects_of(reco, 0, "muon")) == 0
+    (jet,) = objects_of(reco, 0, "jet")
+    assert jet[PT] == pytest.approx(80.0, rel=0.02)
+    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in jet_particles)
+    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in jet_particles)
+    (met,) = objects_of(reco, 0, "met")
+    assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
+    # A muon inside a jet does not add to the jet.
+    reco = run([[(13, 1, 30.0, -1.0, -2.0, 0.106)] + spray(-1.0, -2.0, 80.0)], cfg)
+    (jet,) = objects_of(reco, 0, "jet")
+    assert jet[PT] == pytest.approx(80.0, rel=0.02)
+
+
+def test_reconstructed_muon_enters_met_with_its_measured_momentum():
+    cfg = ideal()
+    cfg.muon_resolution = [(2.7, 0.10, 0.0)]  # 10% smearing, so measured and true momenta differ
+    event = [(13, 1, 50.0, 0.3, 0.5, 0.106), (14, 1, 40.0, 0.0, 2.5, 0.0)] + spray(-1.0, -2.0, 80.0)
+    reco = run([event], cfg, seed=3)
+    (mu,) = objects_of(reco, 0, "muon")
+    assert abs(mu[PT] - 50.0) > 0.05  # smeared
+    assert len(objects_of(reco, 0, "jet")) == 1
+    calo = spray(-1.0, -2.0, 80.0)
+    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in calo) - mu[PT] * np.cos(mu[PHI])
+    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in calo) - mu[PT] * np.sin(mu[PHI])
+    (met,) = objects_of(reco, 0, "met")
+    assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
+
+
+def test_electron_energy_is_measured_by_the_calorimeter():
+    # sigma/pT of a 200 GeV electron at |eta| = 2: the track alone gives ~26%, the ECal ~0.5%.
+    events = [[(11, 1, 200.0, 2.0, 0.1 * i, 0.0005)] for i in range(400)]
+    reco = run(events, DetectorConfig(), seed=1)
+    ratio = reco.objects[:, 0, PT][reco.objects[:, 0, TYPE] == TYPE_CODES["electron"]] / 200.0
+    assert len(ratio) > 250
+    assert np.std(ratio) < 0.02 and abs(np.median(ratio) - 1.0) < 0.01
+    # At low pT in the barrel the track is the better measurement and the combination beats both.
+    low = run([[(11, 1, 12.0, 0.2, 0.1 * i, 0.0005)] for i in range(400)], DetectorConfig(), seed=2)
+    r = low.objects[:, 0, PT][low.objects[:, 0, TYPE] == TYPE_CODES["electron"]] / 12.0
+    assert np.std(r) < 0.03
+
+
+def test_tau_track_counting_uses_the_tracking_efficiency():
+    cfg = ideal()
+    cfg.tau_tagging = True
+    cfg.tau_efficiency_1prong = cfg.tau_efficiency_3prong = 1.0
+    cfg.track_efficiency = [(2.5, 0.0)]  # no track is found: no tau candidate
+    events = [tau_event([(-211, 45.0), (16, 15.0)])]
+    reco = reconstruct(ak.Array(events), cfg, np.random.default_rng(0))
+    assert len(objects_of(reco, 0, "tau")) == 0 and len(objects_of(reco, 0, "jet")) == 1
+    cfg.track_efficiency = [(2.5, 1.0)]
+    reco = reconstruct(ak.Array(events), cfg, np.random.default_rng(0))
+    assert len(objects_of(reco, 0, "tau")) == 1
+
+
+def test_toml_configuration_on_python_without_tomllib(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib: the reader falls back to tomli, or says what to install."""
+    path = tmp_path / "det.toml"
+    path.write_text("jet_pt_min = 30.0\n")
+    assert DetectorConfig.from_file(path).jet_pt_min == 30.0
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10: import tomllib fails
+    import tomli  # noqa: F401  (the [test] extra installs it on every Python)
+    assert DetectorConfig.from_file(path).jet_pt_min == 30.0
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(HepfmError, match="needs tomli"):
+        DetectorConfig.from_file(path)

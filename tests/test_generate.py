@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from hepfm.errors import HepfmError
+from hepfm.io import generate as gen
 from hepfm.io import store
+from hepfm.io.generate import catalog_source, generate, lhe_source
 from hepfm.io.store import EventStore
-from hepfm.physics import generate as gen
-from hepfm.physics.generate import catalog_source, generate, lhe_source
 
 pytestmark = pytest.mark.pythia
 pytest.importorskip("pythia8mc")
@@ -170,3 +170,55 @@ def test_gzipped_lhe_is_read_and_a_cut_one_rejected(tmp_path, shared_data):
     cut.write_bytes(gzip.compress(raw)[:2000])
     with pytest.raises(HepfmError, match=r"cut\.lhe\.gz: truncated or corrupt"):
         lhe_source(cut, "x")
+
+
+def test_unidentified_muons_escape_and_never_make_jets(tmp_path):
+    """Z -> mumu with muon identification off: no dijet Z peak, and the muons' momentum is missing."""
+    import dataclasses
+
+    from hepfm.physics import validation as val
+    from hepfm.physics.detector import DetectorConfig
+
+    src = catalog_source("zjets", ["23:onMode = off", "23:onIfAny = 13"])
+    default = DetectorConfig()
+    no_id = dataclasses.replace(default, muon_efficiency=[(default.muon_eta_max, 0.0)])
+    objects = {}
+    for name, cfg in (("default", default), ("no_id", no_id)):
+        generate([src], tmp_path / name, events=600, seed=3, detector=cfg, progress=False)
+        objects[name] = read(tmp_path / name)["objects"]
+    m_jj = val.pair_mass(objects["no_id"], "jet")
+    z_window = np.nanmean((m_jj > 81) & (m_jj < 101))
+    assert z_window < 0.05  # ~0.25 when muons came back as jets
+    assert val.multiplicity(objects["no_id"], "muon").sum() == 0
+    assert val.multiplicity(objects["no_id"], "jet").mean() <= val.multiplicity(objects["default"], "jet").mean()
+    assert val.met(objects["no_id"]).mean() > 35.0  # ~8 GeV when the muons were calorimeter deposits
+    assert val.met(objects["default"]).mean() < val.met(objects["no_id"]).mean() - 15.0
+
+
+def test_fcnc_top_and_antitop_decays_are_mixed_in_every_shard(tmp_path):
+    """Which of t or tbar decays to H c is drawn per event: every 200-event shard is charge balanced."""
+    from scipy import stats
+
+    from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
+
+    for name in ("a", "b"):
+        generate([catalog_source("fcnc_thq")], tmp_path / name, events=600, seed=9, shard_size=200, progress=False)
+    shards = sorted((tmp_path / "a" / "fcnc_thq").glob("shard-*.h5"))
+    assert len(shards) == 3
+    for path in shards:
+        with h5py.File(path) as f:
+            obj = f["objects"][:]
+            attrs = store.read_attrs(path)
+        t, q = obj[..., FEATURE_INDEX["type"]], obj[..., FEATURE_INDEX["charge"]]
+        lep = (t == TYPE_CODES["electron"]) | (t == TYPE_CODES["muon"])
+        n_pos, n_neg = int((q[lep] > 0).sum()), int((q[lep] < 0).sum())
+        assert n_pos + n_neg > 20
+        # one charge assignment per shard gave ~15% positive leptons (p ~ 1e-6 at this size)
+        assert stats.binomtest(n_pos, n_pos + n_neg, 0.5).pvalue > 1e-3, (path.name, n_pos, n_neg)
+        # the cross section is that of the whole sample: both assignments, about equal
+        sig_a, sig_b = attrs["mixture_sigma_pb"]
+        assert attrs["sigma_pb"] == pytest.approx(sig_a + sig_b)
+        assert sig_a == pytest.approx(sig_b, rel=0.3)
+    a, b = read(tmp_path / "a"), read(tmp_path / "b")
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k])

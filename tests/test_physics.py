@@ -101,3 +101,26 @@ def test_truth_counts_match_the_processes(physics_store):
     assert np.all(zj[:, idx["higgs_exists"]] == 0)
     wh = es.arrays(processes=["wh"], fields=("truth",))["truth"]
     assert np.all(wh[:, idx["n_W"]] >= 1) and np.all(wh[:, idx["n_V"]] == wh[:, idx["n_W"]] + wh[:, idx["n_Z"]])
+
+
+def _iqr_in_z_window(mass):
+    m = mass[np.isfinite(mass) & (mass >= 71.0) & (mass <= 111.0)]
+    q1, q3 = np.percentile(m, [25, 75])
+    return q3 - q1, len(m)
+
+
+def test_z_to_ee_is_about_as_narrow_as_z_to_mumu(physics_objects):
+    """Electrons are measured by the calorimeter: the ee peak is no wider than ~1.3x the mumu peak."""
+    z = physics_objects["zjets"]
+    iqr_ee, n_ee = _iqr_in_z_window(val.pair_mass(z, "electron", opposite_charge=True))
+    iqr_mm, n_mm = _iqr_in_z_window(val.pair_mass(z, "muon", opposite_charge=True))
+    assert n_ee > 80 and n_mm > 80  # ~110 and ~190 pairs in the window: IQR errors ~12% and ~9%
+    assert iqr_ee <= 1.3 * iqr_mm
+    assert iqr_mm < 6.0  # the natural width (2.5 GeV) with a few GeV of resolution
+
+
+def test_met_is_small_in_z_to_mumu_with_both_muons_found(physics_objects):
+    z = physics_objects["zjets"]
+    both = val.multiplicity(z, "muon") == 2
+    assert both.sum() > 150  # ~200 events
+    assert np.median(val.met(z)[both]) < 20.0

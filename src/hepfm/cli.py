@@ -79,9 +79,9 @@ def generate(
 
       hepfm generate --lhe ttw.lhe --label ttw -o events
     """
+    from hepfm.io.generate import catalog_source, lhe_source, plan_shards
+    from hepfm.io.generate import generate as run
     from hepfm.physics.detector import DetectorConfig
-    from hepfm.physics.generate import catalog_source, lhe_source, plan_shards
-    from hepfm.physics.generate import generate as run
     from hepfm.physics.processes import expand_names
 
     extra = tuple(set_ or ())

@@ -66,7 +66,7 @@ def _write_json(path: Path, value) -> None:
 
 def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: bool) -> None:
     """Generate (or complete) the pretraining and downstream stores the study needs."""
-    from hepfm.physics.generate import catalog_source, generate
+    from hepfm.io.generate import catalog_source, generate
 
     jobs = []
     if len(cfg.pretrained) < len(cfg.pretraining_tasks) and cfg.pretrain_data is None:

@@ -28,8 +28,8 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import store
-from hepfm.io.schema import TYPE_CODES
-from hepfm.physics.detector import DetectorConfig, Objects, assemble
+from hepfm.physics.detector import DetectorConfig
+from hepfm.physics.objects import TYPE_CODES, Objects, assemble
 
 DEFAULT_SHARD_SIZE = 50_000
 #: Entries read per step; a NanoAOD chunk of the branches used here takes ~10 MB per 10k entries.

@@ -26,7 +26,8 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
-from hepfm.physics.detector import DetectorConfig, Objects, any_within, in_crack
+from hepfm.physics.detector import DetectorConfig
+from hepfm.physics.objects import Objects, any_within
 
 TREE = "Delphes"
 _KINEMATICS = ("PT", "Eta", "Phi")
@@ -70,21 +71,17 @@ def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, 
     jet = _objects(chunk, "Jet", "BTag", *(("TauTag", "Charge") if cfg.tau_tagging else ()))
     cv.mark_nonfinite(bad, ele, muo, jet)
 
-    a = np.abs(ele.eta)
-    keep = (ele.pt >= cfg.electron_pt_min) & (a <= cfg.electron_eta_max) & ~in_crack(a, cfg.crack_eta)
-    ele = ele[keep]
+    ele = ele[cfg.accepts("electron", ele.pt, np.abs(ele.eta))]
     selected = [cv.tag(ele, "electron", charge=ele.extra["Charge"])]
-    muo = muo[(muo.pt >= cfg.muon_pt_min) & (np.abs(muo.eta) <= cfg.muon_eta_max)]
+    muo = muo[cfg.accepts("muon", muo.pt, np.abs(muo.eta))]
     selected.append(cv.tag(muo, "muon", charge=muo.extra["Charge"]))
     if photons:
         pho = _objects(chunk, "Photon")
         cv.mark_nonfinite(bad, pho)
-        a = np.abs(pho.eta)
-        selected.append(cv.tag(pho[(pho.pt >= cfg.photon_pt_min) & (a <= cfg.photon_eta_max)
-                                   & ~in_crack(a, cfg.crack_eta)], "photon"))
+        selected.append(cv.tag(pho[cfg.accepts("photon", pho.pt, np.abs(pho.eta))], "photon"))
     leptons = cv.merge(selected)
 
-    jet = jet[(jet.pt >= cfg.jet_pt_min) & (np.abs(jet.eta) <= cfg.jet_eta_max)]
+    jet = jet[cfg.accepts("jet", jet.pt, np.abs(jet.eta))]
     jet = jet[~any_within(jet, leptons, cfg.overlap_dr, n)]
     btag = (jet.extra["BTag"].astype(np.int64) >> btag_bit) & 1
     if cfg.tau_tagging:

@@ -40,7 +40,8 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
-from hepfm.physics.detector import DetectorConfig, any_within, in_crack
+from hepfm.physics.detector import DetectorConfig
+from hepfm.physics.objects import any_within
 
 TREE = "Events"
 #: Medium working points of the CMS b-tag discriminants (BTV recommendations for 2017 data, 94X).
@@ -157,15 +158,14 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
     parts = [ele, muo, jet]
     cv.mark_nonfinite(bad, *parts)
 
-    a = np.abs(ele.eta)
-    keep = (ele.pt >= cfg.electron_pt_min) & (a <= cfg.electron_eta_max) & ~in_crack(a, cfg.crack_eta)
+    keep = cfg.accepts("electron", ele.pt, np.abs(ele.eta))
     if "id" in ele.extra:
         keep &= ele.extra["id"] >= sel.electron_cut_based_min
     elif "iso" in ele.extra:
         keep &= ele.extra["iso"] <= cfg.electron_isolation_max
     ele = cv.tag(ele[keep], "electron", charge=ele.extra["q"][keep])
 
-    keep = (muo.pt >= cfg.muon_pt_min) & (np.abs(muo.eta) <= cfg.muon_eta_max)
+    keep = cfg.accepts("muon", muo.pt, np.abs(muo.eta))
     if "id" in muo.extra:
         keep &= muo.extra["id"] > 0
     if "iso" in muo.extra:
@@ -177,8 +177,7 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
         pho = cv.collection(chunk, *kin("Photon"), _pick(flags, id="Photon_cutBased", bits="Photon_cutBasedBitmap",
                                                          veto="Photon_electronVeto", iso="Photon_pfRelIso03_all"))
         cv.mark_nonfinite(bad, pho)
-        a = np.abs(pho.eta)
-        keep = (pho.pt >= cfg.photon_pt_min) & (a <= cfg.photon_eta_max) & ~in_crack(a, cfg.crack_eta)
+        keep = cfg.accepts("photon", pho.pt, np.abs(pho.eta))
         if "id" in pho.extra:
             keep &= pho.extra["id"] >= sel.photon_cut_based_min
         elif "bits" in pho.extra:
@@ -190,7 +189,7 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: NanoAODSelectio
         selected.append(cv.tag(pho[keep], "photon"))
     leptons = cv.merge(selected)
 
-    keep = (jet.pt >= cfg.jet_pt_min) & (np.abs(jet.eta) <= cfg.jet_eta_max)
+    keep = cfg.accepts("jet", jet.pt, np.abs(jet.eta))
     if "id" in jet.extra:
         keep &= (jet.extra["id"].astype(np.int64) & sel.jet_id_bit) > 0
     jet = jet[keep]

@@ -3,20 +3,23 @@
 Selection follows arXiv:2412.10665; efficiencies, resolutions and isolation follow the Delphes ATLAS card
 (cards/delphes_card_ATLAS.tcl). Steps, all columnar (no per-event Python):
 
-1. visible final-state particles (no neutrinos or neutralinos, |eta| < 4.9);
-2. electron, muon and photon candidates: identification efficiency, momentum/energy smearing
-   (log-normal, as Delphes), isolation (sum pT of visible particles with pT > 0.5 GeV within
-   Delta R < 0.5, divided by the candidate pT) and the pT/eta/crack cuts;
-3. anti-kt R = 0.4 jets (FastJet) on visible particles with pT > 0.5 GeV, jet energy smearing with the
-   card's hadronic resolution, pT >= 25 GeV, |eta| <= 2.5, removal of jets within Delta R < 0.4 of a
-   selected lepton or photon;
+1. visible final-state particles (no neutrinos or neutralinos, |eta| < 4.9); muons are tracked but leave
+   (almost) nothing in the calorimeter;
+2. electron, muon and photon candidates: identification efficiency, smearing (log-normal, as Delphes):
+   photons with the ECal resolution, muons with the tracker's, electrons with the ECal energy and the
+   track momentum combined (inverse-variance weighted); isolation (sum pT of visible particles with
+   pT > 0.5 GeV within Delta R < 0.5, divided by the candidate pT) and the pT/eta/crack cuts;
+3. anti-kt R = 0.4 jets (FastJet) on the calorimeter deposits (visible particles except muons, pT > 0.5
+   GeV), jet energy smearing with the card's hadronic resolution, pT >= 25 GeV, |eta| <= 2.5, removal of
+   jets within Delta R < 0.4 of a selected lepton or photon;
 4. b-tagging: a jet is b (c) if a b (c) quark of the generator record with pT > 1 GeV, |eta| < 2.5 lies
    within Delta R < 0.4; tagged with the efficiency of its flavour (ATLAS 70% working point);
-5. optional hadronic tau tagging (off by default): jets with 1-3 tracks within Delta R < 0.2 are tau
-   candidates, tagged with the Delphes efficiencies when a hadronically decaying tau lies within
-   Delta R < 0.2, with the mistag rates otherwise;
-6. missing ET: minus the vector sum of visible particles, corrected for the smearing of the selected
-   objects; stored as an object with eta = 0.
+5. optional hadronic tau tagging (off by default): jets with 1-3 reconstructed tracks (tracking
+   efficiency of the card) within Delta R < 0.2 are tau candidates, tagged with the Delphes efficiencies
+   when a hadronically decaying tau lies within Delta R < 0.2, with the mistag rates otherwise;
+6. missing ET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the
+   selected jets, electrons and photons, minus the measured momenta of the reconstructed muons (a muon
+   that is not reconstructed escapes, like a neutrino); stored as an object with eta = 0.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, in a fixed order, so a seeded
 generator reproduces the same objects bit for bit.
@@ -38,8 +41,18 @@ import awkward as ak
 import numpy as np
 
 from hepfm.errors import HepfmError
-from hepfm.io.schema import DEFAULT_MAX_OBJECTS, FEATURES, TYPE_CODES
 from hepfm.physics import kinematics as kin
+from hepfm.physics.objects import (
+    DEFAULT_MAX_OBJECTS,
+    TYPE_CODES,
+    Objects,
+    ReconstructedEvents,
+    any_within,
+    assemble,
+    in_crack,
+    same_event_pairs,
+    sum_pt_within,
+)
 from hepfm.physics.record import FlatRecord, flatten
 
 #: PDG ids that leave no trace in the detector: neutrinos, the lightest neutralino, the gravitino.
@@ -52,6 +65,19 @@ _TRACK_CHARGE = {11: -1.0, 13: -1.0, 211: 1.0, 321: 1.0, 2212: 1.0}
 EtaTable = list  # list[tuple[float, float]]
 # (|eta| upper edge, constant, stochastic, noise) resolution rows.
 ResolutionTable = list  # list[tuple[float, float, float, float]]
+
+
+def _toml_module():
+    """The TOML parser: the standard library's from Python 3.11, the tomli package before."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise HepfmError("reading a TOML detector configuration on Python 3.10 needs tomli: "
+                             "pip install tomli (or use JSON)") from None
+    return tomllib
 
 
 @dataclass
@@ -111,11 +137,28 @@ class DetectorConfig:
     tau_match_dr: float = 0.2
     tau_track_dr: float = 0.2
     tau_track_min_pt: float = 1.0
+    # tracking efficiency of charged hadrons with pT > 1 GeV (Delphes ATLAS card); used for the track
+    # counting of tau tagging. Isolation needs none: an untracked charged hadron still deposits its energy
+    # in the calorimeter, which the isolation sum includes (as Delphes' EFlow inputs do).
+    track_efficiency: EtaTable = field(default_factory=lambda: [(1.5, 0.95), (2.5, 0.85)])
     tau_eta_max: float = 2.5
     tau_efficiency_1prong: float = 0.70
     tau_efficiency_3prong: float = 0.60
     tau_mistag_1prong: float = 0.02
     tau_mistag_3prong: float = 0.01
+
+    def accepts(self, kind: str, pt_: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        """Kinematic acceptance of reconstructed objects of one kind: pT and |eta| cuts, and the crack
+        for electrons and photons. Shared by the simulated detector and the real-data readers."""
+        if kind == "jet":
+            return (pt_ >= self.jet_pt_min) & (abs_eta <= self.jet_eta_max)
+        pt_min, eta_max = {"electron": (self.electron_pt_min, self.electron_eta_max),
+                           "muon": (self.muon_pt_min, self.muon_eta_max),
+                           "photon": (self.photon_pt_min, self.photon_eta_max)}[kind]
+        ok = (pt_ >= pt_min) & (abs_eta <= eta_max)
+        if kind != "muon":
+            ok &= ~in_crack(abs_eta, self.crack_eta)
+        return ok
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of every parameter."""
@@ -140,23 +183,12 @@ class DetectorConfig:
             raise HepfmError(f"{path}: cannot read detector configuration ({exc.strerror})") from None
         try:
             if path.suffix == ".toml":
-                import tomllib
-
-                values = tomllib.loads(text)
+                values = _toml_module().loads(text)
             else:
                 values = json.loads(text)
         except ValueError as exc:
             raise HepfmError(f"{path}: not a valid detector configuration ({exc})") from None
         return cls.from_dict(values, source=str(path))
-
-
-@dataclass
-class ReconstructedEvents:
-    """Detector-level objects of a batch: padded ``objects`` [n, M, F] and per-event counts."""
-
-    objects: np.ndarray
-    n_objects: np.ndarray
-    n_dropped: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -194,6 +226,20 @@ def _track_rel_sigma(table, pt_: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
     return np.sqrt(rows[:, 1] ** 2 + (rows[:, 2] * pt_) ** 2)
 
 
+def _electron_rel_sigma(cfg: DetectorConfig, pt_: np.ndarray, eta_: np.ndarray) -> np.ndarray:
+    """Relative pT resolution of electrons: the ECal energy and the track momentum combined.
+
+    The two measurements are independent, so their inverse-variance weighted mean has
+    1/sigma^2 = 1/sigma_calo^2 + 1/sigma_track^2: the calorimeter dominates at high energy, where the
+    track's curvature measurement degrades (sigma/pT ~ 26% at 200 GeV for |eta| ~ 2), the track at low pT.
+    """
+    aeta = np.abs(eta_)
+    track = _track_rel_sigma(cfg.electron_resolution, pt_, aeta)
+    calo = _calo_rel_sigma(cfg.ecal_resolution, pt_ * np.cosh(eta_), aeta)
+    norm = np.sqrt(track**2 + calo**2)
+    return np.divide(track * calo, norm, out=np.zeros_like(norm), where=norm > 0)  # a perfect one wins
+
+
 def _track_charge(pid: np.ndarray) -> np.ndarray:
     """Electric charge of final-state tracks (0 for neutral or unlisted particles)."""
     aid = np.abs(pid)
@@ -203,67 +249,15 @@ def _track_charge(pid: np.ndarray) -> np.ndarray:
     return out * np.sign(pid)
 
 
-def _in_crack(abs_eta: np.ndarray, crack) -> np.ndarray:
-    return (abs_eta > crack[0]) & (abs_eta < crack[1])
-
-
-def _offsets(ev: np.ndarray, n_events: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start offsets and counts per event of an event-sorted index array."""
-    counts = np.bincount(ev, minlength=n_events)
-    return np.cumsum(counts) - counts, counts
-
-
-def _same_event_pairs(ev_a: np.ndarray, ev_b: np.ndarray, n_events: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (i, j) with ev_a[i] == ev_b[j]; ``ev_b`` must be sorted."""
-    start_b, count_b = _offsets(ev_b, n_events)
-    per_a = count_b[ev_a]
-    ia = np.repeat(np.arange(len(ev_a)), per_a)
-    first = np.repeat(np.cumsum(per_a) - per_a, per_a)
-    ib = np.repeat(start_b[ev_a], per_a) + (np.arange(len(ia)) - first)
-    return ia, ib
-
-
-@dataclass
-class _Objects:
-    """Flat arrays of one collection: event index, kinematics and extras (all the same length)."""
-
-    ev: np.ndarray
-    pt: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
-    extra: dict = field(default_factory=dict)
-
-    def __getitem__(self, mask) -> _Objects:
-        return _Objects(self.ev[mask], self.pt[mask], self.eta[mask], self.phi[mask],
-                        {k: v[mask] for k, v in self.extra.items()})
-
-    def __len__(self) -> int:
-        return len(self.ev)
-
-
-def _any_within(a: _Objects, b: _Objects, dr: float, n_events: int) -> np.ndarray:
-    """Per object of ``a``: is any object of ``b`` in the same event within ``dr``?"""
-    ia, ib = _same_event_pairs(a.ev, b.ev, n_events)
-    close = kin.delta_r(a.eta[ia], a.phi[ia], b.eta[ib], b.phi[ib]) < dr
-    return np.bincount(ia[close], minlength=len(a)) > 0
-
-
-def _sum_pt_within(a: _Objects, b: _Objects, dr: float, n_events: int) -> np.ndarray:
-    """Per object of ``a``: scalar pT sum of the ``b`` objects of its event within ``dr``."""
-    ia, ib = _same_event_pairs(a.ev, b.ev, n_events)
-    close = kin.delta_r(a.eta[ia], a.phi[ia], b.eta[ib], b.phi[ib]) < dr
-    return np.bincount(ia[close], weights=b.pt[ib[close]], minlength=len(a))
-
-
 # ---------------------------------------------------------------------------------- reconstruction
 
 _LEPTON_KINDS = ("electron", "muon", "photon")
 
 
-def _leptons_and_photons(cand: _Objects, iso: _Objects, cfg: DetectorConfig, rng, n_events: int) -> _Objects:
+def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng, n_events: int) -> Objects:
     """Selected electrons, muons and photons (extra: type, charge, true_pt) from the candidates."""
     # Candidates are themselves in the isolation collection: subtract their own pT.
-    iso_sum = _sum_pt_within(cand, iso, cfg.isolation_dr, n_events) - cand.pt
+    iso_sum = sum_pt_within(cand, iso, cfg.isolation_dr, n_events) - cand.pt
     aeta = np.abs(cand.eta)
     aid = np.abs(cand.extra["id"])
     u_eff = rng.random(len(cand))
@@ -271,34 +265,30 @@ def _leptons_and_photons(cand: _Objects, iso: _Objects, cfg: DetectorConfig, rng
     keep = np.zeros(len(cand), dtype=bool)
     kind = np.zeros(len(cand), dtype=np.float64)
     rules = {
-        "electron": (11, cfg.electron_efficiency, cfg.electron_pt_min, cfg.electron_eta_max,
-                     cfg.electron_isolation_max),
-        "muon": (13, cfg.muon_efficiency, cfg.muon_pt_min, cfg.muon_eta_max, cfg.muon_isolation_max),
-        "photon": (22, cfg.photon_efficiency, cfg.photon_pt_min, cfg.photon_eta_max, cfg.photon_isolation_max),
+        "electron": (11, cfg.electron_efficiency, cfg.electron_isolation_max),
+        "muon": (13, cfg.muon_efficiency, cfg.muon_isolation_max),
+        "photon": (22, cfg.photon_efficiency, cfg.photon_isolation_max),
     }
     for name in _LEPTON_KINDS:
-        pid, eff_table, pt_min, eta_max, iso_max = rules[name]
+        pid, eff_table, iso_max = rules[name]
         m = aid == pid
         if name == "electron":
-            rel = _track_rel_sigma(cfg.electron_resolution, cand.pt[m], aeta[m])
+            rel = _electron_rel_sigma(cfg, cand.pt[m], cand.eta[m])
         elif name == "muon":
             rel = _track_rel_sigma(cfg.muon_resolution, cand.pt[m], aeta[m])
         else:
             rel = _calo_rel_sigma(cfg.ecal_resolution, cand.pt[m] * np.cosh(cand.eta[m]), aeta[m])
         reco_pt[m] = cand.pt[m] * _lognormal_factor(rng, rel)
-        passed = ((u_eff[m] < _lookup(eff_table, aeta[m])) & (reco_pt[m] >= pt_min) & (aeta[m] <= eta_max)
-                  & (iso_sum[m] <= iso_max * reco_pt[m]))
-        if name != "muon":
-            passed &= ~_in_crack(aeta[m], cfg.crack_eta)
-        keep[m] = passed
+        keep[m] = ((u_eff[m] < _lookup(eff_table, aeta[m])) & cfg.accepts(name, reco_pt[m], aeta[m])
+                   & (iso_sum[m] <= iso_max * reco_pt[m]))
         kind[m] = TYPE_CODES[name]
     charge = np.where(aid == 22, 0.0, -np.sign(cand.extra["id"]))
-    out = _Objects(cand.ev, reco_pt, cand.eta, cand.phi,
+    out = Objects(cand.ev, reco_pt, cand.eta, cand.phi,
                    {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand))})
     return out[keep]
 
 
-def _cluster_jets(inputs: _Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int) -> _Objects:
+def _cluster_jets(inputs: Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int) -> Objects:
     """Anti-kt jets (FastJet's multi-event interface) as flat arrays; true (unsmeared) kinematics."""
     import fastjet  # imported lazily: only generation needs it
 
@@ -308,7 +298,7 @@ def _cluster_jets(inputs: _Objects, px, py, pz, e, cfg: DetectorConfig, n_events
     jets = fastjet.ClusterSequence(particles, jetdef).inclusive_jets(min_pt=cfg.jet_cluster_min_pt)
     jcounts = ak.to_numpy(ak.num(jets, axis=1))
     jpx, jpy, jpz, je = (flatten(jets[k]) for k in ("px", "py", "pz", "E"))
-    return _Objects(np.repeat(np.arange(n_events), jcounts), kin.pt(jpx, jpy), kin.eta(jpx, jpy, jpz),
+    return Objects(np.repeat(np.arange(n_events), jcounts), kin.pt(jpx, jpy), kin.eta(jpx, jpy, jpz),
                     kin.phi(jpx, jpy), {"energy": je})
 
 
@@ -318,7 +308,7 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     n_events = rec.n_events
     fin = rec.status > 0
     px, py, pz, e, fid = rec.px[fin], rec.py[fin], rec.pz[fin], rec.e[fin], rec.pid[fin]
-    final = _Objects(rec.ev[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py), {"id": fid})
+    final = Objects(rec.ev[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py), {"id": fid})
     aid = np.abs(fid)
     visible = ~np.isin(aid, INVISIBLE_IDS) & (np.abs(final.eta) < cfg.calo_eta_max)
 
@@ -326,51 +316,57 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     cand = final[np.isin(aid, (11, 13, 22)) & (final.pt > cfg.candidate_min_pt)]
     leptons = _leptons_and_photons(cand, iso, cfg, rng, n_events)
 
-    # --- jets: cluster, smear the energy, remove those overlapping a selected lepton or photon
-    jin = visible & (final.pt > cfg.jet_input_min_pt)
+    # --- jets: cluster calorimeter deposits (muons leave almost none), smear the energy, remove those
+    # overlapping a selected lepton or photon
+    in_calo = visible & (aid != 13)
+    jin = in_calo & (final.pt > cfg.jet_input_min_pt)
     jets = _cluster_jets(final[jin], px[jin], py[jin], pz[jin], e[jin], cfg, n_events)
     rel = _calo_rel_sigma(cfg.jet_resolution, jets.extra["energy"], np.abs(jets.eta))
     jets.extra["true_pt"] = jets.pt
     jets.pt = jets.pt * _lognormal_factor(rng, rel)
-    jets = jets[~_any_within(jets, leptons, cfg.overlap_dr, n_events)]
+    jets = jets[~any_within(jets, leptons, cfg.overlap_dr, n_events)]
 
-    # --- MET: minus the visible vector sum, corrected for the smearing of the objects that are kept
-    vis_ev = final.ev[visible]
-    met_x = -np.bincount(vis_ev, weights=px[visible], minlength=n_events)
-    met_y = -np.bincount(vis_ev, weights=py[visible], minlength=n_events)
-    for obj in (jets, leptons):
-        d_pt = obj.pt - obj.extra["true_pt"]
-        met_x -= np.bincount(obj.ev, weights=d_pt * np.cos(obj.phi), minlength=n_events)
-        met_y -= np.bincount(obj.ev, weights=d_pt * np.sin(obj.phi), minlength=n_events)
+    # --- MET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the jets,
+    # electrons and photons that are kept, minus the measured momenta of the reconstructed muons. A muon
+    # that is not reconstructed escapes, like a neutrino.
+    calo_ev = final.ev[in_calo]
+    met_x = -np.bincount(calo_ev, weights=px[in_calo], minlength=n_events)
+    met_y = -np.bincount(calo_ev, weights=py[in_calo], minlength=n_events)
+    is_muon = leptons.extra["type"] == TYPE_CODES["muon"]
+    for obj, shift in ((jets, jets.pt - jets.extra["true_pt"]),
+                       (leptons, np.where(is_muon, leptons.pt, leptons.pt - leptons.extra["true_pt"]))):
+        met_x -= np.bincount(obj.ev, weights=shift * np.cos(obj.phi), minlength=n_events)
+        met_y -= np.bincount(obj.ev, weights=shift * np.sin(obj.phi), minlength=n_events)
 
-    jets = jets[(jets.pt >= cfg.jet_pt_min) & (np.abs(jets.eta) <= cfg.jet_eta_max)]
+    jets = jets[cfg.accepts("jet", jets.pt, np.abs(jets.eta))]
 
     # --- optional hadronic tau tagging: tagged jets become tau objects
     jets.extra["type"] = np.full(len(jets), float(TYPE_CODES["jet"]))
     jets.extra["charge"] = np.zeros(len(jets))
     if cfg.tau_tagging:
         tracks = final[(_track_charge(fid) != 0) & (final.pt > cfg.tau_track_min_pt)]
+        tracks = tracks[rng.random(len(tracks)) < _lookup(cfg.track_efficiency, np.abs(tracks.eta))]
         tracks.extra["charge"] = _track_charge(tracks.extra["id"])
         _tau_tag(jets, tracks, _hadronic_taus(rec), cfg, rng, n_events)
 
     # --- b-tagging by the flavour of a heavy quark within Delta R
     heavy = np.isin(np.abs(rec.pid), (4, 5))
     hx, hy, hz = rec.px[heavy], rec.py[heavy], rec.pz[heavy]
-    quarks = _Objects(rec.ev[heavy], kin.pt(hx, hy), kin.eta(hx, hy, hz), kin.phi(hx, hy), {"id": rec.pid[heavy]})
+    quarks = Objects(rec.ev[heavy], kin.pt(hx, hy), kin.eta(hx, hy, hz), kin.phi(hx, hy), {"id": rec.pid[heavy]})
     quarks = quarks[(quarks.pt > cfg.btag_parton_min_pt) & (np.abs(quarks.eta) < cfg.btag_parton_eta_max)]
-    is_b = _any_within(jets, quarks[np.abs(quarks.extra["id"]) == 5], cfg.btag_match_dr, n_events)
-    is_c = _any_within(jets, quarks[np.abs(quarks.extra["id"]) == 4], cfg.btag_match_dr, n_events) & ~is_b
+    is_b = any_within(jets, quarks[np.abs(quarks.extra["id"]) == 5], cfg.btag_match_dr, n_events)
+    is_c = any_within(jets, quarks[np.abs(quarks.extra["id"]) == 4], cfg.btag_match_dr, n_events) & ~is_b
     eff = np.where(is_b, cfg.btag_efficiency_b, np.where(is_c, cfg.btag_efficiency_c, cfg.btag_efficiency_light))
     is_tau = jets.extra["type"] == TYPE_CODES["tau"]
     jets.extra["btag"] = ((rng.random(len(jets)) < eff) & ~is_tau).astype(np.float64)
 
-    met = _Objects(np.arange(n_events), np.hypot(met_x, met_y), np.zeros(n_events), np.arctan2(met_y, met_x),
+    met = Objects(np.arange(n_events), np.hypot(met_x, met_y), np.zeros(n_events), np.arctan2(met_y, met_x),
                    {"type": np.full(n_events, float(TYPE_CODES["met"])), "charge": np.zeros(n_events),
                     "btag": np.zeros(n_events)})
-    return _assemble([jets, leptons, met], n_events, cfg.max_objects)
+    return assemble([jets, leptons, met], n_events, cfg.max_objects)
 
 
-def _hadronic_taus(rec: FlatRecord) -> _Objects:
+def _hadronic_taus(rec: FlatRecord) -> Objects:
     """Last-copy taus whose decay has no electron or muon (direction of the tau itself)."""
     rows = np.flatnonzero((np.abs(rec.pid) == 15) & rec.last_copy())
     parent, child = rec.daughter_rows(rows)
@@ -378,16 +374,16 @@ def _hadronic_taus(rec: FlatRecord) -> _Objects:
     leptonic[parent[np.isin(np.abs(rec.pid[child]), (11, 13))]] = True
     rows = rows[~leptonic]
     x, y, z = rec.px[rows], rec.py[rows], rec.pz[rows]
-    return _Objects(rec.ev[rows], kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y))
+    return Objects(rec.ev[rows], kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y))
 
 
-def _tau_tag(jets: _Objects, tracks: _Objects, taus: _Objects, cfg: DetectorConfig, rng, n_events: int) -> None:
+def _tau_tag(jets: Objects, tracks: Objects, taus: Objects, cfg: DetectorConfig, rng, n_events: int) -> None:
     """Turn tau-tagged jets into type-5 objects, in place (track counting, as the Delphes card)."""
-    ia, ib = _same_event_pairs(jets.ev, tracks.ev, n_events)
+    ia, ib = same_event_pairs(jets.ev, tracks.ev, n_events)
     close = kin.delta_r(jets.eta[ia], jets.phi[ia], tracks.eta[ib], tracks.phi[ib]) < cfg.tau_track_dr
     n_tracks = np.bincount(ia[close], minlength=len(jets))
     charge = np.bincount(ia[close], weights=tracks.extra["charge"][ib[close]], minlength=len(jets))
-    matched = _any_within(jets, taus[np.abs(taus.eta) < cfg.tau_eta_max], cfg.tau_match_dr, n_events)
+    matched = any_within(jets, taus[np.abs(taus.eta) < cfg.tau_eta_max], cfg.tau_match_dr, n_events)
     one = n_tracks == 1
     eff = np.where(matched, np.where(one, cfg.tau_efficiency_1prong, cfg.tau_efficiency_3prong),
                    np.where(one, cfg.tau_mistag_1prong, cfg.tau_mistag_3prong))
@@ -395,39 +391,3 @@ def _tau_tag(jets: _Objects, tracks: _Objects, taus: _Objects, cfg: DetectorConf
     tagged = candidate & (rng.random(len(jets)) < eff)
     jets.extra["type"][tagged] = TYPE_CODES["tau"]
     jets.extra["charge"][tagged] = np.sign(charge[tagged])
-
-
-def _assemble(collections: list[_Objects], n_events: int, max_objects: int) -> ReconstructedEvents:
-    """Order objects by type then descending pT, drop the softest jets beyond max_objects, and pad."""
-    cols = {name: np.concatenate([getattr(c, name) for c in collections]) for name in ("ev", "pt", "eta", "phi")}
-    for name in ("type", "btag", "charge"):
-        cols[name] = np.concatenate([c.extra[name] for c in collections])
-    order = np.lexsort((-cols["pt"], cols["type"], cols["ev"]))
-    cols = {k: v[order] for k, v in cols.items()}
-    ev, is_jet = cols["ev"], cols["type"] == TYPE_CODES["jet"]
-    n_total = np.bincount(ev, minlength=n_events)
-
-    rank = np.arange(len(ev)) - np.searchsorted(ev, ev)  # jets come first, so this is the jet rank too
-    n_nonjet = np.bincount(ev[~is_jet], minlength=n_events)
-    keep = ~is_jet | (rank < np.clip(max_objects - n_nonjet, 0, None)[ev])
-    cols = {k: v[keep] for k, v in cols.items()}
-    ev = cols["ev"]
-    rank = np.arange(len(ev)) - np.searchsorted(ev, ev)
-    fits = rank < max_objects  # only when an event has more than max_objects non-jet objects
-    cols = {k: v[fits] for k, v in cols.items()}
-    slot = rank[fits]
-
-    objects = np.zeros((n_events, max_objects, len(FEATURES)), dtype=np.float32)
-    cols["energy"] = kin.massless_energy(cols["pt"], cols["eta"])
-    for j, name in enumerate(FEATURES):
-        objects[cols["ev"], slot, j] = cols[name]
-    n_objects = np.bincount(cols["ev"], minlength=n_events).astype(np.int32)
-    return ReconstructedEvents(objects=objects, n_objects=n_objects, n_dropped=(n_total - n_objects).astype(np.int32))
-
-
-# Public names for the real-data readers (hepfm.io.nanoaod, hepfm.io.delphes), which apply the same cuts,
-# overlap removal, ordering and truncation to reconstructed objects read from ROOT files.
-Objects = _Objects
-any_within = _any_within
-in_crack = _in_crack
-assemble = _assemble

@@ -44,9 +44,10 @@ class Process:
     settings: tuple[str, ...]
     slha: str | None = None  # file name inside hepfm/physics/slha, passed as SLHA:file
     notes: str = ""
-    #: Two sets of settings applied to alternate generation batches (e.g. to decay the top in half of
-    #: the events and the anti-top in the other half).
-    alternate: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    #: Two sets of settings, each given to its own Pythia instance; every event comes from one of the two,
+    #: chosen at random with probability 1/2 (e.g. the top decays to H c in half of the events, the
+    #: anti-top in the other half), so that any subset of the sample holds both in equal parts.
+    mixture: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def pythia_settings(self) -> list[str]:
         """All Pythia settings for this process (without seed), with the SLHA path resolved."""
@@ -94,12 +95,11 @@ _CATALOG: tuple[Process, ...] = (
              "SUSY:idA = 2000006", "SUSY:idB = 2000006", "SLHA:verbose = 0"),
             slha="stop_t2t1h.slha"),
     Process("fcnc_thq", "downstream",
-            "ttbar with one FCNC decay t -> H c (top in half the events, anti-top in the other half)",
-            _TTBAR + ("6:addChannel = 1 0.01 100 25 4", "6:onMode = off",
-                      "6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
-            alternate=(("6:onMode = off", "6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
-                       ("6:onMode = off", "6:onPosIfMatch = 24 5", "6:onNegIfMatch = 25 4")),
-            notes="sigma_pb in the shards is for one charge assignment; the sample's is twice that."),
+            "ttbar with one FCNC decay t -> H c (the top or the anti-top, chosen at random per event)",
+            _TTBAR + ("6:addChannel = 1 0.01 100 25 4", "6:onMode = off"),
+            mixture=(("6:onPosIfMatch = 25 4", "6:onNegIfMatch = 24 5"),
+                     ("6:onPosIfMatch = 24 5", "6:onNegIfMatch = 25 4")),
+            notes="sigma_pb in the shards is that of the whole sample: the sum of both charge assignments."),
     Process("hplus_tb", "downstream", "Charged Higgs (500 GeV) produced with a top (b g -> H- t), H+- -> t b",
             ("Higgs:useBSM = on", "HiggsBSM:bg2H+-t = on", "37:m0 = 500.", "HiggsHchg:coup2H1W = 0.",
              "37:onMode = off", "37:onIfAny = 6")),

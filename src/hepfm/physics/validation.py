@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
 from hepfm.physics import kinematics as kin
+from hepfm.physics.objects import FEATURE_INDEX, TYPE_CODES
 
 _PT, _ETA, _PHI = FEATURE_INDEX["pt"], FEATURE_INDEX["eta"], FEATURE_INDEX["phi"]
 _TYPE, _BTAG, _CHARGE = FEATURE_INDEX["type"], FEATURE_INDEX["btag"], FEATURE_INDEX["charge"]

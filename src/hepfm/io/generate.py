@@ -43,7 +43,7 @@ class Source:
     settings: tuple[str, ...]
     lhe_file: str | None = None
     lhe_events: int | None = None  # events available in the LHE file
-    alternate: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # per-batch alternating settings
+    mixture: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # two settings sets, chosen per event
 
     @property
     def generator(self) -> str:
@@ -63,11 +63,21 @@ class ShardTask:
     path: str
     detector: dict = field(default_factory=dict)
 
-    def pythia_settings(self) -> list[str]:
-        s = list(self.source.settings) + ["Random:setSeed = on", f"Random:seed = {self.seed}"]
+    def pythia_settings(self, part: int | None = None) -> list[str]:
+        """Pythia settings of the shard; for a mixture source, those of its instance ``part`` (0 or 1)."""
+        seed = self.seed
+        extra: list[str] = []
+        if part is not None:
+            extra = list(self.source.mixture[part])
+            seed = self.seed if part == 0 else derive_seed(self.seed, self.source.name, 1)
+        s = list(self.source.settings) + extra + ["Random:setSeed = on", f"Random:seed = {seed}"]
         if self.source.lhe_file:
             s.append(f"Beams:nSkipLHEFatInit = {self.first_event}")
         return s
+
+    def mixture_settings(self) -> list[list[str]]:
+        """The settings of both instances of a mixture source ([] for a single source)."""
+        return [self.pythia_settings(k) for k in (0, 1)] if self.source.mixture else []
 
 
 def derive_seed(base_seed: int, name: str, shard_index: int) -> int:
@@ -80,7 +90,7 @@ def catalog_source(name: str, extra_settings: Sequence[str] = ()) -> Source:
     """The Source of a catalog process, with optional extra Pythia settings appended."""
     proc = get_process(name)
     return Source(name=name, settings=tuple(proc.pythia_settings()) + tuple(extra_settings),
-                  alternate=proc.alternate)
+                  mixture=proc.mixture)
 
 
 def lhe_source(path: str | Path, label: str, extra_settings: Sequence[str] = ()) -> Source:
@@ -138,30 +148,61 @@ def make_pythia(settings: Sequence[str], where: str):
 # -------------------------------------------------------------------------------------------- shards
 
 
+class _EventSource:
+    """Batches of generator events of one shard: one Pythia instance, or two mixed event by event."""
+
+    def __init__(self, task: ShardTask, where: str):
+        self.where = where
+        self.lhe = bool(task.source.lhe_file)
+        if task.source.mixture:
+            self.instances = [make_pythia(task.pythia_settings(k), f"{where} (instance {k})") for k in (0, 1)]
+        else:
+            self.instances = [make_pythia(task.pythia_settings(), where)]
+        self.choice_rng = np.random.default_rng([task.seed, 2])  # independent of Pythia's and the detector's
+
+    def next_batch(self, n: int):
+        """Up to ``n`` events as (record, weights); a mixture draws each event's instance at random."""
+        import awkward as ak
+
+        if len(self.instances) == 1:
+            parts, order = [self.instances[0].nextBatch(n)], None
+        else:
+            from_second = self.choice_rng.random(n) < 0.5
+            counts = (int(n - from_second.sum()), int(from_second.sum()))
+            parts = [pythia.nextBatch(k) for pythia, k in zip(self.instances, counts, strict=True)]
+            # Put each instance's events back at the positions drawn for it (fewer if Pythia fell short).
+            slots = [np.flatnonzero(~from_second)[:len(parts[0])], np.flatnonzero(from_second)[:len(parts[1])]]
+            order = np.argsort(np.concatenate(slots), kind="stable")
+        prt = ak.concatenate([b.prt for b in parts]) if len(parts) > 1 else parts[0].prt
+        weights = np.concatenate([ak.to_numpy(ak.fill_none(ak.firsts(b.info.weights), 1.0)) for b in parts])
+        if order is not None:
+            prt, weights = prt[order], weights[order]
+        if len(weights) == 0 and not self.lhe:
+            raise HepfmError(f"{self.where}: Pythia produced no events (too many errors?)")
+        return FlatRecord.from_batch(prt), weights.astype(np.float32)
+
+    def cross_section(self) -> tuple[float, float, list[float]]:
+        """Cross section of the whole sample in pb (the sum over instances), its error and each instance's."""
+        infos = [p.infoPython() for p in self.instances]
+        parts = [i.sigmaGen() * 1e9 for i in infos]
+        err = float(np.sqrt(sum((i.sigmaErr() * 1e9) ** 2 for i in infos)))
+        return float(sum(parts)), err, parts
+
+
 def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> int:
     """Generate, reconstruct and label one shard and write it atomically; returns its event count."""
-    import awkward as ak
-
     where = f"{task.source.name} shard {task.shard_index}"
-    pythia = make_pythia(task.pythia_settings(), where)
+    events = _EventSource(task, where)
     cfg = DetectorConfig.from_dict(task.detector) if task.detector else DetectorConfig()
     rng = np.random.default_rng([task.seed, 1])  # independent stream from Pythia's own
     parts: list[dict[str, np.ndarray]] = []
     done = 0
-    n_batches = 0
     while done < task.n_events:
-        if task.source.alternate:
-            _read_settings(pythia, task.source.alternate[n_batches % 2], where)
-        n_batches += 1
-        batch = pythia.nextBatch(min(BATCH_EVENTS, task.n_events - done))
-        n = len(batch)
+        record, weights = events.next_batch(min(BATCH_EVENTS, task.n_events - done))
+        n = record.n_events
         if n == 0:
-            if task.source.lhe_file:
-                break  # end of the LHE file
-            raise HepfmError(f"{where}: Pythia produced no events (too many errors?)")
-        record = FlatRecord.from_batch(batch.prt)
+            break  # end of the LHE file
         reco = reconstruct(record, cfg, rng)
-        weights = ak.to_numpy(ak.fill_none(ak.firsts(batch.info.weights), 1.0)).astype(np.float32)
         parts.append({
             "objects": reco.objects,
             "n_objects": reco.n_objects,
@@ -173,9 +214,12 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         done += n
         if progress is not None:
             progress(n)
+    if not parts:
+        raise HepfmError(f"{where}: no events to write (the LHE file has none left from event {task.first_event})")
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     arrays["process"] = np.zeros(done, dtype=np.int32)
-    info = pythia.infoPython()
+    sigma, sigma_err, sigma_parts = events.cross_section()
+    pythia = events.instances[0]
     attrs = {
         "process_name": task.source.name,
         "process_names": [task.source.name],
@@ -186,9 +230,11 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         "generator": task.source.generator,
         "generator_version": f"{pythia.settings.parm('Pythia:versionNumber'):.3f}",
         "generator_settings": task.pythia_settings(),
+        "mixture_settings": task.mixture_settings(),
+        "mixture_sigma_pb": sigma_parts if task.source.mixture else [],
         "lhe_file": task.source.lhe_file or "",
-        "sigma_pb": info.sigmaGen() * 1e9,
-        "sigma_err_pb": info.sigmaErr() * 1e9,
+        "sigma_pb": sigma,
+        "sigma_err_pb": sigma_err,
         "detector": task.detector or DetectorConfig().to_dict(),
         "truth_labels": list(LABEL_NAMES),
         "truth_label_kinds": list(LABEL_KINDS),
@@ -248,6 +294,7 @@ def _is_done(task: ShardTask) -> bool:
         raise HepfmError(f"{path}: exists but is not a readable shard; remove it and rerun") from None
     same = (attrs.get("seed") == task.seed and attrs.get("n_events_planned") == task.n_events
             and attrs.get("generator_settings") == task.pythia_settings()
+            and list(attrs.get("mixture_settings", [])) == task.mixture_settings()
             and attrs.get("detector") == task.detector)
     if not same:
         raise HepfmError(f"{path}: exists with a different seed, size or configuration; use a new --out folder")
