@@ -8,14 +8,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["EventStore", "__version__", "create_model", "list_models", "load"]
+__all__ = ["EventStore", "__version__", "create_model", "list_models", "load", "load_pretrained"]
 
 
 def load(path, device="cpu"):
-    """Load a saved model folder (``model.safetensors`` + ``config.json``); its config is ``model.metadata``."""
-    from hepfm.models.saving import load_model
+    """Load a model folder (``model.safetensors`` + ``config.json``) or a shipped model by name; its config
+    is ``model.metadata``."""
+    from hepfm.models.pretrained import load as load_any
 
-    return load_model(path, device)
+    return load_any(path, device)
+
+
+def load_pretrained(name, device="cpu"):
+    """A pretrained model shipped with hepfm, by name (``hepfm models`` lists them); no network needed."""
+    from hepfm.models.pretrained import load as load_any
+
+    return load_any(name, device)
 
 
 def __getattr__(name: str):

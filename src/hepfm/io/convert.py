@@ -19,7 +19,7 @@ import glob
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,6 +275,24 @@ def _prepare(out: Path, label: str) -> tuple[bool, bool]:
     return created_out, created_label
 
 
+def iter_converted(plans: Sequence[FilePlan], tree_name: str,
+                   step_size: int = DEFAULT_STEP_SIZE) -> Iterator[tuple[FilePlan, int, dict[str, np.ndarray]]]:
+    """(plan, first entry, converted arrays) for every chunk of every planned file, read with uproot.
+
+    The arrays carry the boolean ``finite`` entry of :func:`finish_chunk`; a file that fails to decode
+    (truncated, corrupt) is a HepfmError naming it.
+    """
+    for plan in plans:
+        try:
+            for chunk, report in plan.tree.iterate(plan.branches, step_size=step_size, library="ak", report=True):
+                yield plan, report.tree_entry_start, plan.convert(chunk, report.tree_entry_start)
+        except HepfmError:
+            raise
+        except Exception as exc:  # uproot/awkward decoding errors: a truncated or corrupt file
+            raise HepfmError(f"{plan.path}: cannot read the data of tree {tree_name!r}, the file may be "
+                             f"truncated or corrupt ({_reason(exc)})") from None
+
+
 def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, source_format: str, tree_name: str,
                   detector: DetectorConfig, attrs: dict, shard_size: int = DEFAULT_SHARD_SIZE,
                   step_size: int = DEFAULT_STEP_SIZE, progress: bool = True) -> ConversionReport:
@@ -310,23 +328,14 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     total = sum(p.tree.num_entries for p in plans)
     try:
         with EventProgress(total, f"converting {label}", enabled=progress) as bar:
-            for plan in plans:
-                try:
-                    chunks = plan.tree.iterate(plan.branches, step_size=step_size, library="ak", report=True)
-                    for chunk, report in chunks:
-                        arrays = plan.convert(chunk, report.tree_entry_start)
-                        keep = arrays.pop("finite")
-                        n_read += len(keep)
-                        n_nonfinite += int((~keep).sum())
-                        buffer.add(str(plan.path), {k: v[keep] for k, v in arrays.items()})
-                        while buffer.n >= shard_size:
-                            flush(shard_size)
-                        bar.advance(len(keep))
-                except HepfmError:
-                    raise
-                except Exception as exc:  # uproot/awkward decoding errors: a truncated or corrupt file
-                    raise HepfmError(f"{plan.path}: cannot read the data of tree {tree_name!r}, the file may be "
-                                     f"truncated or corrupt ({_reason(exc)})") from None
+            for plan, _, arrays in iter_converted(plans, tree_name, step_size):
+                keep = arrays.pop("finite")
+                n_read += len(keep)
+                n_nonfinite += int((~keep).sum())
+                buffer.add(str(plan.path), {k: v[keep] for k, v in arrays.items()})
+                while buffer.n >= shard_size:
+                    flush(shard_size)
+                bar.advance(len(keep))
             if buffer.n:
                 flush(buffer.n)
         if not written:

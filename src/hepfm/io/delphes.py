@@ -107,19 +107,25 @@ def _first(values) -> np.ndarray:
     return np.asarray(ak.to_numpy(values), dtype=np.float64)
 
 
-def convert_delphes(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
-                    btag_bit: int = 0, detector: DetectorConfig | None = None,
-                    shard_size: int = cv.DEFAULT_SHARD_SIZE, step_size: int = cv.DEFAULT_STEP_SIZE,
-                    progress: bool = True) -> cv.ConversionReport:
-    """Convert Delphes ROOT files (names or glob patterns) into the event store ``out/label``."""
+def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, btag_bit: int = 0) -> tuple[list[Path], list, dict]:
+    """Open and check Delphes files (names or glob patterns): (paths, one plan per file, shard attributes)."""
     if not 0 <= btag_bit < 31:
-        raise HepfmError(f"--btag-bit must be between 0 and 30, got {btag_bit}")
-    cfg = detector or DetectorConfig()
+        raise HepfmError(f"the b-tag bit must be between 0 and 30, got {btag_bit}")
     paths = cv.expand_inputs(inputs)
     plans = [plan_file(cv.open_tree(p, TREE), p, cfg, btag_bit) for p in paths]
     attrs = {"selection": {"format": "Delphes", "note": "Delphes card efficiencies and isolation, plus the "
                            "detector configuration's kinematic cuts and overlap removal"},
              "btag_branch": "Jet.BTag", "btag_working_point": f"bit {btag_bit}"}
+    return paths, plans, attrs
+
+
+def convert_delphes(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
+                    btag_bit: int = 0, detector: DetectorConfig | None = None,
+                    shard_size: int = cv.DEFAULT_SHARD_SIZE, step_size: int = cv.DEFAULT_STEP_SIZE,
+                    progress: bool = True) -> cv.ConversionReport:
+    """Convert Delphes ROOT files (names or glob patterns) into the event store ``out/label``."""
+    cfg = detector or DetectorConfig()
+    paths, plans, attrs = plan_files(inputs, cfg, btag_bit)
     return cv.convert_files(plans, out, label or cv.default_label(paths), source_format="delphes", tree_name=TREE,
                             detector=cfg, attrs=attrs, shard_size=shard_size, step_size=step_size,
                             progress=progress)

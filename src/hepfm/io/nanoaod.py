@@ -235,21 +235,28 @@ def _pick(flags: dict[str, str], **wanted: str) -> dict[str, str]:
     return {key: branch for key, branch in wanted.items() if branch in flags}
 
 
-def convert_nanoaod(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
-                    btag_branch: str | None = None, btag_cut: float | None = None,
-                    detector: DetectorConfig | None = None, selection: NanoAODSelection | None = None,
-                    shard_size: int = cv.DEFAULT_SHARD_SIZE, step_size: int = cv.DEFAULT_STEP_SIZE,
-                    progress: bool = True) -> cv.ConversionReport:
-    """Convert NanoAOD files (names or glob patterns) into the event store ``out/label``."""
+def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, selection: NanoAODSelection | None = None,
+               btag_branch: str | None = None, btag_cut: float | None = None) -> tuple[list[Path], list, dict]:
+    """Open and check NanoAOD files (names or glob patterns): (paths, one plan per file, shard attributes)."""
     if btag_cut is not None and not np.isfinite(btag_cut):
-        raise HepfmError(f"--btag-cut must be a finite number, got {btag_cut}")
-    cfg = detector or DetectorConfig()
+        raise HepfmError(f"the b-tag cut must be a finite number, got {btag_cut}")
     sel = selection or NanoAODSelection()
     paths = cv.expand_inputs(inputs)
     plans = [plan_file(cv.open_tree(p, TREE), p, cfg, sel, btag_branch, btag_cut) for p in paths]
     attrs = {"selection": {"format": "CMS NanoAOD", **asdict(sel)},
              "btag_branch": ", ".join(sorted({p.info["btag_branch"] for p in plans})),
              "btag_working_point": ", ".join(sorted({f"{p.info['btag_working_point']:g}" for p in plans}))}
+    return paths, plans, attrs
+
+
+def convert_nanoaod(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
+                    btag_branch: str | None = None, btag_cut: float | None = None,
+                    detector: DetectorConfig | None = None, selection: NanoAODSelection | None = None,
+                    shard_size: int = cv.DEFAULT_SHARD_SIZE, step_size: int = cv.DEFAULT_STEP_SIZE,
+                    progress: bool = True) -> cv.ConversionReport:
+    """Convert NanoAOD files (names or glob patterns) into the event store ``out/label``."""
+    cfg = detector or DetectorConfig()
+    paths, plans, attrs = plan_files(inputs, cfg, selection, btag_branch, btag_cut)
     return cv.convert_files(plans, out, label or cv.default_label(paths), source_format="nanoaod", tree_name=TREE,
                             detector=cfg, attrs=attrs, shard_size=shard_size, step_size=step_size,
                             progress=progress)

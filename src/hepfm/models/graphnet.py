@@ -27,6 +27,12 @@ from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 
 
+def _is_exporting() -> bool:
+    """True while torch.export traces the model (torch >= 2.5; older versions cannot export it anyway)."""
+    check = getattr(torch.compiler, "is_exporting", None)
+    return bool(check and check())
+
+
 class GraphBlock(nn.Module):
     """One edge -> node -> global update with sum aggregation."""
 
@@ -63,7 +69,7 @@ class PackedGraph:
         recv_slot, send_slot = self._pairs(m, mask.device)
         flat = mask.reshape(-1)
         node_id = (flat.long().cumsum(0) - 1).view(n_events, m)
-        valid = mask[:, recv_slot] & mask[:, send_slot]
+        valid = mask[:, recv_slot] & mask[:, send_slot] & (recv_slot != send_slot)
         edge_event, pair = valid.nonzero(as_tuple=True)
         self.receiver = node_id[edge_event, recv_slot[pair]]
         self.sender = node_id[edge_event, send_slot[pair]]
@@ -73,11 +79,14 @@ class PackedGraph:
 
     @classmethod
     def _pairs(cls, m: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(receiver, sender) slots of all m x m ordered pairs; self-pairs are dropped by the validity mask."""
+        if _is_exporting():  # a symbolic m (ONNX export with a variable object count)
+            slots = torch.arange(m, device=device)
+            return slots[:, None].expand(m, m).reshape(-1), slots[None, :].expand(m, m).reshape(-1)
         key = (m, str(device))
         if key not in cls._pairs_cache:
             i, j = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
-            off = i != j
-            cls._pairs_cache[key] = (i[off].to(device), j[off].to(device))
+            cls._pairs_cache[key] = (i.reshape(-1).to(device), j.reshape(-1).to(device))
         return cls._pairs_cache[key]
 
 

@@ -1,0 +1,98 @@
+"""ONNX export of a model, for inference outside Python (CMSSW, Athena, onnxruntime in a notebook).
+
+The exported graph takes the store's raw rows and a mask, exactly as the PyTorch model does:
+
+* input ``objects``: float32 [batch, n_objects, 7] — (pT, eta, phi, E, b-tag, charge, type) per object,
+  ordered by type then pT, as in the event store; padding rows are ignored;
+* input ``mask``: bool [batch, n_objects] — True for real objects;
+* outputs ``logits`` [batch, n_outputs] and ``scores`` (softmax for multiclass, sigmoid for binary and
+  multilabel flags, the value itself for multilabel counts).
+
+Both the batch size and the number of objects are free dimensions. Feature scaling is part of the
+graph. The model's task, class names, hepfm version and data schema are stored as ONNX metadata.
+Needs the ``[onnx]`` extra (onnx, onnxscript; onnxruntime to check the result).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hepfm import __version__
+from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write
+from hepfm.physics.objects import FEATURES
+
+#: Shapes the model is traced with; the exported dimensions stay free.
+_TRACE_BATCH, _TRACE_OBJECTS = 4, 6
+
+
+class _Scored(nn.Module):
+    """model(objects, mask) -> (logits, scores)."""
+
+    def __init__(self, model, task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, objects: torch.Tensor, mask: torch.Tensor):
+        logits = self.model(objects, mask)
+        scores = self.task.scores(logits)
+        return logits, scores[:, None] if scores.ndim == 1 else scores
+
+
+def _trace_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """A small batch of plausible events (jets and MET with varying multiplicity) to trace with."""
+    g = torch.Generator().manual_seed(0)
+    n = torch.tensor([2, 3, 5, 6])
+    mask = torch.arange(_TRACE_OBJECTS)[None] < n[:, None]
+    pt = 30 + 50 * torch.rand(_TRACE_BATCH, _TRACE_OBJECTS, generator=g)
+    eta = torch.rand(_TRACE_BATCH, _TRACE_OBJECTS, generator=g) * 4 - 2
+    phi = torch.rand(_TRACE_BATCH, _TRACE_OBJECTS, generator=g) * 6 - 3
+    x = torch.stack([pt, eta, phi, pt * torch.cosh(eta), torch.zeros_like(pt), torch.zeros_like(pt),
+                     torch.ones_like(pt)], dim=-1)
+    return x * mask[..., None], mask
+
+
+def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path:
+    """Write the ONNX graph of a model folder or shipped model to ``out`` (atomically); returns the path."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise HepfmError("ONNX export needs the onnx extra: pip install 'hepfm[onnx]'") from None
+    from hepfm.models.pretrained import load
+    from hepfm.train.tasks import Task
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise HepfmError(f"{out}: the ONNX file name must end in .onnx")
+    if not out.parent.is_dir():
+        raise HepfmError(f"{out.parent}: output folder does not exist")
+    model = load(model_ref).eval()
+    config = model.metadata
+    task = Task(config["task"], list(config["names"]))
+    wrapped = _Scored(model, task).eval()
+    x, mask = _trace_inputs()
+    batch, objects = torch.export.Dim("batch"), torch.export.Dim("n_objects", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapped, (x, mask), dynamo=True, opset_version=opset, input_names=["objects", "mask"],
+            output_names=["logits", "scores"],
+            dynamic_shapes={"objects": {0: batch, 1: objects}, "mask": {0: batch, 1: objects}}, verbose=False)
+    proto = program.model_proto
+    meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
+            "features": json.dumps(list(FEATURES)), "source": str(model_ref),
+            "data_schema": json.dumps(config.get("data_schema", {}))}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+    def write(tmp: str) -> None:
+        import onnx
+
+        onnx.save_model(proto, tmp)
+
+    return atomic_write(out, write)

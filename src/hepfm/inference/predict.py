@@ -1,0 +1,308 @@
+"""Scores for an analysis: a trained model applied to an event store or to ROOT files, written to a file.
+
+Events are read in chunks (a store shard by shard, NanoAOD or Delphes files with uproot through the same
+object selection as ``hepfm convert``), scored and appended to the output, so inputs larger than memory
+work. Each row carries the event's identity and one ``score_<class>`` column per output class:
+
+* from a store: ``process`` (index into the ``process_names`` metadata), ``shard`` (index into
+  ``shard_paths``), ``index`` (row within the shard), ``event_id`` and ``weight``;
+* from NanoAOD: ``file`` (index into ``source_files``), ``entry``, ``run``, ``luminosityBlock``,
+  ``event`` and ``weight``; from Delphes the same without run and luminosity block.
+
+Formats by file extension: ``.parquet`` (pyarrow), ``.h5``/``.hdf5`` (one dataset per column) and
+``.root`` (a TTree ``Events`` with one branch per column, as weaver writes its predictions; the
+metadata is a JSON TObjString ``hepfm_metadata``). The output is written under a temporary name and
+renamed when complete: a failed or interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hepfm.errors import HepfmError
+from hepfm.io.atomic import atomic_write
+
+FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
+#: Events per chunk read, scored and written.
+DEFAULT_CHUNK = 65_536
+ROOT_TREE = "Events"
+
+
+@dataclass
+class PredictionReport:
+    """What a prediction call wrote."""
+
+    out: Path
+    n_events: int
+    n_skipped: int
+    columns: list[str]
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.n_events / self.seconds if self.seconds > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Chunk:
+    identity: dict[str, np.ndarray]
+    objects: np.ndarray
+    n_objects: np.ndarray
+    n_read: int  # input entries this chunk covers (events with non-finite inputs are not scored)
+
+
+class _StoreInput:
+    """A store folder (or one process sub-folder of it), shard by shard."""
+
+    def __init__(self, path: Path, chunk_size: int):
+        from hepfm.data.datasets import check_schema, open_source
+
+        self.store, processes = open_source(path)
+        check_schema(self.store)
+        self.shards = [s for s in self.store.shards if processes is None or s["process"] in processes]
+        self.chunk_size = chunk_size
+        self.total = sum(s["n_events"] for s in self.shards)
+        self.metadata = {"source": str(path), "source_kind": "store",
+                         "process_names": self.store.process_names,
+                         "shard_paths": [s["path"] for s in self.shards]}
+
+    def chunks(self) -> Iterator[_Chunk]:
+        for k, shard in enumerate(self.shards):
+            for start in range(0, shard["n_events"], self.chunk_size):
+                stop = min(start + self.chunk_size, shard["n_events"])
+                arrays = self.store._read(shard, ("objects", "n_objects", "event_id", "weight", "process"),
+                                          start, stop)
+                n = stop - start
+                identity = {"process": arrays["process"].astype(np.int32), "shard": np.full(n, k, np.int32),
+                            "index": np.arange(start, stop, dtype=np.int64),
+                            "event_id": arrays["event_id"].astype(np.int64),
+                            "weight": arrays["weight"].astype(np.float32)}
+                yield _Chunk(identity, arrays["objects"], arrays["n_objects"], n)
+
+    def skipped(self) -> int:
+        return 0
+
+
+class _RootInput:
+    """NanoAOD or Delphes ROOT files, read with the same selection as ``hepfm convert``."""
+
+    def __init__(self, paths: list[str], fmt: str, chunk_size: int, detector):
+        from hepfm.io import convert as cv
+
+        if fmt == "nanoaod":
+            from hepfm.io.nanoaod import TREE, plan_files
+        else:
+            from hepfm.io.delphes import TREE, plan_files
+        self.fmt, self.tree, self.cv = fmt, TREE, cv
+        self.paths, self.plans, _ = plan_files(paths, detector)
+        self.chunk_size = chunk_size
+        self.total = sum(p.tree.num_entries for p in self.plans)
+        self.n_skipped = 0
+        self.metadata = {"source_kind": fmt, "source_files": [str(p) for p in self.paths]}
+
+    def chunks(self) -> Iterator[_Chunk]:
+        file_index = {str(p.path): k for k, p in enumerate(self.plans)}
+        for plan, entry_start, arrays in self.cv.iter_converted(self.plans, self.tree, self.chunk_size):
+            keep = arrays["finite"]
+            self.n_skipped += int((~keep).sum())
+            n = len(keep)
+            identity = {"file": np.full(n, file_index[str(plan.path)], np.int32),
+                        "entry": np.arange(entry_start, entry_start + n, dtype=np.int64)}
+            if self.fmt == "nanoaod":
+                identity["run"] = arrays["run"].astype(np.uint32)
+                identity["luminosityBlock"] = arrays["luminosity_block"].astype(np.uint32)
+                identity["event"] = arrays["event_id"].astype(np.uint64)
+            else:
+                identity["event"] = arrays["event_id"].astype(np.int64)
+            identity["weight"] = arrays["weight"].astype(np.float32)
+            yield _Chunk({k: v[keep] for k, v in identity.items()}, arrays["objects"][keep], arrays["n_objects"][keep],
+                         n)
+
+    def skipped(self) -> int:
+        return self.n_skipped
+
+
+def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector):
+    if len(data) == 1 and Path(data[0]).is_dir():
+        return _StoreInput(Path(data[0]), chunk_size)
+    if fmt is None:
+        fmt = "nanoaod"
+    if fmt not in ("nanoaod", "delphes"):
+        raise HepfmError(f"unknown input format {fmt!r}: ROOT inputs are 'nanoaod' or 'delphes'")
+    for d in data:
+        if Path(d).is_dir():
+            raise HepfmError(f"{d}: give one store folder, or ROOT files, not both")
+    return _RootInput(data, fmt, chunk_size, detector)
+
+
+# -------------------------------------------------------------------------------------------- writers
+
+
+class _ParquetWriter:
+    def __init__(self, path: str, metadata: dict):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise HepfmError("writing .parquet needs pyarrow: pip install pyarrow (or use .h5 / .root)") from None
+        self.path, self.metadata, self.writer = path, metadata, None
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(columns)
+        if self.writer is None:
+            schema = table.schema.with_metadata({"hepfm": json.dumps(self.metadata)})
+            self.writer = pq.ParquetWriter(self.path, schema)
+        self.writer.write_table(table.replace_schema_metadata(self.writer.schema.metadata))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _HDF5Writer:
+    def __init__(self, path: str, metadata: dict):
+        import h5py
+
+        self.file = h5py.File(path, "w")
+        self.file.attrs["hepfm"] = json.dumps(metadata)
+        self.n = 0
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        n = len(next(iter(columns.values())))
+        for name, values in columns.items():
+            if name not in self.file:
+                self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=values.dtype,
+                                         chunks=(min(max(n, 1), 65536),), compression="gzip", compression_opts=4)
+            ds = self.file[name]
+            ds.resize((self.n + n,))
+            ds[self.n:] = values
+        self.n += n
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _RootWriter:
+    def __init__(self, path: str, metadata: dict):
+        import uproot
+
+        self.file = uproot.recreate(path)
+        self.file["hepfm_metadata"] = json.dumps(metadata)
+        self.tree = None
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        if self.tree is None:
+            self.file[ROOT_TREE] = columns
+            self.tree = self.file[ROOT_TREE]
+        else:
+            self.tree.extend(columns)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+_WRITERS = {"parquet": _ParquetWriter, "hdf5": _HDF5Writer, "root": _RootWriter}
+
+
+def output_format(out: str | Path) -> str:
+    """The output format named by the file extension; an unknown extension is an error."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise HepfmError(f"{out}: unknown output format {suffix or '(no extension)'!r}; "
+                         f"use one of {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def score_names(config: dict) -> list[str]:
+    """Output column names of a model: ``score_<class>`` per class (binary tasks: ``score_signal``)."""
+    task, names = config.get("task"), list(config.get("names", []))
+    if task == "binary":
+        return ["score_signal"]
+    if not names:
+        return [f"score_{k}" for k in range(config["architecture"]["n_outputs"])]
+    return [f"score_{n}" for n in names]
+
+
+@torch.no_grad()
+def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: int,
+           device: torch.device) -> np.ndarray:
+    out = []
+    for start in range(0, len(objects), batch_size):
+        n = torch.from_numpy(n_objects[start:start + batch_size].astype(np.int64))
+        width = max(int(n.max()), 1) if len(n) else 1
+        x = torch.from_numpy(np.ascontiguousarray(objects[start:start + batch_size, :width], dtype=np.float32))
+        mask = torch.arange(width)[None, :] < n[:, None]
+        s = task.scores(model(x.to(device), mask.to(device)))
+        out.append((s[:, None] if s.ndim == 1 else s).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, task.n_outputs), np.float32)
+
+
+def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,
+                 batch_size: int = 8192, chunk_size: int = DEFAULT_CHUNK, device: str = "cpu",
+                 detector=None, progress: bool = True) -> PredictionReport:
+    """Score every event of ``data`` (a store folder, or ROOT files) with a model and write ``out``."""
+    from hepfm.models.pretrained import load
+    from hepfm.physics.detector import DetectorConfig
+    from hepfm.progress import EventProgress
+    from hepfm.train.tasks import Task
+
+    out = Path(out)
+    fmt = output_format(out)
+    if not out.parent.is_dir():
+        raise HepfmError(f"{out.parent}: output folder does not exist")
+    if batch_size <= 0 or chunk_size <= 0:
+        raise HepfmError(f"batch and chunk sizes must be positive, got {batch_size} and {chunk_size}")
+    data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    dev = torch.device(device)
+    model = load(model_ref, device=dev).eval()
+    config = model.metadata
+    task = Task(config["task"], list(config["names"]))
+    columns = score_names(config)
+    source = _open_input(data, input_format, chunk_size, detector or DetectorConfig())
+    if isinstance(source, _StoreInput):
+        from hepfm.models.pretrained import schema_differences
+
+        diffs = schema_differences(config, source.store)
+        if diffs:
+            raise HepfmError(f"{data[0]}: these events differ from the model's training data: {'; '.join(diffs)}")
+    metadata = {"model": str(model_ref), "task": task.name, "classes": list(task.names), "columns": columns,
+                **source.metadata}
+    n_done = 0
+    start = time.perf_counter()
+
+    def write(tmp: str) -> None:
+        nonlocal n_done
+        writer = _WRITERS[fmt](tmp, metadata)
+        try:
+            with EventProgress(source.total, f"scoring with {Path(str(model_ref)).name}", enabled=progress) as bar:
+                for chunk in source.chunks():
+                    scores = _score(model, task, chunk.objects, chunk.n_objects, batch_size, dev)
+                    cols = dict(chunk.identity)
+                    cols.update({name: scores[:, k].astype(np.float32) for k, name in enumerate(columns)})
+                    if len(chunk.objects):
+                        writer.write(cols)
+                    n_done += len(chunk.objects)
+                    bar.advance(chunk.n_read)
+        finally:
+            writer.close()
+        if n_done == 0:
+            raise HepfmError(f"{', '.join(data)}: no event to score")
+
+    atomic_write(out, write)
+    return PredictionReport(out=out, n_events=n_done, n_skipped=source.skipped(), columns=columns,
+                            seconds=time.perf_counter() - start)

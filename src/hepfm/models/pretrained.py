@@ -1,0 +1,101 @@
+"""Models by name or by folder: the pretrained models shipped inside the package, and their data schema.
+
+A shipped model is a model folder (``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md``) under
+``hepfm/models/weights/<name>/``; no network is needed. Everywhere a run folder is accepted, a shipped
+model's name is accepted too (:func:`resolve`).
+
+A model remembers the data it was trained on (:func:`data_schema`: schema version, feature columns,
+detector configuration and its hash). :func:`schema_differences` compares that with a store, so that a
+model pretrained on one detector is not silently applied to events of another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from hepfm.errors import HepfmError
+from hepfm.models.saving import CONFIG, load_model, read_config
+
+CARD = "MODEL_CARD.md"
+
+
+def weights_dir() -> Path:
+    """The folder that holds the shipped models."""
+    return Path(str(resources.files("hepfm.models") / "weights"))
+
+
+def available() -> dict[str, Path]:
+    """Shipped models: name -> folder (folders with a config.json)."""
+    root = weights_dir()
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG).is_file()}
+
+
+def resolve(ref: str | Path) -> Path:
+    """The model folder of a run folder path or a shipped model name; a clear error for neither."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    shipped = available()
+    if str(ref) in shipped:
+        return shipped[str(ref)]
+    names = ", ".join(shipped) or "none in this installation"
+    raise HepfmError(f"{ref}: no such model folder, and no shipped model of that name (shipped: {names})")
+
+
+def load(ref: str | Path, device: str | torch.device = "cpu"):
+    """A model from a run folder or a shipped model name (``hepfm.load_pretrained``)."""
+    model = load_model(resolve(ref), device=device)
+    model.metadata.setdefault("source", str(ref))
+    return model
+
+
+def describe_shipped() -> list[dict]:
+    """One summary per shipped model: name, task, classes, architecture and held-out metrics."""
+    rows = []
+    for name, folder in available().items():
+        config = read_config(folder)
+        rows.append({"name": name, "task": config.get("task"), "classes": config.get("names", []),
+                     "model": config["architecture"]["model"], "test": config.get("training", {}).get("test", {}),
+                     "card": str(folder / CARD) if (folder / CARD).exists() else None})
+    return rows
+
+
+def detector_hash(detector: dict) -> str:
+    """A short, order-independent hash of a detector configuration."""
+    return hashlib.sha256(json.dumps(detector, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_schema(store) -> dict:
+    """What a model trained on ``store`` (an EventStore) expects of its inputs."""
+    attrs = store.attrs()
+    detector = attrs.get("detector") or {}
+    return {"schema_version": attrs.get("schema_version"), "features": list(attrs.get("features") or []),
+            "detector": detector, "detector_hash": detector_hash(detector),
+            "data_kind": attrs.get("data_kind", "simulated")}
+
+
+def schema_differences(config: dict, store) -> list[str]:
+    """How the inputs of ``store`` differ from those the model of ``config`` was trained on ([] if alike)."""
+    trained = config.get("data_schema")
+    if not trained:
+        return []  # a model saved before schemas were recorded: nothing to compare
+    here = data_schema(store)
+    out = []
+    if trained["schema_version"] != here["schema_version"]:
+        out.append(f"schema version {here['schema_version']} (model: {trained['schema_version']})")
+    if trained["features"] != here["features"]:
+        out.append(f"features {here['features']} (model: {trained['features']})")
+    if trained["detector_hash"] != here["detector_hash"] and here["data_kind"] != "real":
+        keys = sorted(set(trained["detector"]) | set(here["detector"]))
+        changed = [k for k in keys if trained["detector"].get(k) != here["detector"].get(k)]
+        out.append("detector configuration differs in " + ", ".join(
+            f"{k} ({here['detector'].get(k)!r}, model: {trained['detector'].get(k)!r})" for k in changed[:5])
+            + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
+    return out
