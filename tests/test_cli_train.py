@@ -21,16 +21,21 @@ def store(tmp_path_factory):
     return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=256)
 
 
-def test_pretrain_finetune_evaluate(store, tmp_path):
+@pytest.fixture(scope="module")
+def downstream(tmp_path_factory):
+    return toy_store(tmp_path_factory.mktemp("toy") / "downstream", n_per_class=256, seed=100)
+
+
+def test_pretrain_finetune_evaluate(store, downstream, tmp_path):
     r = hepfm("pretrain", "--data", store, "--out", tmp_path / "pre", "--epochs", 2, "--lr", "1e-3",
               "--model-option", "share_blocks=true", *FAST)
     assert r.returncode == 0, r.stderr
     assert "held-out test: loss" in r.stdout and (tmp_path / "pre" / "model.safetensors").exists()
     assert not (tmp_path / "pre" / "checkpoint.pt").exists()
-    r = hepfm("finetune", "--signal", store / "hard", "--background", store / "soft", "--from", tmp_path / "pre",
-              "--train-size", 100, "--epochs", 2, "--lr", "1e-3", "--out", tmp_path / "ft", *FAST)
+    r = hepfm("finetune", "--signal", downstream / "hard", "--background", downstream / "soft", "--from",
+              tmp_path / "pre", "--train-size", 100, "--epochs", 2, "--lr", "1e-3", "--out", tmp_path / "ft", *FAST)
     assert r.returncode == 0, r.stderr
-    r = hepfm("evaluate", tmp_path / "ft", "--signal", store / "hard", "--background", store / "soft",
+    r = hepfm("evaluate", tmp_path / "ft", "--signal", downstream / "hard", "--background", downstream / "soft",
               "--plots", tmp_path / "plots")
     assert r.returncode == 0, r.stderr
     assert "ROC AUC" in r.stdout and "not the stores" not in r.stdout

@@ -10,7 +10,8 @@ from toy_events import toy_store
 
 import hepfm
 from hepfm.data import streaming
-from hepfm.data.streaming import TEST, TRAIN, VAL, StreamingEvents, assign_splits, held_out_splits
+from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
+from hepfm.data.streaming import StreamingEvents, held_out_splits
 from hepfm.io.store import EventStore
 from hepfm.models import create_model
 from hepfm.train.checkpoint import load_checkpoint
@@ -46,7 +47,7 @@ def _expected(store, task="multiclass"):
     out = {}
     for shard in s.shards:
         a = s._read(shard, ("objects", "truth"))
-        codes = assign_splits(0, shard["process"], shard["path"], np.arange(shard["n_events"]))
+        codes = assign_splits(0, shard_identity(s, shard), np.arange(shard["n_events"]))
         labels = a["truth"].tolist() if task == "multilabel" else [names.index(shard["process"])] * len(codes)
         out.update(zip(_keys(torch.from_numpy(a["objects"])), zip(codes.tolist(), labels, strict=True), strict=True))
     assert len(out) == len(s)  # keys are unique

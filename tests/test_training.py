@@ -29,6 +29,12 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def downstream(tmp_path_factory):
+    """Other events (another generation seed) for fine-tuning the model pretrained on ``store``."""
+    return toy_store(tmp_path_factory.mktemp("toy") / "downstream", n_per_class=300, seed=100)
+
+
+@pytest.fixture(scope="module")
 def pretrained(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "pre"
     pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
@@ -62,7 +68,8 @@ def test_splits_are_disjoint_and_seeded(store):
     assert not torch.equal(a["train"].x[:50], b["train"].x[:50])
 
 
-def test_finetune_starts_from_pretrained_weights_and_frozen_leaves_them(pretrained, store, tmp_path):
+def test_finetune_starts_from_pretrained_weights_and_frozen_leaves_them(pretrained, downstream, tmp_path):
+    store = downstream
     reference = _weights(hepfm.load(pretrained))
     backbone_keys = [k for k in reference if not k.startswith("head.")]
     model = hepfm.load(pretrained)
@@ -140,7 +147,8 @@ def test_multilabel_pretraining_runs_on_truth_labels(store, tmp_path):
     assert 0 <= summary["test"]["accuracy"] <= 1
 
 
-def test_evaluate_uses_the_held_out_split(pretrained, store, tmp_path):
+def test_evaluate_uses_the_held_out_split(pretrained, downstream, tmp_path):
+    store = downstream
     finetune(store / "hard", store / "soft", tmp_path / "ft", "finetune", init_from=pretrained, lr=1e-3,
              plan=BinarySplitPlan(train_size=100, test_size=80), cfg=TrainConfig(epochs=2, **FAST))
     res = evaluate_run(tmp_path / "ft", store / "hard", store / "soft")
