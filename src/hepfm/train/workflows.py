@@ -73,7 +73,7 @@ def _output_guard(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     try:
         yield
-    except HepfmError as exc:
+    except (HepfmError, ValueError) as exc:  # ValueError: a bad option found by a constructor
         keep = (out / CHECKPOINT).exists() and not isinstance(exc, DamagedStoreError)
         if not keep and distributed.rank() == 0:
             if not existed:
