@@ -9,8 +9,12 @@
   depend on the chunking, the other shards, ``max_events`` or streaming. The train
   source yields train events only; :func:`held_out_splits` loads the (small) validation and test events
   into memory. ``len()`` is exact: the hash is computed from the manifest's counts, without reading.
-* **Order.** Each epoch, the read units (chunks of ``chunk_size`` rows of one shard) are visited in a
-  seeded order; a buffer of ``buffer_size`` events is filled, then every incoming event replaces a
+* **Order.** Each epoch, the read units (chunks of at most ``chunk_size`` rows of one shard, and at most
+  ``buffer_size / (2 x processes)`` rows, so the buffer always holds units of every process) are visited
+  in a seeded order that interleaves the processes: round after round, one unit of each process that has
+  units left, in a seeded order within the round. A store written process by process (one process per
+  shard) therefore gives class-mixed batches; see ``benchmarks/stream_mixing.py``. A buffer of
+  ``buffer_size`` events is filled, then every incoming event replaces a
   randomly drawn buffered event, which is emitted; at the end the buffer is emitted in a random order.
   Batches are consecutive runs of ``batch_size`` emitted events; process ``rank`` of ``world`` takes
   ``[rank::world]`` of each (every process reads all the data). Everything depends on (seed, epoch) only.
@@ -144,6 +148,10 @@ class StreamingEvents:
                  chunk_size: int = 65_536, max_events: int | None = None, device="cpu"):
         if buffer_size < 1:
             raise HepfmError(f"shuffle buffer size must be positive, got {buffer_size}")
+        if chunk_size <= 0:
+            raise HepfmError(f"chunk size must be positive, got {chunk_size}")
+        n_proc = len(open_source(path)[1] or open_source(path)[0].process_names)
+        chunk_size = max(1, min(chunk_size, buffer_size // (2 * n_proc)))
         self.layout = _Layout(path, task, split_seed, fractions, max_events, chunk_size)
         self.names = self.layout.names
         self.buffer_size, self.chunk_size = buffer_size, chunk_size
@@ -182,10 +190,20 @@ class StreamingEvents:
             self._note(count, len(where))
         return buf
 
+    def unit_order(self, epoch: int, seed: int) -> np.ndarray:
+        """The epoch's read-unit order: processes interleaved round by round (see the module docstring)."""
+        lay, rng = self.layout, np.random.default_rng([seed, epoch, 0])
+        procs = np.array([lay.process(u) for u in range(len(lay.units))])
+        queues = [rng.permutation(np.flatnonzero(procs == p)) for p in lay.processes]
+        rank = np.empty(len(lay.units), np.float64)
+        for q in queues:  # unit k of a process goes to round k, at a random place within the round
+            rank[q] = np.arange(len(q)) + rng.random(len(q))
+        return np.argsort(rank, kind="stable")
+
     def _stream(self, epoch: int, seed: int, batch_size: int, skip: int):
         """The epoch's train events in pieces of at most ``batch_size``, from stream position ``skip`` on."""
         lay = self.layout
-        order = np.random.default_rng([seed, epoch, 0]).permutation(len(lay.units))
+        order = self.unit_order(epoch, seed)
         rng = np.random.default_rng([seed, epoch, 1])
         cap = max(1, min(self.buffer_size, len(self)))
         step = min(batch_size, cap)
