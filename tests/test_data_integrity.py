@@ -62,6 +62,10 @@ def test_truncated_shard_is_named_and_leaves_no_run_folder(store, tmp_path):
     with pytest.raises(HepfmError, match=str(shard)):
         finetune(bad / "hard", bad / "soft", tmp_path / "ft", "scratch", cfg=TrainConfig(epochs=1, **FAST))
     assert not (tmp_path / "ft").exists()
+    finetune(store / "hard", store / "soft", tmp_path / "model", "scratch", cfg=TrainConfig(epochs=1, **FAST),
+             model_config={"share_blocks": True}, plan=BinarySplitPlan(train_size=50))
+    with pytest.raises(HepfmError, match=str(shard)):
+        evaluate_run(tmp_path / "model", bad / "hard", bad / "soft")
     r = hepfm("pretrain", "--data", bad, "--out", tmp_path / "cli", "--no-progress")
     one_line_error(r, str(shard), "damaged shard")
     assert not (tmp_path / "cli").exists()

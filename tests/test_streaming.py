@@ -188,3 +188,13 @@ def test_streamed_batches_mix_every_process(tmp_path):
     distinct, share = bench.classes_per_batch(store, buffer_size=2000, chunk_size=655, batch_size=256)
     assert len(distinct) > 50 and distinct.min() == 12, distinct
     assert share.max() < 0.25, share.max()
+
+
+def test_torchrun_processes_share_the_memory_budget(store, tmp_path, monkeypatch):
+    need = streaming.in_memory_bytes(store, 100)[0]
+    monkeypatch.setattr(streaming, "memory_budget", lambda device: int(need * 1.5))  # one copy fits, two do not
+    cfg = TrainConfig(epochs=1, batch_size=128, progress=False, tensorboard=False)
+    one = pretrain(store, tmp_path / "one", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun --nproc-per-node 2 sets it for each process
+    two = pretrain(store, tmp_path / "two", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
+    assert one["stream"] is False and two["stream"] is True
