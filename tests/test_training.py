@@ -269,3 +269,18 @@ def test_overlapping_signal_and_background_and_multilabel_augment_are_refused(st
     with pytest.raises(HepfmError, match="--augment phi boost with the multilabel task"):
         pretrain(store, tmp_path / "ml", "multilabel", cfg=TrainConfig(epochs=1, augment=("phi", "boost"), **FAST))
     assert not (tmp_path / "sb").exists() and not (tmp_path / "ml").exists()
+
+
+def test_rank_slices_are_augmented_like_the_global_batch():
+    from hepfm.data.augment import augment
+
+    data = _toy_data(10, 0)
+    x, mask, _ = data.batch(torch.arange(10))
+    names = ("phi", "eta_flip", "boost")
+    whole = augment(x, mask, names, torch.Generator().manual_seed(4))
+    gens = [torch.Generator().manual_seed(4) for _ in range(3)]
+    for rank, gen in enumerate(gens):
+        part = augment(x[rank::3], mask[rank::3], names, gen, rank=rank, world=3, global_size=10)
+        torch.testing.assert_close(part, whole[rank::3], rtol=0, atol=0)
+    # Every process's generator moves alike, so the checkpointed (rank 0) state is every rank's state.
+    assert all(torch.equal(g.get_state(), gens[0].get_state()) for g in gens)

@@ -5,8 +5,10 @@ each shard's size with the manifest (a ``stat``; catches truncation) and hashes 
 shard whose SHA-256 matched is remembered, keyed by (path, size, mtime, manifest hash), in this process
 and in ``.hepfm-verified.json`` in the store folder (written when the folder is writable), so reruns,
 resumes, study cells and torchrun ranks do not re-hash an unchanged store. Rewriting a shard changes
-its mtime, which invalidates the entry. Hashing runs at about 1.9 GB/s in memory (hashlib SHA-256 on
-this machine), so the first check of a 100 GB store costs about a minute, once.
+its mtime, which invalidates the entry. Hashing a shard from the page cache runs at 720-800 MiB/s on the
+2-core development machine (``file_sha256`` of a 512 MiB file; 470-700 MiB/s for a 21 MiB, 12-shard
+store), so the first check of a 100 GB store costs two to three minutes (more if the disk is slower),
+once; a cached check of that 12-shard store takes 0.3 ms.
 """
 
 from __future__ import annotations
