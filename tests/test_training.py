@@ -281,6 +281,6 @@ def test_rank_slices_are_augmented_like_the_global_batch():
     gens = [torch.Generator().manual_seed(4) for _ in range(3)]
     for rank, gen in enumerate(gens):
         part = augment(x[rank::3], mask[rank::3], names, gen, rank=rank, world=3, global_size=10)
-        torch.testing.assert_close(part, whole[rank::3], rtol=0, atol=0)
+        torch.testing.assert_close(part, whole[rank::3], rtol=1e-6, atol=1e-6)  # vectorised cosh: last-bit
     # Every process's generator moves alike, so the checkpointed (rank 0) state is every rank's state.
     assert all(torch.equal(g.get_state(), gens[0].get_state()) for g in gens)
