@@ -103,6 +103,10 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
     return {**counts, "overlap": bool(bad)}
 
 
+def _abs(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
 def _fit_scaling(model: Backbone, train) -> None:
     if isinstance(train, StreamingEvents):
         train = train.sample()  # a bounded, seeded sample: the stream does not fit in memory
@@ -141,8 +145,8 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     record = pretraining_data_record(data, split_seed, max_events)
     if parent is not None:
         record = list(parent.get("pretraining_data") or []) + record
-    settings = {"command": "pretrain", "data": str(data), "task": task, "model": model,
-                "model_config": model_config or {}, "lr": lr, "init_from": str(init_from) if init_from else None,
+    settings = {"command": "pretrain", "data": _abs(data), "task": task, "model": model,
+                "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
                 "split_seed": split_seed, "max_events": max_events, "stream": stream}
     with _output_guard(out):
         _clear_out(out, overwrite)
@@ -191,8 +195,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     for source in (signal, background):
         open_for_training(source, max_events)  # damaged shards are refused before anything is written
     record = (parent.get("pretraining_data") or []) if parent is not None and strategy != "scratch" else None
-    settings = {"command": "finetune", "signal": str(signal), "background": str(background), "strategy": strategy,
-                "init_from": str(init_from) if init_from else None, "model": model,
+    settings = {"command": "finetune", "signal": _abs(signal), "background": _abs(background), "strategy": strategy,
+                "init_from": _abs(init_from), "model": model,
                 "model_config": model_config or {}, "split": asdict(plan), "lr": lr, "backbone_lr": backbone_lr,
                 "frozen_part": frozen_part, "max_events": max_events, "allow_overlap": allow_overlap}
     with _output_guard(out):
