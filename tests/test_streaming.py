@@ -3,6 +3,9 @@ order with exact resume, rank slices, the memory bound, and kill-and-resume thro
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,8 @@ from toy_events import toy_store
 
 import hepfm
 from hepfm.data import streaming
-from hepfm.data.streaming import TEST, TRAIN, VAL, StreamingEvents, assign_splits, held_out_splits
+from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
+from hepfm.data.streaming import StreamingEvents, held_out_splits
 from hepfm.io.store import EventStore
 from hepfm.models import create_model
 from hepfm.train.checkpoint import load_checkpoint
@@ -19,6 +23,7 @@ from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit
 from hepfm.train.workflows import pretrain
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = dict(buffer_size=100, chunk_size=50)  # several units per shard; the buffer fills and swaps
 
 
@@ -46,7 +51,7 @@ def _expected(store, task="multiclass"):
     out = {}
     for shard in s.shards:
         a = s._read(shard, ("objects", "truth"))
-        codes = assign_splits(0, shard["process"], shard["path"], np.arange(shard["n_events"]))
+        codes = assign_splits(0, shard_identity(s, shard), np.arange(shard["n_events"]))
         labels = a["truth"].tolist() if task == "multilabel" else [names.index(shard["process"])] * len(codes)
         out.update(zip(_keys(torch.from_numpy(a["objects"])), zip(codes.tolist(), labels, strict=True), strict=True))
     assert len(out) == len(s)  # keys are unique
@@ -168,3 +173,28 @@ def test_pretrain_chooses_streaming_by_size_and_records_it(store, tmp_path, monk
     assert summary["stream"] is True and summary["n_train"] + summary["n_val"] + summary["n_test"] <= 200
     meta = hepfm.load(tmp_path / "small_ram").metadata
     assert meta["data_loading"]["stream"] is True and meta["data_loading"]["auto"] is True
+
+
+def test_streamed_batches_mix_every_process(tmp_path):
+    """A store written process by process (one shard each): every batch holds every class.
+
+    Before the read units were interleaved by process, the same settings gave batches of 5 to 12 of the
+    12 classes (mean 9.8) with one class making up 30% of a batch on average.
+    """
+    spec = importlib.util.spec_from_file_location("stream_mixing", BENCHMARKS / "stream_mixing.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    store = bench.write_store(tmp_path / "store", processes=12, events=2000)
+    distinct, share = bench.classes_per_batch(store, buffer_size=2000, chunk_size=655, batch_size=256)
+    assert len(distinct) > 50 and distinct.min() == 12, distinct
+    assert share.max() < 0.25, share.max()
+
+
+def test_torchrun_processes_share_the_memory_budget(store, tmp_path, monkeypatch):
+    need = streaming.in_memory_bytes(store, 100)[0]
+    monkeypatch.setattr(streaming, "memory_budget", lambda device: int(need * 1.5))  # one copy fits, two do not
+    cfg = TrainConfig(epochs=1, batch_size=128, progress=False, tensorboard=False)
+    one = pretrain(store, tmp_path / "one", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun --nproc-per-node 2 sets it for each process
+    two = pretrain(store, tmp_path / "two", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
+    assert one["stream"] is False and two["stream"] is True

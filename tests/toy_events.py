@@ -52,6 +52,7 @@ def toy_store(root: Path, n_per_class: int = 600, seed: int = 0, shards: int = 1
             arrays = {"objects": objects[part], "n_objects": counts[part], "n_dropped": np.zeros(len(part), np.int32),
                       "process": np.zeros(len(part), np.int32), "truth": truth[part],
                       "weight": np.ones(len(part), np.float32), "event_id": part.astype(np.int64)}
-            write_shard(folder / shard_name(s), arrays, {"process_name": name, "process_names": [name], "seed": seed})
+            write_shard(folder / shard_name(s), arrays, {"process_name": name, "process_names": [name], "seed": seed,
+                                                        "shard_index": s})
     write_manifest(root)
     return root

@@ -284,6 +284,8 @@ _DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a finished model in --out.")
 _PROGRESS = typer.Option(True, help="Show progress bars.")
 _MAX_EVENTS = typer.Option(None, help="Read at most this many events per process.")
+_ALLOW_OVERLAP = typer.Option(False, "--allow-overlap", help="Go on (with a warning; the result is marked "
+                              "overlap: true) when validation or test events were in the pretraining data.")
 
 
 @app.command("models")
@@ -363,7 +365,7 @@ def finetune(
     patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
     augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
     checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
-    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS,
+    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS, allow_overlap: bool = _ALLOW_OVERLAP,
 ) -> None:
     """Train a signal-vs-background classifier: fine-tune a pretrained model, train on it frozen, or from scratch.
 
@@ -380,7 +382,8 @@ def finetune(
     try:
         summary = run(signal, background, out, strategy=strategy, init_from=init_from, model=model,
                       model_config=_model_options(model_option), plan=plan, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
-                      frozen_part=frozen_part, max_events=max_events, device=device, overwrite=overwrite)
+                      frozen_part=frozen_part, max_events=max_events, device=device, overwrite=overwrite,
+                      allow_overlap=allow_overlap)
     except ValueError as exc:
         raise HepfmError(str(exc)) from None
     _print_summary(out, summary)
@@ -392,14 +395,19 @@ def evaluate(
     signal: Path = typer.Option(..., help="Signal events (the store the model was trained on, for a held-out test)."),
     background: Path = typer.Option(..., help="Background events."),
     plots: Optional[Path] = typer.Option(None, help="Write the ROC curve (PNG) to this folder."),
-    device: str = _DEVICE,
+    device: str = _DEVICE, allow_overlap: bool = _ALLOW_OVERLAP,
 ) -> None:
     """Accuracy (threshold 0.5) and ROC AUC on the held-out test split; optionally the ROC curve."""
     from hepfm.train.workflows import evaluate_run
 
-    res = evaluate_run(run, signal, background, device=device)
+    res = evaluate_run(run, signal, background, device=device, allow_overlap=allow_overlap)
+    note = ""
+    if res["overlap"]:
+        note = " (OVERLAP: some test events were in the training data; not a held-out result)"
+    elif not res["held_out"]:
+        note = " (not the stores it was trained on: not a held-out split)"
     console.print(f"{run}: accuracy {res['accuracy']:.4f}, ROC AUC {res['auc']:.4f} on {res['n_test']} test events"
-                  + ("" if res["held_out"] else " (not the stores it was trained on: not a held-out split)"))
+                  + note)
     if plots is not None:
         from hepfm.eval.plots import roc_plot
 

@@ -6,7 +6,12 @@
   E = pT cosh(eta) recomputed; MET (transverse) is unchanged.
 
 Padding rows stay all zero. Random numbers come from the caller's generator, so augmented training is
-reproducible and resumable.
+reproducible and resumable. Under torchrun each process holds a slice ``[rank::world]`` of a global
+batch: the numbers are drawn for the whole global batch and sliced, so every event gets the same
+transformation as in a single-process run and the generators of all processes stay equal.
+
+The multilabel task's truth labels depend on object directions (phi and eta bins), which these
+transformations change without changing the labels: :func:`check_augment` refuses that combination.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import torch
 
 from hepfm.data.features import ENERGY, ETA, PHI, PT, TYPE
+from hepfm.errors import HepfmError
 from hepfm.io.schema import TYPE_CODES
 from hepfm.physics import kinematics as kin
 
@@ -27,26 +33,48 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> t
     return (torch.rand(n, generator=gen, device=gen.device) * (high - low) + low).to(device)
 
 
+def check_augment(task: str, names) -> None:
+    """Refuse unknown augmentations and augmentations that would make ``task``'s targets wrong."""
+    unknown = set(names) - set(AUGMENTATIONS)
+    if unknown:
+        raise HepfmError(f"unknown augmentation(s) {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+    if task == "multilabel" and names:
+        raise HepfmError(f"--augment {' '.join(names)} with the multilabel task: the augmentation moves the objects "
+                         "but not the phi- and eta-binned truth labels, so the targets would be wrong; train "
+                         "multilabel without --augment")
+
+
 def augment(x: torch.Tensor, mask: torch.Tensor, names, gen: torch.Generator,
-            max_rapidity: float = DEFAULT_MAX_RAPIDITY) -> torch.Tensor:
-    """Return an augmented copy of ``x`` [B, M, 7] applying each named augmentation in ``names``."""
+            max_rapidity: float = DEFAULT_MAX_RAPIDITY, rank: int = 0, world: int = 1,
+            global_size: int | None = None) -> torch.Tensor:
+    """Return an augmented copy of ``x`` [B, M, 7] applying each named augmentation in ``names``.
+
+    ``x`` is slice ``[rank::world]`` of a global batch of ``global_size`` events (default: ``x`` is all of it).
+    """
     unknown = set(names) - set(AUGMENTATIONS)
     if unknown:
         raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {AUGMENTATIONS}")
     if not names:
         return x
     x = x.clone()
-    b = x.shape[0]
+    n = global_size if global_size is not None else x.shape[0]
+    if len(range(rank, n, world)) != x.shape[0]:
+        raise ValueError(f"slice {rank}::{world} of a batch of {n} events has {len(range(rank, n, world))}, "
+                         f"not {x.shape[0]}")
+
+    def draw(low, high):
+        return _uniform(n, low, high, gen, x.device)[rank::world]
+
     real = mask.to(x.dtype)
     if "phi" in names:
-        angle = _uniform(b, -math.pi, math.pi, gen, x.device)[:, None]
+        angle = draw(-math.pi, math.pi)[:, None]
         x[..., PHI] = kin.wrap_phi(x[..., PHI] + angle) * real
     longitudinal = mask & (x[..., TYPE] != TYPE_CODES["met"])
     if "eta_flip" in names:
-        sign = torch.where(_uniform(b, 0.0, 1.0, gen, x.device) < 0.5, -1.0, 1.0)[:, None]
+        sign = torch.where(draw(0.0, 1.0) < 0.5, -1.0, 1.0)[:, None]
         x[..., ETA] = x[..., ETA] * torch.where(longitudinal, sign, 1.0)
     if "boost" in names:
-        y = _uniform(b, -max_rapidity, max_rapidity, gen, x.device)[:, None]
+        y = draw(-max_rapidity, max_rapidity)[:, None]
         eta = torch.where(longitudinal, kin.boost_eta(x[..., ETA], y), x[..., ETA])
         x[..., ETA] = eta
         x[..., ENERGY] = torch.where(longitudinal, kin.massless_energy(x[..., PT], eta), x[..., ENERGY])

@@ -2,10 +2,15 @@
 
 * :func:`open_source` accepts an event store folder or one process sub-folder of it (``DIR/wh``).
 * :func:`pretraining_split` — all events of a store, labelled by process (multiclass) or by the 41 truth
-  labels (multilabel), split into disjoint train/validation/test parts with a seeded permutation.
+  labels (multilabel), split into disjoint train/validation/test parts by the per-event hash of
+  :func:`hepfm.data.identity.assign_splits` (the same split as the streamed path).
 * :func:`binary_split` — a signal and a background source; per class a fixed test set and a validation
   set (drawn with ``split_seed`` only, so every training seed and size sees the same test events) and
-  a training subset of ``train_size`` events drawn with ``seed`` from the rest.
+  a training subset of ``train_size`` events drawn with ``seed`` from the rest (or, with ``disjoint``,
+  slice ``seed`` of one seeded order of the rest, so different seeds train on different events).
+
+Every store opened here is checked first (:mod:`hepfm.data.integrity`: shard sizes and checksums, and
+non-finite values in the events read).
 
 An :class:`EventData` holds ``x`` [N, M, 7], ``n_objects`` [N] and targets ``y`` as tensors, so the
 training loop indexes them directly (on the GPU when they fit) without per-event Python.
@@ -20,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hepfm.data.identity import DEFAULT_FRACTIONS, TEST, TRAIN, VAL, assign_splits, seen_in_pretraining, shard_identity
+from hepfm.data.integrity import DamagedStoreError, check_finite, verify_shards
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION
 from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore
@@ -38,6 +45,7 @@ class EventData:
     x: torch.Tensor
     n_objects: torch.Tensor
     y: torch.Tensor
+    seen: np.ndarray | None = None  # per event: trained or validated on by the pretrained model (when checked)
 
     def __len__(self) -> int:
         return len(self.n_objects)
@@ -45,11 +53,12 @@ class EventData:
     def subset(self, index) -> EventData:
         """The events at ``index`` (a tensor or array of positions)."""
         index = torch.as_tensor(index, device=self.x.device)
-        return EventData(self.x[index], self.n_objects[index], self.y[index])
+        seen = None if self.seen is None else self.seen[index.cpu().numpy()]
+        return EventData(self.x[index], self.n_objects[index], self.y[index], seen)
 
     def to(self, device) -> EventData:
         """A copy on ``device``."""
-        return EventData(self.x.to(device), self.n_objects.to(device), self.y.to(device))
+        return EventData(self.x.to(device), self.n_objects.to(device), self.y.to(device), self.seen)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, mask, y) for the events at ``index``, trimmed to the largest multiplicity among them."""
@@ -76,7 +85,9 @@ class EventData:
         """Events of several datasets, in order."""
         width = max(p.x.shape[1] for p in parts)
         xs = [torch.nn.functional.pad(p.x, (0, 0, 0, width - p.x.shape[1])) for p in parts]
-        return EventData(torch.cat(xs), torch.cat([p.n_objects for p in parts]), torch.cat([p.y for p in parts]))
+        seen = None if any(p.seen is None for p in parts) else np.concatenate([p.seen for p in parts])
+        return EventData(torch.cat(xs), torch.cat([p.n_objects for p in parts]), torch.cat([p.y for p in parts]),
+                         seen)
 
 
 def open_source(path: str | Path) -> tuple[EventStore, list[str] | None]:
@@ -90,6 +101,17 @@ def open_source(path: str | Path) -> tuple[EventStore, list[str] | None]:
     return EventStore(path), None
 
 
+def check_sources(signal: str | Path, background: str | Path) -> None:
+    """Refuse a signal and a background that share a process of the same store (e.g. ``S`` and ``S/zh``)."""
+    (s_store, s_proc), (b_store, b_proc) = open_source(signal), open_source(background)
+    if s_store.root.resolve() != b_store.root.resolve():
+        return
+    shared = set(s_proc or s_store.process_names) & set(b_proc or b_store.process_names)
+    if shared:
+        raise HepfmError(f"signal {signal} and background {background} share the process(es) "
+                         f"{', '.join(sorted(shared))} of {s_store.root}; give disjoint process folders (DIR/NAME)")
+
+
 def check_schema(store: EventStore) -> None:
     """Refuse stores whose schema version or feature columns differ from what the models expect."""
     attrs = store.attrs()
@@ -101,26 +123,74 @@ def check_schema(store: EventStore) -> None:
         raise HepfmError(f"{store.root}: stored features {features} differ from the expected {list(FEATURES)}")
 
 
-def read_events(path: str | Path, fields: tuple[str, ...],
-                max_events: int | None = None) -> tuple[dict, EventStore, list]:
-    """Arrays of ``fields`` for every used process of a store or process folder (at most ``max_events`` each),
-    with the store and the process list; schema and shapes checked."""
+def used_shards(store: EventStore, processes: list[str], max_events: int | None) -> list[tuple[dict, int]]:
+    """(shard, rows used) of the used processes, in manifest order: the first ``max_events`` of each process."""
+    left = {p: max_events if max_events else math.inf for p in processes}
+    out = []
+    for s in store.shards:
+        n = min(s["n_events"], left.get(s["process"], 0))
+        if n > 0:
+            left[s["process"]] -= n
+            out.append((s, int(n)))
+    return out
+
+
+def open_for_training(path: str | Path, max_events: int | None = None):
+    """(store, processes, used shards) of a store or process folder, schema and shard checksums verified."""
     store, processes = open_source(path)
     check_schema(store)
-    processes = processes or store.process_names
-    parts = []
-    for p in processes:
-        arrays = store.head(max_events, [p], fields) if max_events else store.arrays([p], fields)
-        if not arrays or len(arrays["objects"]) == 0:
-            continue
+    processes = list(processes or store.process_names)
+    used = used_shards(store, processes, max_events)
+    verify_shards(store, [s for s, _ in used])
+    return store, processes, used
+
+
+def read_shard(store: EventStore, shard: dict, fields, start: int = 0, stop: int | None = None) -> dict:
+    """Rows [start, stop) of one shard, as a damaged-store error naming the file when unreadable or non-finite."""
+    path = store.root / shard["path"]
+    try:
+        arrays = store._read(shard, fields, start, stop)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DamagedStoreError(f"{path}: unreadable shard ({exc}); delete it and regenerate it") from None
+    check_finite(path, arrays, start)
+    return arrays
+
+
+def read_events(path: str | Path, fields: tuple[str, ...],
+                max_events: int | None = None) -> tuple[dict, EventStore, list, list[str]]:
+    """Arrays of ``fields`` for every used process of a store or process folder (at most ``max_events`` each),
+    with the store, the process list and the shard identities; schema, checksums and shapes checked.
+
+    The arrays also hold each event's ``shard`` (index into the identities) and ``row`` in its shard.
+    """
+    store, processes, used = open_for_training(path, max_events)
+    parts, keys = [], []
+    for s, n in used:
+        arrays = read_shard(store, s, fields, 0, n)
         if arrays["objects"].ndim != 3 or arrays["objects"].shape[2] != len(FEATURES):
-            raise HepfmError(f"{store.root}/{p}: objects have shape {arrays['objects'].shape}, "
+            raise HepfmError(f"{store.root / s['path']}: objects have shape {arrays['objects'].shape}, "
                              f"expected [n, M, {len(FEATURES)}]")
+        arrays["shard"] = np.full(n, len(keys), np.int32)
+        arrays["row"] = np.arange(n, dtype=np.int64)
+        keys.append(shard_identity(store, s))
         parts.append(arrays)
     if not parts:
         raise HepfmError(f"{path}: the event store holds no events")
+    width = max(a["objects"].shape[1] for a in parts)
+    for a in parts:
+        if a["objects"].shape[1] < width:
+            a["objects"] = np.pad(a["objects"], ((0, 0), (0, width - a["objects"].shape[1]), (0, 0)))
     out = {k: np.concatenate([a[k] for a in parts]) for k in parts[0]}
-    return out, store, processes
+    return out, store, processes, keys
+
+
+def split_codes(arrays: dict, keys: list[str], split_seed: int, fractions=DEFAULT_FRACTIONS) -> np.ndarray:
+    """The hash split code of every event read by :func:`read_events`."""
+    codes = np.empty(len(arrays["row"]), np.int8)
+    for i, k in enumerate(keys):
+        at = np.flatnonzero(arrays["shard"] == i)
+        codes[at] = assign_splits(split_seed, k, arrays["row"][at], fractions)
+    return codes
 
 
 def _tensors(arrays: dict, y: np.ndarray) -> EventData:
@@ -138,11 +208,14 @@ def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, in
 
 
 def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
-                      fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                      fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                       max_events: int | None = None) -> tuple[dict[str, EventData], list[str]]:
     """Train/val/test datasets of a store for ``task`` ('multiclass' or 'multilabel') and the class/label names."""
+    if task not in ("multiclass", "multilabel"):
+        raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
+    assign_splits(0, "", [], fractions)  # validate the fractions before reading
     fields = ("objects", "n_objects", "process") + (("truth",) if task == "multilabel" else ())
-    arrays, store, processes = read_events(path, fields, max_events)
+    arrays, store, processes, keys = read_events(path, fields, max_events)
     if task == "multiclass":
         # Class indices follow the processes actually used, whatever the store's full list is.
         remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
@@ -161,10 +234,9 @@ def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
     else:
         raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
     data = _tensors(arrays, y)
-    n_train, n_val, _ = split_counts(len(data), fractions)
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(split_seed))
-    parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
-    return {k: data.subset(v) for k, v in parts.items()}, names
+    codes = split_codes(arrays, keys, split_seed, fractions)
+    parts = {"train": TRAIN, "val": VAL, "test": TEST}
+    return {k: data.subset(np.flatnonzero(codes == c)) for k, c in parts.items()}, names
 
 
 @dataclass(frozen=True)
@@ -177,10 +249,16 @@ class BinarySplitPlan:
     val_fraction: float = 0.25  # validation events per class, as a fraction of the training size
     split_seed: int = 0
     seed: int = 0
+    disjoint: bool = False  # seed k trains on slice k of one split_seed-ordered pool (needs (k+1) x train_size)
 
 
-def _binary_classes(signal, background, plan: BinarySplitPlan, max_events):
-    classes = [read_events(p, ("objects", "n_objects"), max_events)[0] for p in (background, signal)]
+def _binary_classes(signal, background, plan: BinarySplitPlan, max_events, record=None):
+    classes = []
+    for p in (background, signal):
+        arrays, _, _, keys = read_events(p, ("objects", "n_objects"), max_events)
+        if record is not None:
+            arrays["seen"] = seen_in_pretraining(record, keys, arrays["shard"], arrays["row"])
+        classes.append(arrays)
     sizes = [len(c["objects"]) for c in classes]
     n_test = plan.test_size if plan.test_size is not None else int(min(sizes) * plan.test_fraction)
     if n_test < 1:
@@ -189,22 +267,33 @@ def _binary_classes(signal, background, plan: BinarySplitPlan, max_events):
         raise HepfmError(f"a test set of {n_test} events per class leaves no events for training "
                          f"({sizes[1]} signal, {sizes[0]} background)")
     data = [_tensors(a, np.full(len(a["objects"]), label, dtype=np.float32)) for label, a in enumerate(classes)]
+    for d, a in zip(data, classes, strict=True):
+        d.seen = a.get("seen")
     orders = [torch.randperm(len(d), generator=torch.Generator().manual_seed(plan.split_seed + label))
               for label, d in enumerate(data)]
     return data, orders, n_test
 
 
 def binary_test_set(signal: str | Path, background: str | Path, plan: BinarySplitPlan,
-                    max_events: int | None = None) -> EventData:
-    """Only the fixed test set of :func:`binary_split` (it depends on ``split_seed`` and the test size only)."""
-    data, orders, n_test = _binary_classes(signal, background, plan, max_events)
+                    max_events: int | None = None, record: list[dict] | None = None) -> EventData:
+    """Only the fixed test set of :func:`binary_split` (it depends on ``split_seed`` and the test size only).
+
+    With a pretraining ``record`` (:func:`hepfm.data.identity.pretraining_record`), ``seen`` marks the
+    events that pretraining trained or validated on.
+    """
+    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record)
     return EventData.concat([d.subset(o[:n_test]) for d, o in zip(data, orders, strict=True)])
 
 
 def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPlan,
-                 max_events: int | None = None) -> dict[str, EventData]:
-    """Train/val/test datasets for signal (label 1) against background (label 0), balanced per class."""
-    data, orders, n_test = _binary_classes(signal, background, plan, max_events)
+                 max_events: int | None = None, record: list[dict] | None = None) -> dict[str, EventData]:
+    """Train/val/test datasets for signal (label 1) against background (label 0), balanced per class.
+
+    With ``plan.disjoint``, training seeds 0, 1, 2, ... take consecutive slices of one order of the pool
+    (fixed by ``split_seed``), so their training events are disjoint; too small a pool is an error.
+    ``record``: see :func:`binary_test_set`.
+    """
+    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record)
     pools = [len(d) - n_test for d in data]
     if plan.train_size is not None:
         n_train = plan.train_size
@@ -215,7 +304,17 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
     if n_train < 1:
         raise HepfmError(f"empty training split: {len(data[1])} signal and {len(data[0])} background events "
                          f"leave none for training after {n_test} test events per class")
+    if plan.disjoint:
+        if plan.train_size is None:
+            raise HepfmError("disjoint training subsets need a training size per class (--train-size)")
+        if plan.seed < 0:
+            raise HepfmError(f"disjoint training subsets take slice SEED of the pool; seed {plan.seed} is negative")
+    need = n_val + n_train * ((plan.seed + 1) if plan.disjoint else 1)
     for source, pool in ((signal, pools[1]), (background, pools[0])):
+        if plan.disjoint and need > pool:
+            raise HepfmError(f"{source}: disjoint training subsets of {n_train} events per class for seeds "
+                             f"0..{plan.seed} need {need} events besides the {n_test} test events "
+                             f"({n_val} validation), but only {pool} are left ({pool + n_test} in all)")
         if n_train + n_val > pool:
             raise HepfmError(f"{source}: --train-size {n_train} per class (+ {n_val} validation) needs "
                              f"{n_train + n_val} events besides the {n_test} test events, but only {pool} are left "
@@ -223,8 +322,11 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
     out: dict[str, list[EventData]] = {"train": [], "val": [], "test": []}
     for label, (d, order) in enumerate(zip(data, orders, strict=True)):
         test, val, pool = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-        choice = torch.randperm(len(pool), generator=torch.Generator().manual_seed(plan.seed * 2 + label))
         out["test"].append(d.subset(test))
         out["val"].append(d.subset(val))
-        out["train"].append(d.subset(pool[choice[:n_train]]))
+        if plan.disjoint:  # the pool is already in a split_seed order: slice seed k
+            out["train"].append(d.subset(pool[plan.seed * n_train:(plan.seed + 1) * n_train]))
+        else:
+            choice = torch.randperm(len(pool), generator=torch.Generator().manual_seed(plan.seed * 2 + label))
+            out["train"].append(d.subset(pool[choice[:n_train]]))
     return {k: EventData.concat(v) for k, v in out.items()}

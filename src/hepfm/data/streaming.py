@@ -3,13 +3,18 @@
 :class:`StreamingEvents` is a training source for :func:`hepfm.train.trainer.fit` (like
 :class:`~hepfm.data.datasets.EventData`, but it holds at most a shuffle buffer and one chunk of events):
 
-* **Split.** Every event gets a split (train/validation/test) from :func:`assign_splits`, a hash of
-  (split seed, process, shard path, position in the shard), so no split needs the whole store in memory
-  and the assignment does not depend on the chunking, the other shards or ``max_events``. The train
+* **Split.** Every event gets a split (train/validation/test) from
+  :func:`hepfm.data.identity.assign_splits`, a hash of (split seed, shard identity, row in the shard), the
+  same as the in-memory path's, so no split needs the whole store in memory and the assignment does not
+  depend on the chunking, the other shards, ``max_events`` or streaming. The train
   source yields train events only; :func:`held_out_splits` loads the (small) validation and test events
   into memory. ``len()`` is exact: the hash is computed from the manifest's counts, without reading.
-* **Order.** Each epoch, the read units (chunks of ``chunk_size`` rows of one shard) are visited in a
-  seeded order; a buffer of ``buffer_size`` events is filled, then every incoming event replaces a
+* **Order.** Each epoch, the read units (chunks of at most ``chunk_size`` rows of one shard, and at most
+  ``buffer_size / (2 x processes)`` rows, so the buffer always holds units of every process) are visited
+  in a seeded order that interleaves the processes: round after round, one unit of each process that has
+  units left, in a seeded order within the round. A store written process by process (one process per
+  shard) therefore gives class-mixed batches; see ``benchmarks/stream_mixing.py``. A buffer of
+  ``buffer_size`` events is filled, then every incoming event replaces a
   randomly drawn buffered event, which is emitted; at the end the buffer is emitted in a random order.
   Batches are consecutive runs of ``batch_size`` emitted events; process ``rank`` of ``world`` takes
   ``[rank::world]`` of each (every process reads all the data). Everything depends on (seed, epoch) only.
@@ -22,7 +27,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -32,35 +36,14 @@ import h5py
 import numpy as np
 import torch
 
-from hepfm.data.datasets import EventData, check_schema, open_source, pretraining_split
+from hepfm.data.datasets import EventData, open_for_training, open_source, pretraining_split, read_shard
+from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
 
-TRAIN, VAL, TEST = 0, 1, 2
 STREAM_PLAN = "stream.json"
-_SPLITMIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
-
-
-def assign_splits(split_seed: int, process: str, shard_path: str, positions,
-                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> np.ndarray:
-    """Split code (0 train, 1 validation, 2 test) of the events at ``positions`` of one shard.
-
-    SplitMix64 of (a BLAKE2 key of the split seed, process and shard path) + position, mapped to [0, 1)
-    and compared with the cumulative fractions: an event's split depends on these four values only.
-    """
-    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
-    key = hashlib.blake2b(f"{split_seed}\0{process}\0{shard_path}".encode(), digest_size=8).digest()
-    gamma, m1, m2 = _SPLITMIX
-    with np.errstate(over="ignore"):
-        z = np.uint64(int.from_bytes(key, "little")) + (np.asarray(positions, np.uint64) + np.uint64(1)) * gamma
-        z = (z ^ (z >> np.uint64(30))) * m1
-        z = (z ^ (z >> np.uint64(27))) * m2
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-    return np.searchsorted(np.cumsum(fractions[:2]), u, side="right").astype(np.int8)
 
 
 def _take(data: dict, index) -> dict:
@@ -84,24 +67,17 @@ class _Layout:
             raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
         if chunk_size <= 0:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
-        assign_splits(0, "", "", [], fractions)  # validate the fractions early
-        self.store, processes = open_source(path)
-        check_schema(self.store)
-        self.processes = list(processes or self.store.process_names)
+        assign_splits(0, "", [], fractions)  # validate the fractions early
+        self.store, self.processes, used = open_for_training(path, max_events)
         self.task, self.split_seed, self.fractions = task, split_seed, tuple(fractions)
         self.names = list(self.processes) if task == "multiclass" else list(LABEL_NAMES)
         if task == "multiclass" and len(self.names) < 2:
             raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {self.names}")
         self.fields = ("objects", "n_objects") + (("truth",) if task == "multilabel" else ())
-        left = {p: max_events if max_events else math.inf for p in self.processes}
-        self.shards, units = [], []
-        for s in self.store.shards:
-            n = min(s["n_events"], left.get(s["process"], 0))
-            if n <= 0:
-                continue
-            left[s["process"]] -= n
-            self.shards.append(s)
-            units += [(len(self.shards) - 1, a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+        self.shards, self.used, units = [s for s, _ in used], used, []
+        self.keys = [shard_identity(self.store, s) for s in self.shards]
+        for i, (_, n) in enumerate(used):
+            units += [(i, a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
         if not units:
             raise HepfmError(f"{path}: the event store holds no events")
         self.units = np.array(units, np.int64)
@@ -124,8 +100,11 @@ class _Layout:
     def codes(self, u: int) -> np.ndarray:
         """Split codes of the rows of unit ``u``."""
         shard, a, b = self.units[u]
-        s = self.shards[shard]
-        return assign_splits(self.split_seed, s["process"], s["path"], np.arange(a, b), self.fractions)
+        return assign_splits(self.split_seed, self.keys[shard], np.arange(a, b), self.fractions)
+
+    def record(self) -> list[dict]:
+        """The identity record of this layout's train+validation events."""
+        return pretraining_record(self.store, self.used, self.split_seed, self.fractions)
 
     def empty(self, n: int) -> dict:
         y = np.zeros((n, len(LABEL_NAMES)), np.float32) if self.task == "multilabel" else np.zeros(n, np.int64)
@@ -136,7 +115,7 @@ class _Layout:
         shard, a, _ = self.units[u]
         s = self.shards[shard]
         lo = int(rows.min())
-        raw = self.store._read(s, self.fields, a + lo, a + int(rows.max()) + 1)
+        raw = read_shard(self.store, s, self.fields, a + lo, a + int(rows.max()) + 1)
         take = rows - lo
         x = raw["objects"][take].astype(np.float32, copy=False)
         if x.shape[1] > self.width:
@@ -169,6 +148,10 @@ class StreamingEvents:
                  chunk_size: int = 65_536, max_events: int | None = None, device="cpu"):
         if buffer_size < 1:
             raise HepfmError(f"shuffle buffer size must be positive, got {buffer_size}")
+        if chunk_size <= 0:
+            raise HepfmError(f"chunk size must be positive, got {chunk_size}")
+        n_proc = len(open_source(path)[1] or open_source(path)[0].process_names)
+        chunk_size = max(1, min(chunk_size, buffer_size // (2 * n_proc)))
         self.layout = _Layout(path, task, split_seed, fractions, max_events, chunk_size)
         self.names = self.layout.names
         self.buffer_size, self.chunk_size = buffer_size, chunk_size
@@ -207,10 +190,20 @@ class StreamingEvents:
             self._note(count, len(where))
         return buf
 
+    def unit_order(self, epoch: int, seed: int) -> np.ndarray:
+        """The epoch's read-unit order: processes interleaved round by round (see the module docstring)."""
+        lay, rng = self.layout, np.random.default_rng([seed, epoch, 0])
+        procs = np.array([lay.process(u) for u in range(len(lay.units))])
+        queues = [rng.permutation(np.flatnonzero(procs == p)) for p in lay.processes]
+        rank = np.empty(len(lay.units), np.float64)
+        for q in queues:  # unit k of a process goes to round k, at a random place within the round
+            rank[q] = np.arange(len(q)) + rng.random(len(q))
+        return np.argsort(rank, kind="stable")
+
     def _stream(self, epoch: int, seed: int, batch_size: int, skip: int):
         """The epoch's train events in pieces of at most ``batch_size``, from stream position ``skip`` on."""
         lay = self.layout
-        order = np.random.default_rng([seed, epoch, 0]).permutation(len(lay.units))
+        order = self.unit_order(epoch, seed)
         rng = np.random.default_rng([seed, epoch, 1])
         cap = max(1, min(self.buffer_size, len(self)))
         step = min(batch_size, cap)
@@ -342,6 +335,13 @@ def stream_pretraining_split(path: str | Path, task: str, split_seed: int = 0,
     return train, held_out_splits(train, max_eval_events), list(train.names)
 
 
+def pretraining_data_record(path: str | Path, split_seed: int, max_events: int | None,
+                            fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
+    """The identity record of the train+validation events a pretraining run on ``path`` uses."""
+    store, _, used = open_for_training(path, max_events)
+    return pretraining_record(store, used, split_seed, fractions)
+
+
 def memory_budget(device) -> int:
     """Bytes the in-memory path may use: 25% of physical RAM and, on CUDA, at most 50% of free GPU memory."""
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
@@ -353,11 +353,13 @@ def memory_budget(device) -> int:
 
 def in_memory_bytes(path: str | Path, max_events: int | None = None) -> tuple[int, int]:
     """(estimated bytes of the store's events as tensors: n_events x M x 7 x 4, bytes per event)."""
-    store, processes = open_source(path)
-    counts = store.counts()
-    n = sum(min(counts.get(p, 0), max_events or math.inf) for p in processes or store.process_names)
-    with h5py.File(store.root / store.shards[0]["path"], "r") as f:
-        per_event = int(np.prod(f["objects"].shape[1:])) * 4
+    store, _, used = open_for_training(path, max_events)
+    n = sum(k for _, k in used)
+    try:
+        with h5py.File(store.root / used[0][0]["path"], "r") as f:
+            per_event = int(np.prod(f["objects"].shape[1:])) * 4
+    except (OSError, IndexError) as exc:
+        raise HepfmError(f"{path}: cannot read the store's first shard ({exc})") from None
     return n * per_event, per_event
 
 
@@ -373,7 +375,8 @@ def pretraining_data(data, task: str, split_seed: int, max_events: int | None, s
     path = Path(run_dir) / STREAM_PLAN
     if ctx.is_main and not (resume and stream is None and path.exists()):
         need, per_event = in_memory_bytes(data, max_events)
-        budget = memory_budget(ctx.device)
+        # Each torchrun process on this machine holds its own copy of the data: they share the budget.
+        budget = memory_budget(ctx.device) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         store, processes = open_source(data)
         n_proc = len(processes or store.process_names)
         plan = {"stream": need > budget if stream is None else bool(stream), "auto": stream is None,

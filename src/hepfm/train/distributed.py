@@ -38,6 +38,16 @@ class DistContext:
             dist.barrier()
 
 
+def rank() -> int:
+    """This process's global rank under torchrun (0 otherwise), readable before :func:`setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_world() -> int:
+    """Processes sharing this machine under torchrun (1 otherwise)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' -> the local CUDA device when there is one, else the CPU."""
     if name == "auto":

@@ -8,9 +8,14 @@ continues with exactly the batches it would have seen. Under torchrun every proc
 interleaved slice of each global batch and the loss is normalised by the global batch size, so
 DistributedDataParallel's gradient average equals the single-process gradient of that batch.
 
+Augmentation draws its random numbers for the whole global batch from one generator, identical on
+every process, and each process takes its slice: 2 processes augment exactly like 1.
+
 Every ``checkpoint_every`` batches and at the end of every epoch the model, optimiser, scheduler, RNG
-state, data position, early-stopping state and history are saved atomically. Validation loss decides
-early stopping (``patience`` epochs without improvement); the best weights are restored at the end.
+state, data position, early-stopping state, history and the run's full settings are saved atomically;
+resuming with any different setting is refused, naming it. Validation loss (float32, like the test)
+decides early stopping (``patience`` epochs without improvement); the best weights are restored at the
+end. Modules whose parameters are all frozen stay in eval mode while training (no dropout).
 """
 
 from __future__ import annotations
@@ -104,6 +109,31 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+# Settings that do not change what a run computes, so a resumed run may change them.
+_RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size")
+
+
+def run_settings(cfg: TrainConfig, settings: dict | None = None) -> dict:
+    """Everything a checkpoint must agree with to be resumed: ``cfg`` and the caller's ``settings``."""
+    out = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
+    out["augment"] = list(out["augment"])
+    return {**out, **(settings or {})}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def train_mode(model: nn.Module) -> None:
+    """Training mode, except modules whose parameters are all frozen (their dropout stays off)."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters())
+        if params and not any(p.requires_grad for p in params):
+            m.eval()
+
+
 def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -179,10 +209,12 @@ class _Logger:
 
 
 def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
-        run_dir: str | Path, ctx: DistContext | None = None) -> FitResult:
+        run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
 
     ``groups`` are the optimiser parameter groups from :func:`hepfm.train.strategies.prepare`.
+    ``settings``: the caller's run settings (data, learning rates, ...), stored in the checkpoint with
+    ``cfg`` and the learning rates of ``groups``; a checkpoint made with other settings is refused.
     On return the model holds the weights of the best validation epoch.
     """
     ctx = ctx or DistContext()
@@ -201,11 +233,18 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
     state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
              "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False}
+    current = {**run_settings(cfg, settings), "n_train": len(train),
+               "group_lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(groups)}}
     saved = load_checkpoint(run_dir)
     if saved is not None:
-        if saved.get("config", {}).get("seed") != cfg.seed or saved.get("n_train") != len(train):
-            raise HepfmError(f"{run_dir}: its checkpoint comes from a run with a different seed or training set; "
-                             "use a new --out folder or delete the checkpoint")
+        if "settings" not in saved:
+            raise HepfmError(f"{run_dir}: its checkpoint does not record its settings (an older hepfm), so it "
+                             "cannot be checked; rerun with --overwrite to start fresh")
+        diff = _differences(saved["settings"], current)
+        if diff:
+            raise HepfmError(f"{run_dir}: its checkpoint comes from a run with other settings ({'; '.join(diff)}); "
+                             "rerun with the same settings to resume, or pass --overwrite (or a new --out) to "
+                             "start fresh")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -222,7 +261,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         if ctx.is_main:
             save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "aug_rng": aug_gen.get_state(),
-                                      "state": state, "config": asdict(cfg), "n_train": len(train)})
+                                      "state": state, "config": asdict(cfg), "settings": current})
         ctx.barrier()
 
     n_train, bs = len(train), cfg.batch_size
@@ -234,13 +273,14 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
             epoch = state["epoch"]
             t0 = epoch_start = time.perf_counter()
             events_start = state["batch"] * bs
-            model.train()
+            train_mode(model)
             with EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar:
                 bar.advance(min(events_start, n_train))
                 batches = train.epoch_batches(epoch, cfg.seed, bs, ctx.rank, ctx.world, state["batch"])
                 for b, (global_size, x, mask, y) in enumerate(batches, start=state["batch"]):
                     if cfg.augment:
-                        x = augment(x, mask, cfg.augment, aug_gen)
+                        x = augment(x, mask, cfg.augment, aug_gen, rank=ctx.rank, world=ctx.world,
+                                    global_size=global_size)
                     with _autocast(device, bf16):
                         out = net(x, mask)
                     losses = task.loss(out, y)
@@ -263,16 +303,17 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
                         checkpoint()
                     if cfg.stop_after_batches is not None and batches_run >= cfg.stop_after_batches:
                         raise SimulatedKill(f"stopped after {batches_run} batches")
+            epoch_lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with, before the schedule steps
             sched.step()
             now = time.perf_counter()
             state["elapsed"] += now - t0
             rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
-            metrics = evaluate(model, task, val, cfg.eval_batch_size, bf16)
+            metrics = evaluate(model, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
             loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
             row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
                    "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
                    **{f"val_{k}": v for k, v in metrics.items()},
-                   "lr": opt.param_groups[0]["lr"], "events_per_s": round(rate, 1)}
+                   "lr": epoch_lr, "events_per_s": round(rate, 1)}
             improved = row["val_loss"] < state["best_loss"] - cfg.min_delta
             row["best"] = int(improved)  # the last flagged epoch is the one whose weights are kept
             state["history"].append(row)

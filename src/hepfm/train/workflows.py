@@ -2,22 +2,33 @@
 
 Each run writes one folder: ``model.safetensors`` + ``config.json`` (the model, loadable with
 :func:`hepfm.load`), ``history.csv``, ``tensorboard/`` and, while running, ``checkpoint.pt``. Rerunning
-the same command on a folder with a checkpoint resumes; a folder holding a finished model is refused
-unless ``overwrite`` is set.
+the same command on a folder with a checkpoint resumes (any changed setting is refused); a folder
+holding a finished model is refused unless ``overwrite`` is set, which also discards a checkpoint.
+A run that fails on its input leaves no output behind: a folder it created is removed, and a folder that
+existed keeps what it held (only entries this run added are removed).
+
+Data identity: a pretrained model records its train+validation events
+(:func:`hepfm.data.identity.pretraining_record`, key ``pretraining_data`` of config.json, inherited by
+the models fine-tuned from it). Fine-tuning and evaluation refuse validation or test events that the
+pretraining saw, unless ``allow_overlap`` is set: then they warn and mark the result ``overlap: true``.
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
+from hepfm.data.augment import check_augment
+from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set, check_sources, open_for_training
 from hepfm.data.features import fit_scaling
-from hepfm.data.streaming import StreamingEvents, pretraining_data
+from hepfm.data.integrity import DamagedStoreError
+from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.registry import create_model
@@ -29,16 +40,71 @@ from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+class OverlapWarning(UserWarning):
+    """Held-out events that the pretrained model trained on (only with ``allow_overlap``)."""
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise HepfmError(f"{out}: exists and is not a folder")
-    if (out / CONFIG).exists() and not (out / CHECKPOINT).exists():
-        if not overwrite:
-            raise HepfmError(f"{out}: already holds a trained model; choose another --out or pass --overwrite")
-        for name in (CONFIG, WEIGHTS, "history.csv"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    if (out / CONFIG).exists() and not (out / CHECKPOINT).exists() and not overwrite:
+        raise HepfmError(f"{out}: already holds a trained model; choose another --out or pass --overwrite")
+
+
+def _clear_out(out: Path, overwrite: bool) -> None:
+    """With ``overwrite``: remove a previous run's outputs (model, history, checkpoint), so the run starts fresh."""
+    if not overwrite:
+        return
+    for name in (CONFIG, WEIGHTS, "history.csv", CHECKPOINT, STREAM_PLAN):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+
+
+@contextmanager
+def _output_guard(out: Path):
+    """Create ``out``; on an input error remove what this run added (the folder itself if it made it).
+
+    A run that fails after writing its own checkpoint (e.g. a non-finite loss) keeps it, unless the cause
+    is a damaged store.
+    """
+    existed = out.exists()
+    before = {p.name for p in out.iterdir()} if existed else set()
+    had_checkpoint = (out / CHECKPOINT).exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except (HepfmError, ValueError) as exc:  # ValueError: a bad option found by a constructor
+        keep = (out / CHECKPOINT).exists() and not isinstance(exc, DamagedStoreError)
+        if not keep and distributed.rank() == 0:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for p in out.iterdir():
+                    if p.name not in before or (p.name == CHECKPOINT and not had_checkpoint):
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
+
+
+def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test")) -> dict | None:
+    """Counts of events per split seen in pretraining; refuse held-out ones unless ``allow_overlap``."""
+    if any(splits[k].seen is None for k in splits):
+        return None
+    counts = {k: int(splits[k].seen.sum()) for k in splits}
+    bad = {k: counts[k] for k in parts if counts.get(k)}
+    if bad:
+        what = " and ".join(f"{n} of the {len(splits[k])} {k} events" for k, n in bad.items())
+        message = (f"{what} were in the training or validation data of the pretrained model {source} (same "
+                   "generated events: same store, or stores generated with the same seed); use stores generated "
+                   "with another --seed")
+        if not allow_overlap:
+            raise HepfmError(message + ", or pass --allow-overlap to go on (the result is marked overlap: true)")
+        warnings.warn("NOT HELD OUT: " + message + "; going on because of --allow-overlap, result marked "
+                      "overlap: true", OverlapWarning, stacklevel=3)
+    return {**counts, "overlap": bool(bad)}
+
+
+def _abs(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
 
 
 def _fit_scaling(model: Backbone, train) -> None:
@@ -72,26 +138,38 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
-    _prepare_out(out, overwrite)
-    ctx = distributed.setup(device)
-    splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, out,
-                                              resume=(out / CHECKPOINT).exists())
-    task_ = Task(task, names)
-    torch.manual_seed(cfg.seed)
-    if init_from is not None:
-        net = load_model(init_from)
-        meta = net.metadata
-        if meta.get("task") != task or list(meta.get("names", [])) != names:
-            raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but this "
-                             f"task is {task} over {names}; the label sets must match to continue pretraining")
-    else:
-        net = create_model(model, task_.n_outputs, **(model_config or {}))
-        _fit_scaling(net, splits["train"])
-    groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
-    result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx)
-    summary = _finish(net, task_, result, splits, cfg, out, ctx,
-                      {"strategy": "pretrain", "data": str(data), "split_seed": split_seed, "max_events": max_events,
-                       "init_from": str(init_from) if init_from else None, "data_loading": loading})
+    check_augment(task, cfg.augment)
+    _check_out(out, overwrite)
+    parent = read_config(init_from) if init_from is not None else None
+    open_for_training(data, max_events)  # damaged shards are refused before anything is written
+    record = pretraining_data_record(data, split_seed, max_events)
+    if parent is not None:
+        record = list(parent.get("pretraining_data") or []) + record
+    settings = {"command": "pretrain", "data": _abs(data), "task": task, "model": model,
+                "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
+                "split_seed": split_seed, "max_events": max_events, "stream": stream}
+    with _output_guard(out):
+        _clear_out(out, overwrite)
+        ctx = distributed.setup(device)
+        splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, out,
+                                                  resume=(out / CHECKPOINT).exists())
+        task_ = Task(task, names)
+        torch.manual_seed(cfg.seed)
+        if init_from is not None:
+            net = load_model(init_from)
+            meta = net.metadata
+            if meta.get("task") != task or list(meta.get("names", [])) != names:
+                raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but this "
+                                 f"task is {task} over {names}; the label sets must match to continue pretraining")
+        else:
+            net = create_model(model, task_.n_outputs, **(model_config or {}))
+            _fit_scaling(net, splits["train"])
+        groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
+        result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        summary = _finish(net, task_, result, splits, cfg, out, ctx,
+                          {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
+                           "max_events": max_events, "lr": lr, "init_from": str(init_from) if init_from else None,
+                           "data_loading": loading, "pretraining_data": record})
     return {**summary, "stream": loading["stream"]}
 
 
@@ -99,42 +177,60 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
              init_from: str | Path | None = None, model: str = "graphnet", model_config: dict | None = None,
              plan: BinarySplitPlan | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
              backbone_lr: float = DEFAULT_BACKBONE_LR, frozen_part: str = "head", max_events: int | None = None,
-             device: str = "auto", overwrite: bool = False) -> dict:
-    """Train a binary signal-vs-background classifier: from scratch, fine-tuned, or on a frozen backbone."""
+             device: str = "auto", overwrite: bool = False, allow_overlap: bool = False) -> dict:
+    """Train a binary signal-vs-background classifier: from scratch, fine-tuned, or on a frozen backbone.
+
+    Validation or test events that the pretrained model (``init_from``, finetune/frozen) trained on are
+    refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
+    """
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
         raise HepfmError(f"--strategy {strategy} needs a pretrained model: --from RUN")
-    if init_from is not None:
-        read_config(init_from)  # fail on an unreadable model before reading any data
-    _prepare_out(out, overwrite)
-    ctx = distributed.setup(device)
-    splits = binary_split(signal, background, plan, max_events)
-    task = Task("binary", ["background", "signal"])
-    torch.manual_seed(cfg.seed)
-    if strategy == "scratch":
-        if init_from is not None:  # same architecture as the pretrained model, fresh weights
-            arch = read_config(init_from)["architecture"]
-            model, model_config = arch["model"], arch.get("config", {})
-        net = create_model(model, task.n_outputs, **(model_config or {}))
-        _fit_scaling(net, splits["train"])
-    else:
-        net = load_model(init_from)
-    groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part)
-    result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx)
-    return _finish(net, task, result, splits, cfg, out, ctx,
-                   {"strategy": strategy, "signal": str(signal), "background": str(background),
-                    "init_from": str(init_from) if init_from else None, "split": asdict(plan),
-                    "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr, "frozen_part": frozen_part})
+    check_augment("binary", cfg.augment)
+    check_sources(signal, background)
+    parent = read_config(init_from) if init_from is not None else None  # fail early on an unreadable model
+    _check_out(out, overwrite)
+    for source in (signal, background):
+        open_for_training(source, max_events)  # damaged shards are refused before anything is written
+    record = (parent.get("pretraining_data") or []) if parent is not None and strategy != "scratch" else None
+    settings = {"command": "finetune", "signal": _abs(signal), "background": _abs(background), "strategy": strategy,
+                "init_from": _abs(init_from), "model": model,
+                "model_config": model_config or {}, "split": asdict(plan), "lr": lr, "backbone_lr": backbone_lr,
+                "frozen_part": frozen_part, "max_events": max_events, "allow_overlap": allow_overlap}
+    with _output_guard(out):
+        splits = binary_split(signal, background, plan, max_events, record=record)
+        overlap = _overlap(splits, str(init_from), allow_overlap)
+        _clear_out(out, overwrite)
+        ctx = distributed.setup(device)
+        task = Task("binary", ["background", "signal"])
+        torch.manual_seed(cfg.seed)
+        if strategy == "scratch":
+            if init_from is not None:  # same architecture as the pretrained model, fresh weights
+                arch = parent["architecture"]
+                model, model_config = arch["model"], arch.get("config", {})
+            net = create_model(model, task.n_outputs, **(model_config or {}))
+            _fit_scaling(net, splits["train"])
+        else:
+            net = load_model(init_from)
+        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part)
+        result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        return _finish(net, task, result, splits, cfg, out, ctx,
+                       {"strategy": strategy, "signal": str(signal), "background": str(background),
+                        "init_from": str(init_from) if init_from else None, "split": asdict(plan),
+                        "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr, "frozen_part": frozen_part,
+                        "pretraining_data": record, "pretraining_overlap": overlap,
+                        "overlap": bool(overlap and overlap["overlap"])})
 
 
 def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, device: str = "auto",
-                 max_events: int | None = None) -> dict:
+                 max_events: int | None = None, allow_overlap: bool = False) -> dict:
     """Accuracy (threshold 0.5), ROC AUC and the ROC curve of a binary model on the held-out test split.
 
     The split is rebuilt from the plan saved with the model, so the test events are the ones it never saw
-    when ``signal`` and ``background`` are the stores it was trained on.
+    when ``signal`` and ``background`` are the stores it was trained on. Test events that its pretrained
+    backbone trained on are refused unless ``allow_overlap`` (then ``overlap`` is True in the result).
     """
     from hepfm.eval.metrics import accuracy, roc_auc, roc_curve
 
@@ -144,10 +240,14 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
         raise HepfmError(f"{run}: a {meta.get('task')} model; evaluate takes binary (fine-tuned) models")
     split = meta.get("split", {})
     plan = BinarySplitPlan(**{k: split[k] for k in ("test_fraction", "test_size", "split_seed") if k in split})
-    test = binary_test_set(signal, background, plan, meta.get("max_events") if max_events is None else max_events)
+    record = meta.get("pretraining_data")
+    test = binary_test_set(signal, background, plan, meta.get("max_events") if max_events is None else max_events,
+                           record=record)
+    overlap = _overlap({"test": test}, str(meta.get("init_from")), allow_overlap, parts=("test",))
     scores = Task("binary", ["background", "signal"]).scores(predict(net, test.to(next(net.parameters()).device)))
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()
     fpr, tpr, _ = roc_curve(y, s)
+    overlapping = bool(overlap and overlap["overlap"]) or bool(meta.get("overlap"))
     same = str(signal) == meta.get("signal") and str(background) == meta.get("background")
-    return {"accuracy": accuracy(y, s), "auc": float(roc_auc(y, s)),
-            "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same, "strategy": meta.get("strategy")}
+    return {"accuracy": accuracy(y, s), "auc": float(roc_auc(y, s)), "n_test": len(y), "fpr": fpr, "tpr": tpr,
+            "held_out": same and not overlapping, "overlap": overlapping, "strategy": meta.get("strategy")}
