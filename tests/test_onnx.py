@@ -24,7 +24,7 @@ def real_events(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("nano") / "store"
     convert_nanoaod([shared_data / "nanoAOD_2015_CMS_Open_Data_ttbar.root", shared_data / "nano_dy.root"], out,
                     label="cms", progress=False)
-    arrays, _, _ = read_events(out, ("objects", "n_objects"))
+    arrays = read_events(out, ("objects", "n_objects"))[0]
     return arrays["objects"], arrays["n_objects"].astype(np.int64)
 
 

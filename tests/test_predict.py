@@ -40,7 +40,7 @@ def reference_scores(model_dir, store):
     from hepfm.models.saving import load_model
 
     model = load_model(model_dir).eval()
-    arrays, _, _ = read_events(store, ("objects", "n_objects"))
+    arrays = read_events(store, ("objects", "n_objects"))[0]
     x, n = torch.from_numpy(arrays["objects"]), torch.from_numpy(arrays["n_objects"].astype(np.int64))
     mask = torch.arange(x.shape[1])[None] < n[:, None]
     with torch.no_grad():

@@ -66,10 +66,12 @@ class _StoreInput:
 
     def __init__(self, path: Path, chunk_size: int):
         from hepfm.data.datasets import check_schema, open_source
+        from hepfm.data.integrity import verify_shards
 
         self.store, processes = open_source(path)
         check_schema(self.store)
         self.shards = [s for s in self.store.shards if processes is None or s["process"] in processes]
+        verify_shards(self.store, self.shards)  # size and checksum: a damaged shard is named, nothing is written
         self.chunk_size = chunk_size
         self.total = sum(s["n_events"] for s in self.shards)
         self.metadata = {"source": str(path), "source_kind": "store",
@@ -77,11 +79,14 @@ class _StoreInput:
                          "shard_paths": [s["path"] for s in self.shards]}
 
     def chunks(self) -> Iterator[_Chunk]:
+        from hepfm.data.integrity import check_finite
+
         for k, shard in enumerate(self.shards):
             for start in range(0, shard["n_events"], self.chunk_size):
                 stop = min(start + self.chunk_size, shard["n_events"])
                 arrays = self.store._read(shard, ("objects", "n_objects", "event_id", "weight", "process"),
                                           start, stop)
+                check_finite(self.store.root / shard["path"], arrays, start)
                 n = stop - start
                 identity = {"process": arrays["process"].astype(np.int32), "shard": np.full(n, k, np.int32),
                             "index": np.arange(start, stop, dtype=np.int64),
