@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from hepfm.eval import efficiency as eff
+from hepfm.study import efficiency as eff
 
 
 def _history(accs, epoch_s=10.0, best=None):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from hepfm.errors import HepfmError
 from hepfm.interrupts import interrupt_on_sigterm
+from hepfm.train import defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="hepfm: pretrained foundation models for collider event classification.")
@@ -271,9 +272,9 @@ def _print_summary(out: Path, summary: dict) -> None:
     console.print(f"model saved to {out} (load with hepfm.load({str(out)!r}))")
 
 
-_EPOCHS = typer.Option(50, help="Maximum number of epochs (early stopping may end sooner).")
-_BATCH = typer.Option(1024, help="Global batch size (split over torchrun processes).")
-_PATIENCE = typer.Option(5, help="Stop after this many epochs without a better validation loss.")
+_EPOCHS = typer.Option(defaults.EPOCHS, help="Maximum number of epochs (early stopping may end sooner).")
+_BATCH = typer.Option(defaults.BATCH_SIZE, help="Global batch size (split over torchrun processes).")
+_PATIENCE = typer.Option(defaults.PATIENCE, help="Stop after this many epochs without a better validation loss.")
 _OPTIMIZER = typer.Option("adam", help="adam, adamw or sgd.")
 _SCHEDULE = typer.Option("exponential", help="exponential (LR x 0.99 per epoch), cosine or constant.")
 _AUGMENT = typer.Option(None, "--augment", help="Augmentation: phi, eta_flip or boost (repeatable).")
@@ -315,7 +316,7 @@ def pretrain(
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from a model pretrained on the same task."),
     epochs: int = _EPOCHS, batch_size: int = _BATCH,
-    lr: float = typer.Option(1e-4, help="Learning rate."),
+    lr: float = typer.Option(defaults.LR, help="Learning rate."),
     seed: int = typer.Option(0, help="Seed of the initialisation and the batch order."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation/test split (80/10/10)."),
     patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
@@ -355,8 +356,8 @@ def finetune(
     train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
     test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
     epochs: int = _EPOCHS, batch_size: int = _BATCH,
-    lr: float = typer.Option(1e-4, help="Learning rate of the new output layer (and of everything for scratch)."),
-    backbone_lr: float = typer.Option(1e-5, help="Learning rate of the pretrained layers (finetune)."),
+    lr: float = typer.Option(defaults.LR, help="Learning rate of the new output layer (and of everything for scratch)."),
+    backbone_lr: float = typer.Option(defaults.BACKBONE_LR, help="Learning rate of the pretrained layers (finetune)."),
     frozen_part: str = typer.Option("head", help="frozen: retrain the 'head' only or the 'decoder' + head."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the training subset and the batch order."),
     split_seed: int = typer.Option(0, help="Seed of the fixed test/validation split."),
@@ -420,14 +421,14 @@ def study(
 
     A rerun resumes: finished cells, stores and pretrained models are reused; failed cells are retried.
     """
-    from hepfm.eval.study_config import load_config
+    from hepfm.study.config import load_config
 
     _run_study(load_config(config), out, report_only, progress)
 
 
 def _run_study(cfg, out: Path, report_only: bool, progress: bool) -> list[dict]:
-    from hepfm.eval.report import collect, table_markdown, table_one, write_report
-    from hepfm.eval.study import run_study
+    from hepfm.study.report import collect, table_markdown, table_one, write_report
+    from hepfm.study.run import run_study
 
     failures = []
     if not report_only:
@@ -455,7 +456,7 @@ def demo(
 
     About 10 minutes on a 2-core laptop. Prints accuracy and AUC of both and writes a ROC curve and report.
     """
-    from hepfm.eval.demo import demo_config
+    from hepfm.study.demo import demo_config
 
     rows = _run_study(demo_config(), out, False, progress)
     table = Table(title="H+ -> tb vs tt, 1000 training events per class, 2000 test events per class")

@@ -136,7 +136,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     The split is rebuilt from the plan saved with the model, so the test events are the ones it never saw
     when ``signal`` and ``background`` are the stores it was trained on.
     """
-    from hepfm.eval.metrics import accuracy, roc_auc, roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     net = load_model(run, distributed.resolve_device(device))
     meta = net.metadata
@@ -147,7 +147,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     test = binary_test_set(signal, background, plan, meta.get("max_events") if max_events is None else max_events)
     scores = Task("binary", ["background", "signal"]).scores(predict(net, test.to(next(net.parameters()).device)))
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     same = str(signal) == meta.get("signal") and str(background) == meta.get("background")
-    return {"accuracy": accuracy(y, s), "auc": float(roc_auc(y, s)),
+    return {"accuracy": float(((s >= 0.5) == (y == 1)).mean()), "auc": float(roc_auc_score(y, s)),
             "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same, "strategy": meta.get("strategy")}

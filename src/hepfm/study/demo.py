@@ -8,7 +8,7 @@ short report. Everything lives in the output folder; a rerun reuses what is fini
 
 from __future__ import annotations
 
-from hepfm.eval.study_config import StudyConfig, parse_config
+from hepfm.study.config import StudyConfig, parse_config
 
 DEMO_CONFIG = {
     "tasks": ["hplus_vs_ttbar"],
