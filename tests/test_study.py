@@ -10,9 +10,9 @@ import yaml
 from toy_events import toy_store
 
 from hepfm.errors import HepfmError
+from hepfm.study.config import load_config, parse_config
 from hepfm.study.report import table_one, write_report
 from hepfm.study.run import RESULT, cell_dir, run_study
-from hepfm.study.config import load_config, parse_config
 
 
 @pytest.fixture(scope="module")

@@ -99,8 +99,8 @@ def _checked(y_true, score, sample_weight):
     pos = y.sum() if w is None else w[y].sum()
     neg = (~y).sum() if w is None else w[~y].sum()
     if pos <= 0 or neg <= 0:
-        raise ValueError(f"y_true: needs both classes (with non-zero weight); no {'positive' if pos <= 0 else 'negative'}"
-                         " events")
+        which = "positive" if pos <= 0 else "negative"
+        raise ValueError(f"y_true: needs both classes (with non-zero weight); no {which} events")
     return y, s, w
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from hepfm.eval import cka
+from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
 from hepfm.study.efficiency import break_even_tasks, read_history, relative_time_to_99, time_to_reach
 from hepfm.study.efficiency import final_accuracy as baseline_final_accuracy
 from hepfm.study.run import RESULT, cell_dir
-from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
 
 
 def collect(cfg: StudyConfig, out: Path) -> list[dict]:

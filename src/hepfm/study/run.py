@@ -27,9 +27,9 @@ from rich.console import Console
 
 from hepfm.data.datasets import BinarySplitPlan, binary_test_set
 from hepfm.errors import HepfmError
-from hepfm.study.config import STRATEGIES, StudyConfig, TaskSpec, pretraining_processes
 from hepfm.io.atomic import atomic_write_text
 from hepfm.models.saving import CONFIG, load_model, read_config
+from hepfm.study.config import STRATEGIES, StudyConfig, TaskSpec, pretraining_processes
 from hepfm.train.checkpoint import CHECKPOINT
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig, encode, predict
