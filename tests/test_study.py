@@ -70,14 +70,14 @@ def test_table_one_gain_and_error_follow_the_paper():
 
 
 def test_a_failed_cell_is_reported_and_retried(stores, tmp_path):
-    cfg = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"]))
-    folder = cell_dir(tmp_path, "toy", 40, "scratch", 0)
-    folder.mkdir(parents=True)
-    (folder / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
+    cfg = parse_config(_config(stores, sizes=[40], seeds=2, strategies=["scratch"]))
+    folder = cell_dir(tmp_path, "toy", 40, "scratch", 1)
+    (folder / "lr0.001").mkdir(parents=True)
+    (folder / "lr0.001" / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
     state = run_study(cfg, tmp_path, progress=False)
     assert len(state.failures) == 1 and "unreadable checkpoint" in state.failures[0]["error"]
-    assert "toy size 40 scratch seed 0" in json.loads((tmp_path / "failures.json").read_text())[0]["cell"]
-    (folder / "checkpoint.pt").unlink()
+    assert "toy size 40 scratch seed 1" in json.loads((tmp_path / "failures.json").read_text())[0]["cell"]
+    (folder / "lr0.001" / "checkpoint.pt").unlink()
     assert run_study(cfg, tmp_path, progress=False).failures == []
     assert (folder / RESULT).exists()
 

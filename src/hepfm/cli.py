@@ -441,7 +441,7 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool) -> list[dict]:
     report = write_report(cfg, out)
     rows = collect(cfg, out)
     for metric in ("accuracy", "auc"):
-        console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric), metric))
+        console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric, out), metric))
     console.print(f"\nreport: {report}")
     if failures:
         raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / 'failures.json'}); rerun to retry them")

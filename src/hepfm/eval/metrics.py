@@ -167,3 +167,27 @@ def background_rejection_at(fpr, tpr, signal_eff):
     with np.errstate(divide="ignore"):
         rej = np.where(f > 0, 1.0 / np.where(f > 0, f, 1.0), np.inf)
     return float(rej) if rej.ndim == 0 else rej
+
+
+def multilabel_quality(scores, truth, train_truth, names) -> dict:
+    """A multilabel model's binary flags against trivial predictors, with per-label ROC AUCs.
+
+    ``scores`` and ``truth`` [n, L] are test-set probabilities and 0/1 flags of the binary labels, ``train_truth``
+    the training set's flags. Label accuracy (threshold 0.5, averaged over events and labels) is given for the
+    model, for predicting every flag absent, and for predicting each flag's majority value in the training set
+    (the prior). A label whose test events are all one class has AUC None.
+    """
+    s = _to_numpy(scores, "scores", np.float64)
+    t = _to_numpy(truth, "truth", np.float64) >= 0.5
+    prior = (_to_numpy(train_truth, "train_truth", np.float64) >= 0.5).mean(axis=0)
+    if s.shape != t.shape or s.ndim != 2 or prior.shape != (s.shape[1],) or len(names) != s.shape[1]:
+        raise ValueError(f"shapes differ: scores {s.shape}, truth {t.shape}, train prior {prior.shape}, "
+                         f"{len(names)} names")
+    per_label = []
+    for k, name in enumerate(names):
+        both = 0 < t[:, k].sum() < len(t)
+        per_label.append({"label": name, "test_rate": float(t[:, k].mean()), "train_prior": float(prior[k]),
+                          "accuracy": float(((s[:, k] >= 0.5) == t[:, k]).mean()),
+                          "auc": roc_auc(t[:, k], s[:, k]) if both else None})
+    return {"label_accuracy": float(((s >= 0.5) == t).mean()), "all_absent_accuracy": float((~t).mean()),
+            "prior_accuracy": float(((prior >= 0.5)[None, :] == t).mean()), "n_test": len(t), "labels": per_label}

@@ -1,8 +1,9 @@
-"""A study's results: Table I (gain from pretraining), compute efficiency, CKA, plots and report.md.
+"""A study's results: Table I (gain from pretraining) with its errors, the chosen learning rates, collapse and
+epoch-cap checks, compute efficiency, CKA (linear and RBF), the multilabel backbone's quality, plots and report.md.
 
-Table I follows arXiv:2412.10665: for each task and training size, the baseline (scratch) mean ± std
-over seeds, and for each pretrained strategy the gain (its mean minus the baseline mean) ± the root
-sum of squares of the two ensemble standard deviations. The same table is made for ROC AUC.
+Table I follows arXiv:2412.10665: for each task and training size, the baseline (scratch) mean over seeds and,
+for each pretrained strategy, the gain (its mean minus the baseline mean). Errors: see hepfm.study.stats (seed
+spread and test-sample error, combined in quadrature). The same table is made for ROC AUC.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 
 from hepfm.eval import cka
 from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
-from hepfm.study.efficiency import break_even_tasks, read_history, relative_time_to_99, time_to_reach
-from hepfm.study.efficiency import final_accuracy as baseline_final_accuracy
+from hepfm.study.efficiency import fair_efficiency, read_history
 from hepfm.study.run import RESULT, cell_dir
+from hepfm.study.stats import gain_test_error, single_test_error
 
 
 def collect(cfg: StudyConfig, out: Path) -> list[dict]:
@@ -34,41 +35,80 @@ def collect(cfg: StudyConfig, out: Path) -> list[dict]:
     return rows
 
 
+def _select(rows, task, size, strategy):
+    return sorted((r for r in rows if (r["task"], r["size"], r["strategy"]) == (task, size, strategy)),
+                  key=lambda r: r["seed"])
+
+
 def _stats(rows, task, size, strategy, metric):
-    v = np.array([r[metric] for r in rows if (r["task"], r["size"], r["strategy"]) == (task, size, strategy)])
+    v = np.array([r[metric] for r in _select(rows, task, size, strategy)])
     return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)) if len(v) else None
 
 
-def table_one(cfg: StudyConfig, rows: list[dict], metric: str) -> list[dict]:
-    """Rows of Table I for ``metric`` ('accuracy' or 'auc'): baseline mean ± std, gains ± RSS error."""
+def _scores(out: Path | None, rows) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    if out is None:
+        return None, []
+    loaded = [np.load(cell_dir(out, r["task"], r["size"], r["strategy"], r["seed"]) / "scores.npy") for r in rows]
+    return (loaded[0][0], [x[1] for x in loaded]) if loaded else (None, [])
+
+
+def table_one(cfg: StudyConfig, rows: list[dict], metric: str, out: Path | None = None) -> list[dict]:
+    """Rows of Table I for ``metric`` ('accuracy' or 'auc'): baseline mean ± seed std and test error; each gain
+    with its seed error (RSS of the standard deviations), test error (paired bootstrap; needs the cells' scores
+    under ``out``) and their quadrature sum ``gain_<s>_err`` (the seed error alone when there are no scores)."""
     table = []
     for t in cfg.tasks:
         for size in cfg.sizes:
             base = _stats(rows, t.name, size, BASELINE, metric)
             if base is None:
                 continue
-            row = {"task": t.name, "size": size, "baseline": base[0], "baseline_std": base[1], "n_seeds": base[2]}
+            base_rows = _select(rows, t.name, size, BASELINE)
+            y, base_scores = _scores(out, base_rows)
+            row = {"task": t.name, "size": size, "baseline": base[0], "baseline_std": base[1], "n_seeds": base[2],
+                   "baseline_test_err": single_test_error(base[0], y, metric) if y is not None else math.nan,
+                   "baseline_collapsed": sum(bool(r.get("collapsed")) for r in base_rows)}
             for s in cfg.strategies:
                 if s == BASELINE:
                     continue
                 st = _stats(rows, t.name, size, s, metric)
-                if st is not None:
-                    row[f"gain_{s}"] = st[0] - base[0]
-                    row[f"gain_{s}_err"] = math.hypot(st[1], base[1])
+                if st is None:
+                    continue
+                other_rows = _select(rows, t.name, size, s)
+                seeds_err = math.hypot(st[1], base[1])
+                test_err = gain_test_error(y, base_scores, _scores(out, other_rows)[1], metric) \
+                    if y is not None else math.nan
+                row[f"gain_{s}"] = st[0] - base[0]
+                row[f"gain_{s}_err_seeds"] = seeds_err
+                row[f"gain_{s}_err_test"] = test_err
+                row[f"gain_{s}_err"] = seeds_err if math.isnan(test_err) else math.hypot(seeds_err, test_err)
+                row[f"{s}_collapsed"] = sum(bool(r.get("collapsed")) for r in other_rows)
             table.append(row)
     return table
 
 
 def table_markdown(cfg: StudyConfig, table: list[dict], metric: str) -> str:
-    """Table I as markdown, gains in points (x100) like the paper."""
+    """Table I as markdown, in points (x100) like the paper: baseline mean ± seed std (test error); gains
+    ± combined error (seed part, test part). Cells with collapsed models are marked."""
     others = [s for s in cfg.strategies if s != BASELINE]
     head = ["task", "size/class", f"baseline {metric} (%)"] + [f"gain {s} (pts)" for s in others]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def flag(n):
+        return f" ⚠ {n} collapsed" if n else ""
+
     for r in table:
-        cells = [r["task"], f"{r['size']:,}", f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f}"]
+        test = r.get("baseline_test_err", math.nan)
+        cells = [r["task"], f"{r['size']:,}", f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f}"
+                 + ("" if math.isnan(test) else f" (test ± {100 * test:.2f})") + flag(r.get("baseline_collapsed"))]
         for s in others:
             g = r.get(f"gain_{s}")
-            cells.append("–" if g is None else f"{100 * g:+.2f} ± {100 * r[f'gain_{s}_err']:.2f}")
+            if g is None:
+                cells.append("–")
+                continue
+            parts = f"seeds {100 * r[f'gain_{s}_err_seeds']:.2f}"
+            if not math.isnan(r[f"gain_{s}_err_test"]):
+                parts += f", test {100 * r[f'gain_{s}_err_test']:.2f}"
+            cells.append(f"{100 * g:+.2f} ± {100 * r[f'gain_{s}_err']:.2f} ({parts}){flag(r.get(f'{s}_collapsed'))}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -81,39 +121,48 @@ def _write_csv(path: Path, table: list[dict]) -> None:
         w.writerows(table)
 
 
-def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float]) -> list[dict]:
-    """Fig. 1: time for each pretrained strategy to reach 99% of the baseline's final validation accuracy,
-    as a fraction of the baseline's training time (per task and size, mean over seeds), and break-even."""
-    rows = []
+def _history(out: Path, result: dict) -> dict:
+    return {"history": read_history(out / result["run"] / "history.csv"), **result}
+
+
+def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], rows: list[dict]) -> list[dict]:
+    """Fig. 1, fairly (hepfm.study.efficiency.fair_efficiency), per task, size and pretrained strategy over the
+    seeds: optimizer steps, events and wall time to reach 99% of the baseline's final validation accuracy, as
+    fractions of the baseline's cost to first reach it. Means are given only when every seed reached the
+    target; a target at chance level is flagged meaningless. Break-even (wall time): pretraining time / the
+    mean time saved per task, when every seed reached the target."""
+    table = []
     for t in cfg.tasks:
         for size in cfg.sizes:
+            base_rows = {r["seed"]: r for r in _select(rows, t.name, size, BASELINE)}
             for s in cfg.strategies:
                 if s == BASELINE:
                     continue
-                fractions, base_times, ft_times = [], [], []
-                for seed in range(cfg.seeds):
-                    base_dir = cell_dir(out, t.name, size, BASELINE, seed)
-                    ft_dir = cell_dir(out, t.name, size, s, seed)
-                    if not ((base_dir / RESULT).exists() and (ft_dir / RESULT).exists()):
-                        continue
-                    base, ft = read_history(base_dir / "history.csv"), read_history(ft_dir / "history.csv")
-                    frac = relative_time_to_99(ft, base)
-                    fractions.append(math.nan if frac is None else frac)
-                    base_times.append(float(base[-1]["wall_time_s"]))
-                    reach = time_to_reach(ft, 0.99 * baseline_final_accuracy(base))
-                    ft_times.append(float(ft[-1]["wall_time_s"]) if reach is None else reach)
-                if not fractions:
+                pairs = [fair_efficiency(_history(out, base_rows[r["seed"]]), _history(out, r))
+                         for r in _select(rows, t.name, size, s) if r["seed"] in base_rows]
+                if not pairs:
                     continue
-                reached = [f for f in fractions if not math.isnan(f)]
+                reached = [p for p in pairs if p["reached"]]
+                every = len(reached) == len(pairs)
+
+                def mean(key, ok=every, ps=pairs):
+                    return float(np.mean([p[key] for p in ps])) if ok else math.nan
+
+                def std(key, ok=every, ps=pairs):
+                    return float(np.std([p[key] for p in ps])) if ok and len(ps) > 1 else math.nan
+
+                saving = mean("baseline_time_s") - mean("time_s")
                 pre = pretrain_time_s.get(STRATEGIES[s][0], math.nan)
-                rows.append({"task": t.name, "size": size, "strategy": s,
-                             "time_fraction": float(np.mean(reached)) if reached else math.nan,
-                             "time_fraction_std": float(np.std(reached)) if reached else math.nan,
-                             "reached": f"{len(reached)}/{len(fractions)}",
-                             "baseline_time_s": float(np.mean(base_times)),
-                             "break_even_tasks": break_even_tasks(pre, base_times, ft_times)
-                             if not math.isnan(pre) else math.nan})
-    return rows
+                table.append({"task": t.name, "size": size, "strategy": s, "reached": f"{len(reached)}/{len(pairs)}",
+                              "meaningless": any(p["meaningless"] for p in pairs),
+                              "baseline_final_val_accuracy": mean("baseline_final_accuracy", True),
+                              "step_fraction": mean("step_fraction"), "step_fraction_std": std("step_fraction"),
+                              "event_fraction": mean("event_fraction"), "time_fraction": mean("time_fraction"),
+                              "baseline_steps": mean("baseline_steps", True), "steps": mean("steps"),
+                              "baseline_time_s": mean("baseline_time_s", True),
+                              "break_even_tasks": (math.ceil(pre / saving) if saving > 0 else math.inf)
+                              if every and not math.isnan(pre) else math.nan})
+    return table
 
 
 def cross_model(cfg: StudyConfig, out: Path, task: str, size: int) -> dict | None:
@@ -139,24 +188,128 @@ def _fmt(v, pct=False) -> str:
     return f"{100 * v:.0f}%" if pct else (f"{v:.0f}" if isinstance(v, (int, float)) else str(v))
 
 
+CELL_COLUMNS = ("task", "size", "strategy", "seed", "accuracy", "accuracy_err", "auc", "auc_err", "lr", "backbone_lr",
+                "tuned", "collapsed", "retries", "epochs_run", "best_epoch", "epoch_cap_hit", "disjoint_events",
+                "train_time_s", "run")
+
+
+def cells_table(rows: list[dict]) -> list[dict]:
+    """One row per cell: task, size, strategy, seed, accuracy and AUC with test errors, the rates used, flags."""
+    out = []
+    for r in rows:
+        row = {k: r.get(k) for k in CELL_COLUMNS}
+        row["retries"] = ";".join(f"{x['point']}{'(collapsed)' if x['collapsed'] else ''}"
+                                  for x in r.get("retries", []))
+        out.append(row)
+    return out
+
+
+def tuning_table(cfg: StudyConfig, out: Path) -> list[dict]:
+    """Every tuning point: its rates, validation loss/accuracy/AUC, epochs, cap, collapse, and the choice."""
+    from hepfm.study.run import TUNING, tuning_dir
+
+    table = []
+    for t in cfg.tasks:
+        for size in cfg.sizes:
+            for s in cfg.strategies:
+                path = tuning_dir(out, t.name, size, s) / TUNING
+                if not path.exists():
+                    continue
+                tuning = json.loads(path.read_text())
+                for p in tuning["grid"]:
+                    table.append({"task": t.name, "size": size, "strategy": s, "point": p["point"], "lr": p["lr"],
+                                  "backbone_lr": p["backbone_lr"], "val_loss": p["val_loss"],
+                                  "val_accuracy": p.get("val_accuracy"), "val_auc": p.get("val_auc"),
+                                  "epochs_run": p.get("epochs_run"), "epoch_cap_hit": p.get("epoch_cap_hit"),
+                                  "collapsed": p["collapsed"], "error": p.get("error", ""),
+                                  "chosen": p["point"] == tuning["chosen"]})
+    return table
+
+
+def _num(v, fmt=".4f") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _tuning_markdown(table: list[dict]) -> list[str]:
+    lines = ["| task | size/class | strategy | lr | backbone lr | val loss | val accuracy | epochs | cap | collapsed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        mark = "**" if r["chosen"] else ""
+        lines.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {mark}{r['lr']:g}{mark} | "
+                     f"{'–' if r['backbone_lr'] is None else format(r['backbone_lr'], 'g')} | {_num(r['val_loss'])} | "
+                     f"{_num(r['val_accuracy'])} | {r['epochs_run'] or '–'} | "
+                     f"{'yes' if r['epoch_cap_hit'] else 'no'} | "
+                     f"{'**yes**' if r['collapsed'] else 'no'} |")
+    return lines
+
+
+def _cka_markdown(res: dict) -> list[str]:
+    names = res["linear"]["names"]
+    lines = ["| model A | model B | linear CKA | RBF CKA |", "|---|---|---|---|"]
+    for i, a in enumerate(names):
+        for j in range(i, len(names)):
+            cells = []
+            for kernel in ("linear", "rbf"):
+                m, sd = res[kernel]["mean"][i][j], res[kernel]["std"][i][j]
+                cells.append("n/a" if m is None or (isinstance(m, float) and math.isnan(m)) else f"{m:.2f} ± {sd:.2f}")
+            lines.append(f"| {a} | {names[j]} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _quality_markdown(quality: dict) -> list[str]:
+    lines = [f"Held-out label accuracy over the {len(quality['labels'])} binary truth flags "
+             f"({quality['n_test']} events): model **{quality['label_accuracy']:.4f}**, predicting every flag absent "
+             f"{quality['all_absent_accuracy']:.4f}, predicting each flag's training-set majority "
+             f"{quality['prior_accuracy']:.4f}.\n", "| label | test rate | accuracy | AUC |", "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['test_rate']:.3f} | {r['accuracy']:.3f} | {_num(r['auc'], '.3f')} |"
+              for r in quality["labels"]]
+    return lines
+
+
 def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) -> Path:
-    """Write Table I (md + csv, accuracy and AUC), efficiency, CKA, plots and report.md into ``out``."""
+    """Write Table I (md + csv, accuracy and AUC), cells.csv, tuning.csv, efficiency, CKA, plots and report.md."""
     from hepfm.eval import plots
+    from hepfm.study.run import QUALITY
 
     out = Path(out)
     timing = timing or (json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {})
     rows = collect(cfg, out)
-    _write_csv(out / "cells.csv", rows)
+    _write_csv(out / "cells.csv", cells_table(rows))
     md = [f"# hepfm study report\n\nConfiguration: `{cfg.source}`; {len(rows)} finished cells "
           f"({len(cfg.tasks)} tasks x {len(cfg.sizes)} sizes x {len(cfg.strategies)} strategies x {cfg.seeds} seeds). "
           f"Each task is evaluated on one fixed test set of {cfg.test_size} events per class.\n"]
+    shared = sorted({(r["task"], r["size"]) for r in rows if not r.get("disjoint_events", False)})
+    md.append("Seeds train and validate on disjoint events" + (
+        "." if not shared else " except at " + ", ".join(f"{t} {s:,}" for t, s in shared)
+        + " (the pool is too small: seeds draw random, overlapping subsets).") + "\n")
     for metric, title in (("accuracy", "accuracy (threshold 0.5)"), ("auc", "ROC AUC")):
-        table = table_one(cfg, rows, metric)
+        table = table_one(cfg, rows, metric, out)
         _write_csv(out / f"table1_{metric}.csv", table)
         text = table_markdown(cfg, table, metric)
         (out / f"table1_{metric}.md").write_text(text + "\n")
-        md += [f"## Table I — {title}\n", "Gains are the pretrained strategy's mean minus the baseline mean, "
-               "in points; errors are the root sum of squares of the ensemble standard deviations.\n", text, ""]
+        md += [f"## Table I — {title}\n", "Baseline: mean ± standard deviation over seeds (test: the test-sample "
+               "error of one model, binomial or Hanley-McNeil). Gains: the strategy's mean minus the baseline's, in "
+               "points, ± the quadrature sum of the seed error (root sum of squares of the two standard deviations) "
+               "and the test-sample error (paired bootstrap over the shared test events).\n", text, ""]
+    tuning = tuning_table(cfg, out)
+    if tuning:
+        _write_csv(out / "tuning.csv", tuning)
+        md += ["## Learning rates (tuned on validation data, seed 0)\n",
+               "Each strategy chose its rate(s) by validation loss; the chosen point is in bold. Points whose "
+               "validation scores collapsed onto the object multiplicity rank last.\n", *_tuning_markdown(tuning), ""]
+    cap = [r for r in rows if r.get("epoch_cap_hit")]
+    cap_t = [r for r in tuning if r["epoch_cap_hit"]]
+    md += ["## Training checks\n",
+           f"- Epoch cap: early stopping ended training in {len(rows) - len(cap)} of {len(rows)} cells and "
+           f"{len(tuning) - len(cap_t)} of {len(tuning)} tuning runs; the cap was hit in {len(cap)} cells"
+           + (": " + ", ".join(f"{r['task']} {r['size']} {r['strategy']} seed {r['seed']}" for r in cap) if cap else "")
+           + "."]
+    collapsed = [r for r in rows if r.get("collapsed")]
+    retried = [r for r in rows if r.get("retries")]
+    md.append(f"- Collapse (test scores a function of the object multiplicity alone): {len(collapsed)} of {len(rows)} "
+              f"final models collapsed" + (": " + ", ".join(f"{r['task']} {r['size']} {r['strategy']} seed {r['seed']}"
+                                                          for r in collapsed) if collapsed else "")
+              + f"; {len(retried)} cells retried at their next-best rates.\n")
     figures = []
     for t in cfg.tasks:
         for metric in ("accuracy", "auc"):
@@ -173,17 +326,29 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         if curves:
             figures.append(plots.roc_plot(curves, out / "plots" / f"roc_{t.name}.png",
                                           f"{t.name}, {min(cfg.sizes):,} events/class, seed 0"))
-    eff = efficiency(cfg, out, timing.get("pretrain_time_s", {}))
+    eff = efficiency(cfg, out, timing.get("pretrain_time_s", {}), rows)
     if eff:
         _write_csv(out / "efficiency.csv", eff)
-        md += ["## Compute efficiency (Fig. 1)\n", "Wall time for the pretrained strategy to reach 99% of the "
-               "baseline's final validation accuracy, as a fraction of the baseline's training time (mean over the "
-               "seeds that reach it); break-even = number of tasks after which pretraining pays for itself.\n",
-               "| task | size/class | strategy | time fraction | reached | baseline time (s) | break-even tasks |",
-               "|---|---|---|---|---|---|---|"]
-        md += [f"| {r['task']} | {r['size']:,} | {r['strategy']} | {_fmt(r['time_fraction'], True)} | {r['reached']} | "
-               f"{r['baseline_time_s']:.0f} | {_fmt(r['break_even_tasks'])} |" for r in eff]
+        md += ["## Compute efficiency (Fig. 1)\n", "Optimizer steps (and events, wall time) for the pretrained "
+               "strategy to reach 99% of the baseline's final validation accuracy, as a fraction of the steps the "
+               "baseline took to *first* reach that accuracy (its patience epochs are not counted). Seeds are paired "
+               "(same validation events); a mean is given only when every seed reached the target. A baseline at "
+               "chance level (within 2 binomial errors of 50%) makes the comparison meaningless. Break-even (wall "
+               "time) = tasks after which pretraining pays for itself.\n",
+               "| task | size/class | strategy | baseline val acc | steps fraction | events fraction | time fraction | "
+               "reached | baseline steps | break-even tasks |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in eff:
+            sf = "meaningless (baseline at chance)" if r["meaningless"] else (
+                _fmt(r["step_fraction"], True) + ("" if math.isnan(r["step_fraction_std"])
+                                                  else f" ± {100 * r['step_fraction_std']:.0f}%"))
+            md.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {r['baseline_final_val_accuracy']:.3f} | "
+                      f"{sf} | {_fmt(r['event_fraction'], True)} | {_fmt(r['time_fraction'], True)} | {r['reached']} | "
+                      f"{r['baseline_steps']:.0f} | {_fmt(r['break_even_tasks'])} |")
         md.append("")
+    quality_path = out / "pretrained" / "multilabel" / QUALITY
+    if quality_path.exists():
+        md += ["## Multilabel backbone against trivial predictors\n",
+               *_quality_markdown(json.loads(quality_path.read_text())), ""]
     md += ["## CKA sanity check (Table II)\n", cka.format_markdown(cka.sanity_table()), ""]
     size = cfg.cka_size or min(cfg.sizes)
     for t in cfg.tasks:
@@ -191,6 +356,8 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         if res is None:
             continue
         (out / f"cka_{t.name}.json").write_text(json.dumps(res, indent=1))
+        md += [f"## CKA between strategies, {t.name} ({size:,} events/class; mean ± std over seed pairs)\n",
+               *_cka_markdown(res), ""]
         for kernel, r in res.items():
             path = plots.cka_heatmap(np.array(r["mean"]), np.array(r["std"]), r["names"],
                                      out / "plots" / f"cka_{kernel}_{t.name}.png",
