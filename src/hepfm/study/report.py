@@ -35,14 +35,19 @@ def collect(cfg: StudyConfig, out: Path) -> list[dict]:
     return rows
 
 
-def _select(rows, task, size, strategy):
-    return sorted((r for r in rows if (r["task"], r["size"], r["strategy"]) == (task, size, strategy)),
-                  key=lambda r: r["seed"])
+def _select(rows, task, size, strategy, healthy: bool = True):
+    """A group's cells by seed; ``healthy``: without the collapsed ones (they are counted, not averaged)."""
+    return sorted((r for r in rows if (r["task"], r["size"], r["strategy"]) == (task, size, strategy)
+                   and not (healthy and r.get("collapsed"))), key=lambda r: r["seed"])
+
+
+def _n_collapsed(rows, task, size, strategy) -> int:
+    return sum(bool(r.get("collapsed")) for r in _select(rows, task, size, strategy, healthy=False))
 
 
 def _stats(rows, task, size, strategy, metric):
     v = np.array([r[metric] for r in _select(rows, task, size, strategy)])
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)) if len(v) else None
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)) if len(v) else None
 
 
 def _scores(out: Path | None, rows) -> tuple[np.ndarray | None, list[np.ndarray]]:
@@ -55,18 +60,23 @@ def _scores(out: Path | None, rows) -> tuple[np.ndarray | None, list[np.ndarray]
 def table_one(cfg: StudyConfig, rows: list[dict], metric: str, out: Path | None = None) -> list[dict]:
     """Rows of Table I for ``metric`` ('accuracy' or 'auc'): baseline mean ± seed std and test error; each gain
     with its seed error (RSS of the standard deviations), test error (paired bootstrap; needs the cells' scores
-    under ``out``) and their quadrature sum ``gain_<s>_err`` (the seed error alone when there are no scores)."""
+    under ``out``) and their quadrature sum ``gain_<s>_err`` (the seed error alone when there are no scores).
+    Collapsed models are left out of every mean and counted (``baseline_collapsed``, ``<s>_collapsed``)."""
     table = []
     for t in cfg.tasks:
         for size in cfg.sizes:
             base = _stats(rows, t.name, size, BASELINE, metric)
             if base is None:
+                if _n_collapsed(rows, t.name, size, BASELINE):
+                    table.append({"task": t.name, "size": size, "baseline": math.nan, "baseline_std": math.nan,
+                                  "n_seeds": 0, "baseline_test_err": math.nan,
+                                  "baseline_collapsed": _n_collapsed(rows, t.name, size, BASELINE)})
                 continue
             base_rows = _select(rows, t.name, size, BASELINE)
             y, base_scores = _scores(out, base_rows)
             row = {"task": t.name, "size": size, "baseline": base[0], "baseline_std": base[1], "n_seeds": base[2],
                    "baseline_test_err": single_test_error(base[0], y, metric) if y is not None else math.nan,
-                   "baseline_collapsed": sum(bool(r.get("collapsed")) for r in base_rows)}
+                   "baseline_collapsed": _n_collapsed(rows, t.name, size, BASELINE)}
             for s in cfg.strategies:
                 if s == BASELINE:
                     continue
@@ -80,8 +90,10 @@ def table_one(cfg: StudyConfig, rows: list[dict], metric: str, out: Path | None 
                 row[f"gain_{s}"] = st[0] - base[0]
                 row[f"gain_{s}_err_seeds"] = seeds_err
                 row[f"gain_{s}_err_test"] = test_err
-                row[f"gain_{s}_err"] = seeds_err if math.isnan(test_err) else math.hypot(seeds_err, test_err)
-                row[f"{s}_collapsed"] = sum(bool(r.get("collapsed")) for r in other_rows)
+                row[f"gain_{s}_err"] = math.hypot(*(e for e in (seeds_err, test_err) if not math.isnan(e))) \
+                    if not (math.isnan(seeds_err) and math.isnan(test_err)) else math.nan
+                row[f"{s}_n_seeds"] = st[2]
+                row[f"{s}_collapsed"] = _n_collapsed(rows, t.name, size, s)
             table.append(row)
     return table
 
@@ -94,21 +106,27 @@ def table_markdown(cfg: StudyConfig, table: list[dict], metric: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def flag(n):
-        return f" ⚠ {n} collapsed" if n else ""
+        return f" ⚠ {n} collapsed seed(s) excluded" if n else ""
 
     for r in table:
         test = r.get("baseline_test_err", math.nan)
-        cells = [r["task"], f"{r['size']:,}", f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f}"
+        if r["n_seeds"] == 0:
+            lines.append(f"| {r['task']} | {r['size']:,} | every seed collapsed |" + " – |" * len(others))
+            continue
+        spread = "(1 seed)" if math.isnan(r["baseline_std"]) else f"± {100 * r['baseline_std']:.2f}"
+        cells = [r["task"], f"{r['size']:,}", f"{100 * r['baseline']:.2f} {spread}"
                  + ("" if math.isnan(test) else f" (test ± {100 * test:.2f})") + flag(r.get("baseline_collapsed"))]
         for s in others:
             g = r.get(f"gain_{s}")
             if g is None:
                 cells.append("–")
                 continue
-            parts = f"seeds {100 * r[f'gain_{s}_err_seeds']:.2f}"
+            seeds_err = r[f"gain_{s}_err_seeds"]
+            parts = "seeds n/a: 1 seed" if math.isnan(seeds_err) else f"seeds {100 * seeds_err:.2f}"
             if not math.isnan(r[f"gain_{s}_err_test"]):
                 parts += f", test {100 * r[f'gain_{s}_err_test']:.2f}"
-            cells.append(f"{100 * g:+.2f} ± {100 * r[f'gain_{s}_err']:.2f} ({parts}){flag(r.get(f'{s}_collapsed'))}")
+            err = "" if math.isnan(r[f"gain_{s}_err"]) else f" ± {100 * r[f'gain_{s}_err']:.2f}"
+            cells.append(f"{100 * g:+.2f}{err} ({parts}){flag(r.get(f'{s}_collapsed'))}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -139,7 +157,9 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
                 if s == BASELINE:
                     continue
                 pairs = [fair_efficiency(_history(out, base_rows[r["seed"]]), _history(out, r))
-                         for r in _select(rows, t.name, size, s) if r["seed"] in base_rows]
+                         for r in _select(rows, t.name, size, s, healthy=False) if r["seed"] in base_rows
+                         and not r.get("collapsed")]
+                excluded = len(_select(rows, t.name, size, s, healthy=False)) - len(pairs)
                 if not pairs:
                     continue
                 reached = [p for p in pairs if p["reached"]]
@@ -154,7 +174,7 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
                 saving = mean("baseline_time_s") - mean("time_s")
                 pre = pretrain_time_s.get(STRATEGIES[s][0], math.nan)
                 table.append({"task": t.name, "size": size, "strategy": s, "reached": f"{len(reached)}/{len(pairs)}",
-                              "meaningless": any(p["meaningless"] for p in pairs),
+                              "excluded_collapsed": excluded, "meaningless": any(p["meaningless"] for p in pairs),
                               "baseline_final_val_accuracy": mean("baseline_final_accuracy", True),
                               "step_fraction": mean("step_fraction"), "step_fraction_std": std("step_fraction"),
                               "event_fraction": mean("event_fraction"), "time_fraction": mean("time_fraction"),
@@ -166,11 +186,12 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
 
 
 def cross_model(cfg: StudyConfig, out: Path, task: str, size: int) -> dict | None:
-    """Ensemble-averaged CKA between the latents of the strategies' models (Table III), both kernels."""
+    """Ensemble-averaged CKA between the latents of the strategies' (healthy) models (Table III), both kernels."""
     latents = {}
     for s in cfg.strategies:
-        files = [cell_dir(out, task, size, s, seed) / "latent.npy" for seed in range(cfg.seeds)]
-        members = [np.load(f) for f in files if f.exists()]
+        folders = [cell_dir(out, task, size, s, seed) for seed in range(cfg.seeds)]
+        members = [np.load(f / "latent.npy") for f in folders if (f / "latent.npy").exists() and (f / RESULT).exists()
+                   and not json.loads((f / RESULT).read_text()).get("collapsed")]  # collapsed models left out
         if members:
             latents[s] = members
     if not latents or (len(latents) < 2 and all(len(v) < 2 for v in latents.values())):
@@ -189,8 +210,8 @@ def _fmt(v, pct=False) -> str:
 
 
 CELL_COLUMNS = ("task", "size", "strategy", "seed", "accuracy", "accuracy_err", "auc", "auc_err", "lr", "backbone_lr",
-                "tuned", "collapsed", "retries", "epochs_run", "best_epoch", "epoch_cap_hit", "disjoint_events",
-                "train_time_s", "run")
+                "tuned", "chosen", "collapsed", "retries", "epochs_run", "best_epoch", "epoch_cap_hit",
+                "disjoint_events", "train_time_s", "run")
 
 
 def cells_table(rows: list[dict]) -> list[dict]:
@@ -200,6 +221,7 @@ def cells_table(rows: list[dict]) -> list[dict]:
         row = {k: r.get(k) for k in CELL_COLUMNS}
         row["retries"] = ";".join(f"{x['point']}{'(collapsed)' if x['collapsed'] else ''}"
                                   for x in r.get("retries", []))
+        row["chosen"] = r.get("chosen")
         out.append(row)
     return out
 
@@ -332,7 +354,8 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         md += ["## Compute efficiency (Fig. 1)\n", "Optimizer steps (and events, wall time) for the pretrained "
                "strategy to reach 99% of the baseline's final validation accuracy, as a fraction of the steps the "
                "baseline took to *first* reach that accuracy (its patience epochs are not counted). Seeds are paired "
-               "(same validation events); a mean is given only when every seed reached the target. A baseline at "
+               "(same validation events) and pairs with a collapsed model are left out; a mean is given only when "
+               "every remaining seed reached the target. A baseline at "
                "chance level (within 2 binomial errors of 50%) makes the comparison meaningless. Break-even (wall "
                "time) = tasks after which pretraining pays for itself.\n",
                "| task | size/class | strategy | baseline val acc | steps fraction | events fraction | time fraction | "
@@ -342,7 +365,8 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                 _fmt(r["step_fraction"], True) + ("" if math.isnan(r["step_fraction_std"])
                                                   else f" ± {100 * r['step_fraction_std']:.0f}%"))
             md.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {r['baseline_final_val_accuracy']:.3f} | "
-                      f"{sf} | {_fmt(r['event_fraction'], True)} | {_fmt(r['time_fraction'], True)} | {r['reached']} | "
+                      f"{sf} | {_fmt(r['event_fraction'], True)} | {_fmt(r['time_fraction'], True)} | {r['reached']}"
+                      f"{f' ({excl} collapsed pairs left out)' if (excl := r['excluded_collapsed']) else ''} | "
                       f"{r['baseline_steps']:.0f} | {_fmt(r['break_even_tasks'])} |")
         md.append("")
     quality_path = out / "pretrained" / "multilabel" / QUALITY
