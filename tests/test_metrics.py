@@ -174,3 +174,18 @@ def test_statistical_errors_match_simulation():
     assert m.auc_error(0.8, n_pos, n_neg) == pytest.approx(np.std(aucs), rel=0.08)
     with pytest.raises(ValueError):
         m.auc_error(0.8, 0, 10)
+
+
+def test_multilabel_quality_against_trivial_predictors():
+    truth = np.array([[1, 0], [0, 0], [1, 0], [0, 1]])
+    scores = np.array([[0.9, 0.2], [0.1, 0.3], [0.4, 0.1], [0.3, 0.8]])
+    train = np.array([[1, 0], [1, 0], [1, 1], [0, 0]])  # priors 0.75 and 0.25
+    q = m.multilabel_quality(scores, truth, train, ["a", "b"])
+    assert q["label_accuracy"] == pytest.approx(7 / 8)  # one miss: event 3, label a (0.4 < 0.5)
+    assert q["all_absent_accuracy"] == pytest.approx(5 / 8)
+    assert q["prior_accuracy"] == pytest.approx((2 + 3) / 8)  # predicts a present, b absent
+    assert q["labels"][0]["auc"] == pytest.approx(1.0) and q["labels"][1]["auc"] == pytest.approx(1.0)
+    q = m.multilabel_quality(scores, np.zeros((4, 2)), train, ["a", "b"])
+    assert q["labels"][0]["auc"] is None
+    with pytest.raises(ValueError, match="shapes"):
+        m.multilabel_quality(scores, truth, train, ["a"])

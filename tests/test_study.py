@@ -44,13 +44,14 @@ def test_study_runs_resumes_and_reports(stores, tmp_path):
     assert all(r["n_test"] == 120 for r in results)
     assert {r["epochs_run"] for r in results if r["size"] == 80} == {1}
     # Rerun: every cell is reused, nothing retrained.
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("model.safetensors")}
+    assert len(before) == 2 + 2 * 4 * 2  # two backbones; per cell one run (seed 0's is its tuning run)
     run_study(cfg, tmp_path, progress=False)
-    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("model.safetensors")}
     report = write_report(cfg, tmp_path)
     text = report.read_text()
     assert "Table I — accuracy" in text and "gain finetune_multiclass" in text and "Table II" in text
-    for name in ("table1_accuracy.csv", "table1_auc.md", "efficiency.csv", "cells.csv", "cka_toy.json",
+    for name in ("table1_accuracy.csv", "table1_auc.md", "cells.csv", "tuning.csv", "cka_toy.json",
                  "plots/accuracy_vs_size_toy.png", "plots/roc_toy.png", "plots/cka_linear_toy.png"):
         assert (tmp_path / name).exists(), name
     cka = json.loads((tmp_path / "cka_toy.json").read_text())["linear"]
@@ -117,3 +118,89 @@ def test_shipped_configs_are_valid():
     assert len(cpu.tasks) >= 2 and {1000, 10000} <= set(cpu.sizes)
     paper = load_config(configs / "study-paper.yaml")
     assert max(paper.sizes) == 10_000_000 and paper.test_size == 2_000_000
+
+
+def _rows(data):
+    return {bytes(r) for r in data.x.numpy().reshape(len(data), -1)}
+
+
+def test_seeds_draw_disjoint_events_when_the_pool_allows(stores):
+    from hepfm.data.datasets import BinarySplitPlan, binary_split
+
+    _, down = stores
+    splits = [binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=40, test_size=60, seed=k, block=k))
+              for k in range(4)]  # 60 test + 4 x (40 + 10) = 260 of the 300 events per class
+    for a in range(4):
+        assert _rows(splits[a]["test"]) == _rows(splits[0]["test"])
+        for b in range(a + 1, 4):
+            assert not _rows(splits[a]["train"]) & _rows(splits[b]["train"])
+            assert not _rows(splits[a]["val"]) & _rows(splits[b]["val"])
+        assert not (_rows(splits[a]["train"]) | _rows(splits[a]["val"])) & _rows(splits[a]["test"])
+    with pytest.raises(HepfmError, match="block 5"):
+        binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=40, test_size=60, block=5))
+    # Random subsets (the old behaviour) overlap: what block avoids.
+    random = [binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=100, test_size=60, seed=k))
+              for k in range(2)]
+    assert _rows(random[0]["train"]) & _rows(random[1]["train"])
+
+
+def test_study_records_disjoint_seeds_and_the_tuning_grid(stores, tmp_path):
+    from hepfm.study.config import disjoint_seeds
+
+    cfg = parse_config(_config(stores, sizes=[40, 80], seeds=3, strategies=["scratch"],
+                               finetune={"epochs": 3, "batch_size": 32, "patience": 2, "lr_grid": [1e-3, 3e-3]}))
+    assert disjoint_seeds(cfg, 40, 300) and not disjoint_seeds(cfg, 80, 300)  # 60 + 3 x 100 > 300
+    run_study(cfg, tmp_path, progress=False)
+    results = [json.loads(p.read_text()) for p in (tmp_path / "cells").rglob(RESULT)]
+    assert {(r["size"], r["disjoint_events"]) for r in results} == {(40, True), (80, False)}
+    for r in results:
+        grid = r["tuning"]["grid"]
+        assert [p["lr"] for p in grid] == [1e-3, 3e-3] and all("val_loss" in p and "val_accuracy" in p for p in grid)
+        healthy = [p for p in grid if not p["collapsed"]]
+        if healthy:
+            assert r["chosen"] == min(healthy, key=lambda p: p["val_loss"])["point"]
+        assert isinstance(r["epoch_cap_hit"], bool) and r["tuned"]
+    write_report(cfg, tmp_path)
+    header = (tmp_path / "cells.csv").read_text().splitlines()[0].split(",")
+    assert {"task", "size", "strategy", "seed", "accuracy", "auc", "lr", "backbone_lr", "collapsed"} <= set(header)
+    assert "Learning rates (tuned" in (tmp_path / "report.md").read_text()
+
+
+def test_fixed_rates_skip_the_grid_and_finetuning_tries_ratios_at_the_best_head_rate():
+    base = {"tasks": ["wh_vs_zh"], "sizes": [1000], "test_size": 10}
+    tuned = parse_config(base).finetune
+    assert tuned.tuned and tuned.first_points("scratch") == [(1e-4, None), (3e-4, None), (1e-3, None)]
+    assert [round(b / h, 6) for h, b in tuned.first_points("finetune")] == [0.1] * 3
+    assert tuned.second_points("finetune", 3e-4) == [(3e-4, 3e-4)]
+    assert tuned.second_points("scratch", 3e-4) == []
+    fixed = parse_config({**base, "finetune": {"lr": 1e-3}}).finetune
+    assert not fixed.tuned and fixed.first_points("scratch") == [(1e-3, None)]
+    assert fixed.first_points("finetune") == [(1e-3, pytest.approx(1e-4))] and fixed.second_points("finetune", 1e-3) == []
+    by_size = parse_config({**base, "finetune": {"by_size": {1000: {"lr": 3e-4, "backbone_lr": 1e-5}}}}).finetune
+    assert by_size.for_size(1000).first_points("finetune") == [(3e-4, 1e-5)] and by_size.tuned
+    with pytest.raises(HepfmError, match="lr_grid"):
+        parse_config({**base, "finetune": {"lr_grid": []}})
+
+
+def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
+    """Same multiplicities, harder jets for signal: a multiplicity-only (collapsed) model is at chance, while a
+    cut on the scalar pT sum reaches a known accuracy that the tuned scratch model must approach."""
+    import numpy as np
+
+    from hepfm.data.datasets import BinarySplitPlan, binary_test_set
+    from toy_events import toy_store
+
+    down = toy_store(tmp_path / "sep", n_per_class=400, seed=4,
+                     specs={"low": dict(mean_jets=5.0, pt_scale=30.0), "high": dict(mean_jets=5.0, pt_scale=90.0)})
+    raw = {"tasks": {"sep": {"signal": str(down / "high"), "background": str(down / "low")}}, "sizes": [120],
+           "seeds": 1, "test_size": 150, "strategies": ["scratch"], "model_options": {"share_blocks": True},
+           "finetune": {"epochs": 60, "batch_size": 32, "patience": 4, "lr_grid": [3e-4, 1e-3]}}
+    cfg = parse_config(raw)
+    run_study(cfg, tmp_path / "out", progress=False)
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").rglob(RESULT)]
+    test = binary_test_set(down / "high", down / "low", BinarySplitPlan(test_size=150))
+    ht, y = test.x[:, :, 0].sum(dim=1).numpy(), test.y.numpy()
+    best_cut = max(np.mean((ht >= c) == (y == 1)) for c in np.quantile(ht, np.linspace(0.05, 0.95, 91)))
+    assert best_cut > 0.9
+    assert not result["collapsed"] and not result["epoch_cap_hit"]
+    assert result["accuracy"] >= best_cut - 0.05

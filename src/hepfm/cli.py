@@ -455,18 +455,31 @@ def demo(
 ) -> None:
     """The quick-start job: small samples, a pretrained multiclass GraphNet, H+ vs tt fine-tuned vs scratch.
 
-    About 10 minutes on a 2-core laptop. Prints accuracy and AUC of both and writes a ROC curve and report.
+    Each strategy's learning rate is tuned on validation data first. About 5 minutes on 2 CPU cores. Prints
+    accuracy and AUC of both with their test-sample errors, the chosen rates and the gain; writes cells.csv,
+    a ROC curve and report.md.
     """
     from hepfm.study.demo import demo_config
+    from hepfm.study.report import table_one
 
-    rows = _run_study(demo_config(), out, False, progress)
+    cfg = demo_config()
+    rows = _run_study(cfg, out, False, progress)
     table = Table(title="H+ -> tb vs tt, 1000 training events per class, 2000 test events per class")
-    for col in ("strategy", "accuracy", "ROC AUC", "epochs", "training time (s)"):
+    for col in ("strategy", "chosen learning rate(s)", "accuracy", "ROC AUC", "epochs", "training time (s)"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["strategy"], f"{r['accuracy']:.4f}", f"{r['auc']:.4f}", str(r["epochs_run"]),
-                      f"{r['train_time_s']:.0f}")
+        rates = f"{r['lr']:g}" + ("" if r["backbone_lr"] is None else f" (backbone {r['backbone_lr']:g})")
+        flag = " COLLAPSED" if r.get("collapsed") else ""
+        table.add_row(r["strategy"] + flag, rates, f"{r['accuracy']:.4f} ± {r['accuracy_err']:.4f}",
+                      f"{r['auc']:.4f} ± {r['auc_err']:.4f}", f"{r['epochs_run']}", f"{r['train_time_s']:.0f}")
     console.print(table)
+    for metric in ("accuracy", "auc"):
+        for row in table_one(cfg, rows, metric, out):
+            g, err = row.get("gain_finetune_multiclass"), row.get("gain_finetune_multiclass_err")
+            if g is not None:
+                console.print(f"gain from pretraining ({metric}): {100 * g:+.2f} ± {100 * err:.2f} points "
+                              "(error: test-sample, paired bootstrap; one seed)")
+    console.print(f"cells: {out / 'cells.csv'}")
 
 
 @app.command()
