@@ -175,7 +175,8 @@ def test_fixed_rates_skip_the_grid_and_finetuning_tries_ratios_at_the_best_head_
     assert tuned.second_points("scratch", 3e-4) == []
     fixed = parse_config({**base, "finetune": {"lr": 1e-3}}).finetune
     assert not fixed.tuned and fixed.first_points("scratch") == [(1e-3, None)]
-    assert fixed.first_points("finetune") == [(1e-3, pytest.approx(1e-4))] and fixed.second_points("finetune", 1e-3) == []
+    assert fixed.first_points("finetune") == [(1e-3, pytest.approx(1e-4))]
+    assert fixed.second_points("finetune", 1e-3) == []
     by_size = parse_config({**base, "finetune": {"by_size": {1000: {"lr": 3e-4, "backbone_lr": 1e-5}}}}).finetune
     assert by_size.for_size(1000).first_points("finetune") == [(3e-4, 1e-5)] and by_size.tuned
     with pytest.raises(HepfmError, match="lr_grid"):
@@ -186,9 +187,9 @@ def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
     """Same multiplicities, harder jets for signal: a multiplicity-only (collapsed) model is at chance, while a
     cut on the scalar pT sum reaches a known accuracy that the tuned scratch model must approach."""
     import numpy as np
+    from toy_events import toy_store
 
     from hepfm.data.datasets import BinarySplitPlan, binary_test_set
-    from toy_events import toy_store
 
     down = toy_store(tmp_path / "sep", n_per_class=400, seed=4,
                      specs={"low": dict(mean_jets=5.0, pt_scale=30.0), "high": dict(mean_jets=5.0, pt_scale=90.0)})
