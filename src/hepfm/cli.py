@@ -488,7 +488,7 @@ def cka(
         None, help="Model groups: NAME=RUN[,RUN...] (an ensemble) or a single RUN folder per group."),
     data: Optional[Path] = typer.Option(None, help="Events to compute latents on (a store or a process folder)."),
     events: int = typer.Option(2000, help="Number of events."),
-    kernel: str = typer.Option("linear", help="linear or rbf."),
+    kernel: str = typer.Option("both", help="linear, rbf, or both (side by side)."),
     plot: Optional[Path] = typer.Option(None, help="Write a heatmap PNG here."),
     sanity: bool = typer.Option(False, "--sanity", help="Print the dummy-data sanity table (paper's Table II)."),
 ) -> None:
@@ -501,8 +501,8 @@ def cka(
             return
     if data is None:
         raise HepfmError("give the events to compare the models on with --data STORE")
-    if kernel not in ("linear", "rbf"):
-        raise HepfmError(f"--kernel must be linear or rbf, got {kernel!r}")
+    if kernel not in ("linear", "rbf", "both"):
+        raise HepfmError(f"--kernel must be linear, rbf or both, got {kernel!r}")
     import numpy as np
     import torch
 
@@ -520,20 +520,27 @@ def cka(
         paths = runs.split(",") if sep else [item]
         name = name if sep else Path(item).name
         groups[name] = [encode(load_model(p), subset).numpy() for p in paths]
-    mean, std, names = ckamod.cross_model_cka(groups, kernel=kernel)
-    table = Table(title=f"{kernel} CKA on {len(subset)} events of {data}")
+    kernels = ("linear", "rbf") if kernel == "both" else (kernel,)
+    results = {k: ckamod.cross_model_cka(groups, kernel=k) for k in kernels}
+    names = results[kernels[0]][2]
+    table = Table(title=f"{' | '.join(kernels)} CKA on {len(subset)} events of {data}")
     table.add_column("")
     for n in names:
         table.add_column(n, justify="right")
     for i, n in enumerate(names):
-        table.add_row(n, *(("n/a" if np.isnan(mean[i, j]) else f"{mean[i, j]:.3f} ± {std[i, j]:.3f}")
-                           for j in range(len(names))))
+        cells = []
+        for j in range(len(names)):
+            cells.append(" | ".join("n/a" if np.isnan(m[i, j]) else f"{m[i, j]:.3f} ± {sd[i, j]:.3f}"
+                                    for m, sd, _ in results.values()))
+        table.add_row(n, *cells)
     console.print(table)
     if plot is not None:
         from hepfm.eval.plots import cka_heatmap
 
-        cka_heatmap(mean, std, names, plot, f"{kernel} CKA")
-        console.print(f"wrote {plot}")
+        for k, (mean, std, _) in results.items():
+            path = plot if len(kernels) == 1 else plot.with_name(f"{plot.stem}_{k}{plot.suffix}")
+            cka_heatmap(mean, std, names, path, f"{k} CKA")
+            console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
