@@ -2,7 +2,7 @@
 
 The learning rates are the paper's (arXiv:2412.10665): 1e-4 for a model trained from scratch and for a new
 output layer, 10x lower (1e-5) for pretrained layers. The study tunes the rates per strategy on validation
-data (hepfm.study.tuning) unless a configuration fixes them.
+data (hepfm.study.run.tune) unless a configuration fixes them.
 """
 
 LR = 1e-4
