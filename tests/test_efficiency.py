@@ -34,19 +34,6 @@ def test_final_accuracy_best_flag_or_max():
         eff.final_accuracy(flagged, best_epoch=9)
 
 
-def test_relative_time_to_99():
-    baseline = _history([0.50, 0.70, 0.80, 0.85, 0.90, 0.90, 0.89], epoch_s=100.0)  # total 700 s
-    finetune = _history([0.85, 0.888, 0.892, 0.90], epoch_s=7.0)
-    # target = 0.99 * 0.90 = 0.891, first reached at fine-tune epoch 2 (21 s).
-    assert eff.relative_time_to_99(finetune, baseline) == pytest.approx(21.0 / 700.0)
-    assert eff.relative_time_to_99(finetune, baseline, fraction=1.0) == pytest.approx(28.0 / 700.0)
-    assert eff.relative_time_to_99(_history([0.5, 0.6]), baseline) is None
-    # Restored baseline checkpoint at epoch 3 (0.85): target 0.8415, reached at the first fine-tune epoch.
-    assert eff.relative_time_to_99(finetune, baseline, baseline_best_epoch=3) == pytest.approx(7.0 / 700.0)
-    with pytest.raises(ValueError, match="fraction"):
-        eff.relative_time_to_99(finetune, baseline, fraction=1.5)
-
-
 def test_break_even_tasks():
     assert eff.break_even_tasks(10.0, [3.0, 5.0], [1.0, 2.0]) == 4  # saving 2.5 per task -> 4 tasks
     assert eff.break_even_tasks(10.0, [3.0], [1.0]) == 5  # exactly even after 5

@@ -1,4 +1,6 @@
-"""Compute efficiency of fine-tuning (arXiv:2412.10665, Fig. 1 and the break-even task count).
+"""Compute efficiency of fine-tuning (arXiv:2412.10665, Fig. 1 and the break-even task count), measured fairly:
+see :func:`fair_efficiency` (optimizer steps to the baseline's first arrival at its final accuracy, not the
+baseline's total training time).
 
 A training history is a list of per-epoch dicts (one per row of the trainer's ``history.csv``) with at
 least ``epoch``, ``wall_time_s`` (cumulative seconds since the start of training, at the end of that
@@ -98,23 +100,6 @@ def final_accuracy(history, best_epoch: int | None = None) -> float:
 def total_time(history) -> float:
     """Total training wall time: the cumulative wall time of the last epoch (patience epochs included)."""
     return float(_validated(history)[-1]["wall_time_s"])
-
-
-def relative_time_to_99(finetune_history, baseline_history, fraction: float = 0.99,
-                        baseline_best_epoch: int | None = None) -> float | None:
-    """Fig. 1 metric: time for the fine-tuned model to reach ``fraction`` x the baseline's final accuracy,
-    divided by the baseline's total training time. None if the fine-tuned run never reaches it.
-
-    The baseline's final accuracy is :func:`final_accuracy` (``baseline_best_epoch`` passed on); times are
-    :func:`time_to_reach` (first epoch end at or above the target, no interpolation) and :func:`total_time`.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    base_time = total_time(baseline_history)
-    if base_time <= 0:
-        raise ValueError("baseline_history: total training time is 0")
-    reached = time_to_reach(finetune_history, fraction * final_accuracy(baseline_history, baseline_best_epoch))
-    return None if reached is None else reached / base_time
 
 
 def break_even_tasks(pretrain_time_s: float, baseline_times_s: list, finetune_times_s: list) -> int | float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from hepfm.eval import cka
 from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
-from hepfm.study.efficiency import fair_efficiency, read_history
+from hepfm.study.efficiency import break_even_tasks, fair_efficiency, read_history
 from hepfm.study.run import RESULT, cell_dir
 from hepfm.study.stats import gain_test_error, single_test_error
 
@@ -171,7 +171,6 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
                 def std(key, ok=every, ps=pairs):
                     return float(np.std([p[key] for p in ps])) if ok and len(ps) > 1 else math.nan
 
-                saving = mean("baseline_time_s") - mean("time_s")
                 pre = pretrain_time_s.get(STRATEGIES[s][0], math.nan)
                 table.append({"task": t.name, "size": size, "strategy": s, "reached": f"{len(reached)}/{len(pairs)}",
                               "excluded_collapsed": excluded, "meaningless": any(p["meaningless"] for p in pairs),
@@ -180,7 +179,8 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
                               "event_fraction": mean("event_fraction"), "time_fraction": mean("time_fraction"),
                               "baseline_steps": mean("baseline_steps", True), "steps": mean("steps"),
                               "baseline_time_s": mean("baseline_time_s", True),
-                              "break_even_tasks": (math.ceil(pre / saving) if saving > 0 else math.inf)
+                              "break_even_tasks": break_even_tasks(pre, [p["baseline_time_s"] for p in pairs],
+                                                                   [p["time_s"] for p in pairs])
                               if every and not math.isnan(pre) else math.nan})
     return table
 
@@ -325,6 +325,8 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
            f"- Epoch cap: early stopping ended training in {len(rows) - len(cap)} of {len(rows)} cells and "
            f"{len(tuning) - len(cap_t)} of {len(tuning)} tuning runs; the cap was hit in {len(cap)} cells"
            + (": " + ", ".join(f"{r['task']} {r['size']} {r['strategy']} seed {r['seed']}" for r in cap) if cap else "")
+           + f" and {len(cap_t)} tuning runs"
+           + (": " + ", ".join(f"{r['task']} {r['size']} {r['strategy']} {r['point']}" for r in cap_t) if cap_t else "")
            + "."]
     collapsed = [r for r in rows if r.get("collapsed")]
     retried = [r for r in rows if r.get("retries")]
