@@ -152,13 +152,14 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
     table = []
     for t in cfg.tasks:
         for size in cfg.sizes:
-            base_rows = {r["seed"]: r for r in _select(rows, t.name, size, BASELINE)}
+            # Results written before the fair measure (no "run" folder recorded) are left out.
+            base_rows = {r["seed"]: r for r in _select(rows, t.name, size, BASELINE) if "run" in r}
             for s in cfg.strategies:
                 if s == BASELINE:
                     continue
                 pairs = [fair_efficiency(_history(out, base_rows[r["seed"]]), _history(out, r))
                          for r in _select(rows, t.name, size, s, healthy=False) if r["seed"] in base_rows
-                         and not r.get("collapsed")]
+                         and "run" in r and not r.get("collapsed")]
                 excluded = len(_select(rows, t.name, size, s, healthy=False)) - len(pairs)
                 if not pairs:
                     continue
