@@ -184,3 +184,25 @@ def test_cka_heatmap_written(tmp_path):
     path = plots.cka_heatmap(mean, std, ["baseline", "multiclass"], tmp_path / "sub" / "cka.png")
     assert path.is_file() and path.stat().st_size > 1000
     assert not list(path.parent.glob("*.tmp.png"))
+
+
+def test_cka_command_prints_linear_and_rbf_side_by_side(tmp_path):
+    import torch
+    from cli_runner import hepfm
+    from toy_events import toy_store
+
+    from hepfm.models.registry import create_model
+    from hepfm.models.saving import save_model
+
+    store = toy_store(tmp_path / "events", n_per_class=60, seed=1)
+    runs = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        runs.append(save_model(create_model("graphnet", 1, share_blocks=True), tmp_path / f"m{seed}",
+                               {"task": "binary", "names": ["background", "signal"]}))
+    r = hepfm("cka", f"same={runs[0]},{runs[0]}", f"other={runs[1]}", "--data", store, "--events", 100,
+              "--plot", tmp_path / "cka.png", inherit_env=True)
+    assert r.returncode == 0, r.stderr
+    assert "linear | rbf CKA" in r.stdout
+    assert "1.000 ± 0.000 | 1.000 ± 0.000" in r.stdout  # a model against itself, both kernels
+    assert (tmp_path / "cka_linear.png").is_file() and (tmp_path / "cka_rbf.png").is_file()

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from hepfm.eval import efficiency as eff
+from hepfm.study import efficiency as eff
 
 
 def _history(accs, epoch_s=10.0, best=None):
@@ -32,19 +32,6 @@ def test_final_accuracy_best_flag_or_max():
     assert eff.final_accuracy(flagged, best_epoch=1) == 0.8  # explicit best epoch wins
     with pytest.raises(ValueError, match="best_epoch"):
         eff.final_accuracy(flagged, best_epoch=9)
-
-
-def test_relative_time_to_99():
-    baseline = _history([0.50, 0.70, 0.80, 0.85, 0.90, 0.90, 0.89], epoch_s=100.0)  # total 700 s
-    finetune = _history([0.85, 0.888, 0.892, 0.90], epoch_s=7.0)
-    # target = 0.99 * 0.90 = 0.891, first reached at fine-tune epoch 2 (21 s).
-    assert eff.relative_time_to_99(finetune, baseline) == pytest.approx(21.0 / 700.0)
-    assert eff.relative_time_to_99(finetune, baseline, fraction=1.0) == pytest.approx(28.0 / 700.0)
-    assert eff.relative_time_to_99(_history([0.5, 0.6]), baseline) is None
-    # Restored baseline checkpoint at epoch 3 (0.85): target 0.8415, reached at the first fine-tune epoch.
-    assert eff.relative_time_to_99(finetune, baseline, baseline_best_epoch=3) == pytest.approx(7.0 / 700.0)
-    with pytest.raises(ValueError, match="fraction"):
-        eff.relative_time_to_99(finetune, baseline, fraction=1.5)
 
 
 def test_break_even_tasks():
@@ -88,3 +75,33 @@ def test_bad_histories(tmp_path):
                         {"epoch": 1, "wall_time_s": 5.0, "val_accuracy": 0.6}])
     with pytest.raises(ValueError, match="val_accuracy"):
         eff.final_accuracy([{"epoch": 0, "wall_time_s": 1.0}])
+
+
+def _run(accs, steps_per_epoch=10, n_train=1000, best_epoch=None, n_val=500):
+    rows = [{"epoch": i + 1, "wall_time_s": 2.0 * (i + 1), "val_accuracy": a} for i, a in enumerate(accs)]
+    best = best_epoch or 1 + max(range(len(accs)), key=lambda i: accs[i])
+    return {"history": rows, "best_epoch": best, "steps_per_epoch": steps_per_epoch, "n_train": n_train,
+            "n_val": n_val}
+
+
+def test_fair_efficiency_counts_steps_to_the_baselines_first_arrival_not_its_patience_epochs():
+    # The baseline first reaches its final 0.80 at epoch 4, then runs 5 patience epochs (9 in all).
+    base = _run([0.6, 0.7, 0.75, 0.80, 0.79, 0.78, 0.80, 0.77, 0.76], best_epoch=4)
+    ft = _run([0.78, 0.795, 0.81], steps_per_epoch=10, n_train=1000)  # 0.99 x 0.80 = 0.792: epoch 2
+    r = eff.fair_efficiency(base, ft)
+    assert r["baseline_epoch"] == 4 and r["baseline_steps"] == 40 and r["baseline_events"] == 4000
+    assert r["steps"] == 20 and r["step_fraction"] == pytest.approx(0.5)  # not 20 / 90 (total training)
+    assert r["time_fraction"] == pytest.approx(4.0 / 8.0)
+    assert r["reached"] and not r["meaningless"]
+    # Different batch sizes: steps differ from epochs.
+    r = eff.fair_efficiency(base, _run([0.78, 0.795], steps_per_epoch=40))
+    assert r["step_fraction"] == pytest.approx(2.0)
+
+
+def test_fair_efficiency_not_reached_and_chance_level():
+    base = _run([0.6, 0.8, 0.79], best_epoch=2)
+    r = eff.fair_efficiency(base, _run([0.5, 0.6, 0.7]))
+    assert not r["reached"] and r["step_fraction"] is None
+    chance = _run([0.50, 0.51, 0.505], best_epoch=2, n_val=500)  # 0.51 is within 2 errors (0.045) of 0.5
+    assert eff.fair_efficiency(chance, _run([0.6]))["meaningless"]
+    assert not eff.fair_efficiency(_run([0.56], n_val=5000), _run([0.6]))["meaningless"]

@@ -148,3 +148,44 @@ def test_roc_plot_written(tmp_path):
         curves[name] = (fpr, tpr, m.roc_auc(y, s))
     path = plots.roc_plot(curves, tmp_path / "roc.png", "WH vs ZH")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_sklearn_auc_matches_the_counting_definition_on_continuous_scores():
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 400)
+    s = rng.normal(y, 1.0)
+    pos, neg = s[y == 1], s[y == 0]
+    assert m.roc_auc(y, s) == pytest.approx((pos[:, None] > neg[None, :]).mean(), abs=1e-12)
+
+
+def test_statistical_errors_match_simulation():
+    # Binomial: the spread of accuracies of a 70% classifier over many 400-event test sets.
+    rng = np.random.default_rng(5)
+    accs = (rng.random((4000, 400)) < 0.7).mean(axis=1)
+    assert m.accuracy_error(0.7, 400) == pytest.approx(accs.std(), rel=0.05)
+    assert m.accuracy_error(0.5, 100) == pytest.approx(0.05)
+    # Hanley-McNeil is exact for exponential score distributions; AUC = 1 / (1 + rate_sig / rate_bkg) = 0.8.
+    n_pos, n_neg = 80, 120
+    aucs = []
+    for _ in range(1500):
+        pos, neg = rng.exponential(4.0, n_pos), rng.exponential(1.0, n_neg)
+        aucs.append((pos[:, None] > neg[None, :]).mean())
+    assert np.mean(aucs) == pytest.approx(0.8, abs=0.005)
+    assert m.auc_error(0.8, n_pos, n_neg) == pytest.approx(np.std(aucs), rel=0.08)
+    with pytest.raises(ValueError):
+        m.auc_error(0.8, 0, 10)
+
+
+def test_multilabel_quality_against_trivial_predictors():
+    truth = np.array([[1, 0], [0, 0], [1, 0], [0, 1]])
+    scores = np.array([[0.9, 0.2], [0.1, 0.3], [0.4, 0.1], [0.3, 0.8]])
+    train = np.array([[1, 0], [1, 0], [1, 1], [0, 0]])  # priors 0.75 and 0.25
+    q = m.multilabel_quality(scores, truth, train, ["a", "b"])
+    assert q["label_accuracy"] == pytest.approx(7 / 8)  # one miss: event 3, label a (0.4 < 0.5)
+    assert q["all_absent_accuracy"] == pytest.approx(5 / 8)
+    assert q["prior_accuracy"] == pytest.approx((2 + 3) / 8)  # predicts a present, b absent
+    assert q["labels"][0]["auc"] == pytest.approx(1.0) and q["labels"][1]["auc"] == pytest.approx(1.0)
+    q = m.multilabel_quality(scores, np.zeros((4, 2)), train, ["a", "b"])
+    assert q["labels"][0]["auc"] is None
+    with pytest.raises(ValueError, match="shapes"):
+        m.multilabel_quality(scores, truth, train, ["a"])

@@ -10,9 +10,9 @@ import yaml
 from toy_events import toy_store
 
 from hepfm.errors import HepfmError
-from hepfm.eval.report import table_one, write_report
-from hepfm.eval.study import RESULT, cell_dir, run_study
-from hepfm.eval.study_config import load_config, parse_config
+from hepfm.study.config import load_config, parse_config
+from hepfm.study.report import table_one, write_report
+from hepfm.study.run import RESULT, cell_dir, run_study
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +44,44 @@ def test_study_runs_resumes_and_reports(stores, tmp_path):
     assert all(r["n_test"] == 120 for r in results)
     assert {r["epochs_run"] for r in results if r["size"] == 80} == {1}
     # Rerun: every cell is reused, nothing retrained.
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("model.safetensors")}
+    assert len(before) == 2 + 2 * 4 * 2  # two backbones; per cell one run (seed 0's is its tuning run)
     run_study(cfg, tmp_path, progress=False)
-    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("model.safetensors")}
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("model.safetensors")}
     report = write_report(cfg, tmp_path)
     text = report.read_text()
     assert "Table I — accuracy" in text and "gain finetune_multiclass" in text and "Table II" in text
-    for name in ("table1_accuracy.csv", "table1_auc.md", "efficiency.csv", "cells.csv", "cka_toy.json",
-                 "plots/accuracy_vs_size_toy.png", "plots/roc_toy.png", "plots/cka_linear_toy.png"):
+    for name in ("table1_accuracy.csv", "table1_auc.md", "cells.csv", "tuning.csv",
+                 "plots/roc_toy.png"):
         assert (tmp_path / name).exists(), name
-    cka = json.loads((tmp_path / "cka_toy.json").read_text())["linear"]
-    assert cka["names"][0] == "scratch" and len(cka["mean"]) == 4
+    # Two epochs on 40 events are not enough for these models: the report must say which collapsed.
+    collapsed = [r for r in results if r["collapsed"]]
+    assert f"{len(collapsed)} of {len(results)} final models collapsed" in text
+
+
+def test_cka_report_leaves_out_collapsed_models_and_shows_both_kernels(tmp_path):
+    import numpy as np
+
+    from hepfm.study.report import _cka_markdown, cross_model
+
+    cfg = parse_config({"tasks": ["wh_vs_zh"], "sizes": [1000], "seeds": 3, "test_size": 10,
+                        "strategies": ["scratch", "finetune_multiclass"]})
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((80, 8))
+    for s in cfg.strategies:
+        for seed in range(3):
+            folder = cell_dir(tmp_path, "wh_vs_zh", 1000, s, seed)
+            folder.mkdir(parents=True)
+            collapsed = s == "scratch" and seed == 2
+            latent = np.repeat(rng.standard_normal((1, 8)), 80, 0) if collapsed else base + 0.1 * rng.standard_normal(
+                base.shape)
+            np.save(folder / "latent.npy", latent)
+            (folder / RESULT).write_text(json.dumps({"collapsed": collapsed}))
+    res = cross_model(cfg, tmp_path, "wh_vs_zh", 1000)
+    for kernel in ("linear", "rbf"):
+        assert res[kernel]["mean"][0][0] > 0.9  # the two healthy scratch seeds only
+    lines = _cka_markdown(res)
+    assert lines[0] == "| model A | model B | linear CKA | RBF CKA |" and len(lines) == 2 + 3
 
 
 def test_table_one_gain_and_error_follow_the_paper():
@@ -70,14 +97,14 @@ def test_table_one_gain_and_error_follow_the_paper():
 
 
 def test_a_failed_cell_is_reported_and_retried(stores, tmp_path):
-    cfg = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"]))
-    folder = cell_dir(tmp_path, "toy", 40, "scratch", 0)
-    folder.mkdir(parents=True)
-    (folder / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
+    cfg = parse_config(_config(stores, sizes=[40], seeds=2, strategies=["scratch"]))
+    folder = cell_dir(tmp_path, "toy", 40, "scratch", 1)
+    (folder / "lr0.001").mkdir(parents=True)
+    (folder / "lr0.001" / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
     state = run_study(cfg, tmp_path, progress=False)
     assert len(state.failures) == 1 and "unreadable checkpoint" in state.failures[0]["error"]
-    assert "toy size 40 scratch seed 0" in json.loads((tmp_path / "failures.json").read_text())[0]["cell"]
-    (folder / "checkpoint.pt").unlink()
+    assert "toy size 40 scratch seed 1" in json.loads((tmp_path / "failures.json").read_text())[0]["cell"]
+    (folder / "lr0.001" / "checkpoint.pt").unlink()
     assert run_study(cfg, tmp_path, progress=False).failures == []
     assert (folder / RESULT).exists()
 
@@ -117,3 +144,92 @@ def test_shipped_configs_are_valid():
     assert len(cpu.tasks) >= 2 and {1000, 10000} <= set(cpu.sizes)
     paper = load_config(configs / "study-paper.yaml")
     assert max(paper.sizes) == 10_000_000 and paper.test_size == 2_000_000
+
+
+def _rows(data):
+    return {bytes(r) for r in data.x.numpy().reshape(len(data), -1)}
+
+
+def test_seeds_draw_disjoint_events_when_the_pool_allows(stores):
+    from hepfm.data.datasets import BinarySplitPlan, binary_split
+
+    _, down = stores
+    splits = [binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=40, test_size=60, seed=k, block=k))
+              for k in range(4)]  # 60 test + 4 x (40 + 10) = 260 of the 300 events per class
+    for a in range(4):
+        assert _rows(splits[a]["test"]) == _rows(splits[0]["test"])
+        for b in range(a + 1, 4):
+            assert not _rows(splits[a]["train"]) & _rows(splits[b]["train"])
+            assert not _rows(splits[a]["val"]) & _rows(splits[b]["val"])
+        assert not (_rows(splits[a]["train"]) | _rows(splits[a]["val"])) & _rows(splits[a]["test"])
+    with pytest.raises(HepfmError, match="block 5"):
+        binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=40, test_size=60, block=5))
+    # Random subsets (the old behaviour) overlap: what block avoids.
+    random = [binary_split(down / "hard", down / "soft", BinarySplitPlan(train_size=100, test_size=60, seed=k))
+              for k in range(2)]
+    assert _rows(random[0]["train"]) & _rows(random[1]["train"])
+
+
+def test_study_records_disjoint_seeds_and_the_tuning_grid(stores, tmp_path):
+    from hepfm.study.config import disjoint_seeds
+
+    cfg = parse_config(_config(stores, sizes=[40, 80], seeds=3, strategies=["scratch"],
+                               finetune={"epochs": 3, "batch_size": 32, "patience": 2, "lr_grid": [1e-3, 3e-3]}))
+    assert disjoint_seeds(cfg, 40, 300) and not disjoint_seeds(cfg, 80, 300)  # 60 + 3 x 100 > 300
+    run_study(cfg, tmp_path, progress=False)
+    results = [json.loads(p.read_text()) for p in (tmp_path / "cells").rglob(RESULT)]
+    assert {(r["size"], r["disjoint_events"]) for r in results} == {(40, True), (80, False)}
+    for r in results:
+        grid = r["tuning"]["grid"]
+        assert [p["lr"] for p in grid] == [1e-3, 3e-3] and all("val_loss" in p and "val_accuracy" in p for p in grid)
+        healthy = [p for p in grid if not p["collapsed"]]
+        if healthy:
+            assert r["chosen"] == min(healthy, key=lambda p: p["val_loss"])["point"]
+        assert isinstance(r["epoch_cap_hit"], bool) and r["tuned"]
+    write_report(cfg, tmp_path)
+    header = (tmp_path / "cells.csv").read_text().splitlines()[0].split(",")
+    assert {"task", "size", "strategy", "seed", "accuracy", "auc", "lr", "backbone_lr", "collapsed"} <= set(header)
+    assert "Learning rates (tuned" in (tmp_path / "report.md").read_text()
+
+
+def test_fixed_rates_skip_the_grid_and_finetuning_tries_ratios_at_the_best_head_rate():
+    base = {"tasks": ["wh_vs_zh"], "sizes": [1000], "test_size": 10}
+    tuned = parse_config(base).finetune
+    assert tuned.tuned and tuned.first_points("scratch") == [(1e-4, None), (3e-4, None), (1e-3, None)]
+    assert [round(b / h, 6) for h, b in tuned.first_points("finetune")] == [0.1] * 3
+    assert tuned.second_points("finetune", 3e-4) == [(3e-4, 3e-4)]
+    assert tuned.second_points("scratch", 3e-4) == []
+    fixed = parse_config({**base, "finetune": {"lr": 1e-3}}).finetune
+    assert not fixed.tuned and fixed.first_points("scratch") == [(1e-3, None)]
+    assert fixed.first_points("finetune") == [(1e-3, pytest.approx(1e-4))]
+    assert fixed.second_points("finetune", 1e-3) == []
+    by_size = parse_config({**base, "finetune": {"by_size": {1000: {"lr": 3e-4, "backbone_lr": 1e-5}}}}).finetune
+    assert by_size.for_size(1000).first_points("finetune") == [(3e-4, 1e-5)] and by_size.tuned
+    with pytest.raises(HepfmError, match="lr_grid"):
+        parse_config({**base, "finetune": {"lr_grid": []}})
+
+
+def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
+    """Same multiplicities, every jet and lepton pT scaled x3 for signal (pT = scale x (1 + Exp(1))): a
+    multiplicity-only (collapsed) model is at chance, while the Bayes-optimal rule is known — signal iff no jet or
+    lepton is below 90 GeV — and the tuned scratch model must come close to it."""
+    import numpy as np
+    from toy_events import toy_store
+
+    from hepfm.data.datasets import BinarySplitPlan, binary_test_set
+
+    down = toy_store(tmp_path / "sep", n_per_class=400, seed=4,
+                     specs={"low": dict(mean_jets=5.0, pt_scale=30.0), "high": dict(mean_jets=5.0, pt_scale=90.0)})
+    raw = {"tasks": {"sep": {"signal": str(down / "high"), "background": str(down / "low")}}, "sizes": [120],
+           "seeds": 1, "test_size": 150, "strategies": ["scratch"], "model_options": {"share_blocks": True},
+           "finetune": {"epochs": 60, "batch_size": 32, "patience": 4, "lr_grid": [3e-4, 1e-3]}}
+    cfg = parse_config(raw)
+    run_study(cfg, tmp_path / "out", progress=False)
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").rglob(RESULT)]
+    test = binary_test_set(down / "high", down / "low", BinarySplitPlan(test_size=150))
+    x, n, y = test.x.numpy(), test.n_objects.numpy(), test.y.numpy()
+    visible = (np.arange(x.shape[1])[None, :] < n[:, None]) & (x[:, :, 6] != 6)  # real rows, MET excluded
+    bayes = np.mean((np.where(visible, x[:, :, 0], np.inf).min(axis=1) >= 90.0) == (y == 1))
+    assert bayes > 0.95
+    assert not result["collapsed"] and not result["epoch_cap_hit"]
+    assert result["accuracy"] >= bayes - 0.05

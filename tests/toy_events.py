@@ -37,10 +37,11 @@ def toy_events(n: int, seed: int = 0, max_objects: int = 20, mean_jets: float = 
     return objects, counts
 
 
-def toy_store(root: Path, n_per_class: int = 600, seed: int = 0, shards: int = 1) -> Path:
-    """A two-process store ('soft', 'hard') with random truth labels; returns ``root``."""
+def toy_store(root: Path, n_per_class: int = 600, seed: int = 0, shards: int = 1, specs: dict | None = None) -> Path:
+    """A two-process store ('soft', 'hard' unless ``specs`` maps other names to toy_events settings) with random
+    truth labels; returns ``root``."""
     root = Path(root)
-    specs = {"soft": dict(mean_jets=3.0, pt_scale=30.0), "hard": dict(mean_jets=6.0, pt_scale=45.0)}
+    specs = specs or {"soft": dict(mean_jets=3.0, pt_scale=30.0), "hard": dict(mean_jets=6.0, pt_scale=45.0)}
     for p, (name, spec) in enumerate(specs.items()):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)

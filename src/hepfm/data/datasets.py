@@ -250,6 +250,9 @@ class BinarySplitPlan:
     split_seed: int = 0
     seed: int = 0
     disjoint: bool = False  # seed k trains on slice k of one split_seed-ordered pool (needs (k+1) x train_size)
+    # Disjoint subsets per seed: block k takes the k-th run of (validation + training) events after the test
+    # events, in the split_seed order, so blocks 0, 1, 2... never share an event. None: a random subset (seed).
+    block: int | None = None
 
 
 def _binary_classes(signal, background, plan: BinarySplitPlan, max_events, record=None):
@@ -320,7 +323,19 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
                              f"{n_train + n_val} events besides the {n_test} test events, but only {pool} are left "
                              f"({pool + n_test} in all)")
     out: dict[str, list[EventData]] = {"train": [], "val": [], "test": []}
+    if plan.block is not None:
+        end = n_test + (plan.block + 1) * (n_train + n_val)
+        for source, d in ((signal, data[1]), (background, data[0])):
+            if end > len(d):
+                raise HepfmError(f"{source}: block {plan.block} of {n_train} training + {n_val} validation events "
+                                 f"per class needs {end} events, only {len(d)} exist")
     for label, (d, order) in enumerate(zip(data, orders, strict=True)):
+        if plan.block is not None:
+            start = n_test + plan.block * (n_train + n_val)
+            out["test"].append(d.subset(order[:n_test]))
+            out["val"].append(d.subset(order[start:start + n_val]))
+            out["train"].append(d.subset(order[start + n_val:start + n_val + n_train]))
+            continue
         test, val, pool = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
         out["test"].append(d.subset(test))
         out["val"].append(d.subset(val))

@@ -1,9 +1,11 @@
-"""Classification metrics: accuracy, exact tie-aware ROC curve and AUC, background rejection.
+"""Classification metrics: accuracy, ROC curve and AUC (scikit-learn), their statistical errors, background
+rejection.
 
-Everything is plain numpy and O(n log n); torch tensors are accepted and converted. Conventions:
-an event is called positive when ``score >= threshold``; tied scores move together, so they form one
-diagonal step of the ROC curve and the AUC counts each tied (signal, background) pair as 1/2, which makes
-it equal to the Mann-Whitney U statistic divided by ``n_pos * n_neg``.
+Inputs are checked here (shapes, NaN, 0/1 labels, both classes present) so a bad array gives a clear
+message; torch tensors are accepted and converted. Conventions: an event is called positive when
+``score >= threshold``; tied scores move together, so they form one diagonal step of the ROC curve and the
+AUC counts each tied (signal, background) pair as 1/2, which makes it equal to the Mann-Whitney U statistic
+divided by ``n_pos * n_neg``.
 """
 
 from __future__ import annotations
@@ -90,45 +92,56 @@ def multiclass_accuracy(y_true, logits_or_probs) -> float:
     return float(np.mean(np.argmax(p, axis=1) == y))
 
 
-def _cumulative_counts(y_true, score, sample_weight):
-    """(fps, tps, distinct thresholds) at each distinct score, highest score first."""
+def _checked(y_true, score, sample_weight):
     y = _binary_labels(y_true)
     s = _scores(score, len(y))
     w = _weights(sample_weight, len(y))
-    pos_w = y.astype(np.float64) if w is None else np.where(y, w, 0.0)
-    neg_w = (~y).astype(np.float64) if w is None else np.where(y, 0.0, w)
-    if pos_w.sum() <= 0 or neg_w.sum() <= 0:
-        which = "positive" if pos_w.sum() <= 0 else "negative"
+    pos = y.sum() if w is None else w[y].sum()
+    neg = (~y).sum() if w is None else w[~y].sum()
+    if pos <= 0 or neg <= 0:
+        which = "positive" if pos <= 0 else "negative"
         raise ValueError(f"y_true: needs both classes (with non-zero weight); no {which} events")
-    order = np.argsort(-s, kind="stable")
-    s = s[order]
-    tps = np.cumsum(pos_w[order])
-    fps = np.cumsum(neg_w[order])
-    # The last index of each run of equal scores: ties cross the threshold together.
-    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-    return fps[last], tps[last], s[last]
+    return y, s, w
 
 
 def roc_curve(y_true, score, sample_weight=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact ROC curve: (fpr, tpr, thresholds), one point per distinct score plus the origin.
+    """ROC curve (scikit-learn): (fpr, tpr, thresholds), one point per distinct score plus the origin.
 
     ``thresholds[k]`` is the cut ``score >= thresholds[k]`` giving ``(fpr[k], tpr[k])``; the first
     point is (0, 0) at threshold +inf. Weights act as repetition counts.
     """
-    fps, tps, thr = _cumulative_counts(y_true, score, sample_weight)
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    return fpr, tpr, np.r_[np.inf, thr]
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    y, s, w = _checked(y_true, score, sample_weight)
+    fpr, tpr, thr = sk_roc_curve(y, s, sample_weight=w, drop_intermediate=False)
+    thr = thr.astype(np.float64)
+    thr[0] = np.inf  # scikit-learn < 1.3 used max(score) + 1
+    return fpr, tpr, thr
 
 
 def roc_auc(y_true, score, sample_weight=None) -> float:
-    """Area under the exact ROC curve; equals U / (n_pos n_neg) with ties counted 1/2."""
-    fps, tps, _ = _cumulative_counts(y_true, score, sample_weight)
-    fps = np.r_[0.0, fps]
-    tps = np.r_[0.0, tps]
-    # Trapezoids on raw counts: a tied block contributes (its negatives) x (positives above + half its own).
-    area = np.sum(np.diff(fps) * (tps[1:] + tps[:-1])) / 2.0
-    return float(area / (fps[-1] * tps[-1]))
+    """Area under the ROC curve (scikit-learn); equals U / (n_pos n_neg) with tied pairs counted 1/2."""
+    from sklearn.metrics import roc_auc_score
+
+    y, s, w = _checked(y_true, score, sample_weight)
+    return float(roc_auc_score(y, s, sample_weight=w))
+
+
+def accuracy_error(acc: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` independent test events."""
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    return float(np.sqrt(max(acc * (1 - acc), 0.0) / n))
+
+
+def auc_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of a ROC AUC from ``n_pos`` signal and ``n_neg`` background test events
+    (Hanley & McNeil 1982, exponential approximation of the score distributions)."""
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"needs events of both classes, got {n_pos} and {n_neg}")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def background_rejection_at(fpr, tpr, signal_eff):
@@ -154,3 +167,27 @@ def background_rejection_at(fpr, tpr, signal_eff):
     with np.errstate(divide="ignore"):
         rej = np.where(f > 0, 1.0 / np.where(f > 0, f, 1.0), np.inf)
     return float(rej) if rej.ndim == 0 else rej
+
+
+def multilabel_quality(scores, truth, train_truth, names) -> dict:
+    """A multilabel model's binary flags against trivial predictors, with per-label ROC AUCs.
+
+    ``scores`` and ``truth`` [n, L] are test-set probabilities and 0/1 flags of the binary labels, ``train_truth``
+    the training set's flags. Label accuracy (threshold 0.5, averaged over events and labels) is given for the
+    model, for predicting every flag absent, and for predicting each flag's majority value in the training set
+    (the prior). A label whose test events are all one class has AUC None.
+    """
+    s = _to_numpy(scores, "scores", np.float64)
+    t = _to_numpy(truth, "truth", np.float64) >= 0.5
+    prior = (_to_numpy(train_truth, "train_truth", np.float64) >= 0.5).mean(axis=0)
+    if s.shape != t.shape or s.ndim != 2 or prior.shape != (s.shape[1],) or len(names) != s.shape[1]:
+        raise ValueError(f"shapes differ: scores {s.shape}, truth {t.shape}, train prior {prior.shape}, "
+                         f"{len(names)} names")
+    per_label = []
+    for k, name in enumerate(names):
+        both = 0 < t[:, k].sum() < len(t)
+        per_label.append({"label": name, "test_rate": float(t[:, k].mean()), "train_prior": float(prior[k]),
+                          "accuracy": float(((s[:, k] >= 0.5) == t[:, k]).mean()),
+                          "auc": roc_auc(t[:, k], s[:, k]) if both else None})
+    return {"label_accuracy": float(((s >= 0.5) == t).mean()), "all_absent_accuracy": float((~t).mean()),
+            "prior_accuracy": float(((prior >= 0.5)[None, :] == t).mean()), "n_test": len(t), "labels": per_label}

@@ -1,4 +1,5 @@
-"""All plotting lives here (the only matplotlib importer). Figures are sized and labelled for slides."""
+"""All plotting lives here (the only matplotlib importer). Figures use mplhep's HEP style (ROOT-like fonts, ticks
+on all sides, inward ticks), sized and labelled for slides."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def _pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import mplhep
 
+    mplhep.style.use("ROOT")  # experiment-neutral HEP style: these are simulation studies, not CMS/ATLAS results
     plt.rcParams.update({"figure.figsize": (6.4, 4.8), "font.size": 12, "axes.grid": True, "grid.alpha": 0.3})
     return plt
 

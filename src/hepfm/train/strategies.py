@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 from hepfm.models.base import Backbone
+from hepfm.train import defaults
 
 STRATEGIES = ("scratch", "finetune", "frozen")
-DEFAULT_LR = 1e-4
-DEFAULT_BACKBONE_LR = 1e-5
+DEFAULT_LR = defaults.LR
+DEFAULT_BACKBONE_LR = defaults.BACKBONE_LR
 
 
 def prepare(model: Backbone, strategy: str, n_outputs: int, lr: float = DEFAULT_LR,

@@ -35,6 +35,7 @@ from hepfm.data.datasets import EventData
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
 from hepfm.progress import EventProgress
+from hepfm.train import defaults
 from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
 from hepfm.train.distributed import DistContext
 from hepfm.train.tasks import Task
@@ -48,14 +49,14 @@ SCHEDULES = ("exponential", "cosine", "constant")
 class TrainConfig:
     """Hyper-parameters of one training run (all overridable from the command line or a study config)."""
 
-    epochs: int = 50
-    batch_size: int = 1024
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9  # SGD only
     schedule: str = "exponential"  # LR x lr_decay per epoch; 'cosine' anneals to 0 over `epochs`
     lr_decay: float = 0.99
-    patience: int = 5
+    patience: int = defaults.PATIENCE
     min_delta: float = 0.0
     seed: int = 0
     bf16: bool | None = None  # None: on for CUDA, off on the CPU

@@ -232,7 +232,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     when ``signal`` and ``background`` are the stores it was trained on. Test events that its pretrained
     backbone trained on are refused unless ``allow_overlap`` (then ``overlap`` is True in the result).
     """
-    from hepfm.eval.metrics import accuracy, roc_auc, roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     net = load_model(run, distributed.resolve_device(device))
     meta = net.metadata
@@ -246,8 +246,9 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     overlap = _overlap({"test": test}, str(meta.get("init_from")), allow_overlap, parts=("test",))
     scores = Task("binary", ["background", "signal"]).scores(predict(net, test.to(next(net.parameters()).device)))
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     overlapping = bool(overlap and overlap["overlap"]) or bool(meta.get("overlap"))
     same = str(signal) == meta.get("signal") and str(background) == meta.get("background")
-    return {"accuracy": accuracy(y, s), "auc": float(roc_auc(y, s)), "n_test": len(y), "fpr": fpr, "tpr": tpr,
-            "held_out": same and not overlapping, "overlap": overlapping, "strategy": meta.get("strategy")}
+    return {"accuracy": float(((s >= 0.5) == (y == 1)).mean()), "auc": float(roc_auc_score(y, s)),
+            "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same and not overlapping,
+            "overlap": overlapping, "strategy": meta.get("strategy")}

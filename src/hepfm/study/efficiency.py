@@ -1,4 +1,6 @@
-"""Compute efficiency of fine-tuning (arXiv:2412.10665, Fig. 1 and the break-even task count).
+"""Compute efficiency of fine-tuning (arXiv:2412.10665, Fig. 1 and the break-even task count), measured fairly:
+see :func:`fair_efficiency` (optimizer steps to the baseline's first arrival at its final accuracy, not the
+baseline's total training time).
 
 A training history is a list of per-epoch dicts (one per row of the trainer's ``history.csv``) with at
 least ``epoch``, ``wall_time_s`` (cumulative seconds since the start of training, at the end of that
@@ -100,23 +102,6 @@ def total_time(history) -> float:
     return float(_validated(history)[-1]["wall_time_s"])
 
 
-def relative_time_to_99(finetune_history, baseline_history, fraction: float = 0.99,
-                        baseline_best_epoch: int | None = None) -> float | None:
-    """Fig. 1 metric: time for the fine-tuned model to reach ``fraction`` x the baseline's final accuracy,
-    divided by the baseline's total training time. None if the fine-tuned run never reaches it.
-
-    The baseline's final accuracy is :func:`final_accuracy` (``baseline_best_epoch`` passed on); times are
-    :func:`time_to_reach` (first epoch end at or above the target, no interpolation) and :func:`total_time`.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    base_time = total_time(baseline_history)
-    if base_time <= 0:
-        raise ValueError("baseline_history: total training time is 0")
-    reached = time_to_reach(finetune_history, fraction * final_accuracy(baseline_history, baseline_best_epoch))
-    return None if reached is None else reached / base_time
-
-
 def break_even_tasks(pretrain_time_s: float, baseline_times_s: list, finetune_times_s: list) -> int | float:
     """Number of downstream tasks N at which pretraining + N fine-tunings costs no more than N trainings
     from scratch: ceil(pretrain / (mean baseline time - mean fine-tune time)); inf if fine-tuning saves
@@ -135,3 +120,51 @@ def break_even_tasks(pretrain_time_s: float, baseline_times_s: list, finetune_ti
     if saving <= 0:
         return math.inf
     return math.ceil(pretrain_time_s / saving)
+
+
+def epoch_to_reach(history, target_accuracy: float) -> int | None:
+    """The first epoch whose ``val_accuracy >= target`` (None if never)."""
+    for row in _validated(history):
+        if row["val_accuracy"] >= target_accuracy:
+            return int(row["epoch"])
+    return None
+
+
+def chance_level(accuracy: float, n_val: int, sigmas: float = 2.0) -> bool:
+    """Whether a validation accuracy on ``n_val`` balanced events is within ``sigmas`` binomial errors of 50%."""
+    return accuracy - 0.5 < sigmas * math.sqrt(0.25 / max(n_val, 1))
+
+
+def fair_efficiency(baseline: dict, finetuned: dict, fraction: float = 0.99) -> dict:
+    """Fig. 1, fairly: the cost for a fine-tuned run to reach ``fraction`` x the baseline's final validation
+    accuracy, against the cost at which the baseline *first* reached that final accuracy.
+
+    ``baseline`` and ``finetuned`` hold ``history`` (per-epoch rows), ``best_epoch``, ``steps_per_epoch`` and
+    ``n_train`` (events per epoch); the baseline also ``n_val``. Costs are optimizer steps, events seen and wall
+    time (secondary: it depends on the machine's load). The reference is not the baseline's total training,
+    whose patience epochs would flatter fine-tuning. ``reached`` is False when the fine-tuned run never gets
+    there; ``meaningless`` is True when the baseline's final accuracy is at chance level (then any model
+    reaches the target at once).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    base_hist, ft_hist = _validated(baseline["history"]), _validated(finetuned["history"])
+    final = final_accuracy(base_hist, baseline["best_epoch"])
+    ref_epoch = epoch_to_reach(base_hist, final)
+    by_epoch = {r["epoch"]: r for r in base_hist}
+    out = {"baseline_final_accuracy": final, "target": fraction * final,
+           "meaningless": chance_level(final, baseline["n_val"]), "baseline_epoch": ref_epoch,
+           "baseline_steps": ref_epoch * baseline["steps_per_epoch"],
+           "baseline_events": ref_epoch * baseline["n_train"],
+           "baseline_time_s": float(by_epoch[ref_epoch]["wall_time_s"])}
+    epoch = epoch_to_reach(ft_hist, fraction * final)
+    out["reached"] = epoch is not None
+    if epoch is None:
+        return {**out, "epoch": None, "steps": None, "events": None, "time_s": None,
+                "step_fraction": None, "event_fraction": None, "time_fraction": None}
+    row = {r["epoch"]: r for r in ft_hist}[epoch]
+    steps, events = epoch * finetuned["steps_per_epoch"], epoch * finetuned["n_train"]
+    time_s = float(row["wall_time_s"])
+    return {**out, "epoch": epoch, "steps": steps, "events": events, "time_s": time_s,
+            "step_fraction": steps / out["baseline_steps"], "event_fraction": events / out["baseline_events"],
+            "time_fraction": time_s / out["baseline_time_s"] if out["baseline_time_s"] > 0 else None}

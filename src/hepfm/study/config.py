@@ -15,6 +15,7 @@ import yaml
 
 from hepfm.errors import HepfmError
 from hepfm.physics.processes import PRETRAINING, PROCESSES
+from hepfm.train import defaults
 
 #: The paper's downstream tasks: name -> (signal process, background process).
 TASKS: dict[str, tuple[str, str]] = {
@@ -34,6 +35,8 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
     "frozen_multilabel": ("multilabel", "frozen"),
 }
 BASELINE = "scratch"
+LR_GRID = (1e-4, 3e-4, 1e-3)  # the rates every strategy chooses from (head rate for fine-tuning)
+BACKBONE_RATIOS = (0.1, 1.0)  # backbone / head rate for fine-tuning: the paper's 10:1 first, then equal
 VAL_FRACTION = 0.25  # validation events per class, as a fraction of the training size (BinarySplitPlan)
 
 
@@ -49,14 +52,22 @@ class TaskSpec:
 
 @dataclass
 class TrainSpec:
-    """Training hyper-parameters of one kind of run (pretraining or the grid's cells)."""
+    """Training hyper-parameters of one kind of run (pretraining or the grid's cells).
 
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-4
-    backbone_lr: float = 1e-5
-    patience: int = 5
+    ``lr`` None (the default for the cells) means: tune it. Each strategy then chooses its rate(s) by
+    validation loss from ``lr_grid`` (head, or every layer for scratch); fine-tuning first pairs each head rate
+    with a backbone rate ``backbone_ratios[0]`` x lower, then tries the other ratios at the best head rate.
+    A given ``lr`` fixes the rate (no grid); ``backbone_lr`` then defaults to ``lr x backbone_ratios[0]``.
+    """
+
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float | None = None
+    backbone_lr: float | None = None
+    patience: int = defaults.PATIENCE
     optimizer: str = "adam"
+    lr_grid: tuple[float, ...] = LR_GRID
+    backbone_ratios: tuple[float, ...] = BACKBONE_RATIOS
     by_size: dict[int, dict] = field(default_factory=dict)
 
     def for_size(self, size: int) -> TrainSpec:
@@ -65,8 +76,30 @@ class TrainSpec:
 
     def with_overrides(self, extra: dict) -> TrainSpec:
         """These settings with some replaced."""
-        return TrainSpec(**{**{k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "backbone_lr", "patience",
-                                                             "optimizer")}, **extra})
+        return TrainSpec(**{**{k: getattr(self, k) for k in _SPEC_KEYS}, **extra})
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the learning rate is chosen from the grid (no ``lr`` given)."""
+        return self.lr is None
+
+    def first_points(self, how: str) -> list[tuple[float, float | None]]:
+        """(lr, backbone_lr) points tried first for training strategy ``how`` (scratch, finetune, frozen)."""
+        heads = list(self.lr_grid) if self.lr is None else [self.lr]
+        if how != "finetune":
+            return [(h, None) for h in heads]
+        if self.backbone_lr is not None:
+            return [(h, self.backbone_lr) for h in heads]
+        return [(h, h * self.backbone_ratios[0]) for h in heads]
+
+    def second_points(self, how: str, best_head: float) -> list[tuple[float, float | None]]:
+        """Fine-tuning's other backbone ratios at the best head rate (none when the rates are fixed)."""
+        if how != "finetune" or self.lr is not None or self.backbone_lr is not None:
+            return []
+        return [(best_head, best_head * r) for r in self.backbone_ratios[1:]]
+
+
+_SPEC_KEYS = ("epochs", "batch_size", "lr", "backbone_lr", "patience", "optimizer", "lr_grid", "backbone_ratios")
 
 
 @dataclass
@@ -84,7 +117,7 @@ class StudyConfig:
     workers: int = 2
     model: str = "graphnet"
     model_options: dict = field(default_factory=dict)
-    pretrain: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=10, batch_size=512, lr=1e-4, patience=3))
+    pretrain: TrainSpec = field(default_factory=lambda: TrainSpec(lr=defaults.LR))
     pretrain_by_task: dict[str, dict] = field(default_factory=dict)  # e.g. {"multilabel": {"lr": 1e-3}}
     pretrain_max_events: int | None = None
     pretrained: dict[str, str] = field(default_factory=dict)  # task -> existing model folder
@@ -111,19 +144,33 @@ def _fail(source: str, message: str):
     raise HepfmError(f"{source}: {message}")
 
 
+def _positive_list(value, source: str, where: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+        _fail(source, f"'{where}' must be a non-empty list of positive numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
 def _train_spec(raw, source: str, section: str, default: TrainSpec) -> TrainSpec:
     raw = dict(raw or {})
-    allowed = {"epochs", "batch_size", "lr", "backbone_lr", "patience", "optimizer", "by_size"}
+    allowed = set(_SPEC_KEYS) | {"by_size"}
     unknown = set(raw) - allowed
     if unknown:
         _fail(source, f"unknown key(s) {sorted(unknown)} in '{section}' (allowed: {sorted(allowed)})")
     by_size = {int(k): dict(v) for k, v in (raw.pop("by_size", None) or {}).items()}
-    for size, extra in by_size.items():
-        if set(extra) - (allowed - {"by_size"}):
-            _fail(source, f"unknown key(s) in '{section}.by_size.{size}': {sorted(set(extra) - allowed)}")
-    spec = TrainSpec(**{**{k: getattr(default, k) for k in allowed - {"by_size"}}, **raw}, by_size=by_size)
-    if spec.epochs < 1 or spec.batch_size < 1 or spec.lr <= 0:
-        _fail(source, f"'{section}' needs positive epochs, batch_size and lr")
+    for size, extra in [(None, raw), *by_size.items()]:
+        where = section if size is None else f"{section}.by_size.{size}"
+        if set(extra) - set(_SPEC_KEYS):
+            _fail(source, f"unknown key(s) in '{where}': {sorted(set(extra) - set(_SPEC_KEYS))}")
+        for key in ("lr_grid", "backbone_ratios"):
+            if key in extra:
+                extra[key] = _positive_list(extra[key], source, f"{where}.{key}")
+        for key in ("lr", "backbone_lr"):
+            if extra.get(key) is not None and not (isinstance(extra[key], (int, float)) and extra[key] > 0):
+                _fail(source, f"'{where}.{key}' must be a positive number, got {extra[key]!r}")
+    spec = TrainSpec(**{**{k: getattr(default, k) for k in _SPEC_KEYS}, **raw}, by_size=by_size)
+    if spec.epochs < 1 or spec.batch_size < 1 or spec.patience < 1:
+        _fail(source, f"'{section}' needs positive epochs, batch_size and patience")
     return spec
 
 
@@ -196,11 +243,13 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
                                                                                                20000)),
         workers=int(gen.get("workers", 2)), model=str(raw.get("model", "graphnet")),
         model_options=dict(raw.get("model_options") or {}),
-        pretrain=_train_spec(pre, source, "pretrain", TrainSpec(epochs=10, batch_size=512, lr=1e-4, patience=3)),
+        pretrain=_train_spec(pre, source, "pretrain", TrainSpec(lr=defaults.LR)),
         pretrain_by_task=by_task,
         pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data,
         finetune=_train_spec(raw.get("finetune"), source, "finetune", TrainSpec()),
         cka_events=int(cka.get("events", 2000)), cka_size=cka.get("size"), source=source)
+    if cfg.pretrain.lr is None:
+        _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
     if cfg.seeds < 1 or cfg.test_size < 1:
         _fail(source, "'seeds' and 'test_size' must be positive")
     if cfg.model not in MODELS:
@@ -214,7 +263,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
             _fail(source, f"pretrain.{task}: {exc}")
         if meta.get("task") != task:
             _fail(source, f"pretrain.{task}: {path} was pretrained for {meta.get('task')!r}, not {task!r}")
-    need = max(cfg.sizes) + math.ceil(max(cfg.sizes) * VAL_FRACTION) + cfg.test_size
+    need = block_events(max(cfg.sizes)) + cfg.test_size
     if any(not t.external for t in tasks) and need > cfg.downstream_events:
         _fail(source, f"size {max(cfg.sizes)} per class needs {need} events per process (training + "
               f"{VAL_FRACTION:.0%} validation + {cfg.test_size} test), but generation.downstream_events is "
@@ -236,6 +285,16 @@ def _check_external_sizes(cfg: StudyConfig, need: int) -> None:
             if have < need:
                 _fail(cfg.source, f"task {t.name!r}: {role} {path} has {have} events, but size {max(cfg.sizes)} "
                       f"needs {need} (training + validation + {cfg.test_size} test)")
+
+
+def block_events(size: int) -> int:
+    """Training + validation events per class of one seed at training size ``size``."""
+    return size + max(1, math.ceil(size * VAL_FRACTION))
+
+
+def disjoint_seeds(cfg: StudyConfig, size: int, available: int) -> bool:
+    """Whether ``available`` events per class hold the test set and a disjoint block for every seed."""
+    return cfg.test_size + cfg.seeds * block_events(size) <= available
 
 
 def load_config(path: str | Path) -> StudyConfig:

@@ -1,0 +1,358 @@
+"""Run a study: generate or reuse stores, pretrain (or load) backbones, tune each strategy's learning rate,
+then train the grid of cells.
+
+Layout of the output folder::
+
+    DIR/stores/pretrain, DIR/stores/downstream      generated event stores (reused on rerun)
+    DIR/pretrained/<task>/                          pretrained models (reused on rerun); quality.json for the
+                                                    multilabel backbone (label accuracy vs trivial predictors)
+    DIR/tuning/<task>/<size>/<strategy>/            one run per learning-rate point (seed 0) and tuning.json:
+                                                    the grid, each point's validation loss/accuracy, the choice
+    DIR/cells/<task>/<size>/<strategy>/seed<k>/     result.json, test scores (scores.npy), latents (latent.npy)
+                                                    and, for seeds > 0, the run folder(s) lr<...>/
+    DIR/failures.json                               cells that raised, with the error (retried on rerun)
+
+Every cell evaluates on its task's one fixed test set (BinarySplitPlan.split_seed = 0 and the config's
+test_size). When the pool holds them, seed k trains and validates on its own block of events
+(BinarySplitPlan.block = k), so seeds never share an event; otherwise seeds draw random subsets and
+the results say so (``disjoint_events``). Seed 0's run at the chosen rates is its tuning run. After
+training, a model whose test scores depend on the object multiplicity alone is flagged collapsed and the
+cell retries the next-best rates of its tuning ranking (at most MAX_RETRIES); if all collapse, the cell
+keeps the chosen rates' model and is marked. Finished tuning points and cells are skipped on rerun; an
+interrupted run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
+from hepfm.errors import HepfmError
+from hepfm.eval.collapse import collapse_check
+from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
+from hepfm.io.atomic import atomic_write_text
+from hepfm.models.saving import CONFIG, load_model, read_config
+from hepfm.study.config import STRATEGIES, StudyConfig, TaskSpec, block_events, disjoint_seeds, pretraining_processes
+from hepfm.train import defaults
+from hepfm.train.checkpoint import CHECKPOINT
+from hepfm.train.tasks import Task
+from hepfm.train.trainer import TrainConfig, encode, predict
+
+RESULT = "result.json"
+TUNING = "tuning.json"
+QUALITY = "quality.json"
+TUNING_SEED = 0  # the seed whose events and initialisation choose the learning rates
+MAX_RETRIES = 2  # a collapsed cell tries at most this many next-best points of its ranking
+
+
+@dataclass
+class StudyState:
+    """Where a study's pieces are and what has been done."""
+
+    out: Path
+    pretrained: dict[str, Path] = field(default_factory=dict)
+    pretrain_time_s: dict[str, float] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+
+
+def task_paths(cfg: StudyConfig, task: TaskSpec, out: Path) -> tuple[Path, Path]:
+    """(signal, background) folders of a task."""
+    if task.external:
+        return Path(task.signal), Path(task.background)
+    root = out / "stores" / "downstream"
+    return root / task.signal, root / task.background
+
+
+def cell_dir(out: Path, task: str, size: int, strategy: str, seed: int) -> Path:
+    """Folder of one grid cell."""
+    return out / "cells" / task / str(size) / strategy / f"seed{seed}"
+
+
+def _write_json(path: Path, value) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True))
+
+
+def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: bool) -> None:
+    """Generate (or complete) the pretraining and downstream stores the study needs."""
+    from hepfm.io.generate import catalog_source, generate
+
+    jobs = []
+    if len(cfg.pretrained) < len(cfg.pretraining_tasks) and cfg.pretrain_data is None:
+        jobs.append(("pretrain", pretraining_processes(), cfg.pretrain_events, cfg.generation_seed))
+    if cfg.downstream_processes:
+        # A different seed from the pretraining store, so fine-tuning never sees pretraining events.
+        jobs.append(("downstream", cfg.downstream_processes, cfg.downstream_events, cfg.generation_seed + 1000))
+    for name, processes, n, seed in jobs:
+        console.print(f"[bold]event store {name}[/]: {', '.join(processes)} ({n} events each)")
+        shard = max(1000, -(-n // 2))  # two shards per process, so two workers share even one process
+        generate([catalog_source(p) for p in processes], out / "stores" / name, n, seed=seed, workers=cfg.workers,
+                 shard_size=shard, progress=progress)
+
+
+def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, progress: bool) -> None:
+    """Pretrain each needed backbone, or use the configured or previously finished one."""
+    from hepfm.train.workflows import pretrain
+
+    for task in cfg.pretraining_tasks:
+        if task in cfg.pretrained:
+            state.pretrained[task] = Path(cfg.pretrained[task])
+            state.pretrain_time_s[task] = read_config(cfg.pretrained[task]).get("training", {}).get("train_time_s",
+                                                                                                      float("nan"))
+            continue
+        folder = state.out / "pretrained" / task
+        if not ((folder / CONFIG).exists() and not (folder / CHECKPOINT).exists()):
+            console.print(f"[bold]pretraining[/] {cfg.model} on {task}")
+            spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
+            data = cfg.pretrain_data or state.out / "stores" / "pretrain"
+            pretrain(data, folder, task, model=cfg.model, model_config=cfg.model_options,
+                     lr=spec.lr, max_events=cfg.pretrain_max_events,
+                     cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
+                                     optimizer=spec.optimizer, seed=0, progress=progress))
+        meta = read_config(folder)
+        state.pretrained[task] = folder
+        state.pretrain_time_s[task] = meta["training"]["train_time_s"]
+        console.print(f"  {task}: held-out {meta['training']['test']}, {meta['training']['train_time_s']:.0f} s")
+        if task == "multilabel" and not (folder / QUALITY).exists():
+            quality = multilabel_backbone_quality(folder, cfg.pretrain_data or state.out / "stores" / "pretrain",
+                                                  cfg.pretrain_max_events)
+            _write_json(folder / QUALITY, quality)
+            console.print(f"  multilabel: label accuracy {quality['label_accuracy']:.4f} vs "
+                          f"{quality['all_absent_accuracy']:.4f} predicting every flag absent")
+
+
+def point_name(lr: float, backbone_lr: float | None) -> str:
+    """Folder name of one learning-rate point."""
+    return f"lr{lr:g}" + ("" if backbone_lr is None else f"_bb{backbone_lr:g}")
+
+
+def tuning_dir(out: Path, task: str, size: int, strategy: str) -> Path:
+    """Folder of one (task, size, strategy)'s learning-rate tuning runs (seed TUNING_SEED)."""
+    return out / "tuning" / task / str(size) / strategy
+
+
+def _plan(cfg: StudyConfig, size: int, seed: int, disjoint: bool) -> BinarySplitPlan:
+    # Disjoint: seed k trains and validates on block k of the pool (never another seed's events).
+    return BinarySplitPlan(train_size=size, test_size=cfg.test_size, seed=seed, block=seed if disjoint else None)
+
+
+def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int, lr: float,
+           backbone_lr: float | None, folder: Path, disjoint: bool, progress: bool) -> None:
+    """Train one run into ``folder`` unless it is finished there (an interrupted one resumes)."""
+    from hepfm.train.workflows import finetune
+
+    if (folder / CONFIG).exists() and not (folder / CHECKPOINT).exists():
+        return
+    pre_task, how = STRATEGIES[strategy]
+    spec = cfg.finetune.for_size(size)
+    signal, background = task_paths(cfg, task, state.out)
+    finetune(signal, background, folder, how, init_from=state.pretrained.get(pre_task), model=cfg.model,
+             model_config=cfg.model_options, lr=lr,
+             backbone_lr=defaults.BACKBONE_LR if backbone_lr is None else backbone_lr,
+             plan=_plan(cfg, size, seed, disjoint),
+             cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
+                             optimizer=spec.optimizer, seed=seed, progress=progress, tensorboard=False))
+
+
+def run_summary(folder: Path) -> dict:
+    """Validation scores at the restored (best) epoch, epochs, whether the epoch cap ended training, steps."""
+    from hepfm.study.efficiency import read_history
+
+    meta = read_config(folder)
+    training = meta["training"]
+    best = [r for r in read_history(folder / "history.csv") if r["epoch"] == training["best_epoch"]]
+    row = best[-1] if best else {}
+    batch = training["config"]["batch_size"]
+    return {"val_loss": row.get("val_loss", math.inf), "val_accuracy": row.get("val_accuracy"),
+            "val_auc": row.get("val_auc"), "epochs_run": training["epochs_run"], "best_epoch": training["best_epoch"],
+            "epoch_cap_hit": not training["stopped_early"], "train_time_s": training["train_time_s"],
+            "n_train": training["n_train"], "batch_size": batch,
+            "steps_per_epoch": math.ceil(training["n_train"] / batch), "n_val": training["n_val"]}
+
+
+def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, disjoint: bool,
+         progress: bool, console: Console | None = None) -> dict:
+    """Choose a strategy's learning rate(s) by validation loss (seed TUNING_SEED); cached in tuning.json.
+
+    Every point is trained on the tuning seed's training and validation events; points whose validation
+    scores collapsed onto the object multiplicity, or whose training diverged, rank after all others. The
+    ranking is the order in which a collapsed cell retries its rates.
+    """
+    folder = tuning_dir(state.out, task.name, size, strategy)
+    if (folder / TUNING).exists():
+        return json.loads((folder / TUNING).read_text())
+    how = STRATEGIES[strategy][1]
+    spec = cfg.finetune.for_size(size)
+    signal, background = task_paths(cfg, task, state.out)
+    val = None
+    points: list[dict] = []
+
+    def run_point(lr: float, backbone_lr: float | None) -> None:
+        nonlocal val
+        name = point_name(lr, backbone_lr)
+        entry = {"point": name, "lr": lr, "backbone_lr": backbone_lr, "run": str(Path("tuning", task.name, str(size),
+                                                                                       strategy, name))}
+        try:
+            _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder / name, disjoint, progress)
+        except HepfmError as exc:
+            if "non-finite" not in str(exc):
+                raise  # not the rate's fault: the cell fails and the point is retried on rerun
+            # A diverging rate is a result of the grid: ranked last, not fatal.
+            points.append({**entry, "error": str(exc), "val_loss": math.inf, "collapsed": True})
+            return
+        if val is None:
+            val = binary_split(signal, background, _plan(cfg, size, TUNING_SEED, disjoint))["val"]
+        scores = Task("binary", ["background", "signal"]).scores(predict(load_model(folder / name), val)).numpy()
+        check = collapse_check(scores, val.n_objects.numpy())
+        points.append({**entry, **run_summary(folder / name), "collapsed": check["collapsed"], "val_collapse": check})
+        if console is not None:
+            p = points[-1]
+            console.print(f"  tune {task.name} {size} {strategy} {name}: val loss {p['val_loss']:.4f}, "
+                          f"accuracy {p['val_accuracy']:.4f}{' COLLAPSED' if p['collapsed'] else ''}")
+
+    def rank(entries):
+        return sorted(entries, key=lambda p: (p["collapsed"], p["val_loss"]))
+
+    for lr, bb in spec.first_points(how):
+        run_point(lr, bb)
+    for lr, bb in spec.second_points(how, rank(points)[0]["lr"]):
+        run_point(lr, bb)
+    ranking = [p["point"] for p in rank(points)]
+    result = {"task": task.name, "size": size, "strategy": strategy, "tuned": spec.tuned, "seed": TUNING_SEED,
+              "criterion": "validation loss (collapsed or diverged points last)", "grid": points,
+              "ranking": ranking, "chosen": ranking[0]}
+    _write_json(folder / TUNING, result)
+    return result
+
+
+def _predictions(model, test) -> np.ndarray:
+    return Task("binary", ["background", "signal"]).scores(predict(model, test)).numpy()
+
+
+def multilabel_backbone_quality(folder: Path, data: Path, max_events: int | None) -> dict:
+    """A multilabel backbone's binary flags on its held-out pretraining events against trivial predictors."""
+    from hepfm.data.datasets import pretraining_split
+    from hepfm.eval.metrics import multilabel_quality
+    from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
+
+    splits, _ = pretraining_split(data, "multilabel", 0, max_events=max_events)
+    model = load_model(folder)
+    scores = Task("multilabel", list(LABEL_NAMES)).scores(predict(model, splits["test"])).numpy()
+    binary = np.array([k != "regression" for k in LABEL_KINDS])
+    names = [n for n, b in zip(LABEL_NAMES, binary, strict=True) if b]
+    return multilabel_quality(scores[:, binary], splits["test"].y.numpy()[:, binary],
+                              splits["train"].y.numpy()[:, binary], names)
+
+
+def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int,
+             test, disjoint: bool, progress: bool, console: Console | None = None) -> dict:
+    """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates."""
+    tuning = tune(cfg, state, task, size, strategy, disjoint, progress, console)
+    folder = cell_dir(state.out, task.name, size, strategy, seed)
+    points = {p["point"]: p for p in tuning["grid"]}
+    candidates = [name for name in tuning["ranking"] if "error" not in points[name]][:1 + MAX_RETRIES]
+    if not candidates:
+        raise HepfmError(f"{task.name} size {size} {strategy}: every learning rate of the grid diverged")
+    y = test.y.numpy()
+    attempts = []
+    for name in candidates:
+        p = points[name]
+        # The tuning seed's run at a point is this seed's run: reuse it instead of training it again.
+        run = state.out / p["run"] if seed == TUNING_SEED else folder / name
+        _train(cfg, state, task, size, strategy, seed, p["lr"], p["backbone_lr"], run, disjoint, progress)
+        model = load_model(run)
+        scores = _predictions(model, test)
+        check = collapse_check(scores, test.n_objects.numpy())
+        attempts.append({"point": name, "run": str(run.relative_to(state.out)), "model": model, "scores": scores,
+                         "collapse": check})
+        if not check["collapsed"]:
+            break
+    final = next((a for a in attempts if not a["collapse"]["collapsed"]), attempts[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    model, scores = final["model"], final["scores"]
+    np.save(folder / "scores.npy", np.stack([y, scores]).astype(np.float32))  # [labels; scores]
+    if size == (cfg.cka_size or min(cfg.sizes)):
+        np.save(folder / "latent.npy", encode(model, test.subset(torch.arange(min(len(test), cfg.cka_events))))
+                .numpy().astype(np.float32))
+    p = points[final["point"]]
+    acc, auc = accuracy(y, scores), roc_auc(y, scores)
+    n_pos = int(y.sum())
+    result = {"task": task.name, "size": size, "strategy": strategy, "seed": seed,
+              "accuracy": acc, "accuracy_err": accuracy_error(acc, len(y)),
+              "auc": auc, "auc_err": auc_error(auc, n_pos, len(y) - n_pos), "n_test": len(y),
+              "lr": p["lr"], "backbone_lr": p["backbone_lr"], "point": final["point"], "tuned": tuning["tuned"],
+              "chosen": tuning["chosen"],
+              "run": final["run"], **run_summary(state.out / final["run"]),
+              "collapsed": final["collapse"]["collapsed"], "collapse": final["collapse"],
+              "retries": [{"point": a["point"], "collapsed": a["collapse"]["collapsed"]} for a in attempts[1:]],
+              "disjoint_events": disjoint, "tuning": {k: tuning[k] for k in ("grid", "ranking", "chosen", "seed")}}
+    _write_json(folder / RESULT, result)
+    return result
+
+
+def _pool_size(cfg: StudyConfig, task: TaskSpec, out: Path) -> int:
+    """Events per class available to a task (the smaller class)."""
+    from hepfm.data.datasets import open_source
+
+    counts = []
+    for path in task_paths(cfg, task, out):
+        store, processes = open_source(path)
+        c = store.counts()
+        counts.append(sum(c[p] for p in (processes or store.process_names)))
+    return min(counts)
+
+
+def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> StudyState:
+    """Run (or resume) the whole study into ``out``; returns its state. Failed cells are listed, not fatal."""
+    console = console or Console()
+    state = StudyState(out=Path(out))
+    state.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    generate_stores(cfg, state.out, console, progress)
+    pretrain_backbones(cfg, state, console, progress)
+    n_cells = len(cfg.tasks) * len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
+    k = 0
+    for task in cfg.tasks:
+        signal, background = task_paths(cfg, task, state.out)
+        test = binary_test_set(signal, background, BinarySplitPlan(test_size=cfg.test_size))
+        # Interleave the test classes so a latent subset (CKA) holds both.
+        order = torch.argsort(torch.arange(len(test)) % (len(test) // 2), stable=True)
+        test = test.subset(order)
+        pool = _pool_size(cfg, task, state.out)
+        for size in cfg.sizes:
+            disjoint = disjoint_seeds(cfg, size, pool)
+            if not disjoint:
+                console.print(f"[yellow]{task.name} size {size}: {pool} events per class cannot give {cfg.seeds} seeds "
+                              f"disjoint training events (need {cfg.test_size} + {cfg.seeds} x "
+                              f"{block_events(size)}); seeds draw random, overlapping subsets[/]")
+            for strategy in cfg.strategies:
+                for seed in range(cfg.seeds):
+                    k += 1
+                    folder = cell_dir(state.out, task.name, size, strategy, seed)
+                    if (folder / RESULT).exists():
+                        continue
+                    label = f"[{k}/{n_cells}] {task.name} size {size} {strategy} seed {seed}"
+                    started = time.perf_counter()
+                    try:
+                        r = run_cell(cfg, state, task, size, strategy, seed, test, disjoint, False, console)
+                    except (HepfmError, RuntimeError, ValueError) as exc:
+                        state.failures.append({"cell": label, "error": str(exc), "trace": traceback.format_exc()})
+                        console.print(f"{label}: [red]FAILED[/] {exc}")
+                        continue
+                    flag = " [red]COLLAPSED[/]" if r["collapsed"] else ""
+                    console.print(f"{label}: {r['chosen']}, accuracy {r['accuracy']:.4f} ± {r['accuracy_err']:.4f}, "
+                                  f"AUC {r['auc']:.4f}, {r['epochs_run']} epochs"
+                                  f"{' (cap)' if r['epoch_cap_hit'] else ''}, {time.perf_counter() - started:.0f} s"
+                                  f"{flag}")
+    _write_json(state.out / "failures.json", state.failures)
+    _write_json(state.out / "timing.json", {"pretrain_time_s": state.pretrain_time_s,
+                                             "study_wall_time_s": time.perf_counter() - t0})
+    return state
