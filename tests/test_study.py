@@ -233,3 +233,27 @@ def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
     assert bayes > 0.95
     assert not result["collapsed"] and not result["epoch_cap_hit"]
     assert result["accuracy"] >= bayes - 0.05
+
+
+def test_study_in_parts_equals_the_whole(stores, tmp_path):
+    """--prepare-only, then parts of the grid (as parallel processes or batch jobs would), then the report."""
+    from hepfm.study.run import CellFilter
+
+    cfg = parse_config(_config(stores, sizes=[40], strategies=["scratch", "finetune_multiclass"]))
+    whole = run_study(cfg, tmp_path / "whole", progress=False)
+    parts = tmp_path / "parts"
+    state = run_study(cfg, parts, progress=False, prepare_only=True)
+    assert set(state.pretrained) == {"multiclass"} and not (parts / "cells").exists()
+    for strategy in cfg.strategies:
+        run_study(cfg, parts, progress=False, only=CellFilter(strategies=[strategy]))
+        assert (parts / f"failures-{strategy}.json").exists()
+    assert whole.failures == []
+
+    def results(root):
+        return {(r["strategy"], r["seed"]): (r["accuracy"], r["auc"], r["lr"])
+                for r in (json.loads(p.read_text()) for p in (root / "cells").rglob(RESULT))}
+
+    assert results(parts) == results(tmp_path / "whole")
+    assert "Table I — accuracy" in write_report(cfg, parts).read_text()
+    with pytest.raises(HepfmError, match="no strategy frozen_multiclass in this study"):
+        run_study(cfg, parts, progress=False, only=CellFilter(strategies=["frozen_multiclass"]))

@@ -424,28 +424,53 @@ def study(
     config: Path = typer.Argument(..., help="Study configuration (YAML), e.g. configs/study-cpu.yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Study folder: stores, pretrained models, cells, report."),
     report_only: bool = typer.Option(False, help="Only rebuild the tables, plots and report from finished cells."),
+    device: str = typer.Option("auto", help="Training device: auto, cpu or cuda."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA)."),
+    workers: Optional[int] = typer.Option(None, help="Generation processes (overrides generation.workers)."),
+    prepare_only: bool = typer.Option(False, help="Only generate the stores and pretrain the backbones."),
+    task: Optional[list[str]] = typer.Option(None, help="Train only the cells of this task (repeatable)."),
+    size: Optional[list[int]] = typer.Option(None, help="Train only the cells of this size (repeatable)."),
+    strategy: Optional[list[str]] = typer.Option(None, help="Train only the cells of this strategy (repeatable)."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Run the grid task x training size x strategy x seed and write Table I, efficiency, CKA and report.md.
 
     A rerun resumes: finished cells, stores and pretrained models are reused; failed cells are retried.
+    --prepare-only, then parts of the grid (--task/--size/--strategy) in parallel processes or batch jobs,
+    then --report-only runs the same study in pieces.
     """
+    import dataclasses
+
     from hepfm.study.config import load_config
+    from hepfm.study.run import CellFilter
 
-    _run_study(load_config(config), out, report_only, progress)
+    cfg = dataclasses.replace(load_config(config), device=device, bf16=bf16)
+    if workers is not None:
+        if workers < 1:
+            raise HepfmError(f"--workers must be positive, got {workers}")
+        cfg = dataclasses.replace(cfg, workers=workers)
+    only = CellFilter(task or None, size or None, strategy or None)
+    _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only)
 
 
-def _run_study(cfg, out: Path, report_only: bool, progress: bool) -> list[dict]:
+def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, prepare_only: bool = False) -> list[dict]:
     from hepfm.study.report import collect, table_markdown, table_one, write_report
-    from hepfm.study.run import run_study
+    from hepfm.study.run import CellFilter, run_study
 
     failures = []
+    partial = prepare_only or (only is not None and only != CellFilter())
     if not report_only:
         try:
-            failures = run_study(cfg, out, progress=progress, console=console).failures
+            failures = run_study(cfg, out, progress=progress, console=console, only=only,
+                                 prepare_only=prepare_only).failures
         except KeyboardInterrupt:
             Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
             raise typer.Exit(130) from None
+    if partial:
+        if failures:
+            raise HepfmError(f"{len(failures)} cell(s) failed; rerun to retry them")
+        console.print("part done; hepfm study CONFIG --out DIR --report-only writes the tables and report")
+        return []
     report = write_report(cfg, out)
     rows = collect(cfg, out)
     for metric in ("accuracy", "auc"):

@@ -126,6 +126,9 @@ class StudyConfig:
     cka_events: int = 2000
     cka_size: int | None = None
     source: str = "<dict>"
+    # Where the study runs, not what it measures: set from the command line, never from the YAML file.
+    device: str = "auto"
+    bf16: bool | None = None  # None: the trainer's default (on for CUDA)
 
     @property
     def pretraining_tasks(self) -> list[str]:

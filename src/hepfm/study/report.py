@@ -295,7 +295,9 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
     from hepfm.study.run import QUALITY
 
     out = Path(out)
-    timing = timing or (json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {})
+    if timing is None:  # a whole run's timing.json, else that of any part run on its own (same pretraining)
+        found = [out / "timing.json"] if (out / "timing.json").exists() else sorted(out.glob("timing-*.json"))
+        timing = json.loads(found[0].read_text()) if found else {}
     rows = collect(cfg, out)
     _write_csv(out / "cells.csv", cells_table(rows))
     md = [f"# hepfm study report\n\nConfiguration: `{cfg.source}`; {len(rows)} finished cells "
@@ -391,7 +393,7 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                                      f"{kernel} CKA, {t.name}, {size:,} events/class")
             figures.append(path)
     md += ["## Figures\n"] + [f"![{p.stem}]({p.relative_to(out)})" for p in figures]
-    failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
+    failures = [f for path in sorted(out.glob("failures*.json")) for f in json.loads(path.read_text())]
     if failures:
         md += ["\n## Failed cells\n"] + [f"- {f['cell']}: {f['error']}" for f in failures]
     path = out / "report.md"

@@ -93,7 +93,7 @@ def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: boo
         jobs.append(("downstream", cfg.downstream_processes, cfg.downstream_events, cfg.generation_seed + 1000))
     for name, processes, n, seed in jobs:
         console.print(f"[bold]event store {name}[/]: {', '.join(processes)} ({n} events each)")
-        shard = max(1000, -(-n // 2))  # two shards per process, so two workers share even one process
+        shard = max(1000, -(-n // 4))  # four shards per process, so workers share even one process
         generate([catalog_source(p) for p in processes], out / "stores" / name, n, seed=seed, workers=cfg.workers,
                  shard_size=shard, progress=progress)
 
@@ -114,9 +114,9 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
             pretrain(data, folder, task, model=cfg.model, model_config=cfg.model_options,
-                     lr=spec.lr, max_events=cfg.pretrain_max_events,
+                     lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device,
                      cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
-                                     optimizer=spec.optimizer, seed=0, progress=progress))
+                                     optimizer=spec.optimizer, seed=0, progress=progress, bf16=cfg.bf16))
         meta = read_config(folder)
         state.pretrained[task] = folder
         state.pretrain_time_s[task] = meta["training"]["train_time_s"]
@@ -157,9 +157,10 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     finetune(signal, background, folder, how, init_from=state.pretrained.get(pre_task), model=cfg.model,
              model_config=cfg.model_options, lr=lr,
              backbone_lr=defaults.BACKBONE_LR if backbone_lr is None else backbone_lr,
-             plan=_plan(cfg, size, seed, disjoint),
+             plan=_plan(cfg, size, seed, disjoint), device=cfg.device,
              cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
-                             optimizer=spec.optimizer, seed=seed, progress=progress, tensorboard=False))
+                             optimizer=spec.optimizer, seed=seed, progress=progress, tensorboard=False,
+                             bf16=cfg.bf16))
 
 
 def run_summary(folder: Path) -> dict:
@@ -310,17 +311,53 @@ def _pool_size(cfg: StudyConfig, task: TaskSpec, out: Path) -> int:
     return min(counts)
 
 
-def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> StudyState:
-    """Run (or resume) the whole study into ``out``; returns its state. Failed cells are listed, not fatal."""
+@dataclass
+class CellFilter:
+    """A part of the grid to run (None: every value), so that parts can run in parallel processes or jobs."""
+
+    tasks: list[str] | None = None
+    sizes: list[int] | None = None
+    strategies: list[str] | None = None
+
+    def tag(self) -> str:
+        """A file-name tag naming the part (for its own failures file)."""
+        parts = [",".join(map(str, v)) for v in (self.tasks, self.sizes, self.strategies) if v]
+        return "-".join(parts) or "all"
+
+    def check(self, cfg: StudyConfig) -> None:
+        """Refuse values the configuration does not have."""
+        for name, chosen, known in (("task", self.tasks, [t.name for t in cfg.tasks]), ("size", self.sizes, cfg.sizes),
+                                    ("strategy", self.strategies, cfg.strategies)):
+            unknown = [v for v in chosen or [] if v not in known]
+            if unknown:
+                raise HepfmError(f"{cfg.source}: no {name} {', '.join(map(str, unknown))} in this study "
+                                 f"(it has {', '.join(map(str, known))})")
+
+
+def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None,
+              only: CellFilter | None = None, prepare_only: bool = False) -> StudyState:
+    """Run (or resume) the study into ``out``; returns its state. Failed cells are listed, not fatal.
+
+    ``prepare_only``: generate the stores and pretrain the backbones, train no cell. ``only``: train just
+    that part of the grid (its failures go to ``failures-<part>.json``; the report reads every such file).
+    """
     console = console or Console()
     state = StudyState(out=Path(out))
     state.out.mkdir(parents=True, exist_ok=True)
+    if only is not None:
+        only.check(cfg)
     t0 = time.perf_counter()
     generate_stores(cfg, state.out, console, progress)
     pretrain_backbones(cfg, state, console, progress)
+    if prepare_only:
+        return state
     n_cells = len(cfg.tasks) * len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
     k = 0
+    only = only or CellFilter()
     for task in cfg.tasks:
+        if only.tasks and task.name not in only.tasks:
+            k += len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
+            continue
         signal, background = task_paths(cfg, task, state.out)
         test = binary_test_set(signal, background, BinarySplitPlan(test_size=cfg.test_size))
         # Interleave the test classes so a latent subset (CKA) holds both.
@@ -334,6 +371,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                               f"disjoint training events (need {cfg.test_size} + {cfg.seeds} x "
                               f"{block_events(size)}); seeds draw random, overlapping subsets[/]")
             for strategy in cfg.strategies:
+                if (only.sizes and size not in only.sizes) or (only.strategies and strategy not in only.strategies):
+                    k += cfg.seeds
+                    continue
                 for seed in range(cfg.seeds):
                     k += 1
                     folder = cell_dir(state.out, task.name, size, strategy, seed)
@@ -352,7 +392,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                                   f"AUC {r['auc']:.4f}, {r['epochs_run']} epochs"
                                   f"{' (cap)' if r['epoch_cap_hit'] else ''}, {time.perf_counter() - started:.0f} s"
                                   f"{flag}")
-    _write_json(state.out / "failures.json", state.failures)
-    _write_json(state.out / "timing.json", {"pretrain_time_s": state.pretrain_time_s,
-                                             "study_wall_time_s": time.perf_counter() - t0})
+    name = "failures.json" if only == CellFilter() else f"failures-{only.tag()}.json"
+    _write_json(state.out / name, state.failures)
+    timing_name = "timing.json" if only == CellFilter() else f"timing-{only.tag()}.json"
+    _write_json(state.out / timing_name, {"pretrain_time_s": state.pretrain_time_s,
+                                          "study_wall_time_s": time.perf_counter() - t0})
     return state
