@@ -10,10 +10,13 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[1] / "src")  # the checkout under test, not an installed copy
 
 
-def hepfm(*args, cwd=None, launcher=None, inherit_env=False):
-    """Run ``python -m hepfm ARGS`` (or under ``launcher``, e.g. torchrun) and capture its output."""
+def hepfm(*args, cwd=None, launcher=None, inherit_env=False, env=None):
+    """Run ``python -m hepfm ARGS`` (or under ``launcher``, e.g. torchrun) and capture its output; ``env``
+    adds variables."""
     cmd = (launcher or [sys.executable, "-m"]) + ["hepfm", *map(str, args)]
+    extra = env or {}
     env = {**os.environ, "COLUMNS": "200"} if inherit_env else {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    env.update(extra)
     env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
 

@@ -114,3 +114,31 @@ def test_a_store_from_another_detector_is_refused(model_dir, store, tmp_path):
     with pytest.raises(HepfmError, match="detector configuration differs in jet_pt_min"):
         predict_file(changed, store, tmp_path / "s.h5", progress=False)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_models_by_name_work_wherever_a_folder_does(model_dir, store, tmp_path):
+    """A model found by name (the package's folder, or HEPFM_MODEL_PATH) is accepted by finetune, predict and
+    hepfm.load_pretrained, exactly like its folder."""
+    import os
+    import shutil
+
+    from hepfm import load_pretrained
+
+    shelf = tmp_path / "shelf"
+    shutil.copytree(model_dir, shelf / "toy-multiclass")
+    env = {"HEPFM_MODEL_PATH": str(shelf)}
+    r = hepfm("predict", "toy-multiclass", "--data", store, "--out", tmp_path / "s.h5", "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    r = hepfm("finetune", "--signal", store / "hard", "--background", store / "soft", "--from", "toy-multiclass",
+              "--train-size", 50, "--epochs", 1, "--out", tmp_path / "ft", "--no-progress", "--allow-overlap",
+              env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["init_from"] == "toy-multiclass"
+    os.environ["HEPFM_MODEL_PATH"] = str(shelf)
+    try:
+        model = load_pretrained("toy-multiclass")
+        assert model.metadata["names"] == ["soft", "hard"]
+        with pytest.raises(HepfmError, match="no shipped model of that name"):
+            load_pretrained("no-such-model")
+    finally:
+        del os.environ["HEPFM_MODEL_PATH"]

@@ -540,7 +540,7 @@ def cka(
     import torch
 
     from hepfm.data.datasets import EventData, read_events
-    from hepfm.models.saving import load_model
+    from hepfm.models.pretrained import load as load_pretrained_or_folder
     from hepfm.train.trainer import encode
 
     arrays = read_events(data, ("objects", "n_objects"), events)[0]
@@ -552,7 +552,7 @@ def cka(
         name, sep, runs = item.partition("=")
         paths = runs.split(",") if sep else [item]
         name = name if sep else Path(item).name
-        groups[name] = [encode(load_model(p), subset).numpy() for p in paths]
+        groups[name] = [encode(load_pretrained_or_folder(p), subset).numpy() for p in paths]
     kernels = ("linear", "rbf") if kernel == "both" else (kernel,)
     results = {k: ckamod.cross_model_cka(groups, kernel=k) for k in kernels}
     names = results[kernels[0]][2]

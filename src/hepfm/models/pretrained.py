@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -29,12 +30,22 @@ def weights_dir() -> Path:
     return Path(str(resources.files("hepfm.models") / "weights"))
 
 
+def search_path() -> list[Path]:
+    """Folders searched for models by name: the package's own, then those of ``HEPFM_MODEL_PATH``
+    (colon-separated; e.g. a site-wide folder of models on a cluster)."""
+    extra = [Path(p) for p in os.environ.get("HEPFM_MODEL_PATH", "").split(os.pathsep) if p]
+    return [weights_dir(), *extra]
+
+
 def available() -> dict[str, Path]:
-    """Shipped models: name -> folder (folders with a config.json)."""
-    root = weights_dir()
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG).is_file()}
+    """Models by name: name -> folder (sub-folders with a config.json); the package's own come first."""
+    found: dict[str, Path] = {}
+    for root in search_path():
+        if root.is_dir():
+            for p in sorted(root.iterdir()):
+                if (p / CONFIG).is_file():
+                    found.setdefault(p.name, p)
+    return found
 
 
 def resolve(ref: str | Path) -> Path:

@@ -259,9 +259,11 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(sorted(MODELS))}")
     if cfg.cka_size is not None and cfg.cka_size not in cfg.sizes:
         _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {cfg.sizes}")
+    from hepfm.models.pretrained import resolve
+
     for task, path in cfg.pretrained.items():
         try:
-            meta = read_config(path)
+            meta = read_config(resolve(path))  # a model folder or a shipped model's name
         except HepfmError as exc:
             _fail(source, f"pretrain.{task}: {exc}")
         if meta.get("task") != task:

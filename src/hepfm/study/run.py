@@ -40,6 +40,7 @@ from hepfm.errors import HepfmError
 from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
 from hepfm.io.atomic import atomic_write_text
+from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.saving import CONFIG, load_model, read_config
 from hepfm.study.config import STRATEGIES, StudyConfig, TaskSpec, block_events, disjoint_seeds, pretraining_processes
 from hepfm.train import defaults
@@ -104,8 +105,8 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
 
     for task in cfg.pretraining_tasks:
         if task in cfg.pretrained:
-            state.pretrained[task] = Path(cfg.pretrained[task])
-            state.pretrain_time_s[task] = read_config(cfg.pretrained[task]).get("training", {}).get("train_time_s",
+            state.pretrained[task] = resolve_model(cfg.pretrained[task])
+            state.pretrain_time_s[task] = read_config(state.pretrained[task]).get("training", {}).get("train_time_s",
                                                                                                       float("nan"))
             continue
         folder = state.out / "pretrained" / task

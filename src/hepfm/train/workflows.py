@@ -25,12 +25,21 @@ import numpy as np
 import torch
 
 from hepfm.data.augment import check_augment
-from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set, check_sources, open_for_training
+from hepfm.data.datasets import (
+    BinarySplitPlan,
+    binary_split,
+    binary_test_set,
+    check_sources,
+    open_for_training,
+    open_source,
+)
 from hepfm.data.features import fit_scaling
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError
 from hepfm.models.base import Backbone, count_parameters
+from hepfm.models.pretrained import data_schema, schema_differences
+from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.registry import create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
@@ -140,8 +149,12 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     cfg, out = cfg or TrainConfig(), Path(out)
     check_augment(task, cfg.augment)
     _check_out(out, overwrite)
+    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
     parent = read_config(init_from) if init_from is not None else None
     open_for_training(data, max_events)  # damaged shards are refused before anything is written
+    schema = data_schema(open_source(data)[0])
+    if parent is not None:
+        _check_schema(parent, data, source_name)
     record = pretraining_data_record(data, split_seed, max_events)
     if parent is not None:
         record = list(parent.get("pretraining_data") or []) + record
@@ -168,9 +181,17 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
         result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
         summary = _finish(net, task_, result, splits, cfg, out, ctx,
                           {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
-                           "max_events": max_events, "lr": lr, "init_from": str(init_from) if init_from else None,
-                           "data_loading": loading, "pretraining_data": record})
+                           "max_events": max_events, "lr": lr,
+                           "init_from": str(source_name) if source_name is not None else None,
+                           "data_loading": loading, "pretraining_data": record, "data_schema": schema})
     return {**summary, "stream": loading["stream"]}
+
+
+def _check_schema(parent: dict, data: str | Path, name) -> None:
+    """Refuse events whose features or detector differ from those the model was pretrained on."""
+    diffs = schema_differences(parent, open_source(data)[0])
+    if diffs:
+        raise HepfmError(f"{data}: these events differ from those {name} was pretrained on: {'; '.join(diffs)}")
 
 
 def finetune(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
@@ -190,10 +211,15 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         raise HepfmError(f"--strategy {strategy} needs a pretrained model: --from RUN")
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
+    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
     parent = read_config(init_from) if init_from is not None else None  # fail early on an unreadable model
     _check_out(out, overwrite)
     for source in (signal, background):
         open_for_training(source, max_events)  # damaged shards are refused before anything is written
+        if parent is not None and strategy != "scratch":
+            _check_schema(parent, source, source_name)
+    schema = (parent or {}).get("data_schema") if strategy != "scratch" else None
+    schema = schema or data_schema(open_source(signal)[0])
     record = (parent.get("pretraining_data") or []) if parent is not None and strategy != "scratch" else None
     settings = {"command": "finetune", "signal": _abs(signal), "background": _abs(background), "strategy": strategy,
                 "init_from": _abs(init_from), "model": model,
@@ -218,10 +244,10 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
         return _finish(net, task, result, splits, cfg, out, ctx,
                        {"strategy": strategy, "signal": str(signal), "background": str(background),
-                        "init_from": str(init_from) if init_from else None, "split": asdict(plan),
+                        "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
                         "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr, "frozen_part": frozen_part,
                         "pretraining_data": record, "pretraining_overlap": overlap,
-                        "overlap": bool(overlap and overlap["overlap"])})
+                        "overlap": bool(overlap and overlap["overlap"]), "data_schema": schema})
 
 
 def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, device: str = "auto",
@@ -234,7 +260,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    net = load_model(run, distributed.resolve_device(device))
+    net = load_model(resolve_model(run), distributed.resolve_device(device))
     meta = net.metadata
     if meta.get("task") != "binary":
         raise HepfmError(f"{run}: a {meta.get('task')} model; evaluate takes binary (fine-tuned) models")
