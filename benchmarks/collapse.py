@@ -109,7 +109,7 @@ def run(variant: str, lr: float, seed: int, steps: int, batch: int, bf16: bool, 
     return dict(variant=variant, lr=lr, seed=seed, steps=steps, batch=batch, bf16=bf16,
                 accuracy=float((out.argmax(1) == yt.cpu()).float().mean()), n_test=len(test),
                 distinct=len(torch.unique(score)), count_share=count_share(score, mt.sum(1).cpu()),
-                dead_relu=dead_share, final_loss=float(loss), seconds=seconds)
+                dead_relu=dead_share, final_loss=float(loss.detach()), seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

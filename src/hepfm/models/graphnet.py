@@ -17,7 +17,7 @@ And with no skip connections the path from the objects to the output runs throug
 layers) in series; at lr 1e-3 the compounded updates switch most hidden ReLUs off for every event
 within tens of steps and training stays at chance with the output still a function of the count. Mean
 aggregation keeps every MLP input O(1) whatever the multiplicity (the count still enters through the
-global input), and residual blocks give the objects a short path to the output. ``PAPER_OPTIONS``
+global input), and residual blocks give the objects a path of 4 MLPs to the output. ``PAPER_OPTIONS``
 builds the published architecture; a config.json without these keys (a model saved before they
 existed) means the published architecture (``saved_without``), not the default.
 
