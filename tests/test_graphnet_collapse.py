@@ -40,7 +40,7 @@ def _count_share(scores: torch.Tensor, counts: torch.Tensor) -> float:
     return float(means[counts].var() / scores.var())
 
 
-def _train(options: dict, lr: float, steps: int = 80, batch: int = 64) -> dict:
+def _train(options: dict, lr: float, steps: int = 120, batch: int = 64) -> dict:
     x, mask, y, scaling = _btag_task()
     torch.manual_seed(0)
     model = GraphNet(n_outputs=2, **options)

@@ -5,21 +5,22 @@ MLP(x_i, x_j, y_ij, z), node update MLP(x_i, sum_j y'_ij, z), global update MLP(
 — is applied ``n_blocks`` times (one shared block or separate ones); a decoder MLP on the global vector
 gives the 64-d latent. Graphs are fully connected without self-loops; i is the receiving object.
 
-Two options change the block, not the parameters (372,556 either way with 12 outputs):
-``aggregation`` ("sum" as published, or "mean": the sums over j, i and ij divided by their number of
-terms) and ``residual`` (False as published, or True: each block's new node, edge and global features
-are added to its inputs). The default is mean + residual, because the published architecture collapses
-under Adam at lr 1e-3 (benchmarks/collapse.py, tests/test_graphnet_collapse.py): every MLP ends in a
-LayerNorm, so every message has O(1) entries sharing a common direction, and the global update's input
-is dominated by sum_ij y'_ij ~ n(n - 1) times that direction (its RMS is ~100 against ~1 for the global
-vector, on ~10-object events): at initialisation the output is already a function of the object count.
-And with no skip connections the path from the objects to the output runs through 7 to 14 MLPs (28-56 Linear
-layers) in series; at lr 1e-3 the compounded updates switch most hidden ReLUs off for every event
-within tens of steps and training stays at chance with the output still a function of the count. Mean
+Two options change the block, not the parameters (372,556 either way with 12 outputs): ``aggregation``
+("sum" as published, or "mean": the sums over j, i and ij divided by their number of terms) and
+``residual`` (False as published, or True: each block's new node, edge and global features are added to
+its inputs). The default is mean + residual, because the published architecture collapses under Adam at
+lr >= 3e-4 (benchmarks/collapse.py, tests/test_graphnet_collapse.py): every MLP ends in a LayerNorm, so
+every message has O(1) entries sharing a common direction, and the global update's input is dominated by
+sum_ij y'_ij ~ n(n - 1) times that direction (its RMS is ~100 against ~1 for the global vector, on
+~10-object events), so at initialisation the output is a function of the object count (it follows the
+count in the default too, through the global input, but there training moves it onto the objects). And
+with no skip connections the path from the objects to the output runs through 7 to 14 MLPs (28-56 Linear
+layers) in series; at lr 1e-3 the compounded updates switch most hidden ReLUs off for every event within
+tens of steps and training stays at chance with the output still a function of the count. Mean
 aggregation keeps every MLP input O(1) whatever the multiplicity (the count still enters through the
 global input), and residual blocks give the objects a path of 4 MLPs to the output. ``PAPER_OPTIONS``
-builds the published architecture; a config.json without these keys (a model saved before they
-existed) means the published architecture (``saved_without``), not the default.
+builds the published architecture; a config.json without these keys (a model saved before they existed)
+means the published architecture (``saved_without``), not the default.
 
 Speed (DESIGN.md §5): only real objects and real edges are ever computed. A batch's objects are packed
 into one [N, 64] tensor and its edges into [E, 64] with vectorised index building (the pair list of an
