@@ -5,7 +5,9 @@
 One run measures, side by side and interleaved (so that load from other processes hits all alike),
 training events/s — data pipeline + forward + backward + Adam step — of
 
-* ``graphnet``: :class:`hepfm.models.GraphNet` fed by :meth:`hepfm.data.datasets.EventData.batch`
+* ``graphnet``: :class:`hepfm.models.GraphNet` with the paper's options (sum aggregation, no residual
+  connections: the architecture the peers implement; the default adds a few elementwise ops) fed by
+  :meth:`hepfm.data.datasets.EventData.batch`
   (slice the stored [N, M, 7] tensor, trim to the batch's largest multiplicity);
 * ``pyg-list``: :class:`PygGraphNet`, a ``torch_geometric.nn.MetaLayer`` model with the same MLPs and
   parameter count, fed the way a PyG user does it: one ``Data`` per event (rows + fully connected
@@ -18,7 +20,8 @@ training events/s — data pipeline + forward + backward + Adam step — of
 It also counts forward FLOPs per event (see :func:`forward_flops`), measures a large square matmul's
 FLOP rate in the same run, reports each model's achieved rate as a fraction of it, checks that the
 three implementations give the same outputs on the same weights, and trains GraphNet in fp32 and bf16
-from one initialisation on a small synthetic two-class task to compare held-out accuracies.
+from one initialisation on a small synthetic two-class task to compare held-out accuracies
+(``--parity-variant default`` or ``paper``).
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ from hepfm.data.features import (
 )
 from hepfm.io.schema import DEFAULT_MAX_OBJECTS, TYPE_CODES
 from hepfm.models import GraphNet, count_parameters
+from hepfm.models.graphnet import PAPER_OPTIONS
 from hepfm.models.layers import LATENT_DIM
 
 DEPTH = 4
 N_BLOCKS = 4
+PARITY_VARIANTS = {"default": {}, "paper": PAPER_OPTIONS}
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -270,7 +275,9 @@ def peer_state_dict(graphnet: GraphNet, peer_class: type) -> dict[str, torch.Ten
     """GraphNet's weights renamed for a peer class: ``linears.k`` -> Sequential index 2k, ``norm`` -> last."""
     edge, node, glob = _PEER_BLOCK_NAMES[peer_class]
     if graphnet.n_blocks != N_BLOCKS or len(graphnet.blocks) != N_BLOCKS:
-        raise ValueError("peers implement the default GraphNet: 4 separate blocks")
+        raise ValueError("peers implement the paper's GraphNet: 4 separate blocks")
+    if any(graphnet.config.get(k) != v for k, v in PAPER_OPTIONS.items()):
+        raise ValueError(f"peers implement the paper's GraphNet: build it with {PAPER_OPTIONS}")
     out = {}
     for key, value in graphnet.state_dict().items():
         parts = key.split(".")
@@ -373,7 +380,7 @@ def build_runners(data: EventData, graphs: list[Data], n_outputs: int, device: t
                   scaling: tuple[np.ndarray, np.ndarray]) -> list[Runner]:
     """The five configurations, all starting from the same weights."""
     torch.manual_seed(0)
-    graphnet = GraphNet(n_outputs=n_outputs)
+    graphnet = GraphNet(n_outputs=n_outputs, **PAPER_OPTIONS)  # the architecture the peers implement
     graphnet.scaling.set(*scaling)
     pyg, dense = peers_from(graphnet)
     dense_width = data.x.shape[1]
@@ -407,7 +414,7 @@ def build_runners(data: EventData, graphs: list[Data], n_outputs: int, device: t
 def equivalence(data: EventData, n_events: int, device: torch.device, scaling) -> dict[str, float]:
     """Max |output difference| of the PyG and dense peers against GraphNet, same weights, one batch."""
     torch.manual_seed(1)
-    graphnet = GraphNet(n_outputs=12)
+    graphnet = GraphNet(n_outputs=12, **PAPER_OPTIONS)
     graphnet.scaling.set(*scaling)
     pyg, dense = peers_from(graphnet)
     index = torch.arange(min(n_events, len(data)), device=device)
@@ -421,8 +428,12 @@ def equivalence(data: EventData, n_events: int, device: torch.device, scaling) -
             "output_scale": float(ref.abs().max())}
 
 
-def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch.device) -> dict[str, float]:
+def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch.device,
+                variant: str = "default", lr: float = 3e-4) -> dict[str, float]:
     """Train GraphNet in fp32 and under bf16 autocast from one init on the same batches; held-out accuracies.
+
+    ``variant``: ``default`` (GraphNet's defaults: mean aggregation, residual blocks) or ``paper``
+    (the published architecture: sum aggregation, no residual connections).
 
     Task: two classes of synthetic events with the same multiplicities, the second with more b-tagged and
     harder jets (so the model has to learn from the objects, not from their count).
@@ -439,14 +450,14 @@ def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch
     scaling = fit_scaling(x[:2 * n_train].numpy(), n[:2 * n_train].numpy())
 
     torch.manual_seed(3)
-    init = GraphNet(n_outputs=2)
+    init = GraphNet(n_outputs=2, **PARITY_VARIANTS[variant])
     init.scaling.set(*scaling)
     gen = torch.Generator().manual_seed(5)
     batches = [train[torch.randperm(len(train), generator=gen)[:batch].to(device)] for _ in range(steps)]
     result, predictions = {}, []
     for label, bf16 in (("fp32", False), ("bf16", True)):
         model = copy.deepcopy(init).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=3e-4)  # 1e-3 stalls at chance on this task
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
         # Decay to zero, so that both runs end settled rather than at a random point of a noisy trajectory.
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
         for index in batches:
@@ -470,7 +481,7 @@ def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch
                     low = model(xt, mt).float()
             result["max_logit_diff"] = float((low - ref).abs().max())
             result["max_logit"] = float(ref.abs().max())
-    result.update(steps=steps, batch=batch, n_test=len(test),
+    result.update(steps=steps, batch=batch, n_test=len(test), variant=variant, lr=lr,
                   prediction_agreement=float((predictions[0] == predictions[1]).float().mean()))
     return result
 
@@ -487,6 +498,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     ap.add_argument("--matmul", type=int, default=4096, help="side of the square matmul giving peak FLOP/s")
     ap.add_argument("--parity-steps", type=int, default=600)
+    ap.add_argument("--parity-variant", default="default", choices=sorted(PARITY_VARIANTS),
+                    help="GraphNet trained in the bf16 parity run: default (mean, residual) or paper")
+    ap.add_argument("--parity-lr", type=float, default=3e-4, help="Adam learning rate of the parity run (decayed to 0)")
     ap.add_argument("--store", help="read events from this event store instead of synthesising them")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--json", help="write the figures to this file")
@@ -549,7 +563,7 @@ def main(argv: list[str] | None = None) -> dict:
     shaped = {"fp32": matmul_rate(LATENT_DIM, torch.float32, device, rows=n_edges // (args.repeats * args.steps)),
               "bf16": matmul_rate(LATENT_DIM, torch.bfloat16, device, rows=n_edges // (args.repeats * args.steps))}
     parity = bf16_parity(args.parity_steps, 2048 if not args.quick else 128, 1024 if not args.quick else 128,
-                         256 if not args.quick else 32, device)
+                         256 if not args.quick else 32, device, args.parity_variant, args.parity_lr)
 
     rows = []
     for name, rate in rates.items():
@@ -603,7 +617,8 @@ def print_report(r: dict) -> None:
           f"(outputs up to {e['output_scale']:.2f})")
     b = r["bf16_parity"]
     err = (b["accuracy_fp32"] * (1 - b["accuracy_fp32"]) / b["n_test"]) ** 0.5
-    print(f"bf16 parity ({b['steps']} steps x {b['batch']} events, {b['n_test']} held out): accuracy fp32 "
+    print(f"bf16 parity (GraphNet {b['variant']}, Adam {b['lr']:.0e} decayed to 0 over {b['steps']} steps x "
+          f"{b['batch']} events, {b['n_test']} held out): accuracy fp32 "
           f"{b['accuracy_fp32']:.4f}, bf16 autocast {b['accuracy_bf16']:.4f} (+-{err:.4f} each; same class for "
           f"{b['prediction_agreement']:.1%} of events); fp32 weights run under bf16: "
           f"max |logit diff| {b['max_logit_diff']:.3f} (logits up to {b['max_logit']:.2f})")

@@ -13,6 +13,7 @@ import torch
 
 from hepfm.data.datasets import EventData
 from hepfm.models import GraphNet, count_parameters
+from hepfm.models.graphnet import PAPER_OPTIONS
 
 pytest.importorskip("torch_geometric")
 
@@ -46,7 +47,7 @@ def test_peers_have_graphnets_parameter_count(bench):
 
 def test_peers_give_graphnets_outputs(bench, events):
     torch.manual_seed(0)
-    graphnet = GraphNet(n_outputs=5)
+    graphnet = GraphNet(n_outputs=5, **PAPER_OPTIONS)
     scaling = bench.fit_scaling(events.x.numpy(), events.n_objects.numpy())
     graphnet.scaling.set(*scaling)
     pyg, dense = bench.peers_from(graphnet)

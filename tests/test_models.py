@@ -12,6 +12,7 @@ from toy_events import toy_events
 import hepfm
 from hepfm.errors import HepfmError
 from hepfm.models import GraphNet, count_parameters, create_model, list_models
+from hepfm.models.graphnet import PAPER_OPTIONS
 from hepfm.models.saving import save_model
 from hepfm.physics import kinematics as kin
 
@@ -42,8 +43,10 @@ def test_every_registered_model_runs_forward_and_backward(name):
 
 
 def test_graphnet_parameter_counts_match_the_design():
+    assert count_parameters(GraphNet(n_outputs=12, **PAPER_OPTIONS)) == 372_556
+    assert count_parameters(GraphNet(n_outputs=12, share_blocks=True, **PAPER_OPTIONS)) == 135_628
+    # Mean aggregation and residual connections add no parameters.
     assert count_parameters(GraphNet(n_outputs=12)) == 372_556
-    assert count_parameters(GraphNet(n_outputs=12, share_blocks=True)) == 135_628
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -83,7 +86,10 @@ def test_padded_objects_receive_no_gradient(name):
 
 
 def _naive_graphnet(model: GraphNet, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The paper's formulas, event by event and pair by pair, on the model's own MLPs (unsplit layers)."""
+    """The paper's formulas, event by event and pair by pair, on the model's own MLPs (unsplit layers);
+    with ``aggregation=mean`` the sums are divided by the number of terms, with ``residual`` each block's
+    outputs are added to its inputs."""
+    mean, residual = model.config["aggregation"] == "mean", model.config["residual"]
     outs = []
     for xe, me in zip(x, mask, strict=True):
         rows = xe[me]
@@ -98,20 +104,30 @@ def _naive_graphnet(model: GraphNet, x: torch.Tensor, mask: torch.Tensor) -> tor
         g = model.global_encoder(torch.tensor([n / 10.0], dtype=x.dtype))
         for k in range(model.n_blocks):
             block = model.blocks[k % len(model.blocks)]
-            e = {(i, j): block.edge(torch.cat([h[i], h[j], y, g])) for (i, j), y in e.items()}
-            h = [block.node(torch.cat([h[i], sum((e[i, j] for j in range(n) if j != i), torch.zeros_like(g)), g]))
-                 for i in range(n)]
-            node_sum = sum(h, torch.zeros_like(g))
-            edge_sum = sum(e.values(), torch.zeros_like(g))
-            g = block.glob(torch.cat([node_sum, edge_sum, g]))
+            e_new = {(i, j): block.edge(torch.cat([h[i], h[j], y, g])) for (i, j), y in e.items()}
+            received = [sum((e_new[i, j] for j in range(n) if j != i), torch.zeros_like(g)) / (max(n - 1, 1) if mean
+                                                                                                else 1)
+                        for i in range(n)]
+            h_new = [block.node(torch.cat([h[i], received[i], g])) for i in range(n)]
+            node_sum = sum(h_new, torch.zeros_like(g)) / (n if mean else 1)
+            edge_sum = sum(e_new.values(), torch.zeros_like(g)) / (max(n * (n - 1), 1) if mean else 1)
+            g_new = block.glob(torch.cat([node_sum, edge_sum, g]))
+            if residual:
+                e = {key: e[key] + y for key, y in e_new.items()}
+                h = [a + b for a, b in zip(h, h_new, strict=True)]
+                g = g + g_new
+            else:
+                e, h, g = e_new, h_new, g_new
         outs.append(model.head(model.decoder(g)))
     return torch.stack(outs)
 
 
+@pytest.mark.parametrize("options", [PAPER_OPTIONS, {}, {"aggregation": "mean", "residual": False},
+                                     {"aggregation": "sum", "residual": True}])
 @pytest.mark.parametrize("share", [False, True])
-def test_graphnet_equals_naive_per_event_loop(share):
+def test_graphnet_equals_naive_per_event_loop(share, options):
     torch.manual_seed(1)
-    model = GraphNet(n_outputs=3, share_blocks=share).double().eval()
+    model = GraphNet(n_outputs=3, share_blocks=share, **options).double().eval()
     model.scaling.set(torch.tensor([3.5, 0.1, 0.0, 4.0]), torch.tensor([0.8, 1.2, 1.8, 1.0]))
     x, mask = _batch(n=4, seed=5)
     x = x.double()
@@ -119,8 +135,10 @@ def test_graphnet_equals_naive_per_event_loop(share):
         torch.testing.assert_close(model(x, mask), _naive_graphnet(model, x, mask), rtol=1e-9, atol=1e-9)
 
 
-def test_single_object_events_have_no_edges_but_work():
-    model = _model("graphnet")
+@pytest.mark.parametrize("options", [PAPER_OPTIONS, {}])
+def test_single_object_events_have_no_edges_but_work(options):
+    torch.manual_seed(0)
+    model = GraphNet(n_outputs=3, **options).double().eval()
     x = torch.zeros(2, 4, 7, dtype=torch.float64)
     x[:, 0] = torch.tensor([50.0, 0.0, 1.0, 50.0, 0.0, 0.0, 6.0])
     mask = torch.zeros(2, 4, dtype=torch.bool)
@@ -139,6 +157,39 @@ def test_save_and_load_round_trip(tmp_path, name):
     torch.testing.assert_close(loaded(x, mask), model(x, mask))
     torch.testing.assert_close(loaded.scaling.std, model.scaling.std)
     assert loaded.metadata["names"] == ["a", "b", "c"]
+
+
+def test_a_model_saved_before_the_graphnet_options_loads_as_the_papers_architecture(tmp_path):
+    # config.json files written before `aggregation` and `residual` existed have neither key; their weights
+    # fit every variant (same parameters), so the absent keys must mean the paper's architecture they were
+    # trained as, not today's default.
+    x, mask = _batch()
+    torch.manual_seed(0)
+    paper = GraphNet(n_outputs=3, **PAPER_OPTIONS)
+    save_model(paper, tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    for key in PAPER_OPTIONS:
+        del cfg["architecture"]["config"][key]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    loaded = hepfm.load(tmp_path / "old")
+    assert {k: loaded.config[k] for k in PAPER_OPTIONS} == PAPER_OPTIONS
+    torch.testing.assert_close(loaded(x, mask), paper(x, mask))
+    # The same weights as today's default architecture give other outputs: loading as the default would be wrong.
+    default = GraphNet(n_outputs=3)
+    default.load_state_dict(paper.state_dict())
+    assert not torch.allclose(default(x, mask), paper(x, mask), atol=1e-3)
+    # New folders record the options explicitly, so a later change of default cannot change them either.
+    save_model(GraphNet(n_outputs=3), tmp_path / "new")
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())["architecture"]["config"]
+    assert saved["aggregation"] == "mean" and saved["residual"] is True
+    assert hepfm.load(tmp_path / "new").config["residual"] is True
+
+
+def test_bad_graphnet_options_are_clear_errors():
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        create_model("graphnet", aggregation="max")
+    with pytest.raises(ValueError, match="residual must be true or false"):
+        create_model("graphnet", residual="yes")
 
 
 def test_loading_a_broken_model_folder_names_the_problem(tmp_path):

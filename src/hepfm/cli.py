@@ -300,7 +300,9 @@ def models_cmd(
     table = Table(title=f"hepfm backbones (parameters with {outputs} outputs)")
     for col in ("model", "variant", "parameters", "options"):
         table.add_column(col)
-    variants = {"graphnet": [("separate blocks (default, as published)", {}),
+    variants = {"graphnet": [("default: mean aggregation, residual blocks", {}),
+                             ("as published (aggregation=sum residual=false)",
+                              {"aggregation": "sum", "residual": False}),
                              ("shared block (share_blocks=true)", {"share_blocks": True})]}
     for name in sorted(MODELS):
         for label, options in variants.get(name, [("default", {})]):

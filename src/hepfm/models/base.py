@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -18,6 +20,9 @@ class Backbone(nn.Module):
     """
 
     name = "backbone"
+    # Options added after models were first saved, with the value that reproduces the architecture those
+    # models were saved with: a config.json without the key means this value, not the current default.
+    saved_without: ClassVar[dict] = {}
 
     def __init__(self, n_outputs: int, config: dict):
         super().__init__()

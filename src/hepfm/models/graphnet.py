@@ -5,6 +5,23 @@ MLP(x_i, x_j, y_ij, z), node update MLP(x_i, sum_j y'_ij, z), global update MLP(
 — is applied ``n_blocks`` times (one shared block or separate ones); a decoder MLP on the global vector
 gives the 64-d latent. Graphs are fully connected without self-loops; i is the receiving object.
 
+Two options change the block, not the parameters (372,556 either way with 12 outputs): ``aggregation``
+("sum" as published, or "mean": the sums over j, i and ij divided by their number of terms) and
+``residual`` (False as published, or True: each block's new node, edge and global features are added to
+its inputs). The default is mean + residual, because the published architecture collapses under Adam at
+lr >= 3e-4 (benchmarks/collapse.py, tests/test_graphnet_collapse.py): every MLP ends in a LayerNorm, so
+every message has O(1) entries sharing a common direction, and the global update's input is dominated by
+sum_ij y'_ij ~ n(n - 1) times that direction (its RMS is ~100 against ~1 for the global vector, on
+~10-object events), so at initialisation the output is a function of the object count (it follows the
+count in the default too, through the global input, but there training moves it onto the objects). And
+with no skip connections the path from the objects to the output runs through 7 to 14 MLPs (28-56 Linear
+layers) in series; at lr 1e-3 the compounded updates switch most hidden ReLUs off for every event within
+tens of steps and training stays at chance with the output still a function of the count. Mean
+aggregation keeps every MLP input O(1) whatever the multiplicity (the count still enters through the
+global input), and residual blocks give the objects a path of 4 MLPs to the output. ``PAPER_OPTIONS``
+builds the published architecture; a config.json without these keys (a model saved before they existed)
+means the published architecture (``saved_without``), not the default.
+
 Speed (DESIGN.md §5): only real objects and real edges are ever computed. A batch's objects are packed
 into one [N, 64] tensor and its edges into [E, 64] with vectorised index building (the pair list of an
 M-object event is cached per M); gathers are ``index_select`` and sums ``index_add_`` (on the CPU both
@@ -26,6 +43,9 @@ from hepfm.data.features import EDGE_INPUTS, ETA, GLOBAL_INPUTS, NODE_INPUTS, PH
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 
+AGGREGATIONS = ("sum", "mean")
+PAPER_OPTIONS = {"aggregation": "sum", "residual": False}  # the published architecture (arXiv:2412.10665)
+
 
 def _is_exporting() -> bool:
     """True while torch.export traces the model (torch >= 2.5; older versions cannot export it anyway)."""
@@ -34,27 +54,43 @@ def _is_exporting() -> bool:
 
 
 class GraphBlock(nn.Module):
-    """One edge -> node -> global update with sum aggregation."""
+    """One edge -> node -> global update; messages summed or averaged (``mean``), updates added to the
+    inputs (``residual``) or replacing them (the paper)."""
 
-    def __init__(self, width: int, depth: int):
+    def __init__(self, width: int, depth: int, mean: bool = False, residual: bool = False):
         super().__init__()
         self.edge = MLP(4 * width, width, depth)
         self.node = MLP(3 * width, width, depth)
         self.glob = MLP(3 * width, width, depth)
+        self.mean = mean
+        self.residual = residual
 
     def forward(self, h, e, g, graph: PackedGraph):
+        h_new, e_new, g_new = self.update(h, e, g, graph)
+        if self.residual:
+            return h + h_new, e + e_new, g + g_new
+        return h_new, e_new, g_new
+
+    def update(self, h, e, g, graph: PackedGraph):
+        """The block's new (node, edge, global) features from the old ones."""
         hr, hs, ee, ge = self.edge.first_layer_parts([h, h, e, g], bias_on=0)
         # Receiver and global terms are added per node, then gathered once per edge.
         per_receiver = hr.add_(ge.index_select(0, graph.node_event))
         pre = ee.add_(per_receiver.index_select(0, graph.receiver)).add_(hs.index_select(0, graph.sender))
         e = self.edge.rest(pre)
         received = h.new_zeros(h.shape).index_add_(0, graph.receiver, e)
+        if self.mean:
+            received = received / graph.n_senders.to(received.dtype)
         hh, ha, gn = self.node.first_layer_parts([h, received, g], bias_on=0)
         h = self.node.rest(hh.add_(ha).add_(gn.index_select(0, graph.node_event)))
         n_events = g.shape[0]
         node_sum = g.new_zeros((n_events, h.shape[1])).index_add_(0, graph.node_event, h)
-        # sum_ij y'_ij = sum_i received_i: N rows to add instead of E.
+        # sum_ij y'_ij = sum_i received_i: N rows to add instead of E. With means, every object of an
+        # event receives from the same n - 1 senders, so the mean over edges is the mean of received means.
         edge_sum = g.new_zeros((n_events, e.shape[1])).index_add_(0, graph.node_event, received)
+        if self.mean:
+            n_nodes = graph.n_nodes.to(g.dtype)
+            node_sum, edge_sum = node_sum / n_nodes, edge_sum / n_nodes
         g = self.glob(torch.cat([node_sum, edge_sum, g], dim=-1))
         return h, e, g
 
@@ -76,6 +112,11 @@ class PackedGraph:
         self.edge_event = edge_event
         self.node_event = mask.nonzero(as_tuple=True)[0]
         self.mask = mask
+        n_objects = mask.sum(dim=1, keepdim=True)
+        # Divisors for mean aggregation: n per event, n - 1 senders per object (1 where there is nothing to
+        # average, so an edgeless object's mean message stays 0).
+        self.n_nodes = n_objects.clamp_min(1)
+        self.n_senders = (n_objects - 1).clamp_min(1).index_select(0, self.node_event)
 
     @classmethod
     def _pairs(cls, m: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,20 +132,31 @@ class PackedGraph:
 
 
 class GraphNet(Backbone):
-    """The published graph network. ``share_blocks=False`` (default) gives ~372k parameters with 12 outputs."""
+    """The graph network of arXiv:2412.10665; 372,556 parameters with 12 outputs and separate blocks.
+
+    Defaults: mean aggregation and residual blocks; ``GraphNet(**PAPER_OPTIONS)`` is the published
+    architecture (sum aggregation, no residual connections). See the module docstring for why.
+    """
 
     name = "graphnet"
+    saved_without: ClassVar[dict] = PAPER_OPTIONS  # models saved before these options existed
 
     def __init__(self, n_outputs: int = 1, width: int = LATENT_DIM, depth: int = 4, n_blocks: int = 4,
-                 share_blocks: bool = False):
-        super().__init__(n_outputs, dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks))
+                 share_blocks: bool = False, aggregation: str = "mean", residual: bool = True):
+        super().__init__(n_outputs, dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks,
+                                         aggregation=aggregation, residual=residual))
         if width != LATENT_DIM:
             raise ValueError(f"width must be {LATENT_DIM} (the latent size every backbone exposes), got {width}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be true or false, got {residual!r}")
         self.node_encoder = MLP(NODE_INPUTS, width, depth)
         self.edge_encoder = MLP(EDGE_INPUTS, width, depth)
         self.global_encoder = MLP(GLOBAL_INPUTS, width, depth)
         n_distinct = 1 if share_blocks else n_blocks
-        self.blocks = nn.ModuleList([GraphBlock(width, depth) for _ in range(n_distinct)])
+        mean = aggregation == "mean"
+        self.blocks = nn.ModuleList([GraphBlock(width, depth, mean, residual) for _ in range(n_distinct)])
         self.n_blocks = n_blocks
         self.decoder = MLP(width, width, depth)
 

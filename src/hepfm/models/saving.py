@@ -38,7 +38,11 @@ def save_model(model: Backbone, folder: str | Path, metadata: dict | None = None
 
 
 def read_config(folder: str | Path) -> dict:
-    """The config.json of a model folder, with a clear error when the folder holds no complete model."""
+    """The config.json of a model folder, with a clear error when the folder holds no complete model.
+
+    ``architecture.config`` is completed with the backbone's ``saved_without`` values, so a model saved
+    before an option existed is rebuilt as the architecture it was trained as, not as today's default.
+    """
     folder = Path(folder)
     path = folder / CONFIG
     if not folder.is_dir():
@@ -53,6 +57,10 @@ def read_config(folder: str | Path) -> dict:
         raise HepfmError(f"{path}: unreadable model configuration ({exc})") from None
     if arch["model"] not in MODELS:
         raise HepfmError(f"{path}: unknown model {arch['model']!r} (known: {', '.join(sorted(MODELS))})")
+    if not isinstance(arch.setdefault("config", {}), dict):
+        raise HepfmError(f"{path}: unreadable model configuration (architecture.config is not a mapping)")
+    # An option missing from an older config.json means the architecture before the option existed.
+    arch["config"] = {**MODELS[arch["model"]].saved_without, **arch["config"]}
     return config
 
 
