@@ -57,8 +57,10 @@ def test_torchrun_ddp_equals_single_process(store, tmp_path):
     a = load_file(str(tmp_path / "single" / "model.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "model.safetensors"))
     assert a.keys() == b.keys()
+    # Rounding noise only: the 2-rank sum adds the same terms in another order (measured up to 2.6e-6 on weights
+    # of ~0.1 with mean aggregation and residual blocks); a wrong normalisation or slicing differs by >1e-3.
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
     assert '"world_size": 2' in (tmp_path / "ddp" / "config.json").read_text()
 
 
