@@ -3,9 +3,9 @@
 #
 #   bash benchmarks/study_on_gpu.sh CONFIG.yaml OUT_DIR RESULT.tar.gz [WORKERS]
 #
-# Steps: generation (WORKERS processes) and pretraining (--prepare-only); then every (task, size 1e3) and
-# every (task, larger size, strategy) as its own process on the shared GPU (the models are small, so one
-# process cannot keep the GPU busy: per-step time is kernel-launch bound); then --report-only. Training
+# Steps: generation (WORKERS processes) and pretraining (--prepare-only); then every (task, size, strategy)
+# as its own process on the shared GPU (the models are small, so one process cannot keep the GPU busy:
+# per-step time is kernel-launch bound); then --report-only. Training
 # runs in fp32 (--no-bf16), as on the CPU. The tarball holds the study folder without the event stores and
 # the cells' weights (the report needs only results, scores, latents and histories). Wheels of packages the
 # machine lacks are installed from .whl/ when that folder exists (see the device notes in README.md).
@@ -16,7 +16,7 @@ if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
     || exit 3
   export PYTHONPATH=$PWD/src:/tmp/site
 else
-  export PYTHONPATH=$PWD/src
+  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
@@ -29,9 +29,7 @@ read -r -a STRATEGIES <<< "$(python3 -c "from hepfm.study.config import load_con
 mkdir -p "$OUT_DIR/logs"
 pids=()
 for task in "${TASKS[@]}"; do
-  python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --task "$task" --size "${SIZES[0]}" \
-    > "$OUT_DIR/logs/$task-${SIZES[0]}.log" 2>&1 & pids+=($!)
-  for size in "${SIZES[@]:1}"; do
+  for size in "${SIZES[@]}"; do
     for strategy in "${STRATEGIES[@]}"; do
       python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --task "$task" --size "$size" \
         --strategy "$strategy" > "$OUT_DIR/logs/$task-$size-$strategy.log" 2>&1 & pids+=($!)
