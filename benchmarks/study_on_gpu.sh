@@ -14,6 +14,11 @@ CONFIG=$1; OUT_DIR=$2; TARBALL=$3; WORKERS=${4:-16}
 if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 3
+  # pip --target drops the wheel's data files, and Pythia needs all of share/Pythia8 (xmldoc, tunes, PDFs):
+  # unpack them from the wheel and point Pythia at them.
+  python3 -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('.whl/pythia8mc-*.whl')[0]); \
+z.extractall('/tmp/py8', [n for n in z.namelist() if '/share/Pythia8/' in n])" || exit 3
+  export PYTHIA8DATA=$(ls -d /tmp/py8/*/data/share/Pythia8/xmldoc)
   export PYTHONPATH=$PWD/src:/tmp/site
 else
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}

@@ -309,6 +309,20 @@ def models_cmd(
             model = create_model(name, outputs, **options)
             table.add_row(name, label, f"{count_parameters(model):,}", escape(str(model.config)))
     console.print(table)
+    from hepfm.models.pretrained import describe_shipped, search_path
+
+    shipped = describe_shipped()
+    if not shipped:
+        console.print(f"pretrained models by name: none installed (searched {', '.join(map(str, search_path()))})")
+        return
+    table = Table(title="pretrained models (use the name wherever a model folder is accepted)")
+    for col in ("name", "model", "task", "classes", "held-out metrics", "model card"):
+        table.add_column(col)
+    for row in shipped:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["test"].items() if isinstance(v, float))
+        table.add_row(row["name"], row["model"], str(row["task"]), str(len(row["classes"])), metrics,
+                      escape(str(row["card"] or "-")))
+    console.print(table)
 
 
 @app.command()
