@@ -258,3 +258,18 @@ def test_toml_configuration_on_python_without_tomllib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tomli", None)
     with pytest.raises(HepfmError, match="needs tomli"):
         DetectorConfig.from_file(path)
+
+
+def test_non_isolated_muon_is_not_an_object_but_enters_met():
+    """A muon inside a jet is reconstructed (it enters MET with its momentum, as Delphes' EFlow tracks do) but
+    not selected (not isolated); it adds nothing to the jet."""
+    jet_particles = spray(-1.0, -2.0, 80.0)
+    event = [(13, 1, 30.0, -1.0, -2.0, 0.106)] + jet_particles
+    reco = run([event])
+    assert len(objects_of(reco, 0, "muon")) == 0
+    (jet,) = objects_of(reco, 0, "jet")
+    assert jet[PT] == pytest.approx(80.0, rel=0.02)
+    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in event)
+    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in event)
+    (met,) = objects_of(reco, 0, "met")
+    assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)

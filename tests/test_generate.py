@@ -222,3 +222,9 @@ def test_fcnc_top_and_antitop_decays_are_mixed_in_every_shard(tmp_path):
     a, b = read(tmp_path / "a"), read(tmp_path / "b")
     for k in FIELDS:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_fcnc_mixture_survives_a_one_event_batch(tmp_path):
+    """The last generation batch of a 251-event shard holds one event: one of the two instances gets none."""
+    generate([catalog_source("fcnc_thq")], tmp_path / "s", events=251, seed=4, progress=False)
+    assert len(read(tmp_path / "s")["objects"]) == 251

@@ -231,8 +231,10 @@ def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
     visible = (np.arange(x.shape[1])[None, :] < n[:, None]) & (x[:, :, 6] != 6)  # real rows, MET excluded
     bayes = np.mean((np.where(visible, x[:, :, 0], np.inf).min(axis=1) >= 90.0) == (y == 1))
     assert bayes > 0.95
-    assert not result["collapsed"] and not result["epoch_cap_hit"]
-    assert result["accuracy"] >= bayes - 0.05
+    # On separable events the validation loss keeps falling as the model grows confident, so the epoch cap
+    # may end training here; what matters is the accuracy.
+    assert not result["collapsed"]
+    assert result["accuracy"] >= bayes - 0.05, (result["accuracy"], bayes)
 
 
 def test_study_in_parts_equals_the_whole(stores, tmp_path):

@@ -324,6 +324,9 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
                              f"({pool + n_test} in all)")
     out: dict[str, list[EventData]] = {"train": [], "val": [], "test": []}
     if plan.block is not None:
+        if plan.block < 0 or plan.disjoint:
+            raise HepfmError(f"split plan: block must be >= 0 and not combined with disjoint (got block={plan.block}, "
+                             f"disjoint={plan.disjoint})")
         end = n_test + (plan.block + 1) * (n_train + n_val)
         for source, d in ((signal, data[1]), (background, data[0])):
             if end > len(d):

@@ -37,7 +37,10 @@ def shard_identity(store: EventStore, shard: dict) -> str:
     if key not in _CACHE:
         attrs = read_attrs(path)
         if attrs.get("seed") is not None:
-            text = json.dumps({k: attrs.get(k) for k in _IDENTITY_ATTRS}, sort_keys=True, default=str)
+            ident = {k: attrs.get(k) for k in _IDENTITY_ATTRS}
+            if attrs.get("mixture_settings"):  # two-instance processes (fcnc_thq): their settings too
+                ident["mixture_settings"] = attrs["mixture_settings"]
+            text = json.dumps(ident, sort_keys=True, default=str)
             _CACHE[key] = "gen:" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
         else:
             _CACHE[key] = "sha256:" + str(shard.get("sha256"))

@@ -278,7 +278,10 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     config = model.metadata
     task = Task(config["task"], list(config["names"]))
     columns = score_names(config)
-    source = _open_input(data, input_format, chunk_size, detector or DetectorConfig())
+    if detector is None:  # select ROOT inputs' objects as the model's training events were
+        trained = (config.get("data_schema") or {}).get("detector")
+        detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()
+    source = _open_input(data, input_format, chunk_size, detector)
     if isinstance(source, _StoreInput):
         from hepfm.models.pretrained import schema_differences
 

@@ -168,10 +168,12 @@ class _EventSource:
             parts, order = [self.instances[0].nextBatch(n)], None
         else:
             from_second = self.choice_rng.random(n) < 0.5
-            counts = (int(n - from_second.sum()), int(from_second.sum()))
-            parts = [pythia.nextBatch(k) for pythia, k in zip(self.instances, counts, strict=True)]
-            # Put each instance's events back at the positions drawn for it (fewer if Pythia fell short).
-            slots = [np.flatnonzero(~from_second)[:len(parts[0])], np.flatnonzero(from_second)[:len(parts[1])]]
+            parts, slots = [], []
+            for pythia, chosen in zip(self.instances, (~from_second, from_second), strict=True):
+                if chosen.any():  # nextBatch(0) returns records without field names: never ask for none
+                    parts.append(pythia.nextBatch(int(chosen.sum())))
+                    # Put each instance's events back at the positions drawn for it (fewer if Pythia fell short).
+                    slots.append(np.flatnonzero(chosen)[:len(parts[-1])])
             order = np.argsort(np.concatenate(slots), kind="stable")
         prt = ak.concatenate([b.prt for b in parts]) if len(parts) > 1 else parts[0].prt
         weights = np.concatenate([ak.to_numpy(ak.fill_none(ak.firsts(b.info.weights), 1.0)) for b in parts])

@@ -51,9 +51,9 @@ def available() -> dict[str, Path]:
 def resolve(ref: str | Path) -> Path:
     """The model folder of a run folder path or a shipped model name; a clear error for neither."""
     path = Path(ref)
-    if path.is_dir():
-        return path
     shipped = available()
+    if path.is_dir() and ((path / CONFIG).is_file() or str(ref) not in shipped):
+        return path  # a folder (read_config names what is wrong with it), unless a name is meant
     if str(ref) in shipped:
         return shipped[str(ref)]
     names = ", ".join(shipped) or "none in this installation"

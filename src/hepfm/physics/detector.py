@@ -18,8 +18,9 @@ Selection follows arXiv:2412.10665; efficiencies, resolutions and isolation foll
    efficiency of the card) within Delta R < 0.2 are tau candidates, tagged with the Delphes efficiencies
    when a hadronically decaying tau lies within Delta R < 0.2, with the mistag rates otherwise;
 6. missing ET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the
-   selected jets, electrons and photons, minus the measured momenta of the reconstructed muons (a muon
-   that is not reconstructed escapes, like a neutrino); stored as an object with eta = 0.
+   selected jets, electrons and photons, minus the measured momenta of all reconstructed muons (identified
+   and within |eta| <= 2.7, isolated or not; a muon that is not reconstructed escapes, like a neutrino);
+   stored as an object with eta = 0.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, in a fixed order, so a seeded
 generator reproduces the same objects bit for bit.
@@ -254,8 +255,10 @@ def _track_charge(pid: np.ndarray) -> np.ndarray:
 _LEPTON_KINDS = ("electron", "muon", "photon")
 
 
-def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng, n_events: int) -> Objects:
-    """Selected electrons, muons and photons (extra: type, charge, true_pt) from the candidates."""
+def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng,
+                         n_events: int) -> tuple[Objects, Objects]:
+    """Selected electrons, muons and photons (extra: type, charge, true_pt) from the candidates, and every
+    reconstructed muon (identified and in the muon acceptance, isolated or not) for the missing ET."""
     # Candidates are themselves in the isolation collection: subtract their own pT.
     iso_sum = sum_pt_within(cand, iso, cfg.isolation_dr, n_events) - cand.pt
     aeta = np.abs(cand.eta)
@@ -263,6 +266,7 @@ def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng, 
     u_eff = rng.random(len(cand))
     reco_pt = cand.pt.copy()
     keep = np.zeros(len(cand), dtype=bool)
+    found = np.zeros(len(cand), dtype=bool)  # identified (efficiency), before the kinematic and isolation cuts
     kind = np.zeros(len(cand), dtype=np.float64)
     rules = {
         "electron": (11, cfg.electron_efficiency, cfg.electron_isolation_max),
@@ -279,13 +283,13 @@ def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng, 
         else:
             rel = _calo_rel_sigma(cfg.ecal_resolution, cand.pt[m] * np.cosh(cand.eta[m]), aeta[m])
         reco_pt[m] = cand.pt[m] * _lognormal_factor(rng, rel)
-        keep[m] = ((u_eff[m] < _lookup(eff_table, aeta[m])) & cfg.accepts(name, reco_pt[m], aeta[m])
-                   & (iso_sum[m] <= iso_max * reco_pt[m]))
+        found[m] = u_eff[m] < _lookup(eff_table, aeta[m])
+        keep[m] = found[m] & cfg.accepts(name, reco_pt[m], aeta[m]) & (iso_sum[m] <= iso_max * reco_pt[m])
         kind[m] = TYPE_CODES[name]
     charge = np.where(aid == 22, 0.0, -np.sign(cand.extra["id"]))
     out = Objects(cand.ev, reco_pt, cand.eta, cand.phi,
-                   {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand))})
-    return out[keep]
+                  {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand))})
+    return out[keep], out[found & (aid == 13) & (aeta <= cfg.muon_eta_max)]
 
 
 def _cluster_jets(inputs: Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int) -> Objects:
@@ -314,7 +318,7 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
 
     iso = final[visible & (final.pt > cfg.isolation_min_pt)]
     cand = final[np.isin(aid, (11, 13, 22)) & (final.pt > cfg.candidate_min_pt)]
-    leptons = _leptons_and_photons(cand, iso, cfg, rng, n_events)
+    leptons, met_muons = _leptons_and_photons(cand, iso, cfg, rng, n_events)
 
     # --- jets: cluster calorimeter deposits (muons leave almost none), smear the energy, remove those
     # overlapping a selected lepton or photon
@@ -327,14 +331,15 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     jets = jets[~any_within(jets, leptons, cfg.overlap_dr, n_events)]
 
     # --- MET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the jets,
-    # electrons and photons that are kept, minus the measured momenta of the reconstructed muons. A muon
-    # that is not reconstructed escapes, like a neutrino.
+    # electrons and photons that are kept, minus the measured momenta of every reconstructed muon (isolated
+    # or not, as the tracks of Delphes' EFlow). A muon that is not reconstructed escapes, like a neutrino.
     calo_ev = final.ev[in_calo]
     met_x = -np.bincount(calo_ev, weights=px[in_calo], minlength=n_events)
     met_y = -np.bincount(calo_ev, weights=py[in_calo], minlength=n_events)
-    is_muon = leptons.extra["type"] == TYPE_CODES["muon"]
+    calo_leptons = leptons[leptons.extra["type"] != TYPE_CODES["muon"]]
     for obj, shift in ((jets, jets.pt - jets.extra["true_pt"]),
-                       (leptons, np.where(is_muon, leptons.pt, leptons.pt - leptons.extra["true_pt"]))):
+                       (calo_leptons, calo_leptons.pt - calo_leptons.extra["true_pt"]),
+                       (met_muons, met_muons.pt)):
         met_x -= np.bincount(obj.ev, weights=shift * np.cos(obj.phi), minlength=n_events)
         met_y -= np.bincount(obj.ev, weights=shift * np.sin(obj.phi), minlength=n_events)
 

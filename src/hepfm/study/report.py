@@ -220,7 +220,7 @@ def cells_table(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         row = {k: r.get(k) for k in CELL_COLUMNS}
-        row["retries"] = ";".join(f"{x['point']}{'(collapsed)' if x['collapsed'] else ''}"
+        row["retries"] = ";".join(f"{x['point']}{'(collapsed)' if x.get('collapsed_on_validation') else ''}"
                                   for x in r.get("retries", []))
         row["chosen"] = r.get("chosen")
         out.append(row)
@@ -394,6 +394,8 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
             figures.append(path)
     md += ["## Figures\n"] + [f"![{p.stem}]({p.relative_to(out)})" for p in figures]
     failures = [f for path in sorted(out.glob("failures*.json")) for f in json.loads(path.read_text())]
+    done = {(r["task"], r["size"], r["strategy"], r["seed"]) for r in rows}
+    failures = [f for f in failures if tuple(f.get("key", ())) not in done]  # since retried successfully
     if failures:
         md += ["\n## Failed cells\n"] + [f"- {f['cell']}: {f['error']}" for f in failures]
     path = out / "report.md"

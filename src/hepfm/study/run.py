@@ -16,9 +16,10 @@ Every cell evaluates on its task's one fixed test set (BinarySplitPlan.split_see
 test_size). When the pool holds them, seed k trains and validates on its own block of events
 (BinarySplitPlan.block = k), so seeds never share an event; otherwise seeds draw random subsets and
 the results say so (``disjoint_events``). Seed 0's run at the chosen rates is its tuning run. After
-training, a model whose test scores depend on the object multiplicity alone is flagged collapsed and the
-cell retries the next-best rates of its tuning ranking (at most MAX_RETRIES); if all collapse, the cell
-keeps the chosen rates' model and is marked. Finished tuning points and cells are skipped on rerun; an
+training, a model whose validation scores depend on the object multiplicity alone is collapsed and the
+cell retries the next-best rates of its tuning ranking (at most MAX_RETRIES; never judged on the test set);
+if all collapse, the cell keeps the chosen rates' model. The final model's test-set check is reported and
+a collapsed model is marked. Finished tuning points and cells are skipped on rerun; an
 interrupted run resumes from its checkpoint.
 """
 
@@ -264,6 +265,10 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     if not candidates:
         raise HepfmError(f"{task.name} size {size} {strategy}: every learning rate of the grid diverged")
     y = test.y.numpy()
+    # Retries are decided on this seed's validation events (never on the test set); the test-set check of
+    # the final model is reported.
+    signal, background = task_paths(cfg, task, state.out)
+    val = binary_split(signal, background, _plan(cfg, size, seed, disjoint))["val"]
     attempts = []
     for name in candidates:
         p = points[name]
@@ -271,15 +276,16 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
         run = state.out / p["run"] if seed == TUNING_SEED else folder / name
         _train(cfg, state, task, size, strategy, seed, p["lr"], p["backbone_lr"], run, disjoint, progress)
         model = load_model(run)
-        scores = _predictions(model, test)
-        check = collapse_check(scores, test.n_objects.numpy())
-        attempts.append({"point": name, "run": str(run.relative_to(state.out)), "model": model, "scores": scores,
-                         "collapse": check})
+        check = collapse_check(_predictions(model, val), val.n_objects.numpy())
+        attempts.append({"point": name, "run": str(run.relative_to(state.out)), "model": model,
+                         "val_collapse": check})
         if not check["collapsed"]:
             break
-    final = next((a for a in attempts if not a["collapse"]["collapsed"]), attempts[0])
+    final = next((a for a in attempts if not a["val_collapse"]["collapsed"]), attempts[0])
     folder.mkdir(parents=True, exist_ok=True)
-    model, scores = final["model"], final["scores"]
+    model = final["model"]
+    scores = _predictions(model, test)
+    final["collapse"] = collapse_check(scores, test.n_objects.numpy())
     np.save(folder / "scores.npy", np.stack([y, scores]).astype(np.float32))  # [labels; scores]
     if size == (cfg.cka_size or min(cfg.sizes)):
         np.save(folder / "latent.npy", encode(model, test.subset(torch.arange(min(len(test), cfg.cka_events))))
@@ -294,7 +300,9 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
               "chosen": tuning["chosen"],
               "run": final["run"], **run_summary(state.out / final["run"]),
               "collapsed": final["collapse"]["collapsed"], "collapse": final["collapse"],
-              "retries": [{"point": a["point"], "collapsed": a["collapse"]["collapsed"]} for a in attempts[1:]],
+              "validation_collapse": final["val_collapse"],
+              "retries": [{"point": a["point"], "collapsed_on_validation": a["val_collapse"]["collapsed"]}
+                          for a in attempts[1:]],
               "disjoint_events": disjoint, "tuning": {k: tuning[k] for k in ("grid", "ranking", "chosen", "seed")}}
     _write_json(folder / RESULT, result)
     return result
@@ -385,7 +393,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                     try:
                         r = run_cell(cfg, state, task, size, strategy, seed, test, disjoint, False, console)
                     except (HepfmError, RuntimeError, ValueError) as exc:
-                        state.failures.append({"cell": label, "error": str(exc), "trace": traceback.format_exc()})
+                        state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
+                                               "error": str(exc), "trace": traceback.format_exc()})
                         console.print(f"{label}: [red]FAILED[/] {exc}")
                         continue
                     flag = " [red]COLLAPSED[/]" if r["collapsed"] else ""

@@ -274,7 +274,9 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     overlapping = bool(overlap and overlap["overlap"]) or bool(meta.get("overlap"))
-    same = str(signal) == meta.get("signal") and str(background) == meta.get("background")
+    # Held out only on the very events the split was planned on: the same stores and the same --max-events.
+    same = (_abs(signal) == _abs(meta.get("signal")) and _abs(background) == _abs(meta.get("background"))
+            and (max_events is None or max_events == meta.get("max_events")))
     return {"accuracy": float(((s >= 0.5) == (y == 1)).mean()), "auc": float(roc_auc_score(y, s)),
             "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same and not overlapping,
             "overlap": overlapping, "strategy": meta.get("strategy")}
