@@ -20,7 +20,7 @@ def ideal() -> DetectorConfig:
     """Perfect efficiencies and resolutions, so that expectations are exact."""
     cfg = DetectorConfig()
     cfg.photon_efficiency = cfg.electron_efficiency = [(2.5, 1.0)]
-    cfg.muon_efficiency = [(2.7, 1.0)]
+    cfg.muon_efficiency = cfg.muon_tracking_efficiency = [(2.7, 1.0)]
     cfg.ecal_resolution = [(4.9, 0.0, 0.0, 0.0)]
     cfg.jet_resolution = [(4.9, 0.0, 0.0, 0.0)]
     cfg.electron_resolution = [(2.5, 0.0, 0.0)]

@@ -5,9 +5,10 @@ Selection follows arXiv:2412.10665; efficiencies, resolutions and isolation foll
 
 1. visible final-state particles (no neutrinos or neutralinos, |eta| < 4.9); muons are tracked but leave
    (almost) nothing in the calorimeter;
-2. electron, muon and photon candidates: identification efficiency, smearing (log-normal, as Delphes):
-   photons with the ECal resolution, muons with the tracker's, electrons with the ECal energy and the
-   track momentum combined (inverse-variance weighted); isolation (sum pT of visible particles with
+2. electron, muon and photon candidates: identification efficiency (muons: tracking efficiency too,
+   drawn once for objects and MET), smearing (log-normal, as Delphes): photons with the ECal resolution, muons with the
+   tracker's, electrons with the ECal energy and the track momentum combined (inverse-variance
+   weighted); isolation (sum pT of visible particles with
    pT > 0.5 GeV within Delta R < 0.5, divided by the candidate pT) and the pT/eta/crack cuts;
 3. anti-kt R = 0.4 jets (FastJet) on the calorimeter deposits (visible particles except muons, pT > 0.5
    GeV), jet energy smearing with the card's hadronic resolution, pT >= 25 GeV, |eta| <= 2.5, removal of
@@ -18,9 +19,9 @@ Selection follows arXiv:2412.10665; efficiencies, resolutions and isolation foll
    efficiency of the card) within Delta R < 0.2 are tau candidates, tagged with the Delphes efficiencies
    when a hadronically decaying tau lies within Delta R < 0.2, with the mistag rates otherwise;
 6. missing ET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the
-   selected jets, electrons and photons, minus the measured momenta of all reconstructed muons (identified
-   and within |eta| <= 2.7, isolated or not; a muon that is not reconstructed escapes, like a neutrino);
-   stored as an object with eta = 0.
+   selected jets, electrons and photons, minus the measured momenta of all reconstructed muons (tracked
+   and identified, |eta| <= 2.7, isolated or not, as Delphes' EFlow takes muon tracks); a muon the
+   detector fails to reconstruct escapes, like a neutrino; stored as an object with eta = 0.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, in a fixed order, so a seeded
 generator reproduces the same objects bit for bit.
@@ -105,6 +106,11 @@ class DetectorConfig:
     muon_pt_min: float = 10.0
     muon_eta_max: float = 2.7
     muon_efficiency: EtaTable = field(default_factory=lambda: [(1.5, 0.95), (2.7, 0.85)])
+    # muon tracking (Delphes ATLAS card, pT > 1 GeV; to the muon acceptance). A muon that is tracked and
+    # identified (muon_efficiency) enters the missing ET with its measured momentum, isolated or not; any
+    # other muon escapes, like a neutrino.
+    muon_tracking_efficiency: EtaTable = field(default_factory=lambda: [(1.5, 0.99), (2.7, 0.98)])
+    muon_track_min_pt: float = 1.0
     muon_resolution: list = field(
         default_factory=lambda: [(0.5, 0.01, 1.0e-4), (1.5, 0.015, 1.5e-4), (2.7, 0.025, 3.5e-4)])
     crack_eta: tuple = (1.37, 1.52)
@@ -255,10 +261,12 @@ def _track_charge(pid: np.ndarray) -> np.ndarray:
 _LEPTON_KINDS = ("electron", "muon", "photon")
 
 
-def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng,
-                         n_events: int) -> tuple[Objects, Objects]:
-    """Selected electrons, muons and photons (extra: type, charge, true_pt) from the candidates, and every
-    reconstructed muon (identified and in the muon acceptance, isolated or not) for the missing ET."""
+def _leptons_and_photons(cand: Objects, iso: Objects, muon_tracks: tuple[np.ndarray, np.ndarray], cfg: DetectorConfig,
+                         rng, n_events: int) -> Objects:
+    """Selected electrons, muons and photons (extra: type, charge, true_pt) from the candidates.
+
+    ``muon_tracks`` = (reconstructed, measured pT) per row of the final state (``cand.extra["row"]``):
+    a muon candidate must have been reconstructed (tracked and identified) and keeps its measured pT."""
     # Candidates are themselves in the isolation collection: subtract their own pT.
     iso_sum = sum_pt_within(cand, iso, cfg.isolation_dr, n_events) - cand.pt
     aeta = np.abs(cand.eta)
@@ -266,7 +274,6 @@ def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng,
     u_eff = rng.random(len(cand))
     reco_pt = cand.pt.copy()
     keep = np.zeros(len(cand), dtype=bool)
-    found = np.zeros(len(cand), dtype=bool)  # identified (efficiency), before the kinematic and isolation cuts
     kind = np.zeros(len(cand), dtype=np.float64)
     rules = {
         "electron": (11, cfg.electron_efficiency, cfg.electron_isolation_max),
@@ -276,20 +283,24 @@ def _leptons_and_photons(cand: Objects, iso: Objects, cfg: DetectorConfig, rng,
     for name in _LEPTON_KINDS:
         pid, eff_table, iso_max = rules[name]
         m = aid == pid
+        rel = None
         if name == "electron":
             rel = _electron_rel_sigma(cfg, cand.pt[m], cand.eta[m])
-        elif name == "muon":
-            rel = _track_rel_sigma(cfg.muon_resolution, cand.pt[m], aeta[m])
-        else:
+        elif name == "photon":
             rel = _calo_rel_sigma(cfg.ecal_resolution, cand.pt[m] * np.cosh(cand.eta[m]), aeta[m])
-        reco_pt[m] = cand.pt[m] * _lognormal_factor(rng, rel)
-        found[m] = u_eff[m] < _lookup(eff_table, aeta[m])
-        keep[m] = found[m] & cfg.accepts(name, reco_pt[m], aeta[m]) & (iso_sum[m] <= iso_max * reco_pt[m])
+        if name == "muon":  # tracked and identified before (the MET needs them too): reuse that
+            rows = cand.extra["row"][m]
+            reco_pt[m] = muon_tracks[1][rows]
+            found = muon_tracks[0][rows]
+        else:
+            found = u_eff[m] < _lookup(eff_table, aeta[m])
+            reco_pt[m] = cand.pt[m] * _lognormal_factor(rng, rel)
+        keep[m] = found & cfg.accepts(name, reco_pt[m], aeta[m]) & (iso_sum[m] <= iso_max * reco_pt[m])
         kind[m] = TYPE_CODES[name]
     charge = np.where(aid == 22, 0.0, -np.sign(cand.extra["id"]))
     out = Objects(cand.ev, reco_pt, cand.eta, cand.phi,
                   {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand))})
-    return out[keep], out[found & (aid == 13) & (aeta <= cfg.muon_eta_max)]
+    return out[keep]
 
 
 def _cluster_jets(inputs: Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int) -> Objects:
@@ -312,13 +323,29 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     n_events = rec.n_events
     fin = rec.status > 0
     px, py, pz, e, fid = rec.px[fin], rec.py[fin], rec.pz[fin], rec.e[fin], rec.pid[fin]
-    final = Objects(rec.ev[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py), {"id": fid})
+    final = Objects(rec.ev[fin], kin.pt(px, py), kin.eta(px, py, pz), kin.phi(px, py),
+                    {"id": fid, "row": np.arange(len(fid))})
     aid = np.abs(fid)
     visible = ~np.isin(aid, INVISIBLE_IDS) & (np.abs(final.eta) < cfg.calo_eta_max)
 
     iso = final[visible & (final.pt > cfg.isolation_min_pt)]
+    # --- muons: tracking and identification efficiency and momentum smearing, once, for the muon objects
+    # and the MET alike. A reconstructed muon enters the MET with its measured momentum whether or not it is
+    # isolated (a muon in a b-jet too); one the detector fails to track or identify is lost.
+    mu_rows = np.flatnonzero((aid == 13) & (final.pt > cfg.muon_track_min_pt))
+    mu_eta = np.abs(final.eta[mu_rows])
+    reconstructed = np.zeros(len(final), dtype=bool)
+    track_pt = np.zeros(len(final))
+    u_mu = rng.random((2, len(mu_rows)))
+    reconstructed[mu_rows] = ((u_mu[0] < _lookup(cfg.muon_tracking_efficiency, mu_eta))
+                              & (u_mu[1] < _lookup(cfg.muon_efficiency, mu_eta)))
+    track_pt[mu_rows] = final.pt[mu_rows] * _lognormal_factor(
+        rng, _track_rel_sigma(cfg.muon_resolution, final.pt[mu_rows], mu_eta))
+    met_muons = final[reconstructed]
+    met_muons.pt = track_pt[reconstructed]
+
     cand = final[np.isin(aid, (11, 13, 22)) & (final.pt > cfg.candidate_min_pt)]
-    leptons, met_muons = _leptons_and_photons(cand, iso, cfg, rng, n_events)
+    leptons = _leptons_and_photons(cand, iso, (reconstructed, track_pt), cfg, rng, n_events)
 
     # --- jets: cluster calorimeter deposits (muons leave almost none), smear the energy, remove those
     # overlapping a selected lepton or photon
@@ -331,8 +358,7 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     jets = jets[~any_within(jets, leptons, cfg.overlap_dr, n_events)]
 
     # --- MET: minus the vector sum of the calorimeter deposits, corrected for the smearing of the jets,
-    # electrons and photons that are kept, minus the measured momenta of every reconstructed muon (isolated
-    # or not, as the tracks of Delphes' EFlow). A muon that is not reconstructed escapes, like a neutrino.
+    # electrons and photons that are kept, minus the measured momenta of every reconstructed muon.
     calo_ev = final.ev[in_calo]
     met_x = -np.bincount(calo_ev, weights=px[in_calo], minlength=n_events)
     met_y = -np.bincount(calo_ev, weights=py[in_calo], minlength=n_events)
