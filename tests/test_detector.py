@@ -48,6 +48,12 @@ def spray(eta, phi, total_pt, n=10, width=0.05, pid=211):
              0.14) for i in range(n)]
 
 
+def minus_pt_sum(particles) -> tuple[float, float]:
+    """(-sum px, -sum py) of generator particles given as (id, status, pt, eta, phi, mass) tuples."""
+    return (-sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in particles),
+            -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in particles))
+
+
 def run(events, cfg=None, seed=0):
     return reconstruct(ak.Array([record(e) for e in events]), cfg or ideal(), np.random.default_rng(seed))
 
@@ -61,8 +67,7 @@ def test_isolated_electron_jet_and_met():
     event = [(11, 1, 50.0, 0.5, 1.0, 0.0005)] + spray(-1.0, -2.0, 80.0) + [(12, 1, 30.0, 0.0, 2.5, 0.0)]
     reco = run([event])
     visible = [p for p in event if p[0] != 12]
-    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in visible)
-    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in visible)
+    mx, my = minus_pt_sum(visible)
     (ele,) = objects_of(reco, 0, "electron")
     assert ele[PT] == pytest.approx(50.0, rel=1e-5) and ele[FEATURE_INDEX["charge"]] == -1
     (jet,) = objects_of(reco, 0, "jet")
@@ -196,8 +201,7 @@ def test_muon_is_never_a_jet_input_and_an_unidentified_muon_escapes():
     assert len(objects_of(reco, 0, "muon")) == 0
     (jet,) = objects_of(reco, 0, "jet")
     assert jet[PT] == pytest.approx(80.0, rel=0.02)
-    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in jet_particles)
-    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in jet_particles)
+    mx, my = minus_pt_sum(jet_particles)
     (met,) = objects_of(reco, 0, "met")
     assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
     # A muon inside a jet does not add to the jet.
@@ -215,8 +219,8 @@ def test_reconstructed_muon_enters_met_with_its_measured_momentum():
     assert abs(mu[PT] - 50.0) > 0.05  # smeared
     assert len(objects_of(reco, 0, "jet")) == 1
     calo = spray(-1.0, -2.0, 80.0)
-    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in calo) - mu[PT] * np.cos(mu[PHI])
-    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in calo) - mu[PT] * np.sin(mu[PHI])
+    mx, my = minus_pt_sum(calo)
+    mx, my = mx - mu[PT] * np.cos(mu[PHI]), my - mu[PT] * np.sin(mu[PHI])
     (met,) = objects_of(reco, 0, "met")
     assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
 
@@ -269,7 +273,6 @@ def test_non_isolated_muon_is_not_an_object_but_enters_met():
     assert len(objects_of(reco, 0, "muon")) == 0
     (jet,) = objects_of(reco, 0, "jet")
     assert jet[PT] == pytest.approx(80.0, rel=0.02)
-    mx = -sum(pt * np.cos(phi) for _, _, pt, _, phi, _ in event)
-    my = -sum(pt * np.sin(phi) for _, _, pt, _, phi, _ in event)
+    mx, my = minus_pt_sum(event)
     (met,) = objects_of(reco, 0, "met")
     assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
