@@ -130,3 +130,21 @@ def test_detector_config_roundtrip(tmp_path):
     path = tmp_path / "det.json"
     path.write_text(json.dumps(values))
     assert DetectorConfig.from_file(path).jet_pt_min == 30.0
+
+
+def test_a_bug_keeps_its_traceback_and_bad_settings_are_one_line_errors(monkeypatch):
+    """Only HepfmError (bad input) becomes exit code 2; a ValueError from a bug propagates."""
+    from hepfm import cli
+    from hepfm.errors import ConfigurationError, HepfmError
+    from hepfm.models.registry import create_model
+
+    with pytest.raises(ConfigurationError) as info:
+        create_model("graphnet", 2, aggregation="max")
+    assert isinstance(info.value, ValueError) and isinstance(info.value, HepfmError)
+
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr("hepfm.train.workflows.pretrain", buggy)
+    with pytest.raises(ValueError, match="an internal bug"):  # the previous CLI turned it into exit code 2
+        cli.main(["pretrain", "--data", "/tmp/no-store", "--out", "/tmp/never-written"])

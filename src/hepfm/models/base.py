@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from hepfm.data.features import FeatureScaling
+from hepfm.errors import ConfigurationError
 from hepfm.models.layers import LATENT_DIM
 
 
@@ -27,7 +28,7 @@ class Backbone(nn.Module):
     def __init__(self, n_outputs: int, config: dict):
         super().__init__()
         if n_outputs < 1:
-            raise ValueError(f"n_outputs must be positive, got {n_outputs}")
+            raise ConfigurationError(f"n_outputs must be positive, got {n_outputs}")
         self.config = dict(config)
         self.n_outputs = n_outputs
         self.scaling = FeatureScaling()

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from hepfm.data.features import EDGE_INPUTS, ETA, GLOBAL_INPUTS, NODE_INPUTS, PHI, edge_features, global_features
+from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 
@@ -146,11 +147,12 @@ class GraphNet(Backbone):
         super().__init__(n_outputs, dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks,
                                          aggregation=aggregation, residual=residual))
         if width != LATENT_DIM:
-            raise ValueError(f"width must be {LATENT_DIM} (the latent size every backbone exposes), got {width}")
+            raise ConfigurationError(f"width must be {LATENT_DIM} (the latent size every backbone exposes), "
+                                     f"got {width}")
         if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+            raise ConfigurationError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
         if not isinstance(residual, bool):
-            raise ValueError(f"residual must be true or false, got {residual!r}")
+            raise ConfigurationError(f"residual must be true or false, got {residual!r}")
         self.node_encoder = MLP(NODE_INPUTS, width, depth)
         self.edge_encoder = MLP(EDGE_INPUTS, width, depth)
         self.global_encoder = MLP(GLOBAL_INPUTS, width, depth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.graphnet import GraphNet
 from hepfm.models.transformer import ObjectTransformer
@@ -12,11 +13,11 @@ MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.
 def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
     """Build a registered backbone with its output head: ``create_model("graphnet", n_outputs=12)``."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+        raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
     try:
         return MODELS[name](n_outputs=n_outputs, **config)
-    except TypeError as exc:
-        raise ValueError(f"bad options for model {name!r}: {exc}") from None
+    except TypeError as exc:  # an option the model does not take
+        raise ConfigurationError(f"bad options for model {name!r}: {exc}") from None
 
 
 def list_models() -> list[str]:

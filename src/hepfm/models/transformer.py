@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hepfm.data.features import ETA, NODE_INPUTS, PHI, PT, edge_features
+from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 from hepfm.physics import kinematics as kin
@@ -49,7 +50,7 @@ class ObjectTransformer(Backbone):
         super().__init__(n_outputs, dict(dim=dim, heads=heads, layers=layers, ff_mult=ff_mult, pair_bias=pair_bias,
                                          dropout=dropout))
         if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+            raise ConfigurationError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.embed = MLP(NODE_INPUTS, dim, depth=2)
         self.pair_mlp = (nn.Sequential(nn.Linear(PAIR_INPUTS, 32), nn.GELU(), nn.Linear(32, heads))
                          if pair_bias else None)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.train import defaults
 
@@ -21,7 +22,7 @@ def prepare(model: Backbone, strategy: str, n_outputs: int, lr: float = DEFAULT_
             backbone_lr: float = DEFAULT_BACKBONE_LR, frozen_part: str = "head") -> list[dict]:
     """Set up ``model`` for ``strategy`` (new head etc.) and return the optimiser's parameter groups."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        raise ConfigurationError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy == "scratch":
         if model.n_outputs != n_outputs:
             model.replace_head(n_outputs)
@@ -33,7 +34,7 @@ def prepare(model: Backbone, strategy: str, n_outputs: int, lr: float = DEFAULT_
         rest = [p for p in model.parameters() if id(p) not in head_ids]
         return [{"params": head, "lr": lr, "name": "head"}, {"params": rest, "lr": backbone_lr, "name": "backbone"}]
     if frozen_part not in ("head", "decoder"):
-        raise ValueError(f"frozen_part must be 'head' or 'decoder', got {frozen_part!r}")
+        raise ConfigurationError(f"frozen_part must be 'head' or 'decoder', got {frozen_part!r}")
     trainable = head
     if frozen_part == "decoder":
         model.reset_decoder()

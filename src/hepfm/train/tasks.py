@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from hepfm.errors import ConfigurationError
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
 
 TASKS = ("multiclass", "multilabel", "binary")
@@ -28,10 +29,10 @@ class Task:
 
     def __post_init__(self):
         if self.name not in TASKS:
-            raise ValueError(f"unknown task {self.name!r}; choose from {', '.join(TASKS)}")
+            raise ConfigurationError(f"unknown task {self.name!r}; choose from {', '.join(TASKS)}")
         if self.name == "multilabel":
             if list(self.names) != list(LABEL_NAMES):
-                raise ValueError("multilabel tasks predict the 41 truth labels of hepfm.physics.truth")
+                raise ConfigurationError("multilabel tasks predict the 41 truth labels of hepfm.physics.truth")
             self._regression = torch.tensor([k == "regression" for k in LABEL_KINDS])
 
     @property

@@ -32,7 +32,7 @@ from torch import nn
 
 from hepfm.data.augment import augment
 from hepfm.data.datasets import EventData
-from hepfm.errors import HepfmError
+from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.atomic import atomic_write
 from hepfm.progress import EventProgress
 from hepfm.train import defaults
@@ -70,11 +70,11 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+            raise ConfigurationError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+            raise ConfigurationError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be positive")
+            raise ConfigurationError("epochs and batch size must be positive")
         self.augment = tuple(self.augment)
 
 

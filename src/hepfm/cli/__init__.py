@@ -1,0 +1,36 @@
+"""The ``hepfm`` command line: one module per group of commands, each a thin typed function over the library.
+
+Library functions raise :class:`~hepfm.errors.HepfmError` for bad input; :func:`main` turns it into a
+one-line message and exit code 2. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+
+from hepfm.cli.app import app
+from hepfm.errors import HepfmError
+from hepfm.interrupts import interrupt_on_sigterm
+
+# Importing a module registers its commands; ``hepfm --help`` lists them in this order.
+for _module in ("generation", "convert", "training", "study", "inference"):
+    importlib.import_module(f"hepfm.cli.{_module}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the typer app and turns HepfmError into a one-line message and exit code 2."""
+    interrupt_on_sigterm()
+    try:
+        app(args=argv, prog_name="hepfm")
+    except HepfmError as exc:
+        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(str(exc))}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

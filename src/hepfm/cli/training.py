@@ -1,0 +1,203 @@
+"""hepfm models, pretrain, finetune, evaluate: backbones and their training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hepfm.cli.app import app, console
+from hepfm.cli.options import (
+    _ALLOW_OVERLAP,
+    _AUGMENT,
+    _BATCH,
+    _BF16,
+    _CKPT,
+    _COMPILE,
+    _DEVICE,
+    _EPOCHS,
+    _MAX_EVENTS,
+    _OPTIMIZER,
+    _OVERWRITE,
+    _PATIENCE,
+    _PROGRESS,
+    _SCHEDULE,
+)
+from hepfm.errors import HepfmError
+from hepfm.train import defaults
+
+
+def _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_, checkpoint_every,
+                  progress):
+    from hepfm.train.trainer import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, optimizer=optimizer,
+                       schedule=schedule, augment=tuple(augment or ()), bf16=bf16, compile=compile_,
+                       checkpoint_every=checkpoint_every, progress=progress)
+
+
+def _model_options(options: Optional[list[str]]) -> dict:
+    import json
+
+    out = {}
+    for item in options or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HepfmError(f"--model-option must look like key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _print_summary(out: Path, summary: dict) -> None:
+    test = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
+    console.print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+                  f"{' (early stop)' if summary['stopped_early'] else ''}; {summary['train_time_s']:.1f} s training; "
+                  f"{summary['parameters']:,} parameters; held-out test: {test}")
+    console.print(f"model saved to {out} (load with hepfm.load({str(out)!r}))")
+
+
+
+@app.command("models")
+def models_cmd(
+    outputs: int = typer.Option(12, help="Output width to count parameters for (12 = the pretraining processes)."),
+) -> None:
+    """List the registered backbones with their parameter counts and default options."""
+    from hepfm.models.base import count_parameters
+    from hepfm.models.registry import MODELS, create_model
+
+    table = Table(title=f"hepfm backbones (parameters with {outputs} outputs)")
+    for col in ("model", "variant", "parameters", "options"):
+        table.add_column(col)
+    variants = {"graphnet": [("default: mean aggregation, residual blocks", {}),
+                             ("as published (aggregation=sum residual=false)",
+                              {"aggregation": "sum", "residual": False}),
+                             ("shared block (share_blocks=true)", {"share_blocks": True})]}
+    for name in sorted(MODELS):
+        for label, options in variants.get(name, [("default", {})]):
+            model = create_model(name, outputs, **options)
+            table.add_row(name, label, f"{count_parameters(model):,}", escape(str(model.config)))
+    console.print(table)
+    from hepfm.models.pretrained import describe_shipped, search_path
+
+    shipped = describe_shipped()
+    if not shipped:
+        console.print(f"pretrained models by name: none installed (searched {', '.join(map(str, search_path()))})")
+        return
+    table = Table(title="pretrained models (use the name wherever a model folder is accepted)")
+    for col in ("name", "model", "task", "classes", "held-out metrics", "model card"):
+        table.add_column(col)
+    for row in shipped:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["test"].items() if isinstance(v, float))
+        table.add_row(row["name"], row["model"], str(row["task"]), str(len(row["classes"])), metrics,
+                      escape(str(row["card"] or "-")))
+    console.print(table)
+
+
+@app.command()
+def pretrain(
+    data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
+    task: str = typer.Option("multiclass", help="multiclass (process) or multilabel (41 truth labels)."),
+    model: str = typer.Option("graphnet", help="Backbone: graphnet or transformer."),
+    model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from a model pretrained on the same task."),
+    epochs: int = _EPOCHS, batch_size: int = _BATCH,
+    lr: float = typer.Option(defaults.LR, help="Learning rate."),
+    seed: int = typer.Option(0, help="Seed of the initialisation and the batch order."),
+    split_seed: int = typer.Option(0, help="Seed of the train/validation/test split (80/10/10)."),
+    patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
+    augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
+    checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
+    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS,
+    stream: Optional[bool] = typer.Option(
+        None, "--stream/--no-stream",
+        help="Stream the training split from disk (default: when the store does not fit in memory)."),
+) -> None:
+    """Pretrain a backbone on a generated event store. Rerun the same command to resume a stopped run.
+
+    Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
+    """
+    from hepfm.train.workflows import pretrain as run
+
+    cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
+                        checkpoint_every, progress)
+    summary = run(data, out, task=task, model=model, model_config=_model_options(model_option), cfg=cfg, lr=lr,
+                  init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
+                  overwrite=overwrite, stream=stream)
+    _print_summary(out, summary)
+
+
+@app.command()
+def finetune(
+    signal: Path = typer.Option(..., help="Signal events: a store or one process folder of a store (DIR/wh)."),
+    background: Path = typer.Option(..., help="Background events: a store or one process folder of a store."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
+    strategy: str = typer.Option("finetune", help="finetune, frozen or scratch."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen)."),
+    model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from."),
+    model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value (scratch)."),
+    train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
+    test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
+    epochs: int = _EPOCHS, batch_size: int = _BATCH,
+    lr: float = typer.Option(defaults.LR,
+                             help="Learning rate of the new output layer (and of everything for scratch)."),
+    backbone_lr: float = typer.Option(defaults.BACKBONE_LR, help="Learning rate of the pretrained layers (finetune)."),
+    frozen_part: str = typer.Option("head", help="frozen: retrain the 'head' only or the 'decoder' + head."),
+    seed: int = typer.Option(0, help="Seed of the initialisation, the training subset and the batch order."),
+    split_seed: int = typer.Option(0, help="Seed of the fixed test/validation split."),
+    patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
+    augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
+    checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
+    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS, allow_overlap: bool = _ALLOW_OVERLAP,
+) -> None:
+    """Train a signal-vs-background classifier: fine-tune a pretrained model, train on it frozen, or from scratch.
+
+    Example: hepfm finetune --signal events/wh --background events/zh --from runs/pretrain --train-size 1000 -o runs/wh
+    """
+    from hepfm.data.datasets import BinarySplitPlan
+    from hepfm.train.workflows import finetune as run
+
+    cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
+                        checkpoint_every, progress)
+    if train_size is not None and train_size < 1:
+        raise HepfmError(f"--train-size must be positive, got {train_size}")
+    plan = BinarySplitPlan(train_size=train_size, test_size=test_size, split_seed=split_seed, seed=seed)
+    summary = run(signal, background, out, strategy=strategy, init_from=init_from, model=model,
+                  model_config=_model_options(model_option), plan=plan, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
+                  frozen_part=frozen_part, max_events=max_events, device=device, overwrite=overwrite,
+                  allow_overlap=allow_overlap)
+    _print_summary(out, summary)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A fine-tuned (binary) model folder."),
+    signal: Path = typer.Option(..., help="Signal events (the store the model was trained on, for a held-out test)."),
+    background: Path = typer.Option(..., help="Background events."),
+    plots: Optional[Path] = typer.Option(None, help="Write the ROC curve (PNG) to this folder."),
+    device: str = _DEVICE, allow_overlap: bool = _ALLOW_OVERLAP,
+) -> None:
+    """Accuracy (threshold 0.5) and ROC AUC on the held-out test split; optionally the ROC curve."""
+    from hepfm.train.workflows import evaluate_run
+
+    res = evaluate_run(run, signal, background, device=device, allow_overlap=allow_overlap)
+    note = ""
+    if res["overlap"]:
+        note = " (OVERLAP: some test events were in the training data; not a held-out result)"
+    elif not res["held_out"]:
+        note = " (not the stores it was trained on: not a held-out split)"
+    console.print(f"{run}: accuracy {res['accuracy']:.4f}, ROC AUC {res['auc']:.4f} on {res['n_test']} test events"
+                  + note)
+    if plots is not None:
+        from hepfm.eval.plots import roc_plot
+
+        path = plots / "roc.png"
+        roc_plot({f"{run.name} ({res['strategy']})": (res["fpr"], res["tpr"], res["auc"])}, path,
+                 title=f"{Path(str(signal)).name} vs {Path(str(background)).name}")
+        console.print(f"wrote {path}")
