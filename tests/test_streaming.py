@@ -50,7 +50,7 @@ def _expected(store, task="multiclass"):
     names = s.process_names
     out = {}
     for shard in s.shards:
-        a = s._read(shard, ("objects", "truth"))
+        a = s.read_rows(shard, ("objects", "truth"))
         codes = assign_splits(0, shard_identity(s, shard), np.arange(shard["n_events"]))
         labels = a["truth"].tolist() if task == "multilabel" else [names.index(shard["process"])] * len(codes)
         out.update(zip(_keys(torch.from_numpy(a["objects"])), zip(codes.tolist(), labels, strict=True), strict=True))
@@ -129,7 +129,8 @@ def test_multilabel_caps_and_sample(store):
     store_ = EventStore(store)
     first = set()
     for p in store_.process_names:
-        objects = np.concatenate([store_._read(s, ("objects",))["objects"] for s in store_.shards if s["process"] == p])
+        objects = np.concatenate([store_.read_rows(s, ("objects",))["objects"]
+                                  for s in store_.shards if s["process"] == p])
         first |= set(_keys(torch.from_numpy(objects[:200])))
     seen = {k for b in _run(train) for k in _keys(b[1])}
     assert seen == {k for k in first if expected[k][0] == TRAIN}

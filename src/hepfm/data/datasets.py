@@ -149,7 +149,7 @@ def read_shard(store: EventStore, shard: dict, fields, start: int = 0, stop: int
     """Rows [start, stop) of one shard, as a damaged-store error naming the file when unreadable or non-finite."""
     path = store.root / shard["path"]
     try:
-        arrays = store._read(shard, fields, start, stop)
+        arrays = store.read_rows(shard, fields, start, stop)
     except (OSError, KeyError, ValueError) as exc:
         raise DamagedStoreError(f"{path}: unreadable shard ({exc}); delete it and regenerate it") from None
     check_finite(path, arrays, start)

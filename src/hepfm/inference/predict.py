@@ -84,7 +84,7 @@ class _StoreInput:
         for k, shard in enumerate(self.shards):
             for start in range(0, shard["n_events"], self.chunk_size):
                 stop = min(start + self.chunk_size, shard["n_events"])
-                arrays = self.store._read(shard, ("objects", "n_objects", "event_id", "weight", "process"),
+                arrays = self.store.read_rows(shard, ("objects", "n_objects", "event_id", "weight", "process"),
                                           start, stop)
                 check_finite(self.store.root / shard["path"], arrays, start)
                 n = stop - start
@@ -243,18 +243,16 @@ def score_names(config: dict) -> list[str]:
     return [f"score_{n}" for n in names]
 
 
-@torch.no_grad()
 def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: int,
            device: torch.device) -> np.ndarray:
-    out = []
-    for start in range(0, len(objects), batch_size):
-        n = torch.from_numpy(n_objects[start:start + batch_size].astype(np.int64))
-        width = max(int(n.max()), 1) if len(n) else 1
-        x = torch.from_numpy(np.ascontiguousarray(objects[start:start + batch_size, :width], dtype=np.float32))
-        mask = torch.arange(width)[None, :] < n[:, None]
-        s = task.scores(model(x.to(device), mask.to(device)))
-        out.append((s[:, None] if s.ndim == 1 else s).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, task.n_outputs), np.float32)
+    """Scores [n, n_outputs] of a chunk, through the trainer's batched, multiplicity-trimmed forward pass."""
+    from hepfm.data.datasets import EventData
+    from hepfm.train.trainer import predict
+
+    data = EventData(torch.from_numpy(np.ascontiguousarray(objects, dtype=np.float32)),
+                     torch.from_numpy(n_objects.astype(np.int64)), torch.zeros(len(objects))).to(device)
+    s = task.scores(predict(model, data, batch_size))
+    return (s[:, None] if s.ndim == 1 else s).cpu().numpy()
 
 
 def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,

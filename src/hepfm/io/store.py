@@ -227,7 +227,8 @@ class EventStore:
             raise HepfmError(f"{self.root}: no process {', '.join(sorted(unknown))} in this store")
         return [s for s in self.shards if s["process"] in set(processes)]
 
-    def _read(self, shard: dict, fields, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    def read_rows(self, shard: dict, fields, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of the datasets ``fields`` of one manifest shard entry."""
         path = self.root / shard["path"]
         out = {}
         with h5py.File(path, "r") as f:
@@ -246,7 +247,7 @@ class EventStore:
 
     def arrays(self, processes=None, fields=PER_EVENT_FIELDS) -> dict[str, np.ndarray]:
         """All events (optionally of some processes) in memory, as a dict of concatenated arrays."""
-        parts = [self._read(s, fields) for s in self._select(processes)]
+        parts = [self.read_rows(s, fields) for s in self._select(processes)]
         if not parts:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -270,4 +271,4 @@ class EventStore:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
         for s in self._select(processes):
             for start in range(0, s["n_events"], chunk_size):
-                yield self._read(s, fields, start, min(start + chunk_size, s["n_events"]))
+                yield self.read_rows(s, fields, start, min(start + chunk_size, s["n_events"]))
