@@ -158,10 +158,10 @@ def test_pretraining_events_never_reach_a_finetune_test_set(store, pretrained, t
 def test_disjoint_training_subsets_per_seed(store):
     def train(seed, size=30):
         return _keys(binary_split(store / "hard", store / "soft",
-                                  BinarySplitPlan(train_size=size, test_size=40, seed=seed, disjoint=True))["train"].x)
+                                  BinarySplitPlan(train_size=size, test_size=40, seed=seed, block=seed))["train"].x)
 
     a, b, c = train(0), train(1), train(2)
     assert len(a) == len(b) == 60 and not (a & b) and not (a & c) and not (b & c)
     assert train(1) == b  # a seed's subset is fixed
-    with pytest.raises(HepfmError, match=r"disjoint training subsets of 30 events per class for seeds 0\.\.5 need"):
+    with pytest.raises(HepfmError, match=r"block 5 of 30 training \+ 8 validation events per class needs"):
         train(5)

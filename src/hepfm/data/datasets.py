@@ -6,8 +6,8 @@
   :func:`hepfm.data.identity.assign_splits` (the same split as the streamed path).
 * :func:`binary_split` — a signal and a background source; per class a fixed test set and a validation
   set (drawn with ``split_seed`` only, so every training seed and size sees the same test events) and
-  a training subset of ``train_size`` events drawn with ``seed`` from the rest (or, with ``disjoint``,
-  slice ``seed`` of one seeded order of the rest, so different seeds train on different events).
+  a training subset of ``train_size`` events drawn with ``seed`` from the rest (or, with ``block = k``,
+  the k-th run of validation + training events, so different blocks never share an event).
 
 Every store opened here is checked first (:mod:`hepfm.data.integrity`: shard sizes and checksums, and
 non-finite values in the events read).
@@ -249,7 +249,6 @@ class BinarySplitPlan:
     val_fraction: float = 0.25  # validation events per class, as a fraction of the training size
     split_seed: int = 0
     seed: int = 0
-    disjoint: bool = False  # seed k trains on slice k of one split_seed-ordered pool (needs (k+1) x train_size)
     # Disjoint subsets per seed: block k takes the k-th run of (validation + training) events after the test
     # events, in the split_seed order, so blocks 0, 1, 2... never share an event. None: a random subset (seed).
     block: int | None = None
@@ -292,8 +291,8 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
                  max_events: int | None = None, record: list[dict] | None = None) -> dict[str, EventData]:
     """Train/val/test datasets for signal (label 1) against background (label 0), balanced per class.
 
-    With ``plan.disjoint``, training seeds 0, 1, 2, ... take consecutive slices of one order of the pool
-    (fixed by ``split_seed``), so their training events are disjoint; too small a pool is an error.
+    With ``plan.block = k``, seed k trains and validates on the k-th run of events after the test events (in
+    the ``split_seed`` order), so blocks never share an event; too small a pool is an error.
     ``record``: see :func:`binary_test_set`.
     """
     data, orders, n_test = _binary_classes(signal, background, plan, max_events, record)
@@ -307,26 +306,15 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
     if n_train < 1:
         raise HepfmError(f"empty training split: {len(data[1])} signal and {len(data[0])} background events "
                          f"leave none for training after {n_test} test events per class")
-    if plan.disjoint:
-        if plan.train_size is None:
-            raise HepfmError("disjoint training subsets need a training size per class (--train-size)")
-        if plan.seed < 0:
-            raise HepfmError(f"disjoint training subsets take slice SEED of the pool; seed {plan.seed} is negative")
-    need = n_val + n_train * ((plan.seed + 1) if plan.disjoint else 1)
+    if plan.block is not None and (plan.train_size is None or plan.block < 0):
+        raise HepfmError(f"split plan: event block {plan.block} needs a training size and a block >= 0")
     for source, pool in ((signal, pools[1]), (background, pools[0])):
-        if plan.disjoint and need > pool:
-            raise HepfmError(f"{source}: disjoint training subsets of {n_train} events per class for seeds "
-                             f"0..{plan.seed} need {need} events besides the {n_test} test events "
-                             f"({n_val} validation), but only {pool} are left ({pool + n_test} in all)")
         if n_train + n_val > pool:
             raise HepfmError(f"{source}: --train-size {n_train} per class (+ {n_val} validation) needs "
                              f"{n_train + n_val} events besides the {n_test} test events, but only {pool} are left "
                              f"({pool + n_test} in all)")
     out: dict[str, list[EventData]] = {"train": [], "val": [], "test": []}
     if plan.block is not None:
-        if plan.block < 0 or plan.disjoint:
-            raise HepfmError(f"split plan: block must be >= 0 and not combined with disjoint (got block={plan.block}, "
-                             f"disjoint={plan.disjoint})")
         end = n_test + (plan.block + 1) * (n_train + n_val)
         for source, d in ((signal, data[1]), (background, data[0])):
             if end > len(d):
@@ -342,9 +330,6 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
         test, val, pool = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
         out["test"].append(d.subset(test))
         out["val"].append(d.subset(val))
-        if plan.disjoint:  # the pool is already in a split_seed order: slice seed k
-            out["train"].append(d.subset(pool[plan.seed * n_train:(plan.seed + 1) * n_train]))
-        else:
-            choice = torch.randperm(len(pool), generator=torch.Generator().manual_seed(plan.seed * 2 + label))
-            out["train"].append(d.subset(pool[choice[:n_train]]))
+        choice = torch.randperm(len(pool), generator=torch.Generator().manual_seed(plan.seed * 2 + label))
+        out["train"].append(d.subset(pool[choice[:n_train]]))
     return {k: EventData.concat(v) for k, v in out.items()}
