@@ -97,13 +97,22 @@ def main() -> None:
     mm_rec = z_records(13, args.events, args.seed + 1)
     ee = run_detector(ee_rec, cfg, args.seed)
     mm = run_detector(mm_rec, cfg, args.seed)
-    iqr_ee = iqr_in_window(val.pair_mass(ee, "electron", opposite_charge=True))
-    iqr_mm = iqr_in_window(val.pair_mass(mm, "muon", opposite_charge=True))
-    print(f"Z mass IQR in 71-111 GeV: ee {iqr_ee:.2f} GeV, mumu {iqr_mm:.2f} GeV, ratio ee/mumu {iqr_ee / iqr_mm:.2f}")
+    m_ee = val.pair_mass(ee, "electron", opposite_charge=True)
+    m_mm = val.pair_mass(mm, "muon", opposite_charge=True)
+    iqr_ee, iqr_mm = iqr_in_window(m_ee), iqr_in_window(m_mm)
+    # Bootstrap errors (events resampled) of the two widths and their ratio.
+    boot = np.random.default_rng(0)
+    draws = np.array([(iqr_in_window(boot.choice(m_ee, len(m_ee))), iqr_in_window(boot.choice(m_mm, len(m_mm))))
+                      for _ in range(200)])
+    err_ee, err_mm = draws.std(axis=0)
+    err_ratio = (draws[:, 0] / draws[:, 1]).std()
+    print(f"Z mass IQR in 71-111 GeV: ee {iqr_ee:.2f} ± {err_ee:.2f} GeV, mumu {iqr_mm:.2f} ± {err_mm:.2f} GeV, "
+          f"ratio ee/mumu {iqr_ee / iqr_mm:.2f} ± {err_ratio:.2f}")
 
     fates = muon_fates(mm_rec, mm)
+    binom = np.sqrt(fates["as_jet"] * (1 - fates["as_jet"]) / fates["muons"])
     print(f"Z -> mumu, {fates['muons']} true muons: reconstructed as muon {fates['as_muon']:.3f}, "
-          f"as a jet {fates['as_jet']:.3f}, lost {fates['lost']:.3f}")
+          f"as a jet {fates['as_jet']:.3f} ± {binom:.3f}, lost {fates['lost']:.3f}")
 
     no_id = dataclasses.replace(cfg, muon_efficiency=[(cfg.muon_eta_max, 0.0)])
     mm_noid = run_detector(mm_rec, no_id, args.seed)
