@@ -42,8 +42,8 @@ def test_shipped_slha_spectrum_is_installed():
 
 @pytest.mark.parametrize("args, fragments", [
     (["generate", "tth", "hbb_magic", "-n", "10"], ["unknown process 'hbb_magic'"]),
-    (["generate", "tth", "-n", "0"], ["--events must be a positive"]),
-    (["generate", "tth", "-n", "-5"], ["--events must be a positive"]),
+    (["generate", "tth", "-n", "0"], ["number of events must be positive"]),
+    (["generate", "tth", "-n", "-5"], ["number of events must be positive"]),
     (["generate", "tth", "-n", "10", "--set", "HiggsSM:gg2Hbanana = on"], ["Pythia rejected the setting",
                                                                            "gg2Hbanana"]),
     (["generate", "tth", "-n", "10", "--set", "[foo] = 1"], ["'[foo] = 1' is not a Pythia setting"]),

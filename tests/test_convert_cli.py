@@ -116,12 +116,12 @@ def test_wrong_format_and_existing_store(shared_data, tmp_path):
     one_line_error(r, TTBAR, "Jet_nope")
     assert sorted(out.rglob("*")) == before
     r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "a/b", "--no-progress")
-    one_line_error(r, "--label 'a/b'")
+    one_line_error(r, "label 'a/b'")
 
 
 @pytest.mark.parametrize("args, fragments", [
     (["--btag-branch", "Jet_qgl"], ["Jet_qgl", "give --btag-cut"]),
-    (["--shard-size", "0"], ["--shard-size must be positive"]),
+    (["--shard-size", "0"], ["shard size must be positive"]),
 ])
 def test_bad_options(shared_data, tmp_path, args, fragments):
     r = hepfm("convert", "nanoaod", shared_data / DY, "--out", tmp_path / "s", *args, "--no-progress")

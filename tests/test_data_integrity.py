@@ -131,7 +131,7 @@ def test_pretraining_events_never_reach_a_finetune_test_set(store, pretrained, t
     assert not (tmp_path / "same").exists()
     # Another store generated with the same seed holds the same events: the same leak, refused too.
     twin = toy_store(tmp_path / "twin", n_per_class=200, shards=2)
-    with pytest.raises(HepfmError, match="--allow-overlap"):
+    with pytest.raises(HepfmError, match="allow the overlap explicitly"):
         finetune(twin / "hard", twin / "soft", tmp_path / "twin_run", init_from=pretrained, plan=plan, cfg=cfg)
     with pytest.warns(OverlapWarning, match="NOT HELD OUT"):
         finetune(twin / "hard", twin / "soft", tmp_path / "marked", init_from=pretrained, plan=plan, cfg=cfg,

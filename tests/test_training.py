@@ -268,7 +268,7 @@ def test_frozen_modules_keep_dropout_off(pretrained, tmp_path):
 def test_overlapping_signal_and_background_and_multilabel_augment_are_refused(store, tmp_path):
     with pytest.raises(HepfmError, match="share the process"):
         finetune(store, store / "hard", tmp_path / "sb", "scratch", cfg=TrainConfig(epochs=1, **FAST))
-    with pytest.raises(HepfmError, match="--augment phi boost with the multilabel task"):
+    with pytest.raises(HepfmError, match="augmentation phi boost with the multilabel task"):
         pretrain(store, tmp_path / "ml", "multilabel", cfg=TrainConfig(epochs=1, augment=("phi", "boost"), **FAST))
     assert not (tmp_path / "sb").exists() and not (tmp_path / "ml").exists()
 

@@ -100,6 +100,31 @@ def models_cmd(
 
 
 @app.command()
+def publish(
+    run: Path = typer.Argument(..., help="A pretraining run folder (multiclass or multilabel)."),
+    name: str = typer.Option(..., help="The name users load it by, e.g. graphnet-pythia12-multiclass."),
+    dest: Path = typer.Option(..., help="Folder of named models (e.g. one in HEPFM_MODEL_PATH)."),
+    notes: Optional[Path] = typer.Option(None, help="Markdown for the card's 'How it was made' (commands, times)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model of that name in --dest."),
+) -> None:
+    """Publish a pretrained model under a name, with a model card written from its own record.
+
+    Example: hepfm publish runs/pretrain --name my-graphnet --dest /shared/hepfm-models
+    (then HEPFM_MODEL_PATH=/shared/hepfm-models hepfm finetune --from my-graphnet ...)
+    """
+    from hepfm.models.card import publish as run_publish
+
+    text = ""
+    if notes is not None:
+        try:
+            text = notes.read_text()
+        except OSError as exc:
+            raise HepfmError(f"{notes}: cannot read the notes ({exc.strerror})") from None
+    target = run_publish(run, name, dest, notes=text, overwrite=overwrite)
+    console.print(f"published {escape(str(run))} as {name} in {escape(str(target))}")
+
+
+@app.command()
 def pretrain(
     data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),

@@ -39,9 +39,9 @@ def check_augment(task: str, names) -> None:
     if unknown:
         raise HepfmError(f"unknown augmentation(s) {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
     if task == "multilabel" and names:
-        raise HepfmError(f"--augment {' '.join(names)} with the multilabel task: the augmentation moves the objects "
+        raise HepfmError(f"augmentation {' '.join(names)} with the multilabel task: the augmentation moves the objects "
                          "but not the phi- and eta-binned truth labels, so the targets would be wrong; train "
-                         "multilabel without --augment")
+                         "multilabel without augmentation")
 
 
 def augment(x: torch.Tensor, mask: torch.Tensor, names, gen: torch.Generator,

@@ -310,7 +310,7 @@ def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPl
         raise HepfmError(f"split plan: event block {plan.block} needs a training size and a block >= 0")
     for source, pool in ((signal, pools[1]), (background, pools[0])):
         if n_train + n_val > pool:
-            raise HepfmError(f"{source}: --train-size {n_train} per class (+ {n_val} validation) needs "
+            raise HepfmError(f"{source}: a training size of {n_train} per class (+ {n_val} validation) needs "
                              f"{n_train + n_val} events besides the {n_test} test events, but only {pool} are left "
                              f"({pool + n_test} in all)")
     out: dict[str, list[EventData]] = {"train": [], "val": [], "test": []}

@@ -258,11 +258,11 @@ def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: 
                 shard_index: int | None = None, detector: DetectorConfig | None = None) -> list[ShardTask]:
     """The shards to produce for every source (all of them, or just ``shard_index``)."""
     if events is not None and events <= 0:
-        raise HepfmError(f"--events must be a positive number of events, got {events}")
+        raise HepfmError(f"the number of events must be positive, got {events}")
     if shard_size <= 0:
-        raise HepfmError(f"--shard-size must be positive, got {shard_size}")
+        raise HepfmError(f"the shard size must be positive, got {shard_size}")
     if num_shards is not None and num_shards <= 0:
-        raise HepfmError(f"--num-shards must be positive, got {num_shards}")
+        raise HepfmError(f"the number of shards must be positive, got {num_shards}")
     det = (detector or DetectorConfig()).to_dict()
     tasks = []
     for src in sources:
@@ -270,11 +270,11 @@ def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: 
         if src.lhe_events is not None:
             n_total = src.lhe_events if events is None else min(events, src.lhe_events)
         if n_total is None:
-            raise HepfmError(f"{src.name}: give the number of events with --events")
+            raise HepfmError(f"{src.name}: give the number of events to generate")
         size = math.ceil(n_total / num_shards) if num_shards else shard_size
         n_shards = math.ceil(n_total / size)
         if shard_index is not None and not 0 <= shard_index < n_shards:
-            raise HepfmError(f"--shard-index {shard_index} is out of range: {src.name} has {n_shards} shard(s)")
+            raise HepfmError(f"shard index {shard_index} is out of range: {src.name} has {n_shards} shard(s)")
         for i in range(n_shards):
             if shard_index is not None and i != shard_index:
                 continue
@@ -299,7 +299,7 @@ def _is_done(task: ShardTask) -> bool:
             and list(attrs.get("mixture_settings", [])) == task.mixture_settings()
             and attrs.get("detector") == task.detector)
     if not same:
-        raise HepfmError(f"{path}: exists with a different seed, size or configuration; use a new --out folder")
+        raise HepfmError(f"{path}: exists with a different seed, size or configuration; use a new output folder")
     return True
 
 
@@ -344,7 +344,7 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     """
     out = Path(out)
     if workers <= 0:
-        raise HepfmError(f"--workers must be positive, got {workers}")
+        raise HepfmError(f"the number of workers must be positive, got {workers}")
     tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector)
     for src in sources:
         validate_source(src)

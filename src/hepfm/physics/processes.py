@@ -126,7 +126,7 @@ def get_process(name: str) -> Process:
     except KeyError:
         raise HepfmError(
             f"unknown process {name!r}; known processes: {', '.join(PROCESSES)} "
-            "(external samples: use --lhe FILE --label NAME)"
+            "(external samples: generate from a Les Houches file under a label of your choice)"
         ) from None
 
 

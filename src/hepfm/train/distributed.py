@@ -56,7 +56,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError("--device cuda was asked for, but no CUDA device is available")
+        raise ConfigurationError("device 'cuda' was asked for, but no CUDA device is available")
     return device
 
 

@@ -78,3 +78,28 @@ class Task:
         acc = ((s[:, binary] >= 0.5) == (t[:, binary] >= 0.5)).mean()
         counts = (np.rint(s[:, ~binary]) == t[:, ~binary]).mean()
         return {"accuracy": float(acc), "count_accuracy": float(counts)}
+
+    def report(self, outputs: torch.Tensor, y: torch.Tensor) -> dict:
+        """The held-out detail a model card shows: for multiclass the confusion matrix (rows: true class,
+        columns: predicted; counts) and each class's accuracy; for multilabel each binary label's ROC AUC
+        (None where the test events hold one value only) and each count label's exact-count accuracy."""
+        from sklearn.metrics import confusion_matrix, roc_auc_score
+
+        s = self.scores(outputs).cpu().numpy()
+        t = y.cpu().numpy()
+        if self.name == "multiclass":
+            matrix = confusion_matrix(t, s.argmax(axis=1), labels=range(len(self.names)))
+            per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+            return {"confusion_matrix": matrix.tolist(),
+                    "class_accuracy": dict(zip(self.names, map(float, per_class), strict=True))}
+        if self.name == "binary":
+            return {}
+        out: dict = {"label_auc": {}, "count_accuracy": {}}
+        for i, (name, regression) in enumerate(zip(self.names, self._regression.tolist(), strict=True)):
+            if regression:
+                out["count_accuracy"][name] = float((np.rint(s[:, i]) == t[:, i]).mean())
+            else:
+                positive = t[:, i] >= 0.5
+                out["label_auc"][name] = (float(roc_auc_score(positive, s[:, i]))
+                                          if 0 < positive.sum() < len(positive) else None)
+        return out

@@ -240,11 +240,11 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     if saved is not None:
         if "settings" not in saved:
             raise HepfmError(f"{run_dir}: its checkpoint does not record its settings (an older hepfm), so it "
-                             "cannot be checked; rerun with --overwrite to start fresh")
+                             "cannot be checked; start fresh by overwriting the run")
         diff = _differences(saved["settings"], current)
         if diff:
             raise HepfmError(f"{run_dir}: its checkpoint comes from a run with other settings ({'; '.join(diff)}); "
-                             "rerun with the same settings to resume, or pass --overwrite (or a new --out) to "
+                             "rerun with the same settings to resume, or overwrite the run (or choose a new output folder) to "
                              "start fresh")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])

@@ -46,7 +46,7 @@ from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import Task
-from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
+from hepfm.train.trainer import TrainConfig, fit, predict
 
 
 class OverlapWarning(UserWarning):
@@ -57,7 +57,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise HepfmError(f"{out}: exists and is not a folder")
     if (out / CONFIG).exists() and not (out / CHECKPOINT).exists() and not overwrite:
-        raise HepfmError(f"{out}: already holds a trained model; choose another --out or pass --overwrite")
+        raise HepfmError(f"{out}: already holds a trained model; choose another output folder or overwrite it explicitly")
 
 
 def _clear_out(out: Path, overwrite: bool) -> None:
@@ -104,10 +104,10 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
         what = " and ".join(f"{n} of the {len(splits[k])} {k} events" for k, n in bad.items())
         message = (f"{what} were in the training or validation data of the pretrained model {source} (same "
                    "generated events: same store, or stores generated with the same seed); use stores generated "
-                   "with another --seed")
+                   "with another generation seed")
         if not allow_overlap:
-            raise HepfmError(message + ", or pass --allow-overlap to go on (the result is marked overlap: true)")
-        warnings.warn("NOT HELD OUT: " + message + "; going on because of --allow-overlap, result marked "
+            raise HepfmError(message + ", or allow the overlap explicitly to go on (the result is marked overlap: true)")
+        warnings.warn("NOT HELD OUT: " + message + "; going on because the overlap was allowed, result marked "
                       "overlap: true", OverlapWarning, stacklevel=3)
     return {**counts, "overlap": bool(bad)}
 
@@ -124,11 +124,18 @@ def _fit_scaling(model: Backbone, train) -> None:
 
 
 def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx, metadata: dict) -> dict:
-    test = evaluate(model, task, splits["test"].to(ctx.device), cfg.eval_batch_size) if len(splits["test"]) else {}
+    test, detail = {}, {}
+    if len(splits["test"]):
+        data = splits["test"].to(ctx.device)
+        outputs = predict(model, data, cfg.eval_batch_size)
+        test = {"loss": float(task.loss(outputs, data.y).mean()), **task.metrics(outputs, data.y)}
+        detail = task.report(outputs, data.y)
     summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "train_time_s": round(result.train_time_s, 3),
                "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
                "test": test, "parameters": count_parameters(model)}
+    if detail:
+        summary["test_detail"] = detail
     if ctx.is_main:
         save_model(model, out, {**metadata, "task": task.name, "names": list(task.names),
                                 "training": {**summary, "config": asdict(cfg), "world_size": ctx.world}})
@@ -208,7 +215,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
-        raise HepfmError(f"--strategy {strategy} needs a pretrained model: --from RUN")
+        raise HepfmError(f"strategy {strategy!r} needs a pretrained model to start from (a run folder or a shipped model's name)")
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
