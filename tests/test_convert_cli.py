@@ -122,6 +122,45 @@ def test_wrong_format_and_existing_store(shared_data, tmp_path):
     one_line_error(r, "--label 'a/b'")
 
 
+def _zero_first_basket(src, dst, branch):
+    """Directory and tree metadata intact, one branch's first basket overwritten: fails when that branch is read."""
+    b = uproot.open(src)["Events"][branch]
+    seek, size = int(b.member("fBasketSeek")[0]), int(b.member("fBasketBytes")[0])
+    data = bytearray(src.read_bytes())
+    data[seek:seek + size] = bytes(size)
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.97, 0.995])
+def test_truncated_or_damaged_files_give_one_line(shared_data, tmp_path, fraction):
+    _truncated(shared_data / DY, tmp_path / "cut.root", fraction)
+    _zero_first_basket(shared_data / DY, tmp_path / "basket.root", "Muon_looseId")  # read while the file is checked
+    for name in ("cut.root", "basket.root"):
+        out = tmp_path / name.replace(".root", "")
+        r = hepfm("convert", "nanoaod", tmp_path / name, "--out", out, "--no-progress")
+        if name == "cut.root" and r.returncode == 0:  # the cut fell after the data this reader needs
+            continue
+        one_line_error(r, name)
+        assert not out.exists()
+
+
+def test_era_and_lumi_json_options(shared_data, tmp_path):
+    (tmp_path / "golden.json").write_text('{"315267": [[1, 100]]}')
+    r = hepfm("convert", "nanoaod", shared_data / "nano_dimuon.root", shared_data / DY, "--out", tmp_path / "s",
+              "--lumi-json", tmp_path / "golden.json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "80 events read, 40 written" in r.stdout and "40 removed by lumi_mask" in r.stdout
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", tmp_path / "t", "--era", "2016", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "Jet_btagCSVV2 > 0.8484 (2016 medium)" in r.stdout and "era 2016 (named by the caller)" in r.stdout
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", tmp_path / "u", "--era", "2019", "--no-progress")
+    one_line_error(r, "unknown CMS era '2019'")
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", tmp_path / "u", "--lumi-json", tmp_path / "no.json",
+              "--no-progress")
+    one_line_error(r, "no.json", "no such luminosity JSON file")
+    assert not (tmp_path / "u").exists()
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--btag-branch", "Jet_qgl"], ["Jet_qgl", "no 2018 working point", "b-tag cut"]),
     (["--shard-size", "0"], ["--shard-size must be positive"]),
