@@ -7,12 +7,12 @@ Era of a file (:func:`detect_era`), first rule that applies:
 2. collision data (no ``genWeight`` branch): the era whose run range holds the file's first run number
    (:data:`ERAS`; 2016 is split at run 278769 into preVFP/postVFP, 2022 at 359022 into 2022/2022EE,
    2023 at 369803 into 2023/2023BPix); a run outside 2015-2024 is an error that asks for the era;
-3. simulation (``run`` is 1 there, so the branch set decides), or a file without a ``run`` branch: ``Jet_btagUParTAK4B`` -> 2024
-   (NanoAOD v15); ``Jet_btagPNetB`` or ``Jet_btagRobustParTAK4B`` -> 2022 (NanoAOD v12-v14, which do
-   not tell 2022 from 2023: name 2022EE, 2023 or 2023BPix for those); a filled DeepJet or DeepCSV
-   discriminant -> 2018 (Run 2: the year is not in the branches; name 2016/2017 for those); only CSVv2
-   filled (DeepJet/DeepCSV absent or holding only their default value, as in the CMS 2015 Open Data
-   NanoAOD) -> 2015.
+3. simulation (``run`` is 1 there, so the branch set decides), or a file without a ``run`` branch:
+   ``Jet_btagUParTAK4B`` -> 2024 (NanoAOD v15); ``Jet_btagPNetB`` or ``Jet_btagRobustParTAK4B`` -> 2022
+   (NanoAOD v12-v14, which do not tell 2022 from 2023: name 2022EE, 2023 or 2023BPix for those); a
+   filled DeepJet or DeepCSV discriminant -> 2018 (Run 2: the year is not in the branches; name 2016 or
+   2017 for those); only CSVv2 filled (DeepJet/DeepCSV absent or holding only their default value, as in
+   the CMS 2015 Open Data NanoAOD) -> 2015.
 
 Run-2 eras come in two reconstructions with different working points: the original ("end of year" and
 legacy re-reco, NanoAOD up to v7) and the ultra-legacy one (UL, NanoAOD v8/v9). A file carrying

@@ -10,7 +10,8 @@ Real data carries no truth: shards have no ``truth`` dataset and say so in their
 (``data_kind = "real"``, ``truth = "none"``), together with the source files, the tree, the b-tag rule
 and the selection. A failure anywhere removes every shard this call wrote (and the folders it created),
 so a failed conversion never leaves a half store behind. Events with a non-finite input value (NaN or
-inf in a kinematic quantity) are dropped and counted, never written.
+inf in a kinematic quantity) are dropped and counted, never written; so are events failing a reader's
+event-quality cuts (:func:`finish_chunk`'s ``quality``), counted per cut.
 """
 
 from __future__ import annotations
