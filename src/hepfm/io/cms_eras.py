@@ -16,8 +16,9 @@ Era of a file (:func:`detect_era`), first rule that applies:
 
 Run-2 eras come in two reconstructions with different working points: the original ("end of year" and
 legacy re-reco, NanoAOD up to v7) and the ultra-legacy one (UL, NanoAOD v8/v9). A file carrying
-``Electron_mvaFall17V1Iso`` (dropped in the UL NanoAOD) is taken as pre-UL, any other Run-2 file as UL.
-How the era was found is recorded as ``era_rule``.
+``Electron_mvaFall17V1Iso`` (removed in NanoAOD v9) is taken as pre-UL, any other Run-2 file as UL; UL
+files written with NanoAOD v8 still carry it, so name their era. How the era was found is recorded as
+``era_rule`` (and printed by ``hepfm convert``).
 
 Working points (:data:`ERAS`, BTV recommendations per era): loose, medium and tight, defined by a
 light-jet misidentification rate of 10%, 1% and 0.1%. The default level is the one whose nominal
