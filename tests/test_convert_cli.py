@@ -119,7 +119,7 @@ def test_wrong_format_and_existing_store(shared_data, tmp_path):
     one_line_error(r, TTBAR, "Jet_nope")
     assert sorted(out.rglob("*")) == before
     r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "a/b", "--no-progress")
-    one_line_error(r, "--label 'a/b'")
+    one_line_error(r, "label 'a/b'")
 
 
 def _zero_first_basket(src, dst, branch):
@@ -163,7 +163,7 @@ def test_era_and_lumi_json_options(shared_data, tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--btag-branch", "Jet_qgl"], ["Jet_qgl", "no 2018 working point", "b-tag cut"]),
-    (["--shard-size", "0"], ["--shard-size must be positive"]),
+    (["--shard-size", "0"], ["shard size must be positive"]),
 ])
 def test_bad_options(shared_data, tmp_path, args, fragments):
     r = hepfm("convert", "nanoaod", shared_data / DY, "--out", tmp_path / "s", *args, "--no-progress")

@@ -210,6 +210,11 @@ def test_golden_json(shared_data, tmp_path):
     assert info[str(shared_data / DY)]["lumi_mask"] == "not applied (simulation)"
     with pytest.raises(HepfmError, match=r"no event left to write .*lumi_mask removed 40"):
         convert_nanoaod([shared_data / DIMUON], tmp_path / "t", "d", progress=False, lumi_json=tmp_path / "out.json")
+    ele, muo = _leptons(4)
+    norun = write_nano(tmp_path / "norun.root", jets=run3_jets("btagUParTAK4B"), electrons=ele, muons=muo,
+                       flat={"PuppiMET_pt": np.ones(4, np.float32), "PuppiMET_phi": np.zeros(4, np.float32)})
+    with pytest.raises(HepfmError, match=r"norun\.root: no run or luminosityBlock branch"):
+        convert_nanoaod([norun], tmp_path / "u", "d", progress=False, lumi_json=tmp_path / "in.json")
     mask = LumiMask.from_file(tmp_path / "in.json")
     np.testing.assert_array_equal(mask.contains([315267, 315267, 315267, 315267, 2], [0, 1, 11, 210, 1]),
                                   [False, True, False, True, False])

@@ -157,7 +157,7 @@ def require_branches(tree, path: Path, tree_name: str, names: Iterable[str], pur
 def check_label(label: str) -> str:
     """The process label, checked: letters, digits and _ . + - only (it names a folder)."""
     if not _LABEL.fullmatch(label or ""):
-        raise HepfmError(f"--label {label!r}: use letters, digits and _ . + - only")
+        raise HepfmError(f"process label {label!r}: use letters, digits and _ . + - only")
     return label
 
 
@@ -280,7 +280,7 @@ def _prepare(out: Path, label: str) -> tuple[bool, bool]:
         raise HepfmError(f"{out}: exists and is not a folder")
     label_dir = out / label
     if label_dir.is_dir() and any(label_dir.glob(store.SHARD_GLOB)):
-        raise HepfmError(f"{label_dir}: already holds shards of {label!r}; use another --label or --out folder")
+        raise HepfmError(f"{label_dir}: already holds shards of {label!r}; use another label or output folder")
     created_out = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -316,7 +316,7 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     from hepfm.progress import EventProgress
 
     if shard_size <= 0:
-        raise HepfmError(f"--shard-size must be positive, got {shard_size}")
+        raise HepfmError(f"the shard size must be positive, got {shard_size}")
     out = Path(out)
     label = check_label(label)
     created_out, created_label = _prepare(out, label)

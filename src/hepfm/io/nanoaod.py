@@ -179,6 +179,8 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, sel: NanoAODSelection, btag
     if met is None:
         raise HepfmError(f"{path}: tree {TREE!r} has no missing-ET branches "
                          f"({', '.join(m + '_pt' for m in MET_BRANCHES[2])}; needed for MET)")
+    if lumi_mask is not None and collision and not {"run", "luminosityBlock"} <= names:
+        raise HepfmError(f"{path}: no run or luminosityBlock branch, needed for the certified-luminosity mask")
     plan = _FilePlan(btag_branch=branch, btag_cut=cut, met=met, lumi_mask=lumi_mask if collision else None)
     plan.photons = set(need("Photon")) <= names
     plan.taus = cfg.tau_tagging and set(need("Tau") + ["Tau_charge"]) <= names
