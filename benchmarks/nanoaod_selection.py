@@ -80,6 +80,16 @@ def _rates(jets: dict) -> dict[str, str]:
     return cells
 
 
+def _expected(jets: dict) -> str:
+    """b-tags per jet if the simulated detector's per-flavour efficiencies were applied to these jets."""
+    from hepfm.physics.detector import DetectorConfig
+
+    cfg, flav = DetectorConfig(), np.array(jets["flavour"])
+    eff = np.where(flav == 5, cfg.btag_efficiency_b, np.where(flav == 4, cfg.btag_efficiency_c,
+                                                               cfg.btag_efficiency_light))
+    return f"{eff.mean():.3f}"
+
+
 def _pileup(jets: dict) -> str:
     pt, gen = np.array(jets["pt"]), np.array(jets["genjet"])
     soft = (pt >= 25) & (pt < 50)
@@ -99,6 +109,7 @@ def report(before: dict, after: dict, rev: str) -> None:
         rb, ra = _rates(before[label]["jets"]), _rates(after[label]["jets"])
         for key in ("all", "b", "c", "light"):
             _row(f"b-tags per jet, {key}", rb[key], ra[key])
+        _row("  simulated detector on these jets", _expected(before[label]["jets"]), _expected(after[label]["jets"]))
         _row("pileup-like jets at 25-50 GeV", _pileup(before[label]["jets"]), _pileup(after[label]["jets"]))
         _row("muons stored", before[label]["muons"], after[label]["muons"])
     print("dimuon (collision data):")
