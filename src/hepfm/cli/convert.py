@@ -21,10 +21,15 @@ def _print_conversion(report, plans_info: dict | None = None) -> None:
                   f"{report.n_nonfinite} dropped (NaN/inf){removed}; {len(report.shards)} shard(s), "
                   f"{report.events_per_second:,.0f} events/s; b-tag: {'; '.join(report.btag)}; "
                   f"store: {report.out} (process {report.label!r})")
+    groups: dict[str, list[str]] = {}  # files with the same choices share one line
     for path, info in (plans_info or {}).items():
-        console.print(f"  {path}: era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; "
-                      f"jet ID {info.get('jet_id')}; muon ID {info.get('muon_id')}; "
-                      f"pileup jet ID {info['pileup_jet_id']}; event quality {info['event_quality']}")
+        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; jet ID {info.get('jet_id')}; "
+                f"muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
+                f"event quality {info['event_quality']}")
+        groups.setdefault(line, []).append(path)
+    for line, paths in groups.items():
+        who = paths[0] if len(paths) == 1 else f"{len(paths)} files ({paths[0]}, ...)"
+        console.print(f"  {who}: {line}")
 
 
 @convert_app.command("nanoaod")

@@ -40,9 +40,10 @@ from hepfm.physics.detector import DetectorConfig
 
 LEVELS = ("loose", "medium", "tight")
 
-#: Nominal (b, c, light) efficiencies of the three levels in simulated tt̄ jets (CMS-BTV-16-002, DeepCSV,
-#: jets with pT > 20 GeV); the light rates are the working-point definitions. Only used to rank the levels
-#: against the simulated detector, not as a calibration.
+#: Nominal (b, c, light) efficiencies of the three levels, approximately those of DeepCSV in simulated tt̄
+#: jets with pT > 20 GeV (CMS-BTV-16-002); the light rates are the working-point definitions. Only used to
+#: rank the levels against the simulated detector (the ranking is far from a tie for the default
+#: detector), not as a calibration.
 NOMINAL_EFFICIENCY: dict[str, tuple[float, float, float]] = {
     "loose": (0.84, 0.41, 0.10), "medium": (0.68, 0.12, 0.01), "tight": (0.50, 0.024, 0.001)}
 
