@@ -135,3 +135,22 @@ def test_missing_delphes_branch_is_named(tmp_path, drop, fragment):
     with pytest.raises(HepfmError, match=fragment):
         convert_delphes([tmp_path / "d.root"], tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
+
+
+def test_tau_charge_is_the_sign_of_the_constituent_charge_sum(tmp_path):
+    """Delphes' Jet.Charge sums the constituents' charges (e.g. +3, -2); the simulated chain stores its sign."""
+    events = delphes_events(5)
+    jets = events["Jet"]
+    counts = ak.num(jets)
+    raw = np.random.default_rng(1).integers(-3, 4, int(ak.sum(counts))).astype(np.int32)
+    events["Jet"] = ak.zip({**{f: jets[f] for f in jets.fields if f != "Charge"},
+                            "Charge": ak.unflatten(raw, counts)})
+    write_delphes(tmp_path / "d.root", events)
+    cfg = DetectorConfig(tau_tagging=True)
+    convert_delphes([tmp_path / "d.root"], tmp_path / "store", "x", detector=cfg, progress=False)
+    taus = EventStore(tmp_path / "store").arrays()["objects"]
+    taus = taus[taus[:, :, 6] == 5]
+    _, _, _, j = _expected(events, cfg)
+    want = j[((j.TauTag & 1) > 0) & (abs(j.Eta) < 2.5)].Charge
+    assert len(taus) == ak.sum(ak.num(want)) > 0 and ak.any(abs(want) > 1)
+    np.testing.assert_array_equal(np.sort(taus[:, 5]), np.sort(np.sign(ak.to_numpy(ak.flatten(want)))))

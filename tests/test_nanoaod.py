@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import uproot
 
-from hepfm.io.nanoaod import BTAG_WORKING_POINTS, convert_nanoaod
+from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
 from hepfm.io.store import EventStore, read_attrs
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 DY = "nano_dy.root"
-CRACK = (1.37, 1.52)
+GAP = (1.4442, 1.566)  # CMS ECAL barrel-endcap transition, in |eta| of the supercluster
 
 
 def write_tree(path, name, data, **options):
@@ -31,16 +31,20 @@ def _dr(eta1, phi1, eta2, phi2):
 def direct_counts(path, muon_id, btag_branch, btag_cut):
     """Objects per type with the default cuts, written independently with plain uproot/awkward."""
     a = uproot.open(path)["Events"].arrays()
-    e_aeta = abs(a.Electron_eta)
-    ele = ((a.Electron_pt >= 10) & (e_aeta <= 2.47) & ~((e_aeta > CRACK[0]) & (e_aeta < CRACK[1]))
+    e_sc = abs(a.Electron_eta + a.Electron_deltaEtaSC)
+    ele = ((a.Electron_pt >= 10) & (abs(a.Electron_eta) <= 2.47) & ~((e_sc > GAP[0]) & (e_sc < GAP[1]))
            & (a.Electron_cutBased >= 3))
     mu = (a.Muon_pt >= 10) & (abs(a.Muon_eta) <= 2.7) & (a.Muon_pfRelIso04_all <= 0.25)
-    if muon_id:
+    if muon_id == "tight-like":  # the ID flags of the 2015 file are unfilled: PF, global, stations, layers, IP
+        mu = mu & (a.Muon_isPFcand & a.Muon_isGlobal & (a.Muon_nStations >= 2) & (a.Muon_nTrackerLayers > 5)
+                   & (abs(a.Muon_dxy) < 0.2) & (abs(a.Muon_dz) < 0.5))
+    else:
         mu = mu & a[muon_id]
-    p_aeta = abs(a.Photon_eta)
-    pho = (a.Photon_pt >= 20) & (p_aeta <= 2.37) & ~((p_aeta > CRACK[0]) & (p_aeta < CRACK[1])) & a.Photon_electronVeto
+    pho = ((a.Photon_pt >= 20) & (abs(a.Photon_eta) <= 2.37) & (a.Photon_isScEtaEB | a.Photon_isScEtaEE)
+           & a.Photon_electronVeto)
     pho = pho & ((a.Photon_cutBased >= 2) if "Photon_cutBased" in a.fields else ((a.Photon_cutBasedBitmap & 2) > 0))
-    jet = (a.Jet_pt >= 25) & (abs(a.Jet_eta) <= 2.5) & ((a.Jet_jetId & 2) > 0)
+    jet = ((a.Jet_pt >= 25) & (abs(a.Jet_eta) <= 2.5) & ((a.Jet_jetId & 2) > 0)
+           & ((a.Jet_pt >= 50) | ((a.Jet_puId & 4) > 0)))  # loose pileup ID below 50 GeV (Run-2 CHS jets)
     counts = {"electron": 0, "muon": 0, "photon": 0, "jet": 0, "btag": 0, "dropped": 0}
     for i in range(len(a)):
         leps = [(a.Electron_eta[i][ele[i]], a.Electron_phi[i][ele[i]]), (a.Muon_eta[i][mu[i]], a.Muon_phi[i][mu[i]]),
@@ -71,13 +75,14 @@ def converted(shared_data, tmp_path_factory):
     return out, reports
 
 
-@pytest.mark.parametrize("label, name, muon_id, btag", [
-    ("ttbar", TTBAR, None, "Jet_btagCSVV2"),  # 2015 Open Data: DeepJet/DeepCSV and muon IDs are placeholders
-    ("dy", DY, "Muon_tightId", "Jet_btagDeepFlavB"),
+@pytest.mark.parametrize("label, name, muon_id, btag, cut", [
+    # 2015 Open Data: DeepJet/DeepCSV and the muon ID flags are placeholders; CSVv2 medium of 2015 (BTV)
+    ("ttbar", TTBAR, "tight-like", "Jet_btagCSVV2", 0.800),
+    ("dy", DY, "Muon_tightId", "Jet_btagDeepFlavB", 0.2770),  # Run-2 simulation, 2018 DeepJet medium
 ])
-def test_counts_match_a_direct_uproot_selection(converted, shared_data, label, name, muon_id, btag):
+def test_counts_match_a_direct_uproot_selection(converted, shared_data, label, name, muon_id, btag, cut):
     out, reports = converted
-    n_events, want = direct_counts(shared_data / name, muon_id, btag, BTAG_WORKING_POINTS[btag])
+    n_events, want = direct_counts(shared_data / name, muon_id, btag, cut)
     data = EventStore(out).arrays([label])
     obj = data["objects"]
     kind = obj[:, :, 6]
@@ -152,7 +157,7 @@ def test_older_nanoaod_without_deepjet_falls_back(shared_data, tmp_path):
     write_tree(tmp_path / "old.root", "Events", {**tree, "PuppiMET_pt": a.PuppiMET_pt,
                                                  "PuppiMET_phi": a.PuppiMET_phi, "event": a.event})
     report = convert_nanoaod([tmp_path / "old.root"], tmp_path / "out", "old", progress=False)
-    assert report.btag == ["Jet_btagCSVV2 > 0.8838"] and report.n_written == 40
+    assert report.btag == ["Jet_btagCSVV2 > 0.8 (2015 medium)"] and report.n_written == 40
     info = EventStore(tmp_path / "out").attrs()["source_info"][str(tmp_path / "old.root")]
     assert info["met"] == "PuppiMET" and info["photons"] is False
     obj = EventStore(tmp_path / "out").arrays()["objects"]
@@ -175,7 +180,8 @@ def test_nonfinite_events_are_dropped_and_counted(shared_data, tmp_path):
         "Jet": jets, "MET_pt": met, "MET_phi": a.MET_phi,
         "Electron": ak.zip({k: a["Electron_" + k] for k in ("pt", "eta", "phi", "charge")}),
         "Muon": ak.zip({k: a["Muon_" + k] for k in ("pt", "eta", "phi", "charge")})})
-    report = convert_nanoaod([tmp_path / "bad.root"], tmp_path / "out", "bad", progress=False)
+    report = convert_nanoaod([tmp_path / "bad.root"], tmp_path / "out", "bad", progress=False,
+                             selection=NanoAODSelection(require_ids=False))  # kinematics only in this file
     assert report.n_read == 40 and report.n_nonfinite == 2 and report.n_written == 38
     data = EventStore(tmp_path / "out").arrays()
     assert np.isfinite(data["objects"]).all()

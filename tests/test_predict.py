@@ -89,6 +89,17 @@ def test_nanoaod_input_carries_run_lumi_event(model_dir, tmp_path, shared_data):
     assert {"run", "luminosityBlock", "entry", "file"} <= set(table.column_names)
 
 
+def test_collision_data_failing_the_quality_cuts_is_skipped(model_dir, tmp_path, shared_data):
+    out = tmp_path / "dimuon.parquet"
+    r = hepfm("predict", model_dir, "--data", shared_data / "nano_dimuon.root", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "37 events, 3 skipped" in r.stdout  # Flag_METFilters false in 3 of 40 events
+    with uproot.open(shared_data / "nano_dimuon.root") as f:
+        a = f["Events"].arrays(["event", "Flag_METFilters", "PV_npvsGood"], library="np")
+    good = a["Flag_METFilters"] & (a["PV_npvsGood"] > 0)
+    assert np.array_equal(np.sort(pq.read_table(out)["event"].to_numpy()), np.sort(a["event"][good]))
+
+
 def test_bad_inputs_are_one_line_errors_and_leave_nothing(model_dir, store, tmp_path):
     r = hepfm("predict", model_dir, "--data", store, "--out", tmp_path / "scores.csv")
     assert r.returncode == 2 and "unknown output format" in r.stderr

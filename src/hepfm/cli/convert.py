@@ -15,11 +15,21 @@ convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment RO
 app.add_typer(convert_app, name="convert")
 
 
-def _print_conversion(report) -> None:
+def _print_conversion(report, plans_info: dict | None = None) -> None:
+    removed = "".join(f", {n} removed by {cut}" for cut, n in report.n_removed.items())
     console.print(f"converted {len(report.files)} file(s): {report.n_read} events read, {report.n_written} written, "
-                  f"{report.n_nonfinite} dropped (NaN/inf); {len(report.shards)} shard(s), "
+                  f"{report.n_nonfinite} dropped (NaN/inf){removed}; {len(report.shards)} shard(s), "
                   f"{report.events_per_second:,.0f} events/s; b-tag: {'; '.join(report.btag)}; "
                   f"store: {report.out} (process {report.label!r})")
+    groups: dict[str, list[str]] = {}  # files with the same choices share one line
+    for path, info in (plans_info or {}).items():
+        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; jet ID {info.get('jet_id')}; "
+                f"muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
+                f"event quality {info['event_quality']}")
+        groups.setdefault(line, []).append(path)
+    for line, paths in groups.items():
+        who = paths[0] if len(paths) == 1 else f"{len(paths)} files ({paths[0]}, ...)"
+        console.print(f"  {who}: {line}")
 
 
 @convert_app.command("nanoaod")
@@ -27,28 +37,39 @@ def convert_nanoaod_cmd(
     files: list[str] = typer.Argument(..., help="NanoAOD ROOT files or glob patterns (tree 'Events')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
     label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
-    btag_branch: Optional[str] = typer.Option(None, help="Jet b-tag discriminant branch (default: the first filled "
-                                              "of Jet_btagDeepFlavB, Jet_btagDeepB, Jet_btagCSVV2)."),
-    btag_cut: Optional[float] = typer.Option(None, help="b-tag working point (default: CMS 2017 medium)."),
+    btag_branch: Optional[str] = typer.Option(None, help="Jet b-tag discriminant branch (default: the era's tagger, "
+                                              "e.g. CSVv2 for 2015, DeepJet for Run 2, UParTAK4 for 2024)."),
+    btag_cut: Optional[float] = typer.Option(None, help="b-tag cut (default: the era's working point closest to the "
+                                             "simulated detector's efficiencies; medium by default)."),
+    era: Optional[str] = typer.Option(None, help="CMS era of every file (e.g. 2017-UL, 2023BPix; default: from the "
+                                      "run number, or the branch set for simulation)."),
+    lumi_json: Optional[Path] = typer.Option(None, help="Certified-luminosity (golden) JSON: collision-data events "
+                                             "outside it are not written."),
+    require_ids: bool = typer.Option(True, help="Refuse files missing an object ID's branches (--no-require-ids: "
+                                     "convert them and record the ID as not applied)."),
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
     shard_size: int = typer.Option(50_000, help="Events per shard."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Convert CMS NanoAOD files into an event store, with the detector configuration's object selection.
 
+    Files of different eras may be converted together: each gets its own era's choices, printed per file.
+
     Example: hepfm convert nanoaod 'data/*.root' --out opendata --label ttbar_2015
     """
-    from hepfm.io.nanoaod import convert_nanoaod
+    from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
     from hepfm.physics.detector import DetectorConfig
 
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
     try:
-        report = convert_nanoaod(files, out, label, btag_branch=btag_branch, btag_cut=btag_cut, detector=detector,
-                                 shard_size=shard_size, progress=progress)
+        report = convert_nanoaod(files, out, label, btag_branch=btag_branch, btag_cut=btag_cut, era=era,
+                                 lumi_json=lumi_json, detector=detector,
+                                 selection=NanoAODSelection(require_ids=require_ids), shard_size=shard_size,
+                                 progress=progress)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
         raise typer.Exit(130) from None
-    _print_conversion(report)
+    _print_conversion(report, report.source_info)
 
 
 @convert_app.command("delphes")

@@ -30,7 +30,7 @@ def predict(
     det = DetectorConfig.from_file(detector_config) if detector_config else None
     rep = predict_file(model, data, out, input_format=input_format, batch_size=batch_size, chunk_size=chunk_size,
                        device=device, detector=det, progress=progress)
-    skipped = f", {rep.n_skipped} skipped (non-finite inputs)" if rep.n_skipped else ""
+    skipped = f", {rep.n_skipped} skipped (non-finite inputs or event-quality cuts)" if rep.n_skipped else ""
     console.print(f"wrote {rep.out}: {rep.n_events:,} events{skipped}, columns {', '.join(rep.columns)}; "
                   f"{rep.events_per_second:,.0f} events/s")
 

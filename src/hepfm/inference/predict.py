@@ -118,7 +118,7 @@ class _RootInput:
     def chunks(self) -> Iterator[_Chunk]:
         file_index = {str(p.path): k for k, p in enumerate(self.plans)}
         for plan, entry_start, arrays in self.cv.iter_converted(self.plans, self.tree, self.chunk_size):
-            keep = arrays["finite"]
+            keep = self.cv.selected(arrays)
             self.n_skipped += int((~keep).sum())
             n = len(keep)
             identity = {"file": np.full(n, file_index[str(plan.path)], np.int32),

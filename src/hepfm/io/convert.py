@@ -10,7 +10,8 @@ Real data carries no truth: shards have no ``truth`` dataset and say so in their
 (``data_kind = "real"``, ``truth = "none"``), together with the source files, the tree, the b-tag rule
 and the selection. A failure anywhere removes every shard this call wrote (and the folders it created),
 so a failed conversion never leaves a half store behind. Events with a non-finite input value (NaN or
-inf in a kinematic quantity) are dropped and counted, never written.
+inf in a kinematic quantity) are dropped and counted, never written; so are events failing a reader's
+event-quality cuts (:func:`finish_chunk`'s ``quality``), counted per cut.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class ConversionReport:
     shards: list[str]
     seconds: float
     btag: list[str]
+    #: events removed by each event-quality cut (counted independently: an event may fail several)
+    n_removed: dict[str, int] = field(default_factory=dict)
+    #: per input file, what its plan chose (era, b-tag, IDs, cuts), as stored in the shards' ``source_info``
+    source_info: dict[str, dict] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -99,7 +104,7 @@ def open_tree(path: Path, tree_name: str):
     try:
         f = uproot.open(path)
     except Exception as exc:  # uproot raises several exception types for unreadable files
-        raise HepfmError(f"{path}: not a readable ROOT file, or a truncated one ({_reason(exc)})") from None
+        raise HepfmError(f"{path}: not a readable ROOT file, or a truncated one ({reason(exc)})") from None
     try:
         keys = f.keys(cycle=False)
         if tree_name not in keys:
@@ -110,7 +115,7 @@ def open_tree(path: Path, tree_name: str):
     except HepfmError:
         raise
     except Exception as exc:
-        raise HepfmError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated ({_reason(exc)})") \
+        raise HepfmError(f"{path}: cannot read tree {tree_name!r}, the file may be truncated ({reason(exc)})") \
             from None
     if not isinstance(tree, uproot.TTree):
         kind = getattr(tree, "classname", type(tree).__name__)
@@ -120,7 +125,8 @@ def open_tree(path: Path, tree_name: str):
     return tree
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """The first line of an exception, with its type: for one-line error messages."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -151,7 +157,7 @@ def require_branches(tree, path: Path, tree_name: str, names: Iterable[str], pur
 def check_label(label: str) -> str:
     """The process label, checked: letters, digits and _ . + - only (it names a folder)."""
     if not _LABEL.fullmatch(label or ""):
-        raise HepfmError(f"label {label!r}: use letters, digits and _ . + - only")
+        raise HepfmError(f"process label {label!r}: use letters, digits and _ . + - only")
     return label
 
 
@@ -211,18 +217,28 @@ def met_object(met_pt: np.ndarray, met_phi: np.ndarray) -> Objects:
 
 
 def finish_chunk(collections: list[Objects], n_events: int, cfg: DetectorConfig, bad: np.ndarray,
-                 weight: np.ndarray, event_id: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
+                 weight: np.ndarray, event_id: np.ndarray, quality: dict[str, np.ndarray] | None = None,
+                 **extra: np.ndarray) -> dict:
     """Order, truncate and pad the selected objects (as the detector does) into store arrays.
 
-    The result carries a boolean ``finite`` entry: False for events to drop (``bad`` or non-finite output).
+    The result carries a boolean ``finite`` entry (False for events to drop: ``bad`` or non-finite output)
+    and ``quality``, the event-quality cuts' pass masks by name (see :func:`selected`).
     """
     reco = assemble(collections, n_events, cfg.max_objects)
     finite = ~bad & np.isfinite(reco.objects).all(axis=(1, 2)) & np.isfinite(weight)
     out = {"objects": reco.objects, "n_objects": reco.n_objects, "n_dropped": reco.n_dropped,
            "weight": np.asarray(weight, dtype=np.float32), "event_id": np.asarray(event_id, dtype=np.int64),
-           "finite": finite}
+           "finite": finite, "quality": dict(quality or {})}
     out.update(extra)
     return out
+
+
+def selected(arrays: dict) -> np.ndarray:
+    """The events of converted arrays to keep: finite and passing every event-quality cut."""
+    keep = arrays["finite"].copy()
+    for passes in arrays.get("quality", {}).values():
+        keep &= passes
+    return keep
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -279,8 +295,8 @@ def iter_converted(plans: Sequence[FilePlan], tree_name: str,
                    step_size: int = DEFAULT_STEP_SIZE) -> Iterator[tuple[FilePlan, int, dict[str, np.ndarray]]]:
     """(plan, first entry, converted arrays) for every chunk of every planned file, read with uproot.
 
-    The arrays carry the boolean ``finite`` entry of :func:`finish_chunk`; a file that fails to decode
-    (truncated, corrupt) is a HepfmError naming it.
+    The arrays carry the ``finite`` and ``quality`` entries of :func:`finish_chunk`; a file that fails to
+    decode (truncated, corrupt) is a HepfmError naming it.
     """
     for plan in plans:
         try:
@@ -290,7 +306,7 @@ def iter_converted(plans: Sequence[FilePlan], tree_name: str,
             raise
         except Exception as exc:  # uproot/awkward decoding errors: a truncated or corrupt file
             raise HepfmError(f"{plan.path}: cannot read the data of tree {tree_name!r}, the file may be "
-                             f"truncated or corrupt ({_reason(exc)})") from None
+                             f"truncated or corrupt ({reason(exc)})") from None
 
 
 def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, source_format: str, tree_name: str,
@@ -309,6 +325,7 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     counts: list[int] = []
     buffer = _Buffer()
     n_read = n_nonfinite = 0
+    removed: dict[str, int] = {}
     base = {
         "process_name": label, "process_names": [label], "data_kind": "real", "truth": "none",
         "source_format": source_format, "tree": tree_name, "generator": source_format,
@@ -329,9 +346,12 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     try:
         with EventProgress(total, f"converting {label}", enabled=progress) as bar:
             for plan, _, arrays in iter_converted(plans, tree_name, step_size):
-                keep = arrays.pop("finite")
+                keep = selected(arrays)
+                finite, quality = arrays.pop("finite"), arrays.pop("quality")
                 n_read += len(keep)
-                n_nonfinite += int((~keep).sum())
+                n_nonfinite += int((~finite).sum())
+                for name, passes in quality.items():
+                    removed[name] = removed.get(name, 0) + int((~passes).sum())
                 buffer.add(str(plan.path), {k: v[keep] for k, v in arrays.items()})
                 while buffer.n >= shard_size:
                     flush(shard_size)
@@ -339,8 +359,9 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
             if buffer.n:
                 flush(buffer.n)
         if not written:
+            cuts = "".join(f", {k} removed {v}" for k, v in removed.items())
             raise HepfmError(f"{', '.join(str(p.path) for p in plans)}: no event left to write "
-                             f"({n_nonfinite} of {n_read} had non-finite values)")
+                             f"({n_nonfinite} of {n_read} had non-finite values{cuts})")
         store.write_manifest(out)
     except BaseException:
         for path in written:
@@ -353,4 +374,5 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     btag = sorted({p.info.get("btag", "") for p in plans} - {""})
     return ConversionReport(out=out, label=label, files=[str(p.path) for p in plans], n_read=n_read,
                             n_written=sum(counts), n_nonfinite=n_nonfinite, shards=[str(p) for p in written],
-                            seconds=time.perf_counter() - start, btag=btag)
+                            seconds=time.perf_counter() - start, btag=btag, n_removed=removed,
+                            source_info=base["source_info"])

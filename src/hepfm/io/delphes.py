@@ -13,7 +13,7 @@ Delphes has already applied its card's efficiencies, isolation and resolutions, 
 cuts of :class:`~hepfm.physics.detector.DetectorConfig` are applied here (no second isolation).
 b-tag: bit ``btag_bit`` (default 0, the card's first working point) of ``Jet.BTag``. With
 ``tau_tagging`` on, jets with bit 0 of ``Jet.TauTag`` and |eta| < ``tau_eta_max`` become taus (type 5)
-carrying ``Jet.Charge``, as in the simulated chain.
+whose charge is the sign of ``Jet.Charge`` (the constituents' charge sum), as in the simulated chain.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, 
     if cfg.tau_tagging:
         is_tau = ((jet.extra["TauTag"].astype(np.int64) & 1) > 0) & (np.abs(jet.eta) < cfg.tau_eta_max)
         tau = jet[is_tau]
-        selected.append(cv.tag(tau, "tau", charge=tau.extra["Charge"]))
+        # Delphes' Jet.Charge is the constituents' charge sum; the simulated chain stores its sign
+        selected.append(cv.tag(tau, "tau", charge=np.sign(tau.extra["Charge"])))
         jet, btag = jet[~is_tau], btag[~is_tau]
     jet = cv.tag(jet, "jet", btag=btag)
 
