@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from cli_runner import hepfm
 from toy_events import toy_events, toy_store
 
 from hepfm.data.datasets import BinarySplitPlan, EventData
 from hepfm.data.masking import IGNORE, OBJECT_CLASSES, choose_slots, class_table, object_class, object_classes
+from hepfm.errors import HepfmError
 from hepfm.io.store import shard_name, write_manifest, write_shard
 from hepfm.models import create_model
 from hepfm.models.base import count_parameters
@@ -101,7 +101,7 @@ def test_the_same_seed_gives_the_same_masks():
     for other in (batch_uniforms(4, 1, 7, 100, "cpu"), batch_uniforms(3, 2, 7, 100, "cpu"),
                   batch_uniforms(3, 1, 8, 100, "cpu")):
         assert not torch.equal(a, other)
-    x, mask = _batch(100)
+    _, mask = _batch(100)
     s1, _ = choose_slots(mask, a)
     s2, _ = choose_slots(mask, batch_uniforms(4, 1, 7, 100, "cpu"))
     assert torch.equal(s1, choose_slots(mask, b)[0]) and not torch.equal(s1, s2)
@@ -213,22 +213,60 @@ def test_sgd_cosine_anneals_from_1e_2_to_1e_4_and_the_kek_transformer_has_11m_pa
     assert count_parameters(create_model("transformer", len(CLASSES))) < 1e6  # the small default stays
 
 
-def test_masked_pretraining_and_transfer_from_the_command_line(tmp_path):
+def cli(capsys, *args) -> str:
+    """Run ``hepfm ARGS`` in this process (the subprocess start-up costs more than these toy runs); its stdout."""
+    from hepfm.cli import app
+
+    app(args=[str(a) for a in args], prog_name="hepfm", standalone_mode=False)
+    return capsys.readouterr().out
+
+
+def test_masked_pretraining_and_transfer_from_the_command_line(tmp_path, capsys):
     pre = toy_store(tmp_path / "pre", n_per_class=100)
     down = toy_store(tmp_path / "down", n_per_class=120, seed=100)
-    r = hepfm("pretrain", "--data", pre, "--out", tmp_path / "m", "--task", "masked", "--model", "transformer",
-              "--model-option", "dim=32", "--model-option", "layers=1", "--epochs", "1", "--batch-size", "64",
-              "--augment", "phi", "--no-progress")
-    assert r.returncode == 0, r.stderr
-    assert "accuracy_met" in r.stdout and "chance" in r.stdout
+    stdout = cli(capsys, "pretrain", "--data", pre, "--out", tmp_path / "m", "--task", "masked", "--model",
+                 "transformer", "--model-option", "dim=32", "--model-option", "layers=1", "--epochs", "1",
+                 "--batch-size", "64", "--augment", "phi", "--no-progress")
+    assert "accuracy_met" in stdout and "chance" in stdout
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["task"] == "masked" and config["names"] == CLASSES
-    r = hepfm("finetune", "--signal", down / "hard", "--background", down / "soft", "--from", tmp_path / "m",
-              "--train-size", "40", "--epochs", "1", "--optimizer", "sgd-cosine", "--out", tmp_path / "ft",
-              "--no-progress")
-    assert r.returncode == 0, r.stderr
+    cli(capsys, "finetune", "--signal", down / "hard", "--background", down / "soft", "--from", tmp_path / "m",
+        "--train-size", "40", "--epochs", "1", "--optimizer", "sgd-cosine", "--out", tmp_path / "ft", "--no-progress")
     ft = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert ft["training"]["config"]["batch_size"] == 512 and ft["lr"] == 1e-2
-    r = hepfm("pretrain", "--data", pre, "--out", tmp_path / "bad", "--task", "multiclass", "--regress")
-    assert r.returncode == 2 and "--task masked" in r.stderr
-    assert set(OBJECT_CLASSES) >= set(CLASSES)
+    with pytest.raises(HepfmError, match="--task masked"):
+        pretrain(pre, tmp_path / "bad", "multiclass", regress=True)
+    assert not (tmp_path / "bad").exists() and set(OBJECT_CLASSES) >= set(CLASSES)
+
+
+def test_scaling_study_at_toy_size_shares_the_baseline_and_tabulates_gains(tmp_path):
+    import yaml
+
+    from hepfm.study.config import parse_config
+    from hepfm.study.scaling import run_scaling
+
+    pre = toy_store(tmp_path / "pre", n_per_class=150, seed=1)
+    down = toy_store(tmp_path / "down", n_per_class=150, seed=2)
+    raw = {"tasks": {"toy": {"signal": str(down / "hard"), "background": str(down / "soft")}},
+           "sizes": [30], "seeds": 2, "test_size": 40, "model": "transformer",
+           "model_options": {"dim": 32, "layers": 1},
+           "strategies": ["scratch", "finetune_masked"],
+           "pretrain": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "masked": {"augment": ["phi"]}},
+           "finetune": {"epochs": 1, "batch_size": 32, "lr": 1e-3}}
+    rows = run_scaling(raw, tmp_path / "s", [100, 200], pretrain_data=pre, progress=False,
+                       reports=False)
+    assert {(r["pretrain_events"], r["strategy"], r["metric"]) for r in rows} == {
+        (n, "finetune_masked", m) for n in (100, 200) for m in ("accuracy", "auc")}
+    assert len({r["baseline"] for r in rows if r["metric"] == "auc"}) == 1  # one scratch baseline for all sizes
+    assert (tmp_path / "s" / "pretrain-200" / "cells" / "toy" / "30" / "scratch").is_symlink()
+    for n, per_process in ((100, 50), (200, 100)):
+        meta = load_model(tmp_path / "s" / f"pretrain-{n}" / "pretrained" / "masked").metadata
+        assert meta["max_events"] == per_process and meta["training"]["config"]["augment"] == ["phi"]
+    assert (tmp_path / "s" / "scaling.md").exists() and (tmp_path / "s" / "scaling_auc_toy_30.png").exists()
+    # The shipped configuration is valid once given a pretraining store.
+    from pathlib import Path
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "scaling-masked.yaml").read_text())
+    shipped["pretrain"]["data"] = str(pre)
+    cfg = parse_config(shipped)
+    assert cfg.pretraining_tasks == ["multiclass", "masked"] and cfg.sizes == [1000]

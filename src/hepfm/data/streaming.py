@@ -36,7 +36,14 @@ import h5py
 import numpy as np
 import torch
 
-from hepfm.data.datasets import PRETRAINING_LOADS, EventData, open_for_training, open_source, pretraining_split, read_shard
+from hepfm.data.datasets import (
+    PRETRAINING_LOADS,
+    EventData,
+    open_for_training,
+    open_source,
+    pretraining_split,
+    read_shard,
+)
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_text
