@@ -27,7 +27,7 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
         name, preset = PRESETS[name]
         config = {**preset, **config}
     if name not in MODELS:
-        raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+        raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
     try:
         return MODELS[name](n_outputs=n_outputs, **config)
     except TypeError as exc:  # an option the model does not take
@@ -35,5 +35,10 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
 
 
 def list_models() -> list[str]:
-    """Registered model names and named configurations."""
+    """Registered backbones (each a different architecture; see :func:`model_names` for the presets too)."""
+    return sorted(MODELS)
+
+
+def model_names() -> list[str]:
+    """Every name :func:`create_model` takes: the backbones and the named configurations."""
     return sorted(MODELS) + sorted(PRESETS)

@@ -209,7 +209,7 @@ def _tasks(raw, source: str) -> list[TaskSpec]:
 
 def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     """Validate a study configuration dict (as read from YAML) and return a :class:`StudyConfig`."""
-    from hepfm.models.registry import list_models
+    from hepfm.models.registry import model_names
     from hepfm.models.saving import read_config
 
     if not isinstance(raw, dict):
@@ -277,8 +277,8 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
     if cfg.seeds < 1 or cfg.test_size < 1:
         _fail(source, "'seeds' and 'test_size' must be positive")
-    if cfg.model not in list_models():
-        _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(list_models())}")
+    if cfg.model not in model_names():
+        _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.cka_size is not None and cfg.cka_size not in cfg.sizes:
         _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {cfg.sizes}")
     from hepfm.models.pretrained import resolve
