@@ -194,12 +194,6 @@ def encode(model: nn.Module, data: EventData, batch_size: int = 8192) -> torch.T
     return _in_batches(model, model.encode, data, batch_size, False)[0]
 
 
-def masked_predictions(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
-                       bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(outputs, targets [N, 6]) of a masked-task model on ``data``, every event masked as in validation."""
-    return _in_batches(getattr(model, "module", model), model, data, batch_size, bf16, task)
-
-
 def evaluate(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
              bf16: bool = False) -> dict[str, float]:
     """Mean loss and the task's metrics on ``data`` (masked task: every event masked, with fixed masks)."""
