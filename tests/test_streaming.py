@@ -138,7 +138,7 @@ def test_multilabel_caps_and_sample(store):
     sample = train.sample(70, seed=3)
     assert len(sample) == 70 and set(_keys(sample.x)) <= seen
     with pytest.raises(hepfm.errors.HepfmError, match="unknown pretraining task"):
-        StreamingEvents(store, "masked")
+        StreamingEvents(store, "contrastive")
 
 
 def test_fit_on_a_stream_kill_and_resume_gives_the_same_weights(tmp_path, one_thread):

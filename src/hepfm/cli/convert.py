@@ -15,10 +15,16 @@ convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment RO
 app.add_typer(convert_app, name="convert")
 
 
+_PRESELECT = typer.Option(None, help="Event pre-selection on the converted objects: kek (seed 002: >= 1 lepton, "
+                          ">= 2 jets, >= 1 b-jet) or none.")
+
+
 def _print_conversion(report, plans_info: dict | None = None) -> None:
     removed = "".join(f", {n} removed by {cut}" for cut, n in report.n_removed.items())
+    pre = (f", {report.n_preselection_failed} failed the pre-selection {report.preselection['name']!r}"
+           if report.preselection else "")
     console.print(f"converted {len(report.files)} file(s): {report.n_read} events read, {report.n_written} written, "
-                  f"{report.n_nonfinite} dropped (NaN/inf){removed}; {len(report.shards)} shard(s), "
+                  f"{report.n_nonfinite} dropped (NaN/inf){removed}{pre}; {len(report.shards)} shard(s), "
                   f"{report.events_per_second:,.0f} events/s; b-tag: {'; '.join(report.btag)}; "
                   f"store: {report.out} (process {report.label!r})")
     groups: dict[str, list[str]] = {}  # files with the same choices share one line
@@ -49,23 +55,27 @@ def convert_nanoaod_cmd(
                                      "convert them and record the ID as not applied)."),
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
     shard_size: int = typer.Option(50_000, help="Events per shard."),
+    preselect: Optional[str] = _PRESELECT,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Convert CMS NanoAOD files into an event store, with the detector configuration's object selection.
 
     Files of different eras may be converted together: each gets its own era's choices, printed per file.
 
-    Example: hepfm convert nanoaod 'data/*.root' --out opendata --label ttbar_2015
+    Example: hepfm convert nanoaod 'data/*.root' --out opendata --label ttbar_2015 --preselect kek
     """
+    from hepfm.io.convert import preselecting, preselection
     from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
     from hepfm.physics.detector import DetectorConfig
 
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    selection = preselection(preselect)
     try:
-        report = convert_nanoaod(files, out, label, btag_branch=btag_branch, btag_cut=btag_cut, era=era,
-                                 lumi_json=lumi_json, detector=detector,
-                                 selection=NanoAODSelection(require_ids=require_ids), shard_size=shard_size,
-                                 progress=progress)
+        with preselecting(selection):
+            report = convert_nanoaod(files, out, label, btag_branch=btag_branch, btag_cut=btag_cut, era=era,
+                                     lumi_json=lumi_json, detector=detector,
+                                     selection=NanoAODSelection(require_ids=require_ids), shard_size=shard_size,
+                                     progress=progress)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
         raise typer.Exit(130) from None
@@ -80,19 +90,23 @@ def convert_delphes_cmd(
     btag_bit: int = typer.Option(0, help="Bit of Jet.BTag that marks a b-tagged jet (the card's working point)."),
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
     shard_size: int = typer.Option(50_000, help="Events per shard."),
+    preselect: Optional[str] = _PRESELECT,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Convert Delphes output files into an event store, with the detector configuration's kinematic cuts.
 
     Example: hepfm convert delphes delphes_*.root --out events --label zprime_delphes
     """
+    from hepfm.io.convert import preselecting, preselection
     from hepfm.io.delphes import convert_delphes
     from hepfm.physics.detector import DetectorConfig
 
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    selection = preselection(preselect)
     try:
-        report = convert_delphes(files, out, label, btag_bit=btag_bit, detector=detector, shard_size=shard_size,
-                                 progress=progress)
+        with preselecting(selection):
+            report = convert_delphes(files, out, label, btag_bit=btag_bit, detector=detector,
+                                     shard_size=shard_size, progress=progress)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
         raise typer.Exit(130) from None

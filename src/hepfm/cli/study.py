@@ -79,6 +79,43 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
 
 
 @app.command()
+def scaling(
+    config: Path = typer.Argument(..., help="Study configuration (YAML) with pretrain.data, e.g. "
+                                  "configs/scaling-masked.yaml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder: one study per pretraining size, scaling.csv/md/png."),
+    pretrain_events: list[int] = typer.Option(..., "--pretrain-events", help="Pretraining events in all (repeatable), "
+                                              "taken evenly from the processes of pretrain.data."),
+    pretrain_data: Optional[Path] = typer.Option(None, help="Pretraining store (replaces pretrain.data); labels are "
+                                                 "used by multiclass strategies only."),
+    device: str = typer.Option("auto", help="Training device: auto, cpu or cuda."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA)."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Downstream gain against pretraining size: the configuration's study once per --pretrain-events.
+
+    Example: hepfm scaling configs/scaling-masked.yaml -o runs/scaling --pretrain-events 10000
+    --pretrain-events 100000 --pretrain-events 1000000. A rerun resumes.
+    """
+    import yaml
+
+    from hepfm.study.scaling import run_scaling
+
+    if not config.is_file():
+        raise HepfmError(f"{config}: no such study configuration file")
+    try:
+        raw = yaml.safe_load(config.read_text())
+    except yaml.YAMLError as exc:
+        raise HepfmError(f"{config}: not valid YAML ({exc})") from None
+    try:
+        run_scaling(raw, out, pretrain_events, source=str(config), pretrain_data=pretrain_data, device=device,
+                    bf16=bf16, progress=progress, console=console)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
+        raise typer.Exit(130) from None
+    console.print((out / "scaling.md").read_text())
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("hepfm-demo"), "--out", "-o", help="Folder for everything the demo makes."),
     progress: bool = _PROGRESS,

@@ -32,8 +32,9 @@ from hepfm.train import defaults
 
 def _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_, checkpoint_every,
                   progress):
-    from hepfm.train.trainer import TrainConfig
+    from hepfm.train.trainer import TrainConfig, optimizer_defaults
 
+    batch_size = optimizer_defaults(optimizer, None, batch_size)[1]
     return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, optimizer=optimizer,
                        schedule=schedule, augment=tuple(augment or ()), bf16=bf16, compile=compile_,
                        checkpoint_every=checkpoint_every, progress=progress)
@@ -69,7 +70,7 @@ def models_cmd(
 ) -> None:
     """List the registered backbones with their parameter counts and default options."""
     from hepfm.models.base import count_parameters
-    from hepfm.models.registry import MODELS, create_model
+    from hepfm.models.registry import MODELS, PRESETS, create_model
 
     table = Table(title=f"hepfm backbones (parameters with {outputs} outputs)")
     for col in ("model", "variant", "parameters", "options"):
@@ -82,6 +83,10 @@ def models_cmd(
         for label, options in variants.get(name, [("default", {})]):
             model = create_model(name, outputs, **options)
             table.add_row(name, label, f"{count_parameters(model):,}", escape(str(model.config)))
+    for name, (backbone, options) in sorted(PRESETS.items()):
+        model = create_model(name, outputs)
+        table.add_row(name, f"named configuration of {backbone}", f"{count_parameters(model):,}",
+                      escape(str(options)))
     console.print(table)
     from hepfm.models.pretrained import describe_shipped, search_path
 
@@ -128,13 +133,17 @@ def publish(
 def pretrain(
     data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
-    task: str = typer.Option("multiclass", help="multiclass (process) or multilabel (41 truth labels)."),
-    model: str = typer.Option("graphnet", help="Backbone: graphnet or transformer."),
+    task: str = typer.Option("multiclass", help="multiclass (process), multilabel (41 truth labels) or masked "
+                             "(self-supervised: predict the type of a hidden object; any store, labels ignored)."),
+    regress: bool = typer.Option(False, "--regress", help="masked: also regress the hidden object's kinematics "
+                                 "(5 more outputs)."),
+    model: str = typer.Option("graphnet", help="Backbone: graphnet, transformer or transformer-kek (the seed 002 "
+                              "size, ~11M parameters)."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from a model pretrained on the same task."),
     epochs: int = _EPOCHS, batch_size: int = _BATCH,
-    lr: float = typer.Option(defaults.LR, help="Learning rate."),
-    seed: int = typer.Option(0, help="Seed of the initialisation and the batch order."),
+    lr: Optional[float] = typer.Option(None, help=f"Learning rate (default {defaults.LR}; 1e-2 with sgd-cosine)."),
+    seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the masks."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation/test split (80/10/10)."),
     patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
     augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
@@ -144,17 +153,20 @@ def pretrain(
         None, "--stream/--no-stream",
         help="Stream the training split from disk (default: when the store does not fit in memory)."),
 ) -> None:
-    """Pretrain a backbone on a generated event store. Rerun the same command to resume a stopped run.
+    """Pretrain a backbone on an event store. Rerun the same command to resume a stopped run.
 
-    Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
+    --task masked needs no labels: pretrain on converted real data (hepfm convert nanoaod ...) as on
+    generated events. Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
     """
+    from hepfm.train.trainer import optimizer_defaults
     from hepfm.train.workflows import pretrain as run
 
     cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
                         checkpoint_every, progress)
+    lr = optimizer_defaults(optimizer, lr, None)[0]
     summary = run(data, out, task=task, model=model, model_config=_model_options(model_option), cfg=cfg, lr=lr,
                   init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
-                  overwrite=overwrite, stream=stream)
+                  overwrite=overwrite, stream=stream, regress=regress)
     _print_summary(out, summary)
 
 
@@ -164,15 +176,17 @@ def finetune(
     background: Path = typer.Option(..., help="Background events: a store or one process folder of a store."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
     strategy: str = typer.Option("finetune", help="finetune, frozen or scratch."),
-    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen)."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen): "
+                                             "multiclass, multilabel or masked; its head is replaced."),
     model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value (scratch)."),
     train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
     test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
     epochs: int = _EPOCHS, batch_size: int = _BATCH,
-    lr: float = typer.Option(defaults.LR,
-                             help="Learning rate of the new output layer (and of everything for scratch)."),
-    backbone_lr: float = typer.Option(defaults.BACKBONE_LR, help="Learning rate of the pretrained layers (finetune)."),
+    lr: Optional[float] = typer.Option(None, help=f"Learning rate of the new output layer (and of everything for "
+                                       f"scratch); default {defaults.LR}, 1e-2 with sgd-cosine."),
+    backbone_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the pretrained layers (finetune); "
+                                                f"default {defaults.BACKBONE_LR}, --lr/10 with sgd-cosine."),
     frozen_part: str = typer.Option("head", help="frozen: retrain the 'head' only or the 'decoder' + head."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the training subset and the batch order."),
     split_seed: int = typer.Option(0, help="Seed of the fixed test/validation split."),
@@ -186,10 +200,14 @@ def finetune(
     Example: hepfm finetune --signal events/wh --background events/zh --from runs/pretrain --train-size 1000 -o runs/wh
     """
     from hepfm.data.datasets import BinarySplitPlan
+    from hepfm.train.trainer import optimizer_defaults
     from hepfm.train.workflows import finetune as run
 
     cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
                         checkpoint_every, progress)
+    lr = optimizer_defaults(optimizer, lr, None)[0]
+    if backbone_lr is None:
+        backbone_lr = lr / 10 if optimizer == "sgd-cosine" else defaults.BACKBONE_LR
     if train_size is not None and train_size < 1:
         raise HepfmError(f"--train-size must be positive, got {train_size}")
     plan = BinarySplitPlan(train_size=train_size, test_size=test_size, split_seed=split_seed, seed=seed)

@@ -32,6 +32,9 @@ from hepfm.io.schema import FEATURES, SCHEMA_VERSION
 from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore
 from hepfm.physics.truth import LABEL_NAMES
 
+#: Pretraining tasks whose events these loaders read (the masked task reads them like multiclass).
+PRETRAINING_LOADS = ("multiclass", "multilabel", "masked")
+
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of training events in ``epoch``: a function of (seed, epoch) only."""
@@ -210,18 +213,23 @@ def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, in
 def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
                       fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                       max_events: int | None = None) -> tuple[dict[str, EventData], list[str]]:
-    """Train/val/test datasets of a store for ``task`` ('multiclass' or 'multilabel') and the class/label names."""
-    if task not in ("multiclass", "multilabel"):
-        raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
+    """Train/val/test datasets of a store for ``task`` and the class/label names.
+
+    'multiclass' and 'masked' label events by process ('masked' ignores the labels: its targets are made
+    at batch time, so a one-process store, e.g. converted real data, is fine); 'multilabel' by the 41 truth
+    labels.
+    """
+    if task not in PRETRAINING_LOADS:
+        raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(PRETRAINING_LOADS)}")
     assign_splits(0, "", [], fractions)  # validate the fractions before reading
     fields = ("objects", "n_objects", "process") + (("truth",) if task == "multilabel" else ())
     arrays, store, processes, keys = read_events(path, fields, max_events)
-    if task == "multiclass":
+    if task in ("multiclass", "masked"):
         # Class indices follow the processes actually used, whatever the store's full list is.
         remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
         y = remap[arrays["process"]].astype(np.int64)
         names = list(processes)
-        if len(names) < 2:
+        if len(names) < 2 and task == "multiclass":
             raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {names}")
     elif task == "multilabel":
         if "truth" not in arrays:
@@ -231,8 +239,6 @@ def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
         names = list(LABEL_NAMES)
         if y.shape[1] != len(names):
             raise HepfmError(f"{path}: truth has {y.shape[1]} labels, expected {len(names)}")
-    else:
-        raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
     data = _tensors(arrays, y)
     codes = split_codes(arrays, keys, split_seed, fractions)
     parts = {"train": TRAIN, "val": VAL, "test": TEST}

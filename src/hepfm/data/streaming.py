@@ -36,7 +36,14 @@ import h5py
 import numpy as np
 import torch
 
-from hepfm.data.datasets import EventData, open_for_training, open_source, pretraining_split, read_shard
+from hepfm.data.datasets import (
+    PRETRAINING_LOADS,
+    EventData,
+    open_for_training,
+    open_source,
+    pretraining_split,
+    read_shard,
+)
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_text
@@ -63,14 +70,14 @@ class _Layout:
     """The used shards of a store, cut into read units of at most ``chunk_size`` rows, and their labels."""
 
     def __init__(self, path, task: str, split_seed: int, fractions, max_events: int | None, chunk_size: int):
-        if task not in ("multiclass", "multilabel"):
-            raise HepfmError(f"unknown pretraining task {task!r}; choose multiclass or multilabel")
+        if task not in PRETRAINING_LOADS:
+            raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(PRETRAINING_LOADS)}")
         if chunk_size <= 0:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
         assign_splits(0, "", [], fractions)  # validate the fractions early
         self.store, self.processes, used = open_for_training(path, max_events)
         self.task, self.split_seed, self.fractions = task, split_seed, tuple(fractions)
-        self.names = list(self.processes) if task == "multiclass" else list(LABEL_NAMES)
+        self.names = list(LABEL_NAMES) if task == "multilabel" else list(self.processes)
         if task == "multiclass" and len(self.names) < 2:
             raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {self.names}")
         self.fields = ("objects", "n_objects") + (("truth",) if task == "multilabel" else ())

@@ -151,3 +151,23 @@ def metric_vs_size(series: dict[str, list[tuple]], path: str | Path, metric: str
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def gain_vs_pretraining_size(series: dict[str, list[tuple]], path: str | Path, metric: str, title: str) -> Path:
+    """Gain over the scratch baseline against pretraining events (log x): ``strategy -> [(n, gain, err), ...]``."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots()
+    for name, points in series.items():
+        n, gain, err = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        ax.errorbar(n, 100 * gain, yerr=100 * err, marker="o", capsize=3, linewidth=1.6, label=name)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining events")
+    ax.set_ylabel(f"{'accuracy' if metric == 'accuracy' else 'ROC AUC'} gain over scratch (points)")
+    ax.set_title(f"{title}: gain vs pretraining size (± seed and test error)")
+    ax.legend(fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
+    return path

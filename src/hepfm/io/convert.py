@@ -12,6 +12,12 @@ and the selection. A failure anywhere removes every shard this call wrote (and t
 so a failed conversion never leaves a half store behind. Events with a non-finite input value (NaN or
 inf in a kinematic quantity) are dropped and counted, never written; so are events failing a reader's
 event-quality cuts (:func:`finish_chunk`'s ``quality``), counted per cut.
+
+An event pre-selection (:class:`Preselection`, by name from :data:`PRESELECTIONS`, e.g. ``kek``: seed 002's
+>= 1 lepton, >= 2 jets, >= 1 b-jet) is applied to the converted objects — after the object selection,
+overlap removal and b-tagging of the format reader, whatever the format — and recorded in every shard's
+attributes. :func:`convert_files` takes it as ``preselect``; readers that do not pass it on pick up the
+one set by the :func:`preselecting` context (how ``hepfm convert ... --preselect`` applies it).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import awkward as ak
@@ -66,11 +74,58 @@ class ConversionReport:
     n_removed: dict[str, int] = field(default_factory=dict)
     #: per input file, what its plan chose (era, b-tag, IDs, cuts), as stored in the shards' ``source_info``
     source_info: dict[str, dict] = field(default_factory=dict)
+    n_preselection_failed: int = 0  # events kept by the reader that failed the pre-selection
+    preselection: dict | None = None
 
     @property
     def events_per_second(self) -> float:
         """Input events converted per second of wall time."""
         return self.n_read / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Preselection:
+    """Minimum object counts of an event, counted on the converted objects (leptons: electrons and muons;
+    jets: every jet, b-tagged or not; b-jets: b-tagged jets)."""
+
+    name: str
+    min_leptons: int = 0
+    min_jets: int = 0
+    min_bjets: int = 0
+
+    def passes(self, objects: np.ndarray, n_objects: np.ndarray) -> np.ndarray:
+        """Boolean [n]: which events of store arrays (``objects`` [n, M, 7], ``n_objects`` [n]) pass."""
+        real = np.arange(objects.shape[1])[None, :] < np.asarray(n_objects)[:, None]
+        kind = objects[..., 6]
+        jets = real & (kind == TYPE_CODES["jet"])
+        leptons = real & ((kind == TYPE_CODES["electron"]) | (kind == TYPE_CODES["muon"]))
+        bjets = jets & (objects[..., 4] > 0.5)
+        return ((leptons.sum(axis=1) >= self.min_leptons) & (jets.sum(axis=1) >= self.min_jets)
+                & (bjets.sum(axis=1) >= self.min_bjets))
+
+
+#: Named pre-selections. ``kek``: the pretraining selection of seed 002 (the KEK study on CMS Open Data).
+PRESELECTIONS: dict[str, Preselection] = {"kek": Preselection("kek", min_leptons=1, min_jets=2, min_bjets=1)}
+_PRESELECTION: ContextVar[Preselection | None] = ContextVar("hepfm_preselection", default=None)
+
+
+def preselection(name: str | None) -> Preselection | None:
+    """The named pre-selection (None for none); an unknown name is a HepfmError listing the known ones."""
+    if name is None or name == "none":
+        return None
+    if name not in PRESELECTIONS:
+        raise HepfmError(f"--preselect {name!r}: unknown pre-selection; choose from none, {', '.join(PRESELECTIONS)}")
+    return PRESELECTIONS[name]
+
+
+@contextmanager
+def preselecting(selection: Preselection | None):
+    """Within this block, :func:`convert_files` applies ``selection`` when its caller gives none."""
+    token = _PRESELECTION.set(selection)
+    try:
+        yield
+    finally:
+        _PRESELECTION.reset(token)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -311,9 +366,15 @@ def iter_converted(plans: Sequence[FilePlan], tree_name: str,
 
 def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, source_format: str, tree_name: str,
                   detector: DetectorConfig, attrs: dict, shard_size: int = DEFAULT_SHARD_SIZE,
-                  step_size: int = DEFAULT_STEP_SIZE, progress: bool = True) -> ConversionReport:
-    """Stream every planned file in chunks into shards of ``out/label``; see the module docstring."""
+                  step_size: int = DEFAULT_STEP_SIZE, progress: bool = True,
+                  preselect: Preselection | None = None) -> ConversionReport:
+    """Stream every planned file in chunks into shards of ``out/label``; see the module docstring.
+
+    ``preselect``: keep only events passing it (default: the one of the :func:`preselecting` context, if any).
+    """
     from hepfm.progress import EventProgress
+
+    preselect = preselect if preselect is not None else _PRESELECTION.get()
 
     if shard_size <= 0:
         raise HepfmError(f"the shard size must be positive, got {shard_size}")
@@ -324,9 +385,10 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     written: list[Path] = []
     counts: list[int] = []
     buffer = _Buffer()
-    n_read = n_nonfinite = 0
+    n_read = n_nonfinite = n_failed = 0
     removed: dict[str, int] = {}
     base = {
+        "preselection": asdict(preselect) if preselect is not None else "none",
         "process_name": label, "process_names": [label], "data_kind": "real", "truth": "none",
         "source_format": source_format, "tree": tree_name, "generator": source_format,
         "detector": detector.to_dict(), **attrs,
@@ -352,6 +414,10 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
                 n_nonfinite += int((~finite).sum())
                 for name, passes in quality.items():
                     removed[name] = removed.get(name, 0) + int((~passes).sum())
+                if preselect is not None:
+                    passed = preselect.passes(arrays["objects"], arrays["n_objects"])
+                    n_failed += int((keep & ~passed).sum())
+                    keep = keep & passed
                 buffer.add(str(plan.path), {k: v[keep] for k, v in arrays.items()})
                 while buffer.n >= shard_size:
                     flush(shard_size)
@@ -360,8 +426,9 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
                 flush(buffer.n)
         if not written:
             cuts = "".join(f", {k} removed {v}" for k, v in removed.items())
+            failed = f", {n_failed} failed the pre-selection {preselect.name!r}" if preselect is not None else ""
             raise HepfmError(f"{', '.join(str(p.path) for p in plans)}: no event left to write "
-                             f"({n_nonfinite} of {n_read} had non-finite values{cuts})")
+                             f"({n_nonfinite} of {n_read} had non-finite values{cuts}{failed})")
         store.write_manifest(out)
     except BaseException:
         for path in written:
@@ -375,4 +442,5 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     return ConversionReport(out=out, label=label, files=[str(p.path) for p in plans], n_read=n_read,
                             n_written=sum(counts), n_nonfinite=n_nonfinite, shards=[str(p) for p in written],
                             seconds=time.perf_counter() - start, btag=btag, n_removed=removed,
-                            source_info=base["source_info"])
+                            source_info=base["source_info"], n_preselection_failed=n_failed,
+                            preselection=asdict(preselect) if preselect is not None else None)

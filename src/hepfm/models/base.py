@@ -18,6 +18,11 @@ class Backbone(nn.Module):
     ``x`` holds the raw stored rows [B, M, 7] and ``mask`` [B, M] marks real objects. Subclasses set
     ``name`` (their registry key), build ``self.decoder`` (the last module before the latent) and
     implement :meth:`encode`. ``self.head`` is a plain Linear so fine-tuning can swap it.
+
+    Masked-object pretraining: a backbone built with ``mask_token=True`` holds a learned dummy token
+    (``self.mask_token``, one embedding vector) and takes ``hidden`` [B, M] (bool) marking the slots whose
+    object was hidden (:mod:`hepfm.data.masking`): their embedding is replaced by the token.
+    :meth:`drop_mask_token` removes it when a pretrained backbone is transferred to another task.
     """
 
     name = "backbone"
@@ -34,11 +39,32 @@ class Backbone(nn.Module):
         self.scaling = FeatureScaling()
         self.head = nn.Linear(LATENT_DIM, n_outputs)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x, mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.encode(x, mask, hidden))
+
+    def _init_mask_token(self, enabled: bool, dim: int) -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigurationError(f"mask_token must be true or false, got {enabled!r}")
+        # Unit-scale entries, like the LayerNorm-ed object embeddings it stands in for.
+        self.mask_token = nn.Parameter(torch.randn(dim)) if enabled else None
+
+    def _hide(self, h: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        """Object embeddings ``h`` [..., D] with the rows flagged in ``hidden`` [...] replaced by the token."""
+        if hidden is None:
+            return h
+        if self.mask_token is None:
+            raise ConfigurationError("this backbone has no mask token; build it with mask_token=true for the "
+                                     "masked-object task")
+        return torch.where(hidden[..., None], self.mask_token.to(h.dtype), h)
+
+    def drop_mask_token(self) -> None:
+        """Remove the masked task's dummy token (transfer to a task that never hides objects)."""
+        if getattr(self, "mask_token", None) is not None:
+            self.mask_token = None
+            self.config.pop("mask_token", None)
 
     def replace_head(self, n_outputs: int) -> None:
         """A freshly initialised output Linear with ``n_outputs`` outputs (same device and dtype)."""

@@ -143,9 +143,11 @@ class GraphNet(Backbone):
     saved_without: ClassVar[dict] = PAPER_OPTIONS  # models saved before these options existed
 
     def __init__(self, n_outputs: int = 1, width: int = LATENT_DIM, depth: int = 4, n_blocks: int = 4,
-                 share_blocks: bool = False, aggregation: str = "mean", residual: bool = True):
-        super().__init__(n_outputs, dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks,
-                                         aggregation=aggregation, residual=residual))
+                 share_blocks: bool = False, aggregation: str = "mean", residual: bool = True,
+                 mask_token: bool = False):
+        config = dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks,
+                      aggregation=aggregation, residual=residual)
+        super().__init__(n_outputs, {**config, "mask_token": True} if mask_token else config)
         if width != LATENT_DIM:
             raise ConfigurationError(f"width must be {LATENT_DIM} (the latent size every backbone exposes), "
                                      f"got {width}")
@@ -161,13 +163,15 @@ class GraphNet(Backbone):
         self.blocks = nn.ModuleList([GraphBlock(width, depth, mean, residual) for _ in range(n_distinct)])
         self.n_blocks = n_blocks
         self.decoder = MLP(width, width, depth)
+        self._init_mask_token(mask_token, width)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         mask = mask.bool()
         graph = PackedGraph(mask)
         objects = x[mask]  # [N, 7] real objects only
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))
+        h = self._hide(h, None if hidden is None else hidden[mask])
         recv, send = graph.receiver, graph.sender
         e = self.edge_encoder(edge_features(eta.index_select(0, recv), phi.index_select(0, recv),
                                             eta.index_select(0, send), phi.index_select(0, send)))

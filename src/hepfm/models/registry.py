@@ -1,4 +1,9 @@
-"""Model registry: backbones by name, so configs and the command line name models by string."""
+"""Model registry: backbones by name, so configs and the command line name models by string.
+
+Besides the backbones (``MODELS``), named configurations (``PRESETS``) give a backbone at a given size: a
+preset builds its backbone with the preset's options (options given with it override them), and the saved
+model records the backbone and its full options, so it reloads without the preset.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,20 @@ from hepfm.models.transformer import ObjectTransformer
 
 MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer}
 
+#: Named configurations: name -> (backbone, options). ``transformer-kek``: the ObjectTransformer at the size
+#: of seed 002 (the KEK study's ~11M-parameter transformer encoder): 10.8M parameters with 7 outputs.
+PRESETS: dict[str, tuple[str, dict]] = {
+    "transformer-kek": ("transformer", {"dim": 384, "heads": 8, "layers": 6}),
+}
+
 
 def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
-    """Build a registered backbone with its output head: ``create_model("graphnet", n_outputs=12)``."""
+    """Build a registered backbone or named configuration with its output head: ``create_model("graphnet", 12)``."""
+    if name in PRESETS:
+        name, preset = PRESETS[name]
+        config = {**preset, **config}
     if name not in MODELS:
-        raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+        raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
     try:
         return MODELS[name](n_outputs=n_outputs, **config)
     except TypeError as exc:  # an option the model does not take
@@ -21,5 +35,10 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
 
 
 def list_models() -> list[str]:
-    """Registered model names."""
+    """Registered backbones (each a different architecture; see :func:`model_names` for the presets too)."""
     return sorted(MODELS)
+
+
+def model_names() -> list[str]:
+    """Every name :func:`create_model` takes: the backbones and the named configurations."""
+    return sorted(MODELS) + sorted(PRESETS)

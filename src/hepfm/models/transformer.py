@@ -46,9 +46,9 @@ class ObjectTransformer(Backbone):
     name = "transformer"
 
     def __init__(self, n_outputs: int = 1, dim: int = 64, heads: int = 4, layers: int = 4, ff_mult: int = 4,
-                 pair_bias: bool = True, dropout: float = 0.0):
-        super().__init__(n_outputs, dict(dim=dim, heads=heads, layers=layers, ff_mult=ff_mult, pair_bias=pair_bias,
-                                         dropout=dropout))
+                 pair_bias: bool = True, dropout: float = 0.0, mask_token: bool = False):
+        config = dict(dim=dim, heads=heads, layers=layers, ff_mult=ff_mult, pair_bias=pair_bias, dropout=dropout)
+        super().__init__(n_outputs, {**config, "mask_token": True} if mask_token else config)
         if dim % heads:
             raise ConfigurationError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.embed = MLP(NODE_INPUTS, dim, depth=2)
@@ -58,6 +58,7 @@ class ObjectTransformer(Backbone):
         self.norm = nn.LayerNorm(dim)
         self.decoder = MLP(dim, LATENT_DIM, depth=2)
         self.heads = heads
+        self._init_mask_token(mask_token, dim)
 
     def _attention_bias(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, m = mask.shape
@@ -73,9 +74,9 @@ class ObjectTransformer(Backbone):
         bias = self.pair_mlp(pair).permute(0, 3, 1, 2).float()  # [B, H, M, M]
         return bias + key_block
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         mask = mask.bool()
-        h = self.embed(self.scaling.node_features(x))
+        h = self._hide(self.embed(self.scaling.node_features(x)), hidden)
         bias = self._attention_bias(x, mask)
         for block in self.blocks:
             h = block(h, bias)

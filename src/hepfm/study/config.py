@@ -33,7 +33,11 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
     "finetune_multilabel": ("multilabel", "finetune"),
     "frozen_multiclass": ("multiclass", "frozen"),
     "frozen_multilabel": ("multilabel", "frozen"),
+    "finetune_masked": ("masked", "finetune"),
+    "frozen_masked": ("masked", "frozen"),
 }
+#: Pretraining tasks, in the order a study pretrains them.
+PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")
 BASELINE = "scratch"
 LR_GRID = (1e-4, 3e-4, 1e-3)  # the rates every strategy chooses from (head rate for fine-tuning)
 BACKBONE_RATIOS = (0.1, 1.0)  # backbone / head rate for fine-tuning: the paper's 10:1 first, then equal
@@ -122,6 +126,7 @@ class StudyConfig:
     pretrain_max_events: int | None = None
     pretrained: dict[str, str] = field(default_factory=dict)  # task -> existing model folder
     pretrain_data: str | None = None  # an existing pretraining store instead of generating one
+    masked: dict = field(default_factory=lambda: {"regress": False, "augment": []})  # masked pretraining options
     finetune: TrainSpec = field(default_factory=TrainSpec)
     cka_events: int = 2000
     cka_size: int | None = None
@@ -134,7 +139,7 @@ class StudyConfig:
     def pretraining_tasks(self) -> list[str]:
         """The pretraining tasks the chosen strategies need, in a fixed order."""
         needed = {STRATEGIES[s][0] for s in self.strategies} - {None}
-        return [t for t in ("multiclass", "multilabel") if t in needed]
+        return [t for t in PRETRAINING_TASKS if t in needed]
 
     @property
     def downstream_processes(self) -> list[str]:
@@ -204,7 +209,7 @@ def _tasks(raw, source: str) -> list[TaskSpec]:
 
 def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     """Validate a study configuration dict (as read from YAML) and return a :class:`StudyConfig`."""
-    from hepfm.models.registry import MODELS
+    from hepfm.models.registry import model_names
     from hepfm.models.saving import read_config
 
     if not isinstance(raw, dict):
@@ -226,13 +231,30 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         _fail(source, f"'strategies' must include the baseline {BASELINE!r}; gains are measured against it")
     gen = dict(raw.get("generation") or {})
     pre = dict(raw.get("pretrain") or {})
-    pretrained = {t: str(pre.pop(t)) for t in ("multiclass", "multilabel") if pre.get(t)}
-    pre.pop("multiclass", None), pre.pop("multilabel", None)
+    # pretrain.<task>: an existing model folder (or shipped name) for that task, as a string; the masked
+    # task's section may instead be a mapping of its own options (``regress``, ``augment``, ``model``).
+    masked_options = pre.pop("masked") if isinstance(pre.get("masked"), dict) else {}
+    pretrained = {t: str(pre.pop(t)) for t in PRETRAINING_TASKS if pre.get(t)}
+    for t in PRETRAINING_TASKS:
+        pre.pop(t, None)
+    masked_options = dict(masked_options)
+    if "model" in masked_options:
+        pretrained["masked"] = str(masked_options.pop("model"))
+    bad = set(masked_options) - {"regress", "augment"}
+    if bad:
+        _fail(source, f"pretrain.masked: unknown key(s) {sorted(bad)} (allowed: model, regress, augment)")
+    from hepfm.data.augment import AUGMENTATIONS
+
+    augment = list(masked_options.get("augment") or [])
+    if set(augment) - set(AUGMENTATIONS):
+        _fail(source, f"pretrain.masked.augment: unknown augmentation(s) {sorted(set(augment) - set(AUGMENTATIONS))}"
+              f" (choose from {', '.join(AUGMENTATIONS)})")
+    masked_options = {"regress": bool(masked_options.get("regress", False)), "augment": augment}
     pre_max = pre.pop("max_events", None)
     pre_data = pre.pop("data", None)
     by_task = {str(k): dict(v) for k, v in (pre.pop("by_task", None) or {}).items()}
     for task, extra in by_task.items():
-        if task not in ("multiclass", "multilabel"):
+        if task not in PRETRAINING_TASKS:
             _fail(source, f"pretrain.by_task: unknown pretraining task {task!r}")
         if set(extra) - {"epochs", "batch_size", "lr", "patience", "optimizer"}:
             _fail(source, f"pretrain.by_task.{task}: unknown key(s) {sorted(extra)}")
@@ -248,15 +270,15 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         model_options=dict(raw.get("model_options") or {}),
         pretrain=_train_spec(pre, source, "pretrain", TrainSpec(lr=defaults.LR)),
         pretrain_by_task=by_task,
-        pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data,
+        pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data, masked=masked_options,
         finetune=_train_spec(raw.get("finetune"), source, "finetune", TrainSpec()),
         cka_events=int(cka.get("events", 2000)), cka_size=cka.get("size"), source=source)
     if cfg.pretrain.lr is None:
         _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
     if cfg.seeds < 1 or cfg.test_size < 1:
         _fail(source, "'seeds' and 'test_size' must be positive")
-    if cfg.model not in MODELS:
-        _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(sorted(MODELS))}")
+    if cfg.model not in model_names():
+        _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.cka_size is not None and cfg.cka_size not in cfg.sizes:
         _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {cfg.sizes}")
     from hepfm.models.pretrained import resolve

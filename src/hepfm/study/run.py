@@ -115,10 +115,12 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             console.print(f"[bold]pretraining[/] {cfg.model} on {task}")
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
+            masked = cfg.masked if task == "masked" else {"regress": False, "augment": []}
             pretrain(data, folder, task, model=cfg.model, model_config=cfg.model_options,
-                     lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device,
+                     lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],
                      cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
-                                     optimizer=spec.optimizer, seed=0, progress=progress, bf16=cfg.bf16))
+                                     optimizer=spec.optimizer, seed=0, progress=progress, bf16=cfg.bf16,
+                                     augment=tuple(masked["augment"])))
         meta = read_config(folder)
         state.pretrained[task] = folder
         state.pretrain_time_s[task] = meta["training"]["train_time_s"]

@@ -11,6 +11,11 @@ DistributedDataParallel's gradient average equals the single-process gradient of
 Augmentation draws its random numbers for the whole global batch from one generator, identical on
 every process, and each process takes its slice: 2 processes augment exactly like 1.
 
+The masked-object task hides one object per event of each batch (:mod:`hepfm.data.masking`) with uniform
+numbers drawn, for the whole global batch, from a generator seeded by (seed, epoch, batch): masks do not
+depend on the number of processes, and a resumed run masks exactly as an uninterrupted one. Evaluation
+events are masked with fixed per-event numbers (:meth:`~hepfm.train.tasks.Task.eval_uniforms`).
+
 Every ``checkpoint_every`` batches and at the end of every epoch the model, optimiser, scheduler, RNG
 state, data position, early-stopping state, history and the run's full settings are saved atomically;
 resuming with any different setting is refused, naming it. Validation loss (float32, like the test)
@@ -41,7 +46,9 @@ from hepfm.train.distributed import DistContext
 from hepfm.train.tasks import Task
 
 HISTORY = "history.csv"
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-cosine")
+#: Seed 002 (the KEK study): SGD with the learning rate annealed from 1e-2 to 1e-4 (cosine), batch 512.
+SGD_COSINE = {"lr": 1e-2, "min_lr": 1e-4, "batch_size": 512}
 SCHEDULES = ("exponential", "cosine", "constant")
 
 
@@ -93,6 +100,14 @@ class FitResult:
     stopped_early: bool
 
 
+def optimizer_defaults(optimizer: str, lr: float | None, batch_size: int | None) -> tuple[float, int]:
+    """(learning rate, batch size) with unset ones filled in: seed 002's values for ``sgd-cosine``, else the
+    defaults of :mod:`hepfm.train.defaults`."""
+    seed = optimizer == "sgd-cosine"
+    return (lr if lr is not None else (SGD_COSINE["lr"] if seed else defaults.LR),
+            batch_size if batch_size is not None else (SGD_COSINE["batch_size"] if seed else defaults.BATCH_SIZE))
+
+
 def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
     if cfg.optimizer == "adam":
@@ -103,6 +118,11 @@ def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.optimizer == "sgd-cosine":
+        # Each group anneals from its own rate to 1/100 of it (1e-2 -> 1e-4 at the seed's rate).
+        floor = SGD_COSINE["min_lr"] / SGD_COSINE["lr"]
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, cfg.epochs) / cfg.epochs)))
     if cfg.schedule == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     if cfg.schedule == "cosine":
@@ -140,35 +160,45 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
-def _in_batches(model: nn.Module, call, data: EventData, batch_size: int, bf16: bool) -> torch.Tensor:
+def _in_batches(model: nn.Module, call, data: EventData, batch_size: int, bf16: bool,
+                task: Task | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs, targets) of every event; with a masked ``task`` the events are masked first (fixed masks)."""
     was_training = model.training
     model.eval()
-    outs = []
+    outs, ys = [], []
+    masked = task is not None and task.masked
+    if masked:
+        u = task.eval_uniforms(len(data)).to(data.x.device)
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
-        x, mask, _ = data.batch(idx)
+        x, mask, y = data.batch(idx)
+        if masked:
+            x, hidden, y = task.mask(x, mask, u[idx], model.scaling)
         with _autocast(data.x.device, bf16):
-            outs.append(call(x, mask).float())
+            outs.append((call(x, mask, hidden) if masked else call(x, mask)).float())
+        ys.append(y)
     model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
+    if not outs:
+        return torch.empty(0), data.y[:0]
+    return torch.cat(outs), torch.cat(ys)
 
 
 def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:
     """Model outputs for every event of ``data`` (float32, on the data's device), in order."""
-    return _in_batches(model, model, data, batch_size, bf16)
+    return _in_batches(model, model, data, batch_size, bf16)[0]
 
 
 def encode(model: nn.Module, data: EventData, batch_size: int = 8192) -> torch.Tensor:
     """The 64-d latent of every event of ``data``, in order."""
     model = getattr(model, "module", model)
-    return _in_batches(model, model.encode, data, batch_size, False)
+    return _in_batches(model, model.encode, data, batch_size, False)[0]
 
 
 def evaluate(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
              bf16: bool = False) -> dict[str, float]:
-    """Mean loss and the task's metrics on ``data``."""
-    out = predict(model, data, batch_size, bf16)
-    return {"loss": float(task.loss(out, data.y).mean()), **task.metrics(out, data.y)}
+    """Mean loss and the task's metrics on ``data`` (masked task: every event masked, with fixed masks)."""
+    out, y = _in_batches(getattr(model, "module", model), model, data, batch_size, bf16, task)
+    return {"loss": float(task.loss(out, y).mean()), **task.metrics(out, y)}
 
 
 class _Logger:
@@ -209,6 +239,13 @@ class _Logger:
             self.writer.close()
 
 
+def batch_uniforms(seed: int, epoch: int, batch: int, n: int, device) -> torch.Tensor:
+    """``n`` uniform numbers for batch ``batch`` of ``epoch``, from a generator seeded by (seed, epoch, batch)."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + batch + 17)
+    return torch.rand(n, generator=gen, device=device, dtype=torch.float64)
+
+
 def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
         run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
@@ -244,8 +281,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         diff = _differences(saved["settings"], current)
         if diff:
             raise HepfmError(f"{run_dir}: its checkpoint comes from a run with other settings ({'; '.join(diff)}); "
-                             "rerun with the same settings to resume, or overwrite the run (or choose a new output folder) to "
-                             "start fresh")
+                             "rerun with the same settings to resume, or overwrite the run (or choose a new output "
+                             "folder) to start fresh")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -282,8 +319,12 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
                     if cfg.augment:
                         x = augment(x, mask, cfg.augment, aug_gen, rank=ctx.rank, world=ctx.world,
                                     global_size=global_size)
+                    hidden = None
+                    if task.masked:
+                        u = batch_uniforms(cfg.seed, epoch, b, global_size, device)[ctx.rank::ctx.world]
+                        x, hidden, y = task.mask(x, mask, u, model.scaling)
                     with _autocast(device, bf16):
-                        out = net(x, mask)
+                        out = net(x, mask) if hidden is None else net(x, mask, hidden)
                     losses = task.loss(out, y)
                     loss = losses.sum() * (ctx.world / global_size)
                     if not torch.isfinite(loss):

@@ -33,8 +33,9 @@ from hepfm.data.datasets import (
     open_for_training,
     open_source,
 )
-from hepfm.data.features import fit_scaling
+from hepfm.data.features import TYPE, fit_scaling
 from hepfm.data.integrity import DamagedStoreError
+from hepfm.data.masking import object_classes
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError
 from hepfm.models.base import Backbone, count_parameters
@@ -45,8 +46,8 @@ from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_m
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
-from hepfm.train.tasks import Task
-from hepfm.train.trainer import TrainConfig, fit, predict
+from hepfm.train.tasks import PRETRAINING_TASKS, Task
+from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
 
 
 class OverlapWarning(UserWarning):
@@ -57,7 +58,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise HepfmError(f"{out}: exists and is not a folder")
     if (out / CONFIG).exists() and not (out / CHECKPOINT).exists() and not overwrite:
-        raise HepfmError(f"{out}: already holds a trained model; choose another output folder or overwrite it explicitly")
+        raise HepfmError(f"{out}: already holds a trained model; choose another output folder or overwrite it "
+                         "explicitly")
 
 
 def _clear_out(out: Path, overwrite: bool) -> None:
@@ -106,7 +108,8 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
                    "generated events: same store, or stores generated with the same seed); use stores generated "
                    "with another generation seed")
         if not allow_overlap:
-            raise HepfmError(message + ", or allow the overlap explicitly to go on (the result is marked overlap: true)")
+            raise HepfmError(message + ", or allow the overlap explicitly to go on (the result is marked "
+                             "overlap: true)")
         warnings.warn("NOT HELD OUT: " + message + "; going on because the overlap was allowed, result marked "
                       "overlap: true", OverlapWarning, stacklevel=3)
     return {**counts, "overlap": bool(bad)}
@@ -127,9 +130,9 @@ def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx,
     test, detail = {}, {}
     if len(splits["test"]):
         data = splits["test"].to(ctx.device)
-        outputs = predict(model, data, cfg.eval_batch_size)
-        test = {"loss": float(task.loss(outputs, data.y).mean()), **task.metrics(outputs, data.y)}
-        detail = task.report(outputs, data.y)
+        test = evaluate(model, task, data, cfg.eval_batch_size)
+        if task.name in ("multiclass", "multilabel"):  # the model card's confusion matrix / per-label AUCs
+            detail = task.report(predict(model, data, cfg.eval_batch_size), data.y)
     summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "train_time_s": round(result.train_time_s, 3),
                "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
@@ -147,13 +150,20 @@ def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx,
 def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model: str = "graphnet",
              model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
              init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
-             device: str = "auto", overwrite: bool = False, stream: bool | None = None) -> dict:
-    """Pretrain a backbone on a generated store (multiclass over its processes, or the 41 truth labels).
+             device: str = "auto", overwrite: bool = False, stream: bool | None = None,
+             regress: bool = False) -> dict:
+    """Pretrain a backbone on a store: multiclass over its processes, the 41 truth labels (multilabel), or the
+    self-supervised masked-object task (any store, labels ignored; ``regress``: also regress the hidden
+    object's kinematics).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
+    if task not in PRETRAINING_TASKS:
+        raise HepfmError(f"unknown pretraining task {task!r}; choose from {', '.join(PRETRAINING_TASKS)}")
+    if regress and task != "masked":
+        raise HepfmError("--regress (kinematic regression of the hidden object) needs --task masked")
     check_augment(task, cfg.augment)
     _check_out(out, overwrite)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
@@ -168,12 +178,17 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     settings = {"command": "pretrain", "data": _abs(data), "task": task, "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
                 "split_seed": split_seed, "max_events": max_events, "stream": stream}
+    if task == "masked":
+        settings["regress"] = regress
+        model_config = {**(model_config or {}), "mask_token": True}
     with _output_guard(out):
         _clear_out(out, overwrite)
         ctx = distributed.setup(device)
         splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, out,
                                                   resume=(out / CHECKPOINT).exists())
-        task_ = Task(task, names)
+        if task == "masked":
+            names = masked_classes(data, splits["train"])
+        task_ = Task(task, names, regress=regress)
         torch.manual_seed(cfg.seed)
         if init_from is not None:
             net = load_model(init_from)
@@ -181,6 +196,9 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
             if meta.get("task") != task or list(meta.get("names", [])) != names:
                 raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but this "
                                  f"task is {task} over {names}; the label sets must match to continue pretraining")
+            if meta.get("task_options", {}).get("regress", False) != regress:
+                raise HepfmError(f"{init_from}: pretrained with regress={not regress}; continue with the same "
+                                 "--regress setting")
         else:
             net = create_model(model, task_.n_outputs, **(model_config or {}))
             _fit_scaling(net, splits["train"])
@@ -190,8 +208,18 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
                           {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
                            "max_events": max_events, "lr": lr,
                            "init_from": str(source_name) if source_name is not None else None,
-                           "data_loading": loading, "pretraining_data": record, "data_schema": schema})
+                           "data_loading": loading, "pretraining_data": record, "data_schema": schema,
+                           "task_options": task_.summary()})
     return {**summary, "stream": loading["stream"]}
+
+
+def masked_classes(data: str | Path, train) -> list[str]:
+    """The masked task's object classes for a store: from its detector configuration (tau tagging) and the
+    type codes of (a sample of) its training events."""
+    sample = train.sample() if isinstance(train, StreamingEvents) else train
+    mask = torch.arange(sample.x.shape[1])[None, :] < sample.n_objects[:, None]
+    seen = torch.unique(sample.x[..., TYPE][mask]).tolist()
+    return object_classes(open_source(data)[0].attrs().get("detector"), seen)
 
 
 def _check_schema(parent: dict, data: str | Path, name) -> None:
@@ -215,7 +243,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
-        raise HepfmError(f"strategy {strategy!r} needs a pretrained model to start from (a run folder or a shipped model's name)")
+        raise HepfmError(f"strategy {strategy!r} needs a pretrained model to start from (a run folder or a "
+                         "shipped model's name)")
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
@@ -242,11 +271,13 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         if strategy == "scratch":
             if init_from is not None:  # same architecture as the pretrained model, fresh weights
                 arch = parent["architecture"]
-                model, model_config = arch["model"], arch.get("config", {})
+                model = arch["model"]
+                model_config = {k: v for k, v in arch.get("config", {}).items() if k != "mask_token"}
             net = create_model(model, task.n_outputs, **(model_config or {}))
             _fit_scaling(net, splits["train"])
         else:
             net = load_model(init_from)
+            net.drop_mask_token()  # a masked-pretrained backbone: embedding + backbone transfer, not the dummy
         groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part)
         result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
         return _finish(net, task, result, splits, cfg, out, ctx,

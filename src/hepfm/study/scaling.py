@@ -1,0 +1,150 @@
+"""The scaling law: downstream gain of pretrained backbones as a function of the number of pretraining events.
+
+One study (:mod:`hepfm.study.run`) per pretraining size N, in ``OUT/pretrain-<N>``, each pretraining its
+backbones (e.g. masked and multiclass) on the first ``ceil(N / processes)`` events of every process of the
+configuration's ``pretrain.data`` store, and fine-tuning them on the configuration's tasks and sizes. What
+does not depend on N is made once and shared:
+
+* the downstream stores (catalog tasks are generated once into ``OUT/stores/downstream``; every study then
+  reads them as external tasks, so all sizes use the same training and test events);
+* the scratch baseline: its tuning and cells are trained in the first study and linked into the others,
+  which therefore skip them (the baseline of every row is the same models).
+
+``OUT/scaling.csv`` and ``scaling.md`` hold, per pretraining size, task, training size and pretrained
+strategy, the baseline and the gain with its error (as Table I: seed spread and test-sample error in
+quadrature); ``scaling_<metric>_<task>.png`` plots the gains against N.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from pathlib import Path
+
+from rich.console import Console
+
+from hepfm.data.datasets import open_source
+from hepfm.errors import HepfmError
+from hepfm.study.config import BASELINE, STRATEGIES, parse_config
+
+SCALING_CSV = "scaling.csv"
+
+
+def _external_tasks(raw: dict, cfg, out: Path) -> dict:
+    """The configuration's tasks as external (store) tasks, catalog ones pointing at ``out/stores/downstream``."""
+    tasks = {}
+    for t in cfg.tasks:
+        if t.external:
+            tasks[t.name] = {"signal": t.signal, "background": t.background}
+        else:
+            root = out / "stores" / "downstream"
+            tasks[t.name] = {"signal": str(root / t.signal), "background": str(root / t.background)}
+    return tasks
+
+
+def _link_baseline(first: Path, here: Path, tasks, sizes) -> None:
+    """Link the first study's scratch tuning and cells into ``here`` (they do not depend on pretraining)."""
+    for task in tasks:
+        for size in sizes:
+            for kind in ("tuning", "cells"):
+                src = first / kind / task / str(size) / BASELINE
+                dst = here / kind / task / str(size) / BASELINE
+                if src.exists() and not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.symlink_to(src.resolve(), target_is_directory=True)
+
+
+def per_process_events(data: str | Path, n_events: int) -> int:
+    """Events per process of ``data`` that give ``n_events`` pretraining events in all."""
+    store, processes = open_source(data)
+    return math.ceil(n_events / len(processes or store.process_names))
+
+
+def run_scaling(raw: dict, out: str | Path, pretrain_events: list[int], source: str = "<dict>",
+                pretrain_data: str | Path | None = None, device: str = "auto", bf16: bool | None = None,
+                progress: bool = True, console: Console | None = None, reports: bool = True) -> list[dict]:
+    """Run (or resume) the scaling study of the study configuration ``raw`` into ``out``; returns its table rows.
+
+    ``pretrain_data`` replaces the configuration's ``pretrain.data``; ``reports``: also write each size's full
+    study report (Table I, CKA, plots: ``hepfm study --report-only`` on its folder does the same later).
+    """
+    from hepfm.study.report import collect, table_one, write_report
+    from hepfm.study.run import generate_stores, run_study
+
+    console = console or Console()
+    out = Path(out)
+    if not pretrain_events or any(n < 1 for n in pretrain_events):
+        raise HepfmError(f"pretraining sizes must be positive event counts, got {pretrain_events}")
+    raw = copy.deepcopy(raw)
+    if pretrain_data is not None:
+        raw.setdefault("pretrain", {})["data"] = str(pretrain_data)
+    if not (raw.get("pretrain") or {}).get("data"):
+        raise HepfmError(f"{source}: a scaling study needs pretrain.data (the store whose events it subsamples)")
+    cfg = parse_config(raw, source)
+    pretrained = [s for s in cfg.strategies if STRATEGIES[s][0] is not None]
+    if not pretrained:
+        raise HepfmError(f"{source}: a scaling study needs at least one pretrained strategy beside {BASELINE}")
+    if cfg.pretrained:
+        raise HepfmError(f"{source}: a scaling study pretrains its own backbones; remove pretrain."
+                         f"{', pretrain.'.join(cfg.pretrained)}")
+    out.mkdir(parents=True, exist_ok=True)
+    generate_stores(cfg, out, console, progress)  # the downstream stores, once (pretrain.data is given)
+    tasks = _external_tasks(raw, cfg, out)
+    sizes = sorted(pretrain_events)
+    first = out / f"pretrain-{sizes[0]}"
+    rows = []
+    for n in sizes:
+        here = out / f"pretrain-{n}"
+        sized = copy.deepcopy(raw)
+        sized["tasks"] = tasks
+        sized.setdefault("pretrain", {})["max_events"] = per_process_events(cfg.pretrain_data, n)
+        sized_cfg = parse_config(sized, f"{source} (pretraining size {n})")
+        sized_cfg.device, sized_cfg.bf16 = device, bf16
+        if n != sizes[0]:
+            _link_baseline(first, here, tasks, cfg.sizes)
+        console.print(f"[bold]pretraining size {n}[/] ({sized['pretrain']['max_events']} events per process)")
+        state = run_study(sized_cfg, here, progress=progress, console=console)
+        if state.failures:
+            raise HepfmError(f"{len(state.failures)} cell(s) of pretraining size {n} failed (see {here}); rerun to "
+                             "retry them")
+        if reports:
+            write_report(sized_cfg, here)
+        cells = collect(sized_cfg, here)
+        for metric in ("accuracy", "auc"):
+            for row in table_one(sized_cfg, cells, metric, here):
+                for s in pretrained:
+                    if f"gain_{s}" in row:
+                        rows.append({"pretrain_events": n, "task": row["task"], "size": row["size"],
+                                     "metric": metric, "strategy": s, "baseline": row["baseline"],
+                                     "baseline_std": row["baseline_std"], "gain": row[f"gain_{s}"],
+                                     "gain_err": row[f"gain_{s}_err"], "n_seeds": row[f"{s}_n_seeds"]})
+    write_scaling(rows, out)
+    return rows
+
+
+def write_scaling(rows: list[dict], out: Path) -> None:
+    """``scaling.csv``, ``scaling.md`` and one plot per (metric, task, training size) of the gains against N."""
+    from hepfm.eval.plots import gain_vs_pretraining_size
+
+    if not rows:
+        return
+    with open(out / SCALING_CSV, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| metric | task | size/class | pretraining events | strategy | baseline (%) | gain (pts) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {r['task']} | {r['size']} | {r['pretrain_events']:,} | {r['strategy']} | "
+                     f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f} | "
+                     f"{100 * r['gain']:+.2f} ± {100 * r['gain_err']:.2f} |")
+    (out / "scaling.md").write_text("\n".join(lines) + "\n")
+    for metric in {r["metric"] for r in rows}:
+        for task, size in {(r["task"], r["size"]) for r in rows}:
+            series: dict[str, list[tuple]] = {}
+            for r in rows:
+                if (r["metric"], r["task"], r["size"]) == (metric, task, size):
+                    series.setdefault(r["strategy"], []).append((r["pretrain_events"], r["gain"], r["gain_err"]))
+            gain_vs_pretraining_size(series, out / f"scaling_{metric}_{task}_{size}.png", metric,
+                                     f"{task}, {size} events per class")
