@@ -5,9 +5,11 @@ from __future__ import annotations
 from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.graphnet import GraphNet
+from hepfm.models.jets import DeepSets, JetTransformer
 from hepfm.models.transformer import ObjectTransformer
 
-MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer}
+MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer,
+                                     JetTransformer.name: JetTransformer, DeepSets.name: DeepSets}
 
 
 def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
@@ -20,6 +22,13 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
         raise ConfigurationError(f"bad options for model {name!r}: {exc}") from None
 
 
-def list_models() -> list[str]:
-    """Registered model names."""
-    return sorted(MODELS)
+def list_models(inputs: str | None = None) -> list[str]:
+    """Registered model names (only those reading ``inputs``, "objects" or "constituents", when given)."""
+    return sorted(k for k, v in MODELS.items() if inputs is None or v.inputs == inputs)
+
+
+def check_inputs(name: str, inputs: str, what: str) -> None:
+    """Refuse a model that reads other inputs than ``what`` needs (an event model for jets, or the reverse)."""
+    if name in MODELS and MODELS[name].inputs != inputs:
+        raise ConfigurationError(f"{what} needs a model of {inputs} ({', '.join(list_models(inputs))}); "
+                                 f"{name!r} reads {MODELS[name].inputs}")

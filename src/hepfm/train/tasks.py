@@ -4,6 +4,7 @@
 * ``multilabel``: the 41 truth labels; binary labels use binary cross entropy on logits, the 5 count
   labels use mean squared error; the event loss is the equal-weighted mean of the 41 per-label losses.
 * ``binary``: one logit, binary cross entropy (signal = 1).
+* ``jet-tagging``: cross entropy over the truth flavours of jets (a multiclass task on jets).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from torch.nn import functional as F
 from hepfm.errors import ConfigurationError
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
 
-TASKS = ("multiclass", "multilabel", "binary")
+TASKS = ("multiclass", "multilabel", "binary", "jet-tagging")
+#: Tasks whose examples are jets (constituents) rather than events (objects).
+JET_TASKS = ("jet-tagging",)
 
 
 @dataclass
@@ -26,6 +29,10 @@ class Task:
 
     name: str
     names: list[str]
+
+    @property
+    def _classes(self) -> bool:
+        return self.name in ("multiclass", "jet-tagging")
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -43,7 +50,7 @@ class Task:
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-event loss [B] (float32)."""
         outputs = outputs.float()
-        if self.name == "multiclass":
+        if self._classes:
             return F.cross_entropy(outputs, y, reduction="none")
         if self.name == "binary":
             return F.binary_cross_entropy_with_logits(outputs[:, 0], y, reduction="none")
@@ -53,9 +60,9 @@ class Task:
         return per_label.mean(dim=1)
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Probabilities: softmax (multiclass), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
+        """Probabilities: softmax (multiclass, jet-tagging), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
         outputs = outputs.float()
-        if self.name == "multiclass":
+        if self._classes:
             return outputs.softmax(dim=1)
         if self.name == "binary":
             return outputs[:, 0].sigmoid()
@@ -67,7 +74,7 @@ class Task:
 
         s = self.scores(outputs).cpu().numpy()
         t = y.cpu().numpy()
-        if self.name == "multiclass":
+        if self._classes:
             return {"accuracy": float((s.argmax(axis=1) == t).mean())}
         if self.name == "binary":
             out = {"accuracy": float(((s >= 0.5) == (t == 1)).mean())}
@@ -87,7 +94,7 @@ class Task:
 
         s = self.scores(outputs).cpu().numpy()
         t = y.cpu().numpy()
-        if self.name == "multiclass":
+        if self._classes:
             matrix = confusion_matrix(t, s.argmax(axis=1), labels=range(len(self.names)))
             per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
             return {"confusion_matrix": matrix.tolist(),

@@ -40,12 +40,12 @@ from hepfm.errors import HepfmError
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.pretrained import data_schema, schema_differences
 from hepfm.models.pretrained import resolve as resolve_model
-from hepfm.models.registry import create_model
+from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
-from hepfm.train.tasks import Task
+from hepfm.train.tasks import JET_TASKS, Task
 from hepfm.train.trainer import TrainConfig, fit, predict
 
 
@@ -154,6 +154,12 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
+    if task in JET_TASKS:
+        if stream:
+            raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
+        return pretrain_jets(data, out, model=model, model_config=model_config, cfg=cfg, lr=lr, init_from=init_from,
+                             split_seed=split_seed, max_events=max_events, device=device, overwrite=overwrite)
+    check_inputs(model, "objects", f"the {task} task")
     check_augment(task, cfg.augment)
     _check_out(out, overwrite)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
@@ -194,6 +200,60 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     return {**summary, "stream": loading["stream"]}
 
 
+def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transformer", model_config: dict | None = None,
+                  cfg: TrainConfig | None = None, lr: float = DEFAULT_LR, init_from: str | Path | None = None,
+                  split_seed: int = 0, max_events: int | None = None, device: str = "auto", overwrite: bool = False,
+                  classes: list[str] | None = None) -> dict:
+    """Pretrain a jet backbone on jet tagging: the truth flavours of the jets of a store with constituents.
+
+    Jets are split by event (:func:`hepfm.data.jets.jet_tagging_data`); ``classes`` restricts the flavours.
+    The summary holds the held-out metrics and, under ``test_outputs``, the test jets' class probabilities
+    and true classes (numpy arrays, not saved) for rejection figures.
+    """
+    from hepfm.data.jets import jet_tagging_data, padding_fraction
+    from hepfm.models.jets import fit_constituent_scaling
+
+    cfg, out = cfg or TrainConfig(), Path(out)
+    check_inputs(model, "constituents", "jet tagging")
+    if cfg.augment:
+        raise HepfmError("jet tagging takes no augmentation (the constituents are relative to their jet axis)")
+    _check_out(out, overwrite)
+    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
+    settings = {"command": "pretrain", "data": _abs(data), "task": "jet-tagging", "model": model,
+                "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
+                "split_seed": split_seed, "max_events": max_events, "classes": classes}
+    with _output_guard(out):
+        _clear_out(out, overwrite)
+        ctx = distributed.setup(device)
+        splits, names = jet_tagging_data(data, split_seed, max_events, classes)
+        task_ = Task("jet-tagging", names)
+        torch.manual_seed(cfg.seed)
+        if init_from is not None:
+            net = load_model(init_from)
+            meta = net.metadata
+            if meta.get("task") != "jet-tagging" or list(meta.get("names", [])) != names:
+                raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but "
+                                 f"this is jet-tagging over {names}; the classes must match to continue")
+        else:
+            net = create_model(model, task_.n_outputs, **(model_config or {}))
+            train = splits["train"]
+            net.scaling.set(*fit_constituent_scaling(train.x.numpy(), train.n_constituents.numpy()))
+        groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
+        bucketed, unsorted = padding_fraction(splits["train"], cfg.batch_size, cfg.seed)
+        result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        loading = {"jets": {k: len(v) for k, v in splits.items()},
+                   "padding_per_real_constituent": {"bucketed": round(bucketed, 4), "unsorted": round(unsorted, 4)}}
+        summary = _finish(net, task_, result, splits, cfg, out, ctx,
+                          {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
+                           "max_events": max_events, "lr": lr, "inputs": "constituents",
+                           "init_from": str(source_name) if source_name is not None else None,
+                           "data_loading": loading})
+        test = splits["test"].to(ctx.device)
+        summary["test_outputs"] = {"scores": task_.scores(predict(net, test, cfg.eval_batch_size)).cpu().numpy(),
+                                   "y": test.y.cpu().numpy(), "names": names}
+    return {**summary, **loading}
+
+
 def _check_schema(parent: dict, data: str | Path, name) -> None:
     """Refuse events whose features or detector differ from those the model was pretrained on."""
     diffs = schema_differences(parent, open_source(data)[0])
@@ -220,6 +280,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     check_sources(signal, background)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
     parent = read_config(init_from) if init_from is not None else None  # fail early on an unreadable model
+    check_inputs(parent["architecture"]["model"] if parent is not None else model, "objects",
+                 "an event classifier (the hierarchical event model is not there yet)")
     _check_out(out, overwrite)
     for source in (signal, background):
         open_for_training(source, max_events)  # damaged shards are refused before anything is written
