@@ -202,8 +202,11 @@ def finetune(
     background: Path = typer.Option(..., help="Background events: a store or one process folder of a store."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
     strategy: str = typer.Option("finetune", help="finetune, frozen or scratch."),
-    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen)."),
-    model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen); a "
+                                             "jet-tagging run builds the hierarchical model around its jet backbone."),
+    model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from; with a jet-tagging "
+                              "--from, the event backbone (graphnet or transformer); 'hierarchical' for a "
+                              "hierarchical model from scratch (--model-option jet_model=deepsets ...)."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value (scratch)."),
     train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
     test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
@@ -222,6 +225,9 @@ def finetune(
     """Train a signal-vs-background classifier: fine-tune a pretrained model, train on it frozen, or from scratch.
 
     Example: hepfm finetune --signal events/wh --background events/zh --from runs/pretrain --train-size 1000 -o runs/wh
+
+    Hierarchical (stores made with --constituents): hepfm finetune --signal ev/x_hh_4b --background ev/qcd
+    --from runs/jet-tagging --strategy frozen --model transformer -o runs/hh
     """
     from hepfm.data.datasets import BinarySplitPlan
     from hepfm.train.workflows import finetune as run

@@ -162,12 +162,16 @@ class GraphNet(Backbone):
         self.n_blocks = n_blocks
         self.decoder = MLP(width, width, depth)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent; ``extra`` [B, M, 64], if given, is added to the encoded objects (jet embeddings of a
+        hierarchical model)."""
         mask = mask.bool()
         graph = PackedGraph(mask)
         objects = x[mask]  # [N, 7] real objects only
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))
+        if extra is not None:
+            h = h + extra[mask]
         recv, send = graph.receiver, graph.sender
         e = self.edge_encoder(edge_features(eta.index_select(0, recv), phi.index_select(0, recv),
                                             eta.index_select(0, send), phi.index_select(0, send)))

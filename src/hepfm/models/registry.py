@@ -5,11 +5,13 @@ from __future__ import annotations
 from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.graphnet import GraphNet
+from hepfm.models.hierarchical import HierarchicalModel
 from hepfm.models.jets import DeepSets, JetTransformer
 from hepfm.models.transformer import ObjectTransformer
 
 MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer,
-                                     JetTransformer.name: JetTransformer, DeepSets.name: DeepSets}
+                                     JetTransformer.name: JetTransformer, DeepSets.name: DeepSets,
+                                     HierarchicalModel.name: HierarchicalModel}
 
 
 def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
@@ -23,7 +25,8 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
 
 
 def list_models(inputs: str | None = None) -> list[str]:
-    """Registered model names (only those reading ``inputs``, "objects" or "constituents", when given)."""
+    """Registered model names (only those reading ``inputs`` when given: "objects", "constituents" or
+    "objects+constituents")."""
     return sorted(k for k, v in MODELS.items() if inputs is None or v.inputs == inputs)
 
 

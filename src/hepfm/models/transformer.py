@@ -75,9 +75,13 @@ class ObjectTransformer(Backbone):
         bias = self.pair_mlp(pair).permute(0, 3, 1, 2).float()  # [B, H, M, M]
         return bias + key_block
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent; ``extra`` [B, M, dim], if given, is added to the object embeddings (jet embeddings of a
+        hierarchical model)."""
         mask = mask.bool()
         h = self.embed(self.scaling.node_features(x))
+        if extra is not None:
+            h = h + extra
         bias = self._attention_bias(x, mask)
         for block in self.blocks:
             h = block(h, bias)
