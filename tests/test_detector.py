@@ -329,3 +329,18 @@ def test_a_tau_tagged_jet_keeps_no_constituents():
     reco = reconstruct(ak.Array([record(one_prong)]), cfg, np.random.default_rng(0), constituents=4)
     assert reco.objects[0, 0, TYPE] == TYPE_CODES["tau"]
     assert reco.n_constituents.sum() == 0 and not reco.constituents.any()
+
+
+def test_constituents_follow_their_jets_when_the_softest_are_dropped():
+    cfg = ideal()
+    cfg.max_objects = 8
+    phis = np.linspace(-2.8, 2.8, 10)
+    jets = [p for i, phi in enumerate(phis) for p in spray(0.0, phi, 30.0 + 10 * i)]
+    reco = reconstruct(ak.Array([record(jets + [(13, 1, 40.0, 2.0, 0.2, 0.1)])]), cfg, np.random.default_rng(0),
+                       constituents=16)
+    obj, con, n = reco.objects[0], reco.constituents[0].astype(np.float64), reco.n_constituents[0]
+    assert list(n) == [10] * 6 + [0, 0]  # six jets kept, the muon and MET have none
+    phi = con[:6, :, C_DPHI] + obj[:6, None, PHI]
+    px, py = (np.sum(con[:6, :, C_PT] * f, axis=1) for f in (np.cos(phi), np.sin(phi)))
+    np.testing.assert_allclose(np.hypot(px, py), obj[:6, PT], rtol=1e-5)
+    np.testing.assert_allclose(np.arctan2(py, px), obj[:6, PHI], atol=1e-5)
