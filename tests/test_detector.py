@@ -276,3 +276,71 @@ def test_non_isolated_muon_is_not_an_object_but_enters_met():
     mx, my = minus_pt_sum(event)
     (met,) = objects_of(reco, 0, "met")
     assert met[PT] == pytest.approx(np.hypot(mx, my), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------ jet constituents
+
+C_PT, C_DETA, C_DPHI, C_E, C_CHARGE, C_CLASS = range(6)
+
+
+def test_constituents_are_the_clustered_particles_of_each_stored_jet_in_slot_order():
+    # three jets of different pT; the one on the photon is removed; the electron inside jet B is a constituent
+    jet_a = [(211 if i % 2 else -211, 1, 5.0 + i, 0.0 + 0.02 * i, 0.0, 0.14) for i in range(8)]  # 92 GeV
+    jet_b = [(130, 1, 12.0, 1.5, 2.0, 0.5), (22, 1, 9.0, 1.52, 2.03, 0.0), (11, 1, 30.0, 1.48, 1.98, 0.0005)]
+    photon = [(22, 1, 60.0, -1.0, -2.0, 0.0)]
+    cfg = ideal()
+    reco = reconstruct(ak.Array([record(jet_a + jet_b + photon), record([])]), cfg, np.random.default_rng(0),
+                       constituents=6)
+    obj, con, nc = reco.objects[0], reco.constituents[0], reco.n_constituents[0]
+    assert con.shape == (cfg.max_objects, 6, 6) and reco.constituents.dtype == np.float32
+    assert list(obj[:3, TYPE]) == [1, 1, 4]  # jet A, jet B, the photon (its jet removed)
+    assert list(nc[:3]) == [6, 3, 0] and nc[3:].sum() == 0 and reco.n_constituents[1].sum() == 0
+    # jet A: its 6 hardest particles, pT-ordered, charged hadrons with their charge
+    np.testing.assert_allclose(con[0, :, C_PT], [12.0, 11.0, 10.0, 9.0, 8.0, 7.0], rtol=1e-5)
+    assert set(con[0, :, C_CLASS]) == {1} and set(con[0, :, C_CHARGE]) == {-1.0, 1.0}
+    np.testing.assert_allclose(con[0, :, C_DETA], 0.02 * np.arange(7, 1, -1) - obj[0, ETA], atol=1e-5)
+    # jet B: electron, neutral hadron (K_L), photon; ideal detector, so the sum is the jet itself
+    assert list(con[1, :3, C_CLASS]) == [4, 2, 3] and list(con[1, :3, C_CHARGE]) == [-1.0, 0.0, 0.0]
+    np.testing.assert_array_equal(con[1, 3:], 0.0)
+    eta = con[1, :3, C_DETA] + obj[1, ETA]
+    phi = con[1, :3, C_DPHI] + obj[1, PHI]
+    px, py, pz = (np.sum(con[1, :3, C_PT] * f) for f in (np.cos(phi), np.sin(phi), np.sinh(eta)))
+    assert np.hypot(px, py) == pytest.approx(obj[1, PT], rel=1e-5)
+    assert kin.eta(px, py, pz) == pytest.approx(obj[1, ETA], abs=1e-5)
+
+
+def test_objects_and_draws_are_the_same_with_and_without_constituents():
+    events = [spray(0.0, 1.0, 80.0) + spray(-1.0, -2.0, 50.0) + [(11, 1, 40.0, 2.0, 0.0, 0.0005)]] * 3
+    cfg = DetectorConfig()
+    cfg.tau_tagging = True
+    plain = run(events, cfg, seed=4)
+    withc = reconstruct(ak.Array([record(e) for e in events]), cfg, np.random.default_rng(4), constituents=8)
+    np.testing.assert_array_equal(plain.objects, withc.objects)
+    assert plain.constituents is None
+    is_jet = withc.objects[..., TYPE] == TYPE_CODES["jet"]
+    assert (withc.n_constituents[is_jet] > 0).all() and (withc.n_constituents[~is_jet] == 0).all()
+
+
+def test_a_tau_tagged_jet_keeps_no_constituents():
+    cfg = ideal()
+    cfg.tau_tagging = True
+    cfg.tau_mistag_1prong = 1.0  # a one-track jet is always tagged
+    one_prong = [(211, 1, 40.0, 0.0, 0.0, 0.14), (22, 1, 20.0, 0.05, 0.0, 0.0)]
+    reco = reconstruct(ak.Array([record(one_prong)]), cfg, np.random.default_rng(0), constituents=4)
+    assert reco.objects[0, 0, TYPE] == TYPE_CODES["tau"]
+    assert reco.n_constituents.sum() == 0 and not reco.constituents.any()
+
+
+def test_constituents_follow_their_jets_when_the_softest_are_dropped():
+    cfg = ideal()
+    cfg.max_objects = 8
+    phis = np.linspace(-2.8, 2.8, 10)
+    jets = [p for i, phi in enumerate(phis) for p in spray(0.0, phi, 30.0 + 10 * i)]
+    reco = reconstruct(ak.Array([record(jets + [(13, 1, 40.0, 2.0, 0.2, 0.1)])]), cfg, np.random.default_rng(0),
+                       constituents=16)
+    obj, con, n = reco.objects[0], reco.constituents[0].astype(np.float64), reco.n_constituents[0]
+    assert list(n) == [10] * 6 + [0, 0]  # six jets kept, the muon and MET have none
+    phi = con[:6, :, C_DPHI] + obj[:6, None, PHI]
+    px, py = (np.sum(con[:6, :, C_PT] * f, axis=1) for f in (np.cos(phi), np.sin(phi)))
+    np.testing.assert_allclose(np.hypot(px, py), obj[:6, PT], rtol=1e-5)
+    np.testing.assert_allclose(np.arctan2(py, px), obj[:6, PHI], atol=1e-5)

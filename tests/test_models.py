@@ -31,7 +31,7 @@ def _model(name, n_outputs=3, seed=0):
     return m.eval()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("objects"))
 def test_every_registered_model_runs_forward_and_backward(name):
     model = create_model(name, n_outputs=4)
     x, mask = _batch()
@@ -49,7 +49,7 @@ def test_graphnet_parameter_counts_match_the_design():
     assert count_parameters(GraphNet(n_outputs=12)) == 372_556
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("objects"))
 def test_output_is_invariant_under_object_permutation(name):
     model = _model(name)
     x, mask = _batch()
@@ -61,7 +61,7 @@ def test_output_is_invariant_under_object_permutation(name):
     torch.testing.assert_close(model(xp, mp), model(x, mask), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("objects"))
 def test_output_is_unchanged_by_extra_padding(name):
     model = _model(name)
     x, mask = _batch()
@@ -75,7 +75,7 @@ def test_output_is_unchanged_by_extra_padding(name):
     torch.testing.assert_close(model(xgarbage, mask), model(x, mask), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("objects"))
 def test_padded_objects_receive_no_gradient(name):
     model = _model(name)
     x, mask = _batch()
@@ -148,7 +148,7 @@ def test_single_object_events_have_no_edges_but_work(options):
     torch.testing.assert_close(out[0], out[1])
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("objects"))
 def test_save_and_load_round_trip(tmp_path, name):
     model = _model(name).float()
     x, mask = _batch()

@@ -13,7 +13,7 @@ from cli_runner import hepfm
 from hepfm import load_pretrained
 from hepfm.models.pretrained import CARD, available, detector_hash, weights_dir
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.processes import pretraining_processes
+from hepfm.study.config import pretraining_processes
 from hepfm.physics.truth import LABEL_NAMES
 
 SHIPPED = {"graphnet-pythia12-multiclass": "multiclass", "graphnet-pythia12-multilabel": "multilabel"}

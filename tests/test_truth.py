@@ -59,3 +59,46 @@ def test_phi_bins(phi_value, expected):
     ev = _event([(25, 0, 0, 100 * np.cos(phi_value), 100 * np.sin(phi_value), 0.0, 160.0)])
     named = dict(zip(truth.LABEL_NAMES, truth.truth_labels(ak.Array([ev]))[0], strict=True))
     assert named[f"higgs_{expected}"] == 1
+
+
+def _flavour(particles, jets):
+    """Jet flavours of one record against jets given as (eta, phi) axes (type-jet object slots)."""
+    from hepfm.io.schema import FEATURE_INDEX
+
+    objects = np.zeros((1, 4, 7), dtype=np.float32)
+    for i, (eta, phi) in enumerate(jets):
+        objects[0, i, [FEATURE_INDEX["pt"], FEATURE_INDEX["eta"], FEATURE_INDEX["phi"], FEATURE_INDEX["type"]]] = \
+            (50.0, eta, phi, 1)
+    names = {v: k for k, v in truth.JET_FLAVOURS.items()}
+    return [names[int(c)] for c in truth.jet_flavours(ak.Array([_event(particles)]), objects, 0.4)[0]]
+
+
+def _p(pid, d1, d2, pt, eta, phi, m=0.0):
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    return (pid, d1, d2, px, py, pz, float(np.sqrt(px * px + py * py + pz * pz + m * m)))
+
+
+def test_jet_flavour_precedence_b_over_c_over_the_hardest_parton():
+    particles = [_p(21, 0, 0, 80.0, 0.0, 0.0), _p(1, 0, 0, 20.0, 0.1, 0.0),   # jet 0: gluon leads
+                 _p(2, 0, 0, 80.0, 1.0, 2.0), _p(21, 0, 0, 10.0, 1.1, 2.0),   # jet 1: light quark leads
+                 _p(21, 0, 0, 80.0, -1.0, -2.0), _p(4, 0, 0, 3.0, -1.1, -2.0), _p(5, 0, 0, 2.0, -0.9, -2.0),
+                 _p(4, 0, 0, 0.5, 2.0, -1.0)]                                 # too soft to flavour jet 3
+    assert _flavour(particles, [(0.0, 0.0), (1.0, 2.0), (-1.0, -2.0), (2.0, -1.0)]) == \
+        ["gluon", "light", "b", "unmatched"]
+
+
+def test_jet_flavour_resonances_need_every_decay_product_inside():
+    # a W -> q q' whose quarks fall in one jet; a Z whose quarks are split over two jets; a top whose b and
+    # W quarks all lie in one jet; rows are 1-based (row 0 is the system)
+    particles = [
+        _p(24, 2, 3, 300.0, 0.0, 0.0, 80.0),                                 # 1: W, last copy
+        _p(2, 0, 0, 150.0, 0.1, 0.05), _p(-1, 0, 0, 150.0, -0.1, -0.05),     # 2, 3
+        _p(23, 5, 6, 100.0, 1.5, 2.0, 91.0),                                 # 4: Z
+        _p(5, 0, 0, 50.0, 1.5, 1.5), _p(-5, 0, 0, 50.0, 1.5, 2.5),           # 5, 6: 1.0 apart
+        _p(6, 8, 9, 900.0, -1.0, -2.0, 173.0),                               # 7: top, last copy
+        _p(5, 0, 0, 300.0, -1.05, -2.05),                                    # 8: its b
+        _p(24, 10, 10, 600.0, -0.98, -1.98, 80.0),                           # 9: its W, first copy
+        _p(24, 11, 12, 600.0, -0.98, -1.98, 80.0),                           # 10: the W, last copy
+        _p(3, 0, 0, 300.0, -0.95, -1.95), _p(-4, 0, 0, 300.0, -1.0, -2.0),   # 11, 12
+    ]
+    assert _flavour(particles, [(0.0, 0.0), (1.5, 1.5), (1.5, 2.5), (-1.0, -2.0)]) == ["wz", "b", "b", "top"]

@@ -57,6 +57,8 @@ def generate(
     label: Optional[str] = typer.Option(None, help="Process name for the --lhe sample."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra Pythia setting, e.g. 'PartonLevel:MPI = off'."),
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding detector parameters."),
+    constituents: int = typer.Option(0, help="Also store up to K constituents (pT-ordered) and the truth flavour "
+                                     "of every jet (0: none)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store.
@@ -70,6 +72,8 @@ def generate(
       hepfm generate ttbar -n 1000000 --num-shards 20 --shard-index 7 -o /data/pretrain   (one batch job)
 
       hepfm generate --lhe ttw.lhe --label ttw -o events
+
+      hepfm generate ttbar qcd -n 20000 --constituents 32 -o jets   (jet constituents for jet tagging)
     """
     from hepfm.io.generate import catalog_source, lhe_source, plan_shards
     from hepfm.io.generate import generate as run
@@ -90,13 +94,15 @@ def generate(
             raise HepfmError("give the number of events per process with --events N")
         sources = [catalog_source(p, extra) for p in expand_names(process)]
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
-    n_shards = len(plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector))
+    n_shards = len(plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector,
+                               constituents))
     if workers > n_shards:
         console.print(f"note: only {n_shards} shard(s) to make, so at most {n_shards} of the {workers} workers "
                       "will be busy; a smaller --shard-size or --num-shards splits the work further")
     try:
         report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size,
-                     num_shards=num_shards, shard_index=shard_index, detector=detector, progress=progress)
+                     num_shards=num_shards, shard_index=shard_index, detector=detector, progress=progress,
+                     constituents=constituents)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")
         raise typer.Exit(130) from None

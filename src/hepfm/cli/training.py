@@ -133,13 +133,17 @@ def publish(
 def pretrain(
     data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
-    task: str = typer.Option("multiclass", help="multiclass (process), multilabel (41 truth labels) or masked "
-                             "(self-supervised: predict the type of a hidden object; any store, labels ignored)."),
+    task: str = typer.Option("multiclass", help="multiclass (process), multilabel (41 truth labels), masked "
+                             "(self-supervised: predict the type of a hidden object; any store, labels ignored) or "
+                             "jet-tagging (jet flavours; a store made with generate --constituents)."),
     regress: bool = typer.Option(False, "--regress", help="masked: also regress the hidden object's kinematics "
                                  "(5 more outputs)."),
-    model: str = typer.Option("graphnet", help="Backbone: graphnet, transformer or transformer-kek (the seed 002 "
-                              "size, ~11M parameters)."),
+    model: Optional[str] = typer.Option(None, help="Backbone: graphnet (default), transformer or transformer-kek "
+                                        "(the seed 002 size, ~11M parameters); for jet-tagging jet_transformer "
+                                        "(default) or deepsets."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
+    classes: Optional[list[str]] = typer.Option(None, "--class", help="jet-tagging: train on these flavours only "
+                                                "(repeat: --class b --class light); default every flavour present."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from a model pretrained on the same task."),
     epochs: int = _EPOCHS, batch_size: int = _BATCH,
     lr: Optional[float] = typer.Option(None, help=f"Learning rate (default {defaults.LR}; 1e-2 with sgd-cosine)."),
@@ -157,17 +161,51 @@ def pretrain(
 
     --task masked needs no labels: pretrain on converted real data (hepfm convert nanoaod ...) as on
     generated events. Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
+
+    Jet tagging: hepfm generate ttbar qcd -n 20000 --constituents 32 -o jets;
+    hepfm pretrain --data jets --task jet-tagging --model jet_transformer -o runs/jets
     """
+    from hepfm.train.tasks import JET_TASKS
     from hepfm.train.trainer import optimizer_defaults
     from hepfm.train.workflows import pretrain as run
+    from hepfm.train.workflows import pretrain_jets
 
     cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
                         checkpoint_every, progress)
     lr = optimizer_defaults(optimizer, lr, None)[0]
-    summary = run(data, out, task=task, model=model, model_config=_model_options(model_option), cfg=cfg, lr=lr,
-                  init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
+    if task in JET_TASKS:
+        if stream:
+            raise HepfmError("--stream: jet tagging holds its jets in memory")
+        summary = pretrain_jets(data, out, model=model or "jet_transformer", model_config=_model_options(model_option),
+                                cfg=cfg, lr=lr, init_from=init_from, split_seed=split_seed, max_events=max_events,
+                                device=device, overwrite=overwrite, classes=classes or None)
+        _print_summary(out, summary)
+        _print_tagging(summary)
+        return
+    if classes:
+        raise HepfmError("--class is for --task jet-tagging")
+    summary = run(data, out, task=task, model=model or "graphnet", model_config=_model_options(model_option), cfg=cfg,
+                  lr=lr, init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
                   overwrite=overwrite, stream=stream, regress=regress)
     _print_summary(out, summary)
+
+
+def _print_tagging(summary: dict) -> None:
+    """Jets per split, padding, and the held-out rejections at fixed signal efficiency with their errors."""
+    from hepfm.eval.metrics import accuracy_error, tagging_rejections
+
+    jets = summary["jets"]
+    pad = summary["padding_per_real_constituent"]
+    acc = summary["test"]["accuracy"]
+    console.print(f"jets: {jets['train']} train, {jets['val']} validation, {jets['test']} test; padded slots per "
+                  f"real constituent {pad['bucketed']:.3f} bucketed ({pad['unsorted']:.3f} unsorted); "
+                  f"test accuracy {acc:.4f} ± {accuracy_error(acc, jets['test']):.4f}")
+    t = summary["test_outputs"]
+    for row in tagging_rejections(t["scores"], t["y"], t["names"]):
+        console.print(f"  {row['signal']} vs {row['background']} at {row['signal_efficiency']:.0%} {row['signal']} "
+                      f"efficiency: rejection {row['rejection']:.2f} ± {row['rejection_error']:.2f} "
+                      f"(AUC {row['auc']:.4f}; {row['n_signal']} {row['signal']}, {row['n_background']} "
+                      f"{row['background']} test jets)")
 
 
 @app.command()
@@ -176,9 +214,12 @@ def finetune(
     background: Path = typer.Option(..., help="Background events: a store or one process folder of a store."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
     strategy: str = typer.Option("finetune", help="finetune, frozen or scratch."),
-    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder (finetune, frozen): "
-                                             "multiclass, multilabel or masked; its head is replaced."),
-    model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder or name (finetune, "
+                                             "frozen): multiclass, multilabel or masked, its head replaced; a "
+                                             "jet-tagging run builds the hierarchical model around its jet backbone."),
+    model: str = typer.Option("graphnet", help="Backbone for --strategy scratch without --from; with a jet-tagging "
+                              "--from, the event backbone (graphnet or transformer); 'hierarchical' for a "
+                              "hierarchical model from scratch (--model-option jet_model=deepsets ...)."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value (scratch)."),
     train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
     test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
@@ -198,6 +239,9 @@ def finetune(
     """Train a signal-vs-background classifier: fine-tune a pretrained model, train on it frozen, or from scratch.
 
     Example: hepfm finetune --signal events/wh --background events/zh --from runs/pretrain --train-size 1000 -o runs/wh
+
+    Hierarchical (stores made with --constituents): hepfm finetune --signal ev/x_hh_4b --background ev/qcd
+    --from runs/jet-tagging --strategy frozen --model transformer -o runs/hh
     """
     from hepfm.data.datasets import BinarySplitPlan
     from hepfm.train.trainer import optimizer_defaults

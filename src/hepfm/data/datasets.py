@@ -29,7 +29,7 @@ from hepfm.data.identity import DEFAULT_FRACTIONS, TEST, TRAIN, VAL, assign_spli
 from hepfm.data.integrity import DamagedStoreError, check_finite, verify_shards
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION
-from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore
+from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore, read_attrs
 from hepfm.physics.truth import LABEL_NAMES
 
 #: Pretraining tasks whose events these loaders read (the masked task reads them like multiclass).
@@ -260,10 +260,33 @@ class BinarySplitPlan:
     block: int | None = None
 
 
-def _binary_classes(signal, background, plan: BinarySplitPlan, max_events, record=None):
+def with_constituents(objects: np.ndarray, constituents: np.ndarray) -> np.ndarray:
+    """Object rows [n, M, 7] with each slot's constituents [n, M, K, 6] appended: [n, M, 7 + 6K], the input
+    of the hierarchical model (:mod:`hepfm.models.hierarchical`)."""
+    n, m = objects.shape[:2]
+    return np.concatenate([objects, constituents.reshape(n, m, -1)], axis=2)
+
+
+def stored_constituents(path: str | Path) -> int:
+    """K, the constituents per jet kept in every shard of a store or process folder; an error if none."""
+    store, processes = open_source(path)
+    ks = {read_attrs(store.root / s["path"]).get("max_constituents") for s in store.shards
+          if processes is None or s["process"] in processes}
+    if None in ks or not ks:
+        raise HepfmError(f"{path}: a hierarchical model needs jet constituents; generate the events with "
+                         "--constituents K")
+    if len(ks) > 1:
+        raise HepfmError(f"{path}: its shards keep different numbers of constituents per jet ({sorted(ks)})")
+    return ks.pop()
+
+
+def _binary_classes(signal, background, plan: BinarySplitPlan, max_events, record=None, constituents=False):
     classes = []
     for p in (background, signal):
-        arrays, _, _, keys = read_events(p, ("objects", "n_objects"), max_events)
+        fields = ("objects", "n_objects") + (("constituents",) if constituents else ())
+        arrays, _, _, keys = read_events(p, fields, max_events)
+        if constituents:
+            arrays["objects"] = with_constituents(arrays["objects"], arrays.pop("constituents"))
         if record is not None:
             arrays["seen"] = seen_in_pretraining(record, keys, arrays["shard"], arrays["row"])
         classes.append(arrays)
@@ -283,25 +306,28 @@ def _binary_classes(signal, background, plan: BinarySplitPlan, max_events, recor
 
 
 def binary_test_set(signal: str | Path, background: str | Path, plan: BinarySplitPlan,
-                    max_events: int | None = None, record: list[dict] | None = None) -> EventData:
+                    max_events: int | None = None, record: list[dict] | None = None,
+                    constituents: bool = False) -> EventData:
     """Only the fixed test set of :func:`binary_split` (it depends on ``split_seed`` and the test size only).
 
     With a pretraining ``record`` (:func:`hepfm.data.identity.pretraining_record`), ``seen`` marks the
-    events that pretraining trained or validated on.
+    events that pretraining trained or validated on. ``constituents``: rows carry the jets' constituents
+    (:func:`with_constituents`).
     """
-    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record)
+    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record, constituents)
     return EventData.concat([d.subset(o[:n_test]) for d, o in zip(data, orders, strict=True)])
 
 
 def binary_split(signal: str | Path, background: str | Path, plan: BinarySplitPlan,
-                 max_events: int | None = None, record: list[dict] | None = None) -> dict[str, EventData]:
+                 max_events: int | None = None, record: list[dict] | None = None,
+                 constituents: bool = False) -> dict[str, EventData]:
     """Train/val/test datasets for signal (label 1) against background (label 0), balanced per class.
 
     With ``plan.block = k``, seed k trains and validates on the k-th run of events after the test events (in
     the ``split_seed`` order), so blocks never share an event; too small a pool is an error.
-    ``record``: see :func:`binary_test_set`.
+    ``record``, ``constituents``: see :func:`binary_test_set`.
     """
-    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record)
+    data, orders, n_test = _binary_classes(signal, background, plan, max_events, record, constituents)
     pools = [len(d) - n_test for d in data]
     if plan.train_size is not None:
         n_train = plan.train_size

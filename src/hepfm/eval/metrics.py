@@ -191,3 +191,38 @@ def multilabel_quality(scores, truth, train_truth, names) -> dict:
                           "auc": roc_auc(t[:, k], s[:, k]) if both else None})
     return {"label_accuracy": float(((s >= 0.5) == t).mean()), "all_absent_accuracy": float((~t).mean()),
             "prior_accuracy": float(((prior >= 0.5)[None, :] == t).mean()), "n_test": len(t), "labels": per_label}
+
+
+#: Default (signal, background) flavour pairs and signal efficiencies of the jet-tagging figures.
+TAGGING_PAIRS = (("b", "light"), ("b", "c"), ("c", "light"), ("gluon", "light"), ("b", "gluon"))
+TAGGING_EFFICIENCIES = (0.5, 0.7)
+
+
+def tagging_rejections(scores, y, names, pairs=TAGGING_PAIRS, efficiencies=TAGGING_EFFICIENCIES) -> list[dict]:
+    """Background rejection of one flavour against another at fixed signal efficiencies.
+
+    ``scores`` [N, C] are class probabilities, ``y`` [N] true class indices into ``names``. For a pair
+    (s, b) the jets of those two flavours are ranked by D = p_s / (p_s + p_b), as taggers are; the error
+    of a rejection R = 1/eps_b is binomial in the background jets that pass, R sqrt((1 - eps_b) / k)
+    (the signal efficiency is taken as exact). Pairs whose flavours are absent are skipped.
+    """
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y)
+    out = []
+    for sig, bkg in pairs:
+        if sig not in names or bkg not in names:
+            continue
+        i, j = names.index(sig), names.index(bkg)
+        sel = (y == i) | (y == j)
+        if (y == i).sum() == 0 or (y == j).sum() == 0:
+            continue
+        d = scores[sel, i] / np.maximum(scores[sel, i] + scores[sel, j], 1e-12)
+        fpr, tpr, _ = roc_curve(y[sel] == i, d)
+        n_b = int((y == j).sum())
+        for eff in efficiencies:
+            rej = background_rejection_at(fpr, tpr, eff)
+            passed = n_b / rej if np.isfinite(rej) else 0.0
+            err = rej * np.sqrt(max(1 - 1 / rej, 0.0) / passed) if passed > 0 else float("inf")
+            out.append({"signal": sig, "background": bkg, "signal_efficiency": eff, "rejection": float(rej),
+                        "rejection_error": float(err), "n_signal": int((y == i).sum()), "n_background": n_b,
+                        "auc": roc_auc(y[sel] == i, d)})
+    return out

@@ -24,9 +24,10 @@ from hepfm.interrupts import interrupt_on_sigterm
 from hepfm.io import store
 from hepfm.io.lhe import count_lhe_events
 from hepfm.physics.detector import DetectorConfig, reconstruct
+from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES
 from hepfm.physics.processes import COMMON_SETTINGS, get_process
 from hepfm.physics.record import FlatRecord
-from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES, truth_labels
+from hepfm.physics.truth import JET_FLAVOURS, LABEL_KINDS, LABEL_NAMES, jet_flavours, truth_labels
 
 #: Events per ``nextBatch`` call: large enough to amortise the columnar overheads, small enough for
 #: smooth progress and ~100 MB of generator records in memory.
@@ -62,6 +63,7 @@ class ShardTask:
     base_seed: int
     path: str
     detector: dict = field(default_factory=dict)
+    constituents: int = 0  # K: constituents kept per jet (0: none stored)
 
     def pythia_settings(self, part: int | None = None) -> list[str]:
         """Pythia settings of the shard; for a mixture source, those of its instance ``part`` (0 or 1)."""
@@ -204,7 +206,7 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         n = record.n_events
         if n == 0:
             break  # end of the LHE file
-        reco = reconstruct(record, cfg, rng)
+        reco = reconstruct(record, cfg, rng, constituents=task.constituents)
         parts.append({
             "objects": reco.objects,
             "n_objects": reco.n_objects,
@@ -213,6 +215,9 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
             "weight": weights,
             "event_id": np.arange(task.first_event + done, task.first_event + done + n, dtype=np.int64),
         })
+        if task.constituents:
+            parts[-1].update(constituents=reco.constituents, n_constituents=reco.n_constituents,
+                             jet_flavour=jet_flavours(record, reco.objects, cfg.jet_radius))
         done += n
         if progress is not None:
             progress(n)
@@ -241,6 +246,9 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         "truth_labels": list(LABEL_NAMES),
         "truth_label_kinds": list(LABEL_KINDS),
     }
+    if task.constituents:
+        attrs.update(max_constituents=task.constituents, constituent_features=list(CONSTITUENT_FEATURES),
+                     constituent_classes=CONSTITUENT_CLASSES, jet_flavours=JET_FLAVOURS)
     store.write_shard(Path(task.path), arrays, attrs)
     return done
 
@@ -255,14 +263,18 @@ def _worker(task: ShardTask, queue) -> int:
 
 def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: int,
                 shard_size: int = DEFAULT_SHARD_SIZE, num_shards: int | None = None,
-                shard_index: int | None = None, detector: DetectorConfig | None = None) -> list[ShardTask]:
-    """The shards to produce for every source (all of them, or just ``shard_index``)."""
+                shard_index: int | None = None, detector: DetectorConfig | None = None,
+                constituents: int = 0) -> list[ShardTask]:
+    """The shards to produce for every source (all of them, or just ``shard_index``); ``constituents`` = K
+    keeps up to K constituents per jet (0: none)."""
     if events is not None and events <= 0:
         raise HepfmError(f"the number of events must be positive, got {events}")
     if shard_size <= 0:
         raise HepfmError(f"the shard size must be positive, got {shard_size}")
     if num_shards is not None and num_shards <= 0:
         raise HepfmError(f"the number of shards must be positive, got {num_shards}")
+    if constituents < 0:
+        raise HepfmError(f"the number of constituents per jet must be 0 or positive, got {constituents}")
     det = (detector or DetectorConfig()).to_dict()
     tasks = []
     for src in sources:
@@ -281,7 +293,7 @@ def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: 
             tasks.append(ShardTask(
                 source=src, shard_index=i, n_events=min(size, n_total - i * size), first_event=i * size,
                 seed=derive_seed(seed, src.name, i), base_seed=seed,
-                path=str(out / src.name / store.shard_name(i)), detector=det))
+                path=str(out / src.name / store.shard_name(i)), detector=det, constituents=constituents))
     return tasks
 
 
@@ -297,9 +309,11 @@ def _is_done(task: ShardTask) -> bool:
     same = (attrs.get("seed") == task.seed and attrs.get("n_events_planned") == task.n_events
             and attrs.get("generator_settings") == task.pythia_settings()
             and list(attrs.get("mixture_settings", [])) == task.mixture_settings()
-            and attrs.get("detector") == task.detector)
+            and attrs.get("detector") == task.detector
+            and attrs.get("max_constituents", 0) == task.constituents)
     if not same:
-        raise HepfmError(f"{path}: exists with a different seed, size or configuration; use a new output folder")
+        raise HepfmError(f"{path}: exists with a different seed, size, configuration or number of constituents; "
+                         "use a new output folder")
     return True
 
 
@@ -336,8 +350,9 @@ class GenerationReport:
 def generate(sources: Sequence[Source], out: str | Path, events: int | None, seed: int = 1,
              workers: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, num_shards: int | None = None,
              shard_index: int | None = None, detector: DetectorConfig | None = None,
-             progress: bool = True) -> GenerationReport:
-    """Produce the event store ``out`` for ``sources``; see the module docstring.
+             progress: bool = True, constituents: int = 0) -> GenerationReport:
+    """Produce the event store ``out`` for ``sources``; see the module docstring. ``constituents`` = K
+    also stores up to K constituents and the truth flavour of every jet.
 
     With ``workers > 1`` the workers are spawned processes (safe with threads, as in notebooks), so a
     script that calls this must guard its entry point with ``if __name__ == "__main__":``.
@@ -345,7 +360,7 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     out = Path(out)
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
-    tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector)
+    tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
     for src in sources:
         validate_source(src)
     created = _prepare_output(out)

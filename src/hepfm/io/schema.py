@@ -7,8 +7,21 @@ readers and data loaders import.
 
 from __future__ import annotations
 
-from hepfm.physics.objects import DEFAULT_MAX_OBJECTS, FEATURE_INDEX, FEATURES, TYPE_CODES, TYPE_NAMES
+from hepfm.physics.objects import (
+    CONSTITUENT_CLASSES,
+    CONSTITUENT_FEATURES,
+    CONSTITUENT_INDEX,
+    DEFAULT_MAX_OBJECTS,
+    FEATURE_INDEX,
+    FEATURES,
+    TYPE_CODES,
+    TYPE_NAMES,
+)
+from hepfm.physics.truth import JET_FLAVOURS
 
+#: Version 1 also covers shards with the optional jet-constituent datasets (``constituents``,
+#: ``n_constituents``, ``jet_flavour``): they are additions every reader ignores unless it asks for them.
 SCHEMA_VERSION = 1
 
-__all__ = ["DEFAULT_MAX_OBJECTS", "FEATURES", "FEATURE_INDEX", "SCHEMA_VERSION", "TYPE_CODES", "TYPE_NAMES"]
+__all__ = ["CONSTITUENT_CLASSES", "CONSTITUENT_FEATURES", "CONSTITUENT_INDEX", "DEFAULT_MAX_OBJECTS", "FEATURES",
+           "FEATURE_INDEX", "JET_FLAVOURS", "SCHEMA_VERSION", "TYPE_CODES", "TYPE_NAMES"]

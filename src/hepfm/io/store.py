@@ -8,8 +8,12 @@ Layout::
 Each shard holds ``objects`` float32 [n, M, F], ``n_objects``, ``n_dropped``, ``process`` (index into
 the ``process_names`` attribute), ``truth`` float32 [n, 41] (absent for real data), ``weight`` and
 ``event_id``; its attributes record the schema and hepfm versions, the generator and its settings, the
-seed and the detector configuration. A shard is written under a temporary name and renamed when
-complete, so a file named ``shard-*.h5`` is always a complete shard.
+seed and the detector configuration. Shards generated with jet constituents also hold
+``constituents`` float32 [n, M, K, 6] (slot j holds the constituents of object j when it is a jet; the
+columns are :data:`~hepfm.io.schema.CONSTITUENT_FEATURES`), ``n_constituents`` int16 [n, M] and
+``jet_flavour`` int8 [n, M] (:data:`~hepfm.io.schema.JET_FLAVOURS`); readers ignore them unless they ask.
+A shard is written under a temporary name and renamed when complete, so a file named ``shard-*.h5`` is
+always a complete shard.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from hepfm.io.schema import FEATURES, SCHEMA_VERSION, TYPE_CODES
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.h5"
 PER_EVENT_FIELDS = ("objects", "n_objects", "n_dropped", "process", "truth", "weight", "event_id")
+#: Optional per-event datasets of stores generated with jet constituents; read only when asked for.
+CONSTITUENT_FIELDS = ("constituents", "n_constituents", "jet_flavour")
+_CHUNK_BYTES = 4 << 20
 
 
 def shard_name(index: int) -> str:
@@ -56,7 +63,9 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
-                chunks = (min(n, 4096),) + tuple(arr.shape[1:]) if n else None
+                # at most 4096 rows and ~4 MiB a chunk: a row of jet constituents is ~15 KiB
+                rows = max(1, min(n, 4096, _CHUNK_BYTES // max(1, arr[:1].nbytes)))
+                chunks = (rows,) + tuple(arr.shape[1:]) if n else None
                 f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=1,
                                  shuffle=True)
             f.attrs["schema_version"] = SCHEMA_VERSION

@@ -26,6 +26,8 @@ class Backbone(nn.Module):
     """
 
     name = "backbone"
+    #: What the model reads: "objects" (events, x [B, M, 7]) or "constituents" (jets, x [B, K, 6]).
+    inputs = "objects"
     # Options added after models were first saved, with the value that reproduces the architecture those
     # models were saved with: a config.json without the key means this value, not the current default.
     saved_without: ClassVar[dict] = {}

@@ -165,13 +165,19 @@ class GraphNet(Backbone):
         self.decoder = MLP(width, width, depth)
         self._init_mask_token(mask_token, width)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
+               extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent; ``hidden`` [B, M] marks objects replaced by the mask token (masked-object task);
+        ``extra`` [B, M, 64], if given, is added to the encoded objects (jet embeddings of a hierarchical
+        model)."""
         mask = mask.bool()
         graph = PackedGraph(mask)
         objects = x[mask]  # [N, 7] real objects only
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))
         h = self._hide(h, None if hidden is None else hidden[mask])
+        if extra is not None:
+            h = h + extra[mask]
         recv, send = graph.receiver, graph.sender
         e = self.edge_encoder(edge_features(eta.index_select(0, recv), phi.index_select(0, recv),
                                             eta.index_select(0, send), phi.index_select(0, send)))

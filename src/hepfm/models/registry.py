@@ -10,9 +10,13 @@ from __future__ import annotations
 from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.graphnet import GraphNet
+from hepfm.models.hierarchical import HierarchicalModel
+from hepfm.models.jets import DeepSets, JetTransformer
 from hepfm.models.transformer import ObjectTransformer
 
-MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer}
+MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer,
+                                     JetTransformer.name: JetTransformer, DeepSets.name: DeepSets,
+                                     HierarchicalModel.name: HierarchicalModel}
 
 #: Named configurations: name -> (backbone, options). ``transformer-kek``: the ObjectTransformer at the size
 #: of seed 002 (the KEK study's ~11M-parameter transformer encoder): 10.8M parameters with 7 outputs.
@@ -34,11 +38,19 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
         raise ConfigurationError(f"bad options for model {name!r}: {exc}") from None
 
 
-def list_models() -> list[str]:
-    """Registered backbones (each a different architecture; see :func:`model_names` for the presets too)."""
-    return sorted(MODELS)
+def list_models(inputs: str | None = None) -> list[str]:
+    """Registered backbones (each a different architecture; see :func:`model_names` for the presets too), only
+    those reading ``inputs`` when given: "objects", "constituents" or "objects+constituents"."""
+    return sorted(k for k, v in MODELS.items() if inputs is None or v.inputs == inputs)
 
 
 def model_names() -> list[str]:
     """Every name :func:`create_model` takes: the backbones and the named configurations."""
     return sorted(MODELS) + sorted(PRESETS)
+
+
+def check_inputs(name: str, inputs: str, what: str) -> None:
+    """Refuse a model that reads other inputs than ``what`` needs (an event model for jets, or the reverse)."""
+    if name in MODELS and MODELS[name].inputs != inputs:
+        raise ConfigurationError(f"{what} needs a model of {inputs} ({', '.join(list_models(inputs))}); "
+                                 f"{name!r} reads {MODELS[name].inputs}")

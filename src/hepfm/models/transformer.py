@@ -20,7 +20,9 @@ from hepfm.physics import kinematics as kin
 PAIR_INPUTS = 4
 
 
-class _Block(nn.Module):
+class AttentionBlock(nn.Module):
+    """Pre-LayerNorm self-attention with an additive bias [B, H, M, M], then a feed-forward layer."""
+
     def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -54,7 +56,7 @@ class ObjectTransformer(Backbone):
         self.embed = MLP(NODE_INPUTS, dim, depth=2)
         self.pair_mlp = (nn.Sequential(nn.Linear(PAIR_INPUTS, 32), nn.GELU(), nn.Linear(32, heads))
                          if pair_bias else None)
-        self.blocks = nn.ModuleList([_Block(dim, heads, ff_mult, dropout) for _ in range(layers)])
+        self.blocks = nn.ModuleList([AttentionBlock(dim, heads, ff_mult, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
         self.decoder = MLP(dim, LATENT_DIM, depth=2)
         self.heads = heads
@@ -74,9 +76,15 @@ class ObjectTransformer(Backbone):
         bias = self.pair_mlp(pair).permute(0, 3, 1, 2).float()  # [B, H, M, M]
         return bias + key_block
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
+               extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent; ``hidden`` [B, M] marks objects replaced by the mask token (masked-object task);
+        ``extra`` [B, M, dim], if given, is added to the object embeddings (jet embeddings of a hierarchical
+        model)."""
         mask = mask.bool()
         h = self._hide(self.embed(self.scaling.node_features(x)), hidden)
+        if extra is not None:
+            h = h + extra
         bias = self._attention_bias(x, mask)
         for block in self.blocks:
             h = block(h, bias)

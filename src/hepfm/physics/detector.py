@@ -45,7 +45,10 @@ import numpy as np
 from hepfm.errors import HepfmError
 from hepfm.physics import kinematics as kin
 from hepfm.physics.objects import (
+    CONSTITUENT_CLASSES,
+    CONSTITUENT_FEATURES,
     DEFAULT_MAX_OBJECTS,
+    FEATURE_INDEX,
     TYPE_CODES,
     Objects,
     ReconstructedEvents,
@@ -62,6 +65,8 @@ INVISIBLE_IDS = (12, 14, 16, 1000012, 1000014, 1000016, 1000022, 1000039)
 #: Charged particles that reach the tracker in Pythia's default final state, and their charge for a
 #: positive PDG id (leptons are negative for positive ids).
 _TRACK_CHARGE = {11: -1.0, 13: -1.0, 211: 1.0, 321: 1.0, 2212: 1.0}
+#: Long-lived charged baryons Pythia leaves undecayed (c tau > 10 mm); jet constituents carry their charge.
+_BARYON_CHARGE = {3112: -1.0, 3222: 1.0, 3312: -1.0, 3334: -1.0}
 
 # (|eta| upper edge, value) tables; beyond the last edge the value is 0.
 EtaTable = list  # list[tuple[float, float]]
@@ -303,22 +308,93 @@ def _leptons_and_photons(cand: Objects, iso: Objects, muon_tracks: tuple[np.ndar
     return out[keep]
 
 
-def _cluster_jets(inputs: Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int) -> Objects:
-    """Anti-kt jets (FastJet's multi-event interface) as flat arrays; true (unsmeared) kinematics."""
+def _cluster_jets(inputs: Objects, px, py, pz, e, cfg: DetectorConfig, n_events: int,
+                  with_constituents: bool = False) -> tuple[Objects, tuple[np.ndarray, np.ndarray, int] | None]:
+    """Anti-kt jets (FastJet's multi-event interface) as flat arrays; true (unsmeared) kinematics.
+
+    ``extra["cluster"]`` numbers the clustered jets. With ``with_constituents``, also (jet number, input
+    row) of every constituent, the input row indexing ``inputs``, and the number of jets; else None.
+    """
     import fastjet  # imported lazily: only generation needs it
 
     counts = np.bincount(inputs.ev, minlength=n_events)
     particles = ak.unflatten(ak.zip({"px": px, "py": py, "pz": pz, "E": e}), counts)
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_radius)
-    jets = fastjet.ClusterSequence(particles, jetdef).inclusive_jets(min_pt=cfg.jet_cluster_min_pt)
+    sequence = fastjet.ClusterSequence(particles, jetdef)
+    jets = sequence.inclusive_jets(min_pt=cfg.jet_cluster_min_pt)
     jcounts = ak.to_numpy(ak.num(jets, axis=1))
     jpx, jpy, jpz, je = (flatten(jets[k]) for k in ("px", "py", "pz", "E"))
-    return Objects(np.repeat(np.arange(n_events), jcounts), kin.pt(jpx, jpy), kin.eta(jpx, jpy, jpz),
-                    kin.phi(jpx, jpy), {"energy": je})
+    out = Objects(np.repeat(np.arange(n_events), jcounts), kin.pt(jpx, jpy), kin.eta(jpx, jpy, jpz),
+                  kin.phi(jpx, jpy), {"energy": je, "cluster": np.arange(len(jpx))})
+    if not with_constituents:
+        return out, None
+    index = sequence.constituent_index(min_pt=cfg.jet_cluster_min_pt)  # [event][jet][particle in event]
+    per_jet = ak.to_numpy(ak.flatten(ak.num(index, axis=2), axis=None)).astype(np.int64)
+    jet_of = np.repeat(np.arange(len(per_jet)), per_jet)
+    first = np.cumsum(counts) - counts
+    rows = ak.to_numpy(ak.flatten(index, axis=None)).astype(np.int64) + first[out.ev[jet_of]]
+    return out, (jet_of, rows, len(per_jet))
 
 
-def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.Generator) -> ReconstructedEvents:
-    """Detector-level objects for a batch of generator records (Pythia ``nextBatch`` layout)."""
+def _constituent_charge(pid: np.ndarray) -> np.ndarray:
+    """Electric charge of final-state particles that enter jets (tracks and long-lived baryons)."""
+    out = _track_charge(pid)
+    aid = np.abs(pid)
+    for code, q in _BARYON_CHARGE.items():
+        out[aid == code] = q * np.sign(pid[aid == code])
+    return out
+
+
+def _constituent_array(source: np.ndarray, objects: np.ndarray, jets: Objects, inputs: Objects, e: np.ndarray,
+                       links: tuple[np.ndarray, np.ndarray, int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``constituents`` [n, M, K, F] and ``n_constituents`` [n, M] of the jets that made it into ``objects``.
+
+    ``source`` maps slots to rows of ``jets`` (rows beyond the jets belong to other collections); only
+    slots of type jet get constituents (a tau-tagged jet is a tau object and has none). Constituents are
+    ordered by descending pT and the softest beyond ``k`` dropped.
+    """
+    n_events, m = source.shape
+    is_jet = (source >= 0) & (source < len(jets)) & (objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+    ev, slot = np.nonzero(is_jet)
+    jet_of, rows, n_clustered = links
+    owner = np.full(n_clustered, -1, dtype=np.int64)  # slot (ev * M + slot) of each clustered jet, if stored
+    owner[jets.extra["cluster"][source[ev, slot]]] = ev * m + slot
+    flat_slot = owner[jet_of]
+    keep = flat_slot >= 0
+    flat_slot, rows = flat_slot[keep], rows[keep]
+    pt_ = inputs.pt[rows]
+    order = np.lexsort((-pt_, flat_slot))
+    flat_slot, rows, pt_ = flat_slot[order], rows[order], pt_[order]
+    rank = np.arange(len(rows)) - np.searchsorted(flat_slot, flat_slot)
+    fits = rank < k
+    flat_slot, rows, pt_, rank = flat_slot[fits], rows[fits], pt_[fits], rank[fits]
+    cev, cslot = np.divmod(flat_slot, m)
+    axis_eta = jets.eta[source[cev, cslot]]
+    axis_phi = jets.phi[source[cev, cslot]]
+    pid = inputs.extra["id"][rows]
+    charge = _constituent_charge(pid)
+    aid = np.abs(pid)
+    cls = np.where(charge != 0, CONSTITUENT_CLASSES["charged_hadron"], CONSTITUENT_CLASSES["neutral_hadron"])
+    for name, code in (("photon", 22), ("electron", 11), ("muon", 13)):
+        cls = np.where(aid == code, CONSTITUENT_CLASSES[name], cls)
+    columns = {"pt": pt_, "deta": inputs.eta[rows] - axis_eta, "dphi": kin.wrap_phi(inputs.phi[rows] - axis_phi),
+               "energy": e[rows], "charge": charge, "class": cls}
+    out = np.zeros((n_events, m, k, len(CONSTITUENT_FEATURES)), dtype=np.float32)
+    for j, name in enumerate(CONSTITUENT_FEATURES):
+        out[cev, cslot, rank, j] = columns[name]
+    count = np.bincount(flat_slot, minlength=n_events * m).reshape(n_events, m).astype(np.int16)
+    return out, count
+
+
+def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.Generator,
+                constituents: int = 0) -> ReconstructedEvents:
+    """Detector-level objects for a batch of generator records (Pythia ``nextBatch`` layout).
+
+    With ``constituents = K > 0``, every jet object also gets its (up to) K hardest constituents: the
+    calorimeter inputs FastJet clustered into it, unsmeared (the jet's energy smearing applies to the
+    jet, not to its particles), so that their four-momenta add up to the jet's true momentum when all
+    are kept. The objects and every random draw are the same with and without constituents.
+    """
     rec = FlatRecord.from_batch(prt)
     n_events = rec.n_events
     fin = rec.status > 0
@@ -351,7 +427,8 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     # overlapping a selected lepton or photon
     in_calo = visible & (aid != 13)
     jin = in_calo & (final.pt > cfg.jet_input_min_pt)
-    jets = _cluster_jets(final[jin], px[jin], py[jin], pz[jin], e[jin], cfg, n_events)
+    jet_inputs = final[jin]
+    jets, links = _cluster_jets(jet_inputs, px[jin], py[jin], pz[jin], e[jin], cfg, n_events, constituents > 0)
     rel = _calo_rel_sigma(cfg.jet_resolution, jets.extra["energy"], np.abs(jets.eta))
     jets.extra["true_pt"] = jets.pt
     jets.pt = jets.pt * _lognormal_factor(rng, rel)
@@ -394,7 +471,11 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
     met = Objects(np.arange(n_events), np.hypot(met_x, met_y), np.zeros(n_events), np.arctan2(met_y, met_x),
                    {"type": np.full(n_events, float(TYPE_CODES["met"])), "charge": np.zeros(n_events),
                     "btag": np.zeros(n_events)})
-    return assemble([jets, leptons, met], n_events, cfg.max_objects)
+    reco = assemble([jets, leptons, met], n_events, cfg.max_objects)
+    if constituents > 0:
+        reco.constituents, reco.n_constituents = _constituent_array(
+            reco.source, reco.objects, jets, jet_inputs, e[jin], links, constituents)
+    return reco
 
 
 def _hadronic_taus(rec: FlatRecord) -> Objects:

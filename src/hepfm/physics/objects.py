@@ -27,6 +27,15 @@ TYPE_NAMES: dict[int, str] = {v: k for k, v in TYPE_CODES.items()}
 #: Default maximum number of objects per event (the M of x[B, M, F]).
 DEFAULT_MAX_OBJECTS = 20
 
+#: Columns of the optional ``constituents`` array [n, M, K, F] of jet constituents, in order: pT and E
+#: [GeV] of the particle, its eta and phi minus the jet axis' (phi wrapped to [-pi, pi]), its electric
+#: charge and its particle class.
+CONSTITUENT_FEATURES: tuple[str, ...] = ("pt", "deta", "dphi", "energy", "charge", "class")
+CONSTITUENT_INDEX = {name: i for i, name in enumerate(CONSTITUENT_FEATURES)}
+#: Particle class codes of the ``class`` column; 0 marks padding rows (all-zero rows).
+CONSTITUENT_CLASSES: dict[str, int] = {"padding": 0, "charged_hadron": 1, "neutral_hadron": 2, "photon": 3,
+                                       "electron": 4, "muon": 5}
+
 
 def offsets(ev: np.ndarray, n_events: int) -> tuple[np.ndarray, np.ndarray]:
     """Start offsets and counts per event of an event-sorted index array."""
@@ -83,11 +92,20 @@ def in_crack(abs_eta: np.ndarray, crack) -> np.ndarray:
 
 @dataclass
 class ReconstructedEvents:
-    """Detector-level objects of a batch: padded ``objects`` [n, M, F] and per-event counts."""
+    """Detector-level objects of a batch: padded ``objects`` [n, M, F] and per-event counts.
+
+    ``source`` [n, M] is, for every filled slot, the row of the object in the collections given to
+    :func:`assemble` taken one after the other (-1 for padding); the jet constituents follow it. The
+    optional constituent fields are filled by the detector when asked for (see
+    :mod:`hepfm.physics.detector`).
+    """
 
     objects: np.ndarray
     n_objects: np.ndarray
     n_dropped: np.ndarray
+    source: np.ndarray | None = None
+    constituents: np.ndarray | None = None
+    n_constituents: np.ndarray | None = None
 
 
 def assemble(collections: list[Objects], n_events: int, max_objects: int) -> ReconstructedEvents:
@@ -95,6 +113,7 @@ def assemble(collections: list[Objects], n_events: int, max_objects: int) -> Rec
     cols = {name: np.concatenate([getattr(c, name) for c in collections]) for name in ("ev", "pt", "eta", "phi")}
     for name in ("type", "btag", "charge"):
         cols[name] = np.concatenate([c.extra[name] for c in collections])
+    cols["source"] = np.arange(len(cols["ev"]))
     order = np.lexsort((-cols["pt"], cols["type"], cols["ev"]))
     cols = {k: v[order] for k, v in cols.items()}
     ev, is_jet = cols["ev"], cols["type"] == TYPE_CODES["jet"]
@@ -114,5 +133,8 @@ def assemble(collections: list[Objects], n_events: int, max_objects: int) -> Rec
     cols["energy"] = kin.massless_energy(cols["pt"], cols["eta"])
     for j, name in enumerate(FEATURES):
         objects[cols["ev"], slot, j] = cols[name]
+    source = np.full((n_events, max_objects), -1, dtype=np.int64)
+    source[cols["ev"], slot] = cols["source"]
     n_objects = np.bincount(cols["ev"], minlength=n_events).astype(np.int32)
-    return ReconstructedEvents(objects=objects, n_objects=n_objects, n_dropped=(n_total - n_objects).astype(np.int32))
+    return ReconstructedEvents(objects=objects, n_objects=n_objects, n_dropped=(n_total - n_objects).astype(np.int32),
+                               source=source)

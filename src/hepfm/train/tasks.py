@@ -9,6 +9,7 @@
   more outputs regress the hidden object's kinematics (mean squared error on standardised log pT, eta,
   log E and cos/sin phi), added to the cross entropy with weight ``regress_weight``. Events too small to
   mask (fewer than 2 objects) have no loss and are left out of the accuracy.
+* ``jet-tagging``: cross entropy over the truth flavours of jets (a multiclass task on jets).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from hepfm.data import masking
 from hepfm.errors import ConfigurationError
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
 
-TASKS = ("multiclass", "multilabel", "binary", "masked")
-PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")
+TASKS = ("multiclass", "multilabel", "binary", "masked", "jet-tagging")
+PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")  # event-level pretraining (jets: JET_TASKS)
+#: Tasks whose examples are jets (constituents) rather than events (objects).
+JET_TASKS = ("jet-tagging",)
 #: Seed of the masks of evaluation (validation, test) events: the same events get the same masks in every
 #: epoch and run, whatever the batch size.
 EVAL_MASK_SEED = 20_240_601
@@ -41,6 +44,10 @@ class Task:
     names: list[str]
     regress: bool = False
     regress_weight: float = 1.0
+
+    @property
+    def _classes(self) -> bool:
+        return self.name in ("multiclass", "jet-tagging")
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -87,7 +94,7 @@ class Task:
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-event loss [B] (float32)."""
         outputs = outputs.float()
-        if self.name == "multiclass":
+        if self._classes:
             return F.cross_entropy(outputs, y, reduction="none")
         if self.name == "binary":
             return F.binary_cross_entropy_with_logits(outputs[:, 0], y, reduction="none")
@@ -105,9 +112,9 @@ class Task:
         return per_label.mean(dim=1)
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Probabilities: softmax (multiclass), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
+        """Probabilities: softmax (multiclass, jet-tagging), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
         outputs = outputs.float()
-        if self.name == "multiclass":
+        if self._classes:
             return outputs.softmax(dim=1)
         if self.name == "masked":
             return outputs[:, :len(self.names)].softmax(dim=1)
@@ -121,7 +128,7 @@ class Task:
 
         s = self.scores(outputs).cpu().numpy()
         t = y.cpu().numpy()
-        if self.name == "multiclass":
+        if self._classes:
             return {"accuracy": float((s.argmax(axis=1) == t).mean())}
         if self.name == "masked":
             return self._masked_metrics(s, outputs, y)
@@ -143,7 +150,7 @@ class Task:
 
         s = self.scores(outputs).cpu().numpy()
         t = y.cpu().numpy()
-        if self.name == "multiclass":
+        if self._classes:
             matrix = confusion_matrix(t, s.argmax(axis=1), labels=range(len(self.names)))
             per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
             return {"confusion_matrix": matrix.tolist(),

@@ -38,15 +38,16 @@ from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError
+from hepfm.io.schema import FEATURE_INDEX
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.pretrained import data_schema, schema_differences
 from hepfm.models.pretrained import resolve as resolve_model
-from hepfm.models.registry import create_model
+from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
-from hepfm.train.tasks import PRETRAINING_TASKS, Task
+from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
 from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
 
 
@@ -160,10 +161,17 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
+    if task in JET_TASKS:
+        if stream:
+            raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
+        return pretrain_jets(data, out, model=model, model_config=model_config, cfg=cfg, lr=lr, init_from=init_from,
+                             split_seed=split_seed, max_events=max_events, device=device, overwrite=overwrite)
     if task not in PRETRAINING_TASKS:
-        raise HepfmError(f"unknown pretraining task {task!r}; choose from {', '.join(PRETRAINING_TASKS)}")
+        raise HepfmError(f"unknown pretraining task {task!r}; choose from "
+                         f"{', '.join(PRETRAINING_TASKS + JET_TASKS)}")
     if regress and task != "masked":
-        raise HepfmError("--regress (kinematic regression of the hidden object) needs --task masked")
+        raise HepfmError("kinematic regression of the hidden object needs the masked task")
+    check_inputs(model, "objects", f"the {task} task")
     check_augment(task, cfg.augment)
     _check_out(out, overwrite)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
@@ -222,6 +230,60 @@ def masked_classes(data: str | Path, train) -> list[str]:
     return object_classes(open_source(data)[0].attrs().get("detector"), seen)
 
 
+def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transformer", model_config: dict | None = None,
+                  cfg: TrainConfig | None = None, lr: float = DEFAULT_LR, init_from: str | Path | None = None,
+                  split_seed: int = 0, max_events: int | None = None, device: str = "auto", overwrite: bool = False,
+                  classes: list[str] | None = None) -> dict:
+    """Pretrain a jet backbone on jet tagging: the truth flavours of the jets of a store with constituents.
+
+    Jets are split by event (:func:`hepfm.data.jets.jet_tagging_data`); ``classes`` restricts the flavours.
+    The summary holds the held-out metrics and, under ``test_outputs``, the test jets' class probabilities
+    and true classes (numpy arrays, not saved) for rejection figures.
+    """
+    from hepfm.data.jets import jet_tagging_data, padding_fraction
+    from hepfm.models.jets import fit_constituent_scaling
+
+    cfg, out = cfg or TrainConfig(), Path(out)
+    check_inputs(model, "constituents", "jet tagging")
+    if cfg.augment:
+        raise HepfmError("jet tagging takes no augmentation (the constituents are relative to their jet axis)")
+    _check_out(out, overwrite)
+    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
+    settings = {"command": "pretrain", "data": _abs(data), "task": "jet-tagging", "model": model,
+                "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
+                "split_seed": split_seed, "max_events": max_events, "classes": classes}
+    with _output_guard(out):
+        _clear_out(out, overwrite)
+        ctx = distributed.setup(device)
+        splits, names = jet_tagging_data(data, split_seed, max_events, classes)
+        task_ = Task("jet-tagging", names)
+        torch.manual_seed(cfg.seed)
+        if init_from is not None:
+            net = load_model(init_from)
+            meta = net.metadata
+            if meta.get("task") != "jet-tagging" or list(meta.get("names", [])) != names:
+                raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but "
+                                 f"this is jet-tagging over {names}; the classes must match to continue")
+        else:
+            net = create_model(model, task_.n_outputs, **(model_config or {}))
+            train = splits["train"]
+            net.scaling.set(*fit_constituent_scaling(train.x.numpy(), train.n_constituents.numpy()))
+        groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
+        bucketed, unsorted = padding_fraction(splits["train"], cfg.batch_size, cfg.seed)
+        result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        loading = {"jets": {k: len(v) for k, v in splits.items()},
+                   "padding_per_real_constituent": {"bucketed": round(bucketed, 4), "unsorted": round(unsorted, 4)}}
+        summary = _finish(net, task_, result, splits, cfg, out, ctx,
+                          {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
+                           "max_events": max_events, "lr": lr, "inputs": "constituents",
+                           "init_from": str(source_name) if source_name is not None else None,
+                           "data_loading": loading})
+        test = splits["test"].to(ctx.device)
+        summary["test_outputs"] = {"scores": task_.scores(predict(net, test, cfg.eval_batch_size)).cpu().numpy(),
+                                   "y": test.y.cpu().numpy(), "names": names}
+    return {**summary, **loading}
+
+
 def _check_schema(parent: dict, data: str | Path, name) -> None:
     """Refuse events whose features or detector differ from those the model was pretrained on."""
     diffs = schema_differences(parent, open_source(data)[0])
@@ -249,6 +311,12 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     check_sources(signal, background)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
     parent = read_config(init_from) if init_from is not None else None  # fail early on an unreadable model
+    if model == "hierarchical" or (parent is not None and parent.get("task") in JET_TASKS):
+        return finetune_hierarchical(signal, background, out, strategy=strategy, init_from=source_name,
+                                     model=model, model_config=model_config, plan=plan, cfg=cfg, lr=lr,
+                                     backbone_lr=backbone_lr, max_events=max_events, device=device,
+                                     overwrite=overwrite)
+    check_inputs(parent["architecture"]["model"] if parent is not None else model, "objects", "an event classifier")
     _check_out(out, overwrite)
     for source in (signal, background):
         open_for_training(source, max_events)  # damaged shards are refused before anything is written
@@ -288,6 +356,90 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
                         "overlap": bool(overlap and overlap["overlap"]), "data_schema": schema})
 
 
+def finetune_hierarchical(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
+                          init_from: str | Path | None = None, model: str = "transformer",
+                          model_config: dict | None = None, plan: BinarySplitPlan | None = None,
+                          cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
+                          backbone_lr: float = DEFAULT_BACKBONE_LR, max_events: int | None = None,
+                          device: str = "auto", overwrite: bool = False) -> dict:
+    """Train the hierarchical event classifier (:mod:`hepfm.models.hierarchical`) on stores with constituents.
+
+    ``init_from``: a jet-tagging run whose jet backbone is used ``frozen``, ``finetune``-d (at
+    ``backbone_lr``; the rest at ``lr``) or, with ``scratch``, rebuilt with fresh weights; without it the
+    jet backbone is ``model_config["jet_model"]`` (default jet_transformer) from scratch. The event
+    backbone (``model``: graphnet or transformer, or ``model_config["event_model"]`` when ``model`` is
+    "hierarchical") is always trained from scratch, at ``lr``.
+    """
+    from hepfm.data.datasets import stored_constituents
+    from hepfm.data.features import fit_scaling
+    from hepfm.models.hierarchical import N_CONSTITUENT, N_OBJECT
+    from hepfm.models.jets import fit_constituent_scaling
+
+    cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    if strategy not in STRATEGIES:
+        raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy in ("finetune", "frozen") and init_from is None:
+        raise HepfmError(f"strategy {strategy!r} needs a jet-tagging run to take the jet backbone from")
+    if cfg.augment:
+        raise HepfmError("the hierarchical model takes no augmentation (its constituents would not follow)")
+    check_sources(signal, background)
+    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
+    parent = read_config(init_from) if init_from is not None else None
+    if parent is not None and parent.get("task") not in JET_TASKS:
+        raise HepfmError(f"{source_name}: the hierarchical model takes its jet backbone from a jet-tagging run, "
+                         f"this one was trained for {parent.get('task')}")
+    options = dict(model_config or {})
+    event_model = options.pop("event_model", "transformer") if model == "hierarchical" else model
+    event_config = options.pop("event_config", options if model != "hierarchical" else {})
+    if parent is not None:
+        jet_model, jet_config = parent["architecture"]["model"], parent["architecture"].get("config", {})
+    else:
+        jet_model, jet_config = options.pop("jet_model", "jet_transformer"), options.pop("jet_config", {})
+    k = stored_constituents(signal)
+    if stored_constituents(background) != k:
+        raise HepfmError(f"{signal} and {background} keep different numbers of constituents per jet")
+    _check_out(out, overwrite)
+    for source in (signal, background):
+        open_for_training(source, max_events)
+    settings = {"command": "finetune", "hierarchical": True, "signal": _abs(signal), "background": _abs(background),
+                "strategy": strategy, "init_from": _abs(init_from), "event_model": event_model,
+                "event_config": event_config, "jet_model": jet_model, "jet_config": jet_config,
+                "split": asdict(plan), "lr": lr, "backbone_lr": backbone_lr, "max_events": max_events}
+    with _output_guard(out):
+        splits = binary_split(signal, background, plan, max_events, constituents=True)
+        _clear_out(out, overwrite)
+        ctx = distributed.setup(device)
+        task = Task("binary", ["background", "signal"])
+        torch.manual_seed(cfg.seed)
+        net = create_model("hierarchical", 1, event_model=event_model, event_config=event_config,
+                           jet_model=jet_model, jet_config=jet_config, max_constituents=k)
+        train = splits["train"]
+        net.scaling.set(*fit_scaling(train.x[..., :N_OBJECT].numpy(), train.n_objects.numpy()))
+        if strategy != "scratch":
+            state = {key: v for key, v in load_model(init_from).state_dict().items() if not key.startswith("head.")}
+            net.jet.load_state_dict(state)
+        else:
+            rows = train.x[(train.x[..., FEATURE_INDEX["type"]] == 1)][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
+            counts = (rows[..., -1] > 0).sum(dim=1)
+            net.jet.scaling.set(*fit_constituent_scaling(rows.numpy(), counts.numpy()))
+        jet_ids = {id(p) for p in net.jet.parameters()}
+        rest = [p for p in net.parameters() if id(p) not in jet_ids]
+        groups = [{"params": rest, "lr": lr, "name": "event"}]
+        if strategy == "frozen":
+            for p in net.jet.parameters():
+                p.requires_grad_(False)
+        else:
+            groups.append({"params": list(net.jet.parameters()), "name": "jet",
+                           "lr": backbone_lr if strategy == "finetune" else lr})
+        result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        return _finish(net, task, result, splits, cfg, out, ctx,
+                       {"strategy": strategy, "hierarchical": True, "signal": str(signal),
+                        "background": str(background), "inputs": "objects+constituents",
+                        "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
+                        "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr,
+                        "data_schema": data_schema(open_source(signal)[0])})
+
+
 def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, device: str = "auto",
                  max_events: int | None = None, allow_overlap: bool = False) -> dict:
     """Accuracy (threshold 0.5), ROC AUC and the ROC curve of a binary model on the held-out test split.
@@ -306,7 +458,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     plan = BinarySplitPlan(**{k: split[k] for k in ("test_fraction", "test_size", "split_seed") if k in split})
     record = meta.get("pretraining_data")
     test = binary_test_set(signal, background, plan, meta.get("max_events") if max_events is None else max_events,
-                           record=record)
+                           record=record, constituents=net.inputs == "objects+constituents")
     overlap = _overlap({"test": test}, str(meta.get("init_from")), allow_overlap, parts=("test",))
     scores = Task("binary", ["background", "signal"]).scores(predict(net, test.to(next(net.parameters()).device)))
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()

@@ -1,0 +1,99 @@
+"""The hierarchical event model: jet embeddings from a jet backbone inside an event backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from toy_events import toy_events
+
+import hepfm
+from hepfm.data.datasets import with_constituents
+from hepfm.errors import HepfmError
+from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
+from hepfm.models import create_model
+from hepfm.models.saving import save_model
+
+K = 8
+
+
+def _events(n=4, seed=0):
+    """Toy events whose jet slots carry toy constituents: x [n, 20, 7 + 6K], mask [n, 20]."""
+    objects, counts = toy_events(n, seed, 20)
+    rng = np.random.default_rng(seed)
+    is_jet = objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"]
+    con = np.zeros((n, 20, K, 6), dtype=np.float32)
+    n_con = rng.integers(1, K + 1, (n, 20))
+    for e, s in zip(*np.nonzero(is_jet), strict=True):
+        m = n_con[e, s]
+        pt = rng.exponential(8.0, m) + 0.5
+        deta, dphi = rng.normal(0, 0.1, m), rng.normal(0, 0.1, m)
+        con[e, s, :m] = np.stack([pt, deta, dphi, pt * np.cosh(deta), rng.integers(-1, 2, m),
+                                  rng.integers(1, 4, m)], axis=1)
+    x = torch.from_numpy(with_constituents(objects, con)).double()
+    mask = torch.arange(20)[None, :] < torch.from_numpy(counts)[:, None]
+    return x, mask, torch.from_numpy(is_jet)
+
+
+@pytest.mark.parametrize("event_model", ["transformer", "graphnet"])
+def test_jets_enter_through_their_constituents_and_nothing_else(event_model):
+    torch.manual_seed(0)
+    model = create_model("hierarchical", 1, event_model=event_model, jet_model="deepsets", max_constituents=K)
+    model = model.double().eval()
+    x, mask, is_jet = _events()
+    assert is_jet[mask].any() and (~is_jet & mask).any()
+    ref = model(x, mask)
+    assert ref.shape == (4, 1) and torch.isfinite(ref).all()
+    # another jet's constituents change the event's output; numbers in non-jet or padding slots do not
+    changed = x.clone()
+    e, s = (int(v[0]) for v in torch.nonzero(is_jet & mask, as_tuple=True))
+    changed[e, s, 7:13] *= 3.0
+    assert not torch.allclose(model(changed, mask)[e], ref[e])
+    garbage = x.clone()
+    garbage[~is_jet | ~mask, 7:] = torch.rand(int((~is_jet | ~mask).sum()), 6 * K, dtype=x.dtype)
+    garbage[~mask, :7] = 0.0
+    torch.testing.assert_close(model(garbage, mask), ref)
+    # object order does not matter
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model(x[:, perm], mask[:, perm]), ref)
+    with pytest.raises(HepfmError, match="--constituents"):
+        model(x[..., :7], mask)
+
+
+def test_a_hierarchical_model_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("hierarchical", 1, event_model="transformer", jet_model="jet_transformer",
+                         max_constituents=K).eval()
+    x, mask, _ = _events()
+    save_model(model, tmp_path / "m", {"task": "binary", "names": ["background", "signal"]})
+    loaded = hepfm.load(tmp_path / "m")
+    torch.testing.assert_close(loaded(x.float(), mask), model(x.float(), mask))
+
+
+@pytest.mark.pythia
+def test_finetune_from_a_jet_tagging_run_frozen_finetuned_and_scratch(tmp_path):
+    pytest.importorskip("pythia8mc")
+    from hepfm.io.generate import catalog_source, generate
+    from hepfm.train.trainer import TrainConfig
+    from hepfm.train.workflows import finetune, pretrain_jets
+
+    generate([catalog_source("ttbar"), catalog_source("zjets")], tmp_path / "ev", events=80, seed=5,
+             progress=False, constituents=K)
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False, tensorboard=False)
+    pretrain_jets(tmp_path / "ev", tmp_path / "jets", model="deepsets", cfg=cfg, lr=1e-3)
+    jet_state = hepfm.load(tmp_path / "jets").state_dict()
+    kept = {}
+    for strategy in ("frozen", "finetune", "scratch"):
+        summary = finetune(tmp_path / "ev" / "ttbar", tmp_path / "ev" / "zjets", tmp_path / strategy,
+                           strategy=strategy, init_from=tmp_path / "jets", model="transformer", cfg=cfg, lr=1e-3,
+                           backbone_lr=1e-3)
+        assert 0.0 <= summary["test"]["accuracy"] <= 1.0
+        model = hepfm.load(tmp_path / strategy)
+        assert model.metadata["strategy"] == strategy and model.config["jet_model"] == "deepsets"
+        kept[strategy] = all(torch.equal(v, jet_state[k]) for k, v in model.jet.state_dict().items())
+    assert kept == {"frozen": True, "finetune": False, "scratch": False}
+    with pytest.raises(HepfmError, match="--constituents"):
+        generate([catalog_source("zjets")], tmp_path / "plain", events=10, seed=5, progress=False)
+        finetune(tmp_path / "plain" / "zjets", tmp_path / "ev" / "ttbar", tmp_path / "x", strategy="frozen",
+                 init_from=tmp_path / "jets", cfg=cfg)
+    assert not (tmp_path / "x").exists()
