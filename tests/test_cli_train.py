@@ -77,7 +77,7 @@ def test_bad_inputs_give_one_line_errors_and_no_model(store, tmp_path):
         (["pretrain", "--data", store, "--optimizer", "lion", "--out", out], "unknown optimizer"),
         (["pretrain", "--data", store, "--model", "resnet", "--out", out], "unknown model"),
         (["pretrain", "--data", store, "--task", "multilabel", "--augment", "phi", "--out", out],
-         "--augment phi with the multilabel task"),
+         "augmentation phi with the multilabel task"),
         (["finetune", "--signal", store, "--background", store / "soft", "--strategy", "scratch", "--out", out],
          "share the process(es) soft"),
         (["finetune", "--signal", store / "hard", "--background", store / "soft", "--strategy", "warm",
