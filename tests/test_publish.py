@@ -89,3 +89,15 @@ def test_bad_names_and_non_pretrained_models_are_refused(run, tmp_path):
     with pytest.raises(HepfmError, match="only pretrained"):
         publish(binary, "x", tmp_path / "shelf")
     assert not (tmp_path / "shelf" / "x").exists()
+
+
+def test_written_files_are_as_readable_as_any_other(tmp_path):
+    """Atomic writes go through a private temporary file; the result must get the usual permissions, or a
+    model or store shared on a cluster is unreadable to everyone but its writer."""
+    import os
+
+    from hepfm.io.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.json", "{}")
+    (tmp_path / "b.json").write_text("{}")
+    assert os.stat(tmp_path / "a.json").st_mode == os.stat(tmp_path / "b.json").st_mode

@@ -120,9 +120,9 @@ def demo(
     out: Path = typer.Option(Path("hepfm-demo"), "--out", "-o", help="Folder for everything the demo makes."),
     progress: bool = _PROGRESS,
 ) -> None:
-    """The quick-start job: small samples, a pretrained multiclass GraphNet, H+ vs tt fine-tuned vs scratch.
+    """The quick-start job: H+ vs tt from scratch and fine-tuned from the shipped graphnet-pythia12-multiclass.
 
-    Each strategy's learning rate is tuned on validation data first. About 5 minutes on 2 CPU cores. Prints
+    Each strategy's learning rate is tuned on validation data first. About 2 minutes on 2 CPU cores. Prints
     accuracy and AUC of both with their test-sample errors, the chosen rates and the gain; writes cells.csv,
     a ROC curve and report.md.
     """
