@@ -137,11 +137,24 @@ def inspect(
     store: Path = typer.Argument(..., help="Event-store folder."),
     plots: Optional[Path] = typer.Option(None, help="Write validation plots (PNG) to this folder."),
     max_events: int = typer.Option(200_000, help="Read at most this many events per process."),
+    compare: Optional[Path] = typer.Option(None, help="Reference store (e.g. generated events of the same process): "
+                                           "one table of means ± errors and their ratio to the reference."),
+    pair: Optional[list[str]] = typer.Option(None, help="With --compare: PROCESS=REFERENCE_PROCESS to compare "
+                                             "(repeatable; default: same name, else the reference's only process)."),
 ) -> None:
-    """Summarise an event store per process and optionally draw validation plots."""
+    """Summarise an event store per process and optionally draw validation plots; with --compare, set it next to a
+    reference store.
+
+    Example: hepfm inspect converted --compare generated --pair dy=zjets --plots cmp
+    """
     from hepfm.io.store import EventStore
     from hepfm.physics import validation as val
 
+    if compare is not None:
+        _inspect_compare(store, compare, pair, plots, max_events)
+        return
+    if pair:
+        raise HepfmError("--pair needs --compare REFERENCE_STORE")
     es = EventStore(store)
     objects = {name: es.head(max_events, [name], ("objects",))["objects"] for name in es.process_names}
     table = Table(title=f"{store} ({len(es)} events)")
@@ -164,3 +177,63 @@ def inspect(
 
         written = validation_plots(objects, plots)
         console.print(f"wrote {len(written)} plots to {plots}")
+
+
+def _cell(value: tuple[float, float], digits: int) -> str:
+    mean, err = value
+    if mean != mean:  # NaN: no events with that object
+        return "-"
+    return f"{mean:.{digits}f} ± {err:.{digits}f}" if err == err else f"{mean:.{digits}f}"
+
+
+def _inspect_compare(store: Path, reference: Path, pair: Optional[list[str]], plots: Optional[Path],
+                     max_events: int) -> None:
+    """``hepfm inspect STORE --compare REFERENCE``: one table, each pair as store row, reference row, ratio row."""
+    from hepfm.eval.compare import compare_stores
+    from hepfm.physics.validation import COMPARISON_QUANTITIES
+
+    pairs = None
+    if pair:
+        pairs = []
+        for text in pair:
+            a, sep, b = text.partition("=")
+            if not sep or not a or not b:
+                raise HepfmError(f"--pair {text!r}: expected PROCESS=REFERENCE_PROCESS")
+            pairs.append((a, b))
+    cmp = compare_stores(store, reference, max_events, pairs)
+    digits = {"lead_jet_pt": 1, "lead_lepton_pt": 1, "met": 1, "btag_per_jet": 3}
+    table = Table(title=f"{store} compared with reference {reference}")
+    table.add_column("store", no_wrap=True)
+    table.add_column("process", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    for heading in COMPARISON_QUANTITIES.values():
+        table.add_column(heading, justify="right", no_wrap=True)
+
+    def add(label: str, row) -> None:
+        table.add_row(label, row.process, f"{int(row.summary['events'][0])}",
+                      *(_cell(row.summary[q], digits.get(q, 2)) for q in COMPARISON_QUANTITIES))
+
+    shown = set()
+    for a, b in cmp.pairs:
+        add("store", cmp.row(a))
+        add("reference", cmp.row(b, reference=True))
+        ratios = cmp.ratios(a, b)
+        table.add_row("ratio", f"{a} / {b}", "", *(_cell(ratios[q], 2) for q in COMPARISON_QUANTITIES),
+                      end_section=True)
+        shown |= {("store", a), ("reference", b)}
+    for label, rows in (("store", cmp.rows), ("reference", cmp.reference_rows)):
+        for row in rows:
+            if (label, row.process) not in shown:
+                add(label, row)
+    console.print(table)
+    console.print(f"store = {store}, reference = {reference}; means per event ± error on the mean (jets, e, μ, γ, τ "
+                  "multiplicities, MET in GeV); leading pTs (GeV) over events with such an object; b-tags/jet = all "
+                  "b-tags / all jets; ratio = store / reference with uncorrelated errors; - = no such object")
+    if plots is not None:
+        from hepfm.eval.plots import validation_plots
+
+        written = []
+        for a, b in cmp.pairs:
+            samples = {f"store {a}": cmp.objects[("store", a)], f"reference {b}": cmp.objects[("reference", b)]}
+            written += validation_plots(samples, plots / f"{a}_vs_{b}")
+        console.print(f"wrote {len(written)} plots to {plots} (one folder per compared pair)")

@@ -79,3 +79,62 @@ def summarize(objects: np.ndarray) -> dict[str, float]:
     out["mean_n_btag"] = float(n_btags(objects).mean()) if len(objects) else 0.0
     out["mean_met"] = float(met(objects).mean()) if len(objects) else 0.0
     return out
+
+
+COMPARISON_QUANTITIES = {  # key -> column heading; the keys of ``summary_with_errors``
+    "n_jet": "jets", "n_electron": "e", "n_muon": "μ", "n_photon": "γ", "n_tau": "τ",
+    "lead_jet_pt": "lead jet pT", "lead_lepton_pt": "lead ℓ pT", "btag_per_jet": "b-tags/jet", "met": "MET",
+}
+
+
+def _mean_err(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    err = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), err
+
+
+def leading_lepton_pt(objects: np.ndarray) -> np.ndarray:
+    """pT of the hardest electron or muon per event, NaN for events without one."""
+    e, has_e = nth_object(objects, "electron")
+    m, has_m = nth_object(objects, "muon")
+    pt = np.maximum(np.where(has_e, e[:, _PT], -np.inf), np.where(has_m, m[:, _PT], -np.inf))
+    return np.where(has_e | has_m, pt, np.nan)
+
+
+def summary_with_errors(objects: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Mean and error on the mean of each ``COMPARISON_QUANTITIES`` entry, plus ``events`` (count, 0).
+
+    Leading pTs average over the events that have such an object. b-tags per jet is the ratio of all b-tags to all
+    jets; its error treats events (not jets) as independent, so jets of one event may be correlated.
+    """
+    out = {"events": (float(len(objects)), 0.0)}
+    for kind in MULTIPLICITY_KINDS:
+        out[f"n_{kind}"] = _mean_err(multiplicity(objects, kind))
+    lead_jet, has_jet = nth_object(objects, "jet")
+    out["lead_jet_pt"] = _mean_err(lead_jet[has_jet, _PT])
+    lep = leading_lepton_pt(objects)
+    out["lead_lepton_pt"] = _mean_err(lep[np.isfinite(lep)])
+    jets, tags = multiplicity(objects, "jet").astype(float), n_btags(objects).astype(float)
+    n = len(objects)
+    if jets.sum() > 0:
+        ratio = tags.sum() / jets.sum()
+        # ratio estimator: variance of the per-event residual b - r*j, scaled by the mean jet count
+        err = float(np.sqrt(((tags - ratio * jets) ** 2).sum() / (n * (n - 1))) / jets.mean()) if n > 1 else np.nan
+        out["btag_per_jet"] = (float(ratio), err)
+    else:
+        out["btag_per_jet"] = (float("nan"), float("nan"))
+    out["met"] = _mean_err(met(objects))
+    return out
+
+
+def ratio_with_error(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """a/b with the uncorrelated propagated error of two (mean, error) pairs; NaN where b is 0 or undefined."""
+    (va, ea), (vb, eb) = a, b
+    if not np.isfinite(vb) or vb == 0 or not np.isfinite(va):
+        return float("nan"), float("nan")
+    r = va / vb
+    rel_a = ea / va if va != 0 else np.nan
+    err = abs(r) * float(np.hypot(rel_a, eb / vb)) if va != 0 else abs(ea / vb)
+    return float(r), float(err)
