@@ -8,10 +8,10 @@ For each batch size and precision, the default GraphNet (12 outputs) trains on s
 of 8 objects (:func:`hepfm.train.trainer.pad_width`), packed sizes bucketed (``bucket_shapes``),
 ``torch.compile(dynamic=False)``, Adam. Measured per configuration:
 
-* eager events/s (median of ``--steps`` timed steps after one untimed step);
 * the compiled model's first pass over every batch of the events (each new bucketed shape compiles
-  there), the number of distinct bucketed shapes and of graphs dynamo compiled, and then the compiled
-  events/s over the same ``--steps`` batches;
+  there), the number of distinct bucketed shapes and of graphs dynamo compiled;
+* eager and compiled events/s: median of ``--steps`` timed steps each, alternating eager and compiled
+  step by step on the same batches (on the CPU also per second of process time, robust to other load);
 * compile time = first pass - its batches at the compiled rate; break-even = the number of epochs of
   ``--epoch-events`` events after which compiling has paid for itself (compile time / time saved per
   epoch), or "never" when the compiled steps are not faster.
@@ -54,11 +54,12 @@ def _model(scaling, device: torch.device) -> GraphNet:
     return model.to(device)
 
 
-def _steps(net, opt, data: EventData, batches: list[torch.Tensor], bf16: bool, device: torch.device) -> list[float]:
-    """Seconds per training step on each batch of ``batches`` (synchronised)."""
+def _steps(net, opt, data: EventData, batches: list[torch.Tensor], bf16: bool, device: torch.device,
+           clock=time.perf_counter) -> list[float]:
+    """Seconds (of ``clock``) per training step on each batch of ``batches`` (synchronised)."""
     times = []
     for index in batches:
-        t0 = time.perf_counter()
+        t0 = clock()
         x, mask, y = data.batch(index)
         x, mask, _ = pad_width(x, mask)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -68,7 +69,7 @@ def _steps(net, opt, data: EventData, batches: list[torch.Tensor], bf16: bool, d
         loss.backward()
         opt.step()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return times
 
 
@@ -81,17 +82,15 @@ def measure(data: EventData, scaling, batch: int, bf16: bool, steps: int, epoch_
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(3)).to(device)
     epoch = [order[s:s + batch] for s in range(0, len(order) - batch + 1, batch)]  # full batches only
     timed = [epoch[k % len(epoch)] for k in range(steps)]
-
-    model = _model(scaling, device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    _steps(model, opt, data, timed[:1], bf16, device)
-    eager = batch / statistics.median(_steps(model, opt, data, timed, bf16, device))
-
     shapes = set()
     for index in epoch:
         x, mask, _ = pad_width(*data.batch(index)[:2])
         g = PackedGraph(mask.bool(), bucket=True)
         shapes.add((tuple(x.shape[:2]), len(g.node_event), len(g.receiver)))
+
+    eager_model = _model(scaling, device)
+    eager_opt = torch.optim.Adam(eager_model.parameters(), lr=1e-4)
+    _steps(eager_model, eager_opt, data, timed[:1], bf16, device)
     torch._dynamo.reset()
     counters.clear()
     model = _model(scaling, device)
@@ -102,16 +101,30 @@ def measure(data: EventData, scaling, batch: int, bf16: bool, steps: int, epoch_
     _steps(compiled_net, opt, data, epoch, bf16, device)
     first_pass = time.perf_counter() - t0
     graphs = int(counters["stats"].get("unique_graphs", 0))
-    step_s = statistics.median(_steps(compiled_net, opt, data, timed, bf16, device))
-    compiled = batch / step_s
-    compile_s = max(first_pass - len(epoch) * step_s, 0.0)
+    # Eager and compiled steps alternate, so that load from other processes hits both alike; on the CPU the
+    # process time is reported too (what the step costs whatever else the machine runs).
+    wall = {"eager": [], "compiled": []}
+    cpu = {"eager": [], "compiled": []}
+    for index in timed:
+        for name, net, o in (("eager", eager_model, eager_opt), ("compiled", compiled_net, opt)):
+            wall[name] += _steps(net, o, data, [index], bf16, device)
+            if device.type == "cpu":
+                cpu[name] += _steps(net, o, data, [index], bf16, device, clock=time.process_time)
+    step_s = {k: statistics.median(v) for k, v in wall.items()}
+    eager, compiled = batch / step_s["eager"], batch / step_s["compiled"]
+    compile_s = max(first_pass - len(epoch) * step_s["compiled"], 0.0)
     saved_per_epoch = epoch_events / eager - epoch_events / compiled
     torch._dynamo.reset()
-    return dict(batch=batch, precision="bf16" if bf16 else "fp32", eager_events_per_s=eager,
-                compiled_events_per_s=compiled, ratio=compiled / eager, first_pass_s=first_pass,
-                first_pass_batches=len(epoch), compile_s=compile_s, distinct_shapes=len(shapes),
-                dynamo_graphs=graphs, epoch_events=epoch_events,
-                break_even_epochs=compile_s / saved_per_epoch if saved_per_epoch > 0 else None)
+    row = dict(batch=batch, precision="bf16" if bf16 else "fp32", eager_events_per_s=eager,
+               compiled_events_per_s=compiled, ratio=compiled / eager, first_pass_s=first_pass,
+               first_pass_batches=len(epoch), compile_s=compile_s, distinct_shapes=len(shapes),
+               dynamo_graphs=graphs, epoch_events=epoch_events,
+               break_even_epochs=compile_s / saved_per_epoch if saved_per_epoch > 0 else None)
+    if device.type == "cpu":
+        rates = {k: batch / statistics.median(v) for k, v in cpu.items()}
+        row.update(eager_events_per_cpu_s=rates["eager"], compiled_events_per_cpu_s=rates["compiled"],
+                   cpu_ratio=rates["compiled"] / rates["eager"])
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -158,7 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
 def _print_row(r: dict) -> None:
     even = "never" if r["break_even_epochs"] is None else f"{r['break_even_epochs']:.2f}"
     print(f"batch {r['batch']:>6} {r['precision']}: eager {r['eager_events_per_s']:,.0f} ev/s, compiled "
-          f"{r['compiled_events_per_s']:,.0f} ev/s (x{r['ratio']:.2f}); compile {r['compile_s']:.1f} s "
+          f"{r['compiled_events_per_s']:,.0f} ev/s (x{r['ratio']:.2f}"
+          + (f"; per CPU second x{r['cpu_ratio']:.2f}" if "cpu_ratio" in r else "")
+          + f"); compile {r['compile_s']:.1f} s "
           f"({r['distinct_shapes']} bucketed shapes, {r['dynamo_graphs']} graphs, first pass "
           f"{r['first_pass_s']:.1f} s over {r['first_pass_batches']} batches); break-even after {even} epochs "
           f"of {r['epoch_events']:,} events", flush=True)

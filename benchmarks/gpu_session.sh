@@ -38,8 +38,10 @@ else
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
+CAP_SCALE=1
 if [ $DRY = 1 ]; then
   export OMP_NUM_THREADS=1
+  CAP_SCALE=${CAP_SCALE_DRY:-6}  # the parts' limits are for a GPU machine
   DEV=cpu
   THROUGHPUT=(--device cpu --quick --threads 1)
   COMPILE=(--device cpu --quick --threads 1)
@@ -57,6 +59,7 @@ declare -A STATUS SECONDS_USED
 part() {  # part NAME CAP_S COMMAND...: run with a limit of min(CAP_S, time left - 20 s)
   local name=$1 cap=$2; shift 2
   local left=$((TOTAL_S - ($(date +%s) - START) - 20))
+  cap=$((cap * CAP_SCALE))
   local limit=$((cap < left ? cap : left))
   if [ "$limit" -lt 10 ]; then
     echo "== $name: skipped (no time left)"; STATUS[$name]=skipped; SECONDS_USED[$name]=0; return

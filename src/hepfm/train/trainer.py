@@ -28,9 +28,9 @@ optimiser step's rate linearly from 1/warmup_steps of the scheduled rate up to i
 (step s of the run trains at (s + 1) / warmup_steps of it). The ramp multiplies the rate for the step only,
 so the per-epoch schedule is unchanged, and the step count is (epoch, batch): resume equals uninterrupted.
 
-Speed: ``compile`` wraps the model in ``torch.compile(dynamic=False)`` and switches on GraphNet's
-``bucket_shapes`` (packed sizes padded to a few buckets, outputs unchanged), so a compiled GraphNet
-recompiles once per bucket, not per batch. In-memory training data are moved to the device once
+Speed: ``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
+to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
+compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile`` defaults). In-memory training data are moved to the device once
 (``train.to(device)``): on a GPU every batch is then indexed there. Streamed sources are read ahead by a
 background thread (:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously)
 that also does the pinned-memory copy and non-blocking transfer; the batches are identical either way.
@@ -361,8 +361,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     bucketed = cfg.compile and hasattr(model, "bucket_shapes")
     if bucketed:
         model.bucket_shapes = True  # a few padded shapes, not one per batch
-    if cfg.compile:
-        net = torch.compile(net, dynamic=False)
+    if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
+        net = torch.compile(net, dynamic=False if bucketed else None)
     logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
 
     def checkpoint() -> None:
