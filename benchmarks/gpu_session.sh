@@ -42,13 +42,11 @@ CAP_SCALE=1
 if [ $DRY = 1 ]; then
   export OMP_NUM_THREADS=1
   CAP_SCALE=${CAP_SCALE_DRY:-6}  # the parts' limits are for a GPU machine
-  DEV=cpu
   THROUGHPUT=(--device cpu --quick --threads 1)
   COMPILE=(--device cpu --quick --threads 1)
   GENERATE=(ttbar zjets -n 40 --shard-size 40 -j 1)
   TRAINER=(--device cpu --quick --threads 1 --trainer-batch 64 --trainer-epochs 2)
 else
-  DEV=cuda
   THROUGHPUT=(--device cuda --parity-steps 1500 --threads 8)
   COMPILE=(--device cuda --batches 65536,16384,4096 --precisions bf16,fp32 --events 262144 --steps 10)
   GENERATE=(pretrain -n 6000 --shard-size 3000 -j "$(nproc)")
