@@ -8,12 +8,15 @@
 # cannot cost the rest; a part that fails or runs out of time is recorded as such and the next one runs:
 #   1. synthetic throughput + bf16 parity: benchmarks/throughput.py --device cuda --parity-steps 1500 (the
 #      issue-11 bf16 collapse check on the default GraphNet, fp32 and bf16 from one initialisation);
-#   2. eager vs torch.compile events/s at batch 65,536 / 16,384 / 4,096, bf16 and fp32, with compile time and
-#      break-even epochs: benchmarks/compile_speed.py;
-#   3. a small generated store: hepfm generate pretrain (the 12 processes; a synthetic store if this fails);
-#   4. the real trainer (hepfm pretrain: data pipeline, validation, checkpoints) on that store, in memory /
-#      streamed / streamed with read-ahead, eager and compiled: events/s, time per epoch extrapolated to 1M
-#      events, GPU busy fraction (nvidia-smi utilisation sampled every 100 ms): throughput.py --trainer-only.
+#   2. a small generated store: hepfm generate pretrain (the 12 processes; a synthetic store if this fails);
+#   3. the real trainer (hepfm pretrain: data pipeline, validation, checkpoints) on that store, in memory /
+#      streamed / streamed with read-ahead, eager: events/s, time per epoch extrapolated to 1M events, GPU
+#      busy fraction (nvidia-smi utilisation sampled every 100 ms): throughput.py --trainer-only;
+#   4. eager vs torch.compile events/s at batch 65,536 / 16,384 / 4,096, bf16 then fp32, with compile time and
+#      break-even epochs: benchmarks/compile_speed.py (each row saved as it is measured: a cut-short part
+#      keeps its rows);
+#   5. the real trainer again with --compile.
+# The order puts first what the issue needs most, so that running out of time costs the least.
 # $OUT gets throughput.json, compile.json, trainer_eager.json, trainer_compiled.json, gpu_session.json (all of
 # them plus the environment and each part's exit status and seconds) and gpu_session.log.
 # Wheels the machine lacks are installed from .whl/ as benchmarks/study_on_gpu.sh does.
@@ -80,18 +83,18 @@ json.dump(env, open(sys.argv[1], "w"), indent=2)
 EOF
 [ $DRY = 0 ] && nvidia-smi -L
 
-part throughput 150 python3 benchmarks/throughput.py "${THROUGHPUT[@]}" --json "$OUT/throughput.json"
-part compile 190 python3 benchmarks/compile_speed.py "${COMPILE[@]}" --json "$OUT/compile.json"
-part generate 70 python3 -m hepfm generate "${GENERATE[@]}" -o "$WORK/store" --no-progress
+part throughput 140 python3 benchmarks/throughput.py "${THROUGHPUT[@]}" --json "$OUT/throughput.json"
+part generate 60 python3 -m hepfm generate "${GENERATE[@]}" -o "$WORK/store" --no-progress
 STORE=(--trainer-store "$WORK/store")
 if [ "${STATUS[generate]}" != 0 ]; then
   echo "generation failed or ran out of time: the trainer runs on a synthetic store"
   STORE=(--trainer-events 50000)
   [ $DRY = 1 ] && STORE=(--trainer-events 300)
 fi
-part trainer_eager 90 python3 benchmarks/throughput.py --trainer-only "${TRAINER[@]}" "${STORE[@]}" \
+part trainer_eager 80 python3 benchmarks/throughput.py --trainer-only "${TRAINER[@]}" "${STORE[@]}" \
   --json "$OUT/trainer_eager.json"
-part trainer_compiled 100 python3 benchmarks/throughput.py --trainer-only --compile "${TRAINER[@]}" "${STORE[@]}" \
+part compile 170 python3 benchmarks/compile_speed.py "${COMPILE[@]}" --json "$OUT/compile.json"
+part trainer_compiled 110 python3 benchmarks/throughput.py --trainer-only --compile "${TRAINER[@]}" "${STORE[@]}" \
   --json "$OUT/trainer_compiled.json"
 
 STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": {"exit": "%s", "seconds": %s}, ' "$k" "${STATUS[$k]}" \
