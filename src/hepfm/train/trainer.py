@@ -30,10 +30,11 @@ so the per-epoch schedule is unchanged, and the step count is (epoch, batch): re
 
 Speed: ``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
 to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
-compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile`` defaults). In-memory training data are moved to the device once
-(``train.to(device)``): on a GPU every batch is then indexed there. Streamed sources are read ahead by a
-background thread (:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously)
-that also does the pinned-memory copy and non-blocking transfer; the batches are identical either way.
+compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile``'s
+defaults). In-memory training data are moved to the device once (``train.to(device)``): on a GPU every
+batch is then indexed there. Streamed sources are read ahead by a background thread
+(:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously) that also does
+the pinned-memory copy and non-blocking transfer; the batches are identical either way.
 """
 
 from __future__ import annotations
