@@ -22,16 +22,26 @@ FLOP rate in the same run, reports each model's achieved rate as a fraction of i
 three implementations give the same outputs on the same weights, and trains GraphNet in fp32 and bf16
 from one initialisation on a small synthetic two-class task to compare held-out accuracies
 (``--parity-variant default`` or ``paper``).
+
+``--trainer`` also times the real trainer — :func:`hepfm.train.workflows.pretrain` (multiclass, default
+GraphNet) with its data pipeline, validation, checkpoints and final test evaluation — on ``--trainer-store``
+or on a synthetic two-process store written to a temporary folder (``--trainer-events`` per process), three
+ways: held in memory (on the device), streamed from disk with synchronous reads (``read_ahead=0``) and
+streamed with the read-ahead thread. It reports the training events/s (the history's per-epoch rate, epoch 1
+left out when there are more: compilation, caches) and the wall events/s of the whole command, and the time
+per epoch extrapolated to 1M events. ``--trainer-only`` skips the synthetic figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -487,6 +497,101 @@ def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch
 
 
 # --------------------------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------------------- real trainer
+def synthetic_store(root: Path, n_per_process: int, seed: int = 7) -> Path:
+    """A two-process event store of :func:`synthetic_events` (``soft``: fewer, softer jets; ``hard``)."""
+    from hepfm.io.store import shard_name, write_manifest, write_shard
+    from hepfm.physics.truth import LABEL_NAMES
+
+    specs = {"soft": dict(extra_mean=5.0, jet_pt=30.0), "hard": dict(extra_mean=8.0, jet_pt=45.0)}
+    for p, (name, spec) in enumerate(specs.items()):
+        rng = np.random.default_rng(seed + p)
+        objects, counts = synthetic_events(n_per_process, rng, **spec)
+        (root / name).mkdir(parents=True, exist_ok=True)
+        arrays = {"objects": objects, "n_objects": counts.astype(np.int64),
+                  "n_dropped": np.zeros(n_per_process, np.int32), "process": np.zeros(n_per_process, np.int32),
+                  "truth": np.zeros((n_per_process, len(LABEL_NAMES)), np.float32),
+                  "weight": np.ones(n_per_process, np.float32), "event_id": np.arange(n_per_process, dtype=np.int64)}
+        write_shard(root / name / shard_name(0), arrays, {"process_name": name, "process_names": [name],
+                                                          "seed": seed + p, "shard_index": 0})
+    write_manifest(root)
+    return root
+
+
+class GpuBusy:
+    """GPU busy fraction while the block runs: ``nvidia-smi`` utilisation (the share of time a kernel ran)
+    sampled every 100 ms; ``fraction`` stays None without nvidia-smi or on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.proc, self.fraction, self.samples = device, None, None, 0
+
+    def __enter__(self):
+        import shutil
+        import subprocess
+
+        if self.device.type == "cuda" and shutil.which("nvidia-smi"):
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            self.proc = subprocess.Popen(["nvidia-smi", "-i", str(index), "--query-gpu=utilization.gpu",
+                                          "--format=csv,noheader,nounits", "-lms", "100"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is None:
+            return False
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+        self.samples = len(values)
+        self.fraction = sum(values) / (100 * len(values)) if values else None
+        return False
+
+
+def trainer_throughput(store: Path, device: torch.device, batch: int, epochs: int, compile_: bool,
+                       bf16: bool | None, work: Path) -> list[dict]:
+    """Events/s of ``hepfm pretrain`` on ``store``: in memory, streamed synchronously, streamed with read-ahead."""
+    from hepfm.train.trainer import TrainConfig
+    from hepfm.train.workflows import pretrain
+
+    rows = []
+    for name, stream, read_ahead in (("in-memory", False, 0), ("streamed-sync", True, 0),
+                                     ("streamed-read-ahead", True, 2)):
+        cfg = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs + 1, compile=compile_, bf16=bf16,
+                          read_ahead=read_ahead, progress=False, tensorboard=False)
+        t0 = time.perf_counter()
+        with GpuBusy(device) as busy:
+            summary = pretrain(store, work / name, "multiclass", cfg=cfg, device=str(device), overwrite=True,
+                               stream=stream)
+        wall = time.perf_counter() - t0
+        with open(work / name / "history.csv") as f:
+            rates = [float(r["events_per_s"]) for r in csv.DictReader(f)]
+        steady = rates[1:] if len(rates) > 1 else rates
+        n_train = summary["n_train"]
+        train_rate = statistics.median(steady)
+        rows.append(dict(pipeline=name, compile=compile_, bf16=bf16 if bf16 is not None else device.type == "cuda",
+                         batch=batch, epochs=len(rates), n_train=n_train, train_events_per_s=train_rate,
+                         first_epoch_events_per_s=rates[0], wall_s=wall,
+                         wall_events_per_s=n_train * len(rates) / wall,
+                         epoch_s_per_1M_events=1e6 / train_rate, gpu_busy_fraction=busy.fraction,
+                         gpu_busy_samples=busy.samples))
+    return rows
+
+
+def print_trainer(rows: list[dict], device: str, source: str) -> None:
+    """The real trainer's table."""
+    print(f"real trainer (hepfm pretrain, default GraphNet, multiclass) on {device}, {source}:")
+    print(f"{'pipeline':<20} {'compile':<7} {'bf16':<5} {'batch':>6} {'train ev/s':>11} {'epoch 1 ev/s':>13} "
+          f"{'wall ev/s':>10} {'s/epoch @1M':>12} {'GPU busy':>9}")
+    for r in rows:
+        print(f"{r['pipeline']:<20} {r['compile']!s:<7} {r['bf16']!s:<5} {r['batch']:>6} "
+              f"{r['train_events_per_s']:>11,.0f} {r['first_epoch_events_per_s']:>13,.0f} "
+              f"{r['wall_events_per_s']:>10,.0f} {r['epoch_s_per_1M_events']:>12,.1f} "
+              f"{'-' if r['gpu_busy_fraction'] is None else format(r['gpu_busy_fraction'], '.0%'):>9}")
+    by = {r["pipeline"]: r["train_events_per_s"] for r in rows}
+    if "streamed-sync" in by and "streamed-read-ahead" in by:
+        print(f"read-ahead / synchronous streamed: {by['streamed-read-ahead'] / by['streamed-sync']:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -505,15 +610,42 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
+    ap.add_argument("--trainer", action="store_true", help="also time the real trainer (hepfm pretrain)")
+    ap.add_argument("--trainer-only", action="store_true", help="time the real trainer only")
+    ap.add_argument("--trainer-store", help="event store for --trainer (default: a synthetic one, written to a "
+                    "temporary folder)")
+    ap.add_argument("--trainer-events", type=int, default=20000, help="events per process of the synthetic store")
+    ap.add_argument("--trainer-epochs", type=int, default=3)
+    ap.add_argument("--trainer-batch", type=int, help="trainer batch size (default --batch)")
+    ap.add_argument("--compile", action="store_true", help="--trainer: torch.compile the model")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="--trainer: bf16 autocast (default: on for CUDA, off on the CPU)")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.events, args.repeats, args.steps, args.warmup = 128, 512, 1, 1, 1
         args.matmul, args.parity_steps = 256, 4
+        args.trainer_events, args.trainer_epochs = min(args.trainer_events, 600), min(args.trainer_epochs, 2)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here; GPU throughput (goal: >= 500k training events/s on one "
                  "H100) not measured")
     torch.set_num_threads(args.threads)
+    trainer = None
+    if args.trainer or args.trainer_only:
+        with tempfile.TemporaryDirectory(prefix="hepfm-throughput-") as work:
+            work = Path(work)
+            store = Path(args.trainer_store) if args.trainer_store else synthetic_store(work / "store",
+                                                                                         args.trainer_events)
+            source = f"store {args.trainer_store}" if args.trainer_store else (
+                f"synthetic store, 2 x {args.trainer_events} events")
+            trainer = dict(source=source, rows=trainer_throughput(store, device, args.trainer_batch or args.batch,
+                                                                  args.trainer_epochs, args.compile, args.bf16, work))
+        if args.trainer_only:
+            print_trainer(trainer["rows"], str(device), trainer["source"])
+            result = dict(device=str(device), device_name=_device_name(device), trainer=trainer, quick=args.quick)
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+            return result
 
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(2024)
@@ -577,13 +709,20 @@ def main(argv: list[str] | None = None) -> dict:
         mean_objects=n_nodes / n_ev, mean_edges=n_edges / n_ev, dense_width=m, parameters=n_params["graphnet"],
         repeats=args.repeats, steps_per_repeat=args.steps, models=rows, flops_per_event=flops,
         matmul_peak_flop_per_s=peak, matmul_size=args.matmul, model_shaped_matmul_flop_per_s=shaped,
-        equivalence=eq, bf16_parity=parity, quick=args.quick,
+        equivalence=eq, bf16_parity=parity, quick=args.quick, device_name=_device_name(device), trainer=trainer,
         omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset"),
         load_average_before_after=(load_before, os.getloadavg()[0]))
     print_report(result)
+    if trainer is not None:
+        print()
+        print_trainer(trainer["rows"], str(device), trainer["source"])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def print_report(r: dict) -> None:

@@ -16,6 +16,12 @@ _SCHEDULE = typer.Option("exponential", help="exponential (LR x 0.99 per epoch),
 _AUGMENT = typer.Option(None, "--augment", help="Augmentation: phi, eta_flip or boost (repeatable).")
 _BF16 = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off on the CPU).")
 _COMPILE = typer.Option(False, "--compile", help="torch.compile the model (GPU).")
+_WARMUP = typer.Option(0, help="Optimiser steps of linear learning-rate warm-up (0: none).")
+_LR_SCALING = typer.Option("none", help="none, or linear: learning rates x batch size / --lr-reference-batch "
+                           "(large batches).")
+_LR_REFERENCE = typer.Option(defaults.BATCH_SIZE, help="The batch size the given learning rates are for "
+                             "(--lr-scaling linear).")
+_READ_AHEAD = typer.Option(2, help="Batches a streamed store reads ahead in a background thread (0: none).")
 _CKPT = typer.Option(0, help="Also checkpoint every N batches (0: at the end of each epoch only).")
 _DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a finished model in --out.")

@@ -19,25 +19,29 @@ from hepfm.cli.options import (
     _COMPILE,
     _DEVICE,
     _EPOCHS,
+    _LR_REFERENCE,
+    _LR_SCALING,
     _MAX_EVENTS,
     _OPTIMIZER,
     _OVERWRITE,
     _PATIENCE,
     _PROGRESS,
+    _READ_AHEAD,
     _SCHEDULE,
+    _WARMUP,
 )
 from hepfm.errors import HepfmError
 from hepfm.train import defaults
 
 
 def _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_, checkpoint_every,
-                  progress):
+                  progress, **large_batch):
     from hepfm.train.trainer import TrainConfig, optimizer_defaults
 
     batch_size = optimizer_defaults(optimizer, None, batch_size)[1]
     return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, optimizer=optimizer,
                        schedule=schedule, augment=tuple(augment or ()), bf16=bf16, compile=compile_,
-                       checkpoint_every=checkpoint_every, progress=progress)
+                       checkpoint_every=checkpoint_every, progress=progress, **large_batch)
 
 
 def _model_options(options: Optional[list[str]]) -> dict:
@@ -151,6 +155,8 @@ def pretrain(
     split_seed: int = typer.Option(0, help="Seed of the train/validation/test split (80/10/10)."),
     patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
     augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
+    warmup_steps: int = _WARMUP, lr_scaling: str = _LR_SCALING, lr_reference_batch: int = _LR_REFERENCE,
+    read_ahead: int = _READ_AHEAD,
     checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
     overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS,
     stream: Optional[bool] = typer.Option(
@@ -171,7 +177,8 @@ def pretrain(
     from hepfm.train.workflows import pretrain_jets
 
     cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
-                        checkpoint_every, progress)
+                        checkpoint_every, progress, warmup_steps=warmup_steps, lr_scaling=lr_scaling,
+                        lr_reference_batch=lr_reference_batch, read_ahead=read_ahead)
     lr = optimizer_defaults(optimizer, lr, None)[0]
     if task in JET_TASKS:
         if stream:
@@ -233,6 +240,8 @@ def finetune(
     split_seed: int = typer.Option(0, help="Seed of the fixed test/validation split."),
     patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
     augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
+    warmup_steps: int = _WARMUP, lr_scaling: str = _LR_SCALING, lr_reference_batch: int = _LR_REFERENCE,
+    read_ahead: int = _READ_AHEAD,
     checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
     overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS, allow_overlap: bool = _ALLOW_OVERLAP,
 ) -> None:
@@ -248,7 +257,8 @@ def finetune(
     from hepfm.train.workflows import finetune as run
 
     cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
-                        checkpoint_every, progress)
+                        checkpoint_every, progress, warmup_steps=warmup_steps, lr_scaling=lr_scaling,
+                        lr_reference_batch=lr_reference_batch, read_ahead=read_ahead)
     lr = optimizer_defaults(optimizer, lr, None)[0]
     if backbone_lr is None:
         backbone_lr = lr / 10 if optimizer == "sgd-cosine" else defaults.BACKBONE_LR

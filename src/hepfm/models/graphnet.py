@@ -30,6 +30,14 @@ and global MLPs is split over the pieces of their concatenated input, so node an
 multiplied once per node or event and then gathered per edge, instead of once per edge; the receiver
 and global terms are added per node before that gather. The global update's edge sum is taken over the
 nodes' received sums (sum_ij y'_ij = sum_i sum_j y'_ij), N rows instead of E.
+
+Compiled training (``bucket_shapes = True``, set by the trainer under ``--compile``): the packed sizes N and
+E change with every batch, and a compiled graph is specialised to its shapes, so they are rounded up to a
+few buckets (:func:`bucket_size`: 8 steps per doubling, at most 12.5% padding). The extra nodes belong to
+one extra dummy event (row B of the global features, dropped from the output) and the extra edges join two
+of those dummy nodes, so every sum over a real event's objects or edges has exactly its real terms: the
+real events' outputs and gradients do not change. Index building runs eagerly (``torch.compiler.disable``,
+its sizes depend on the data), the MLPs and sums compiled at the bucketed shapes.
 """
 
 from __future__ import annotations
@@ -96,12 +104,24 @@ class GraphBlock(nn.Module):
         return h, e, g
 
 
+def bucket_size(n: int) -> int:
+    """``n`` rounded up to the next number of the form m * 2^k with m in 8..15 (16 at least)."""
+    if n <= 16:
+        return 16
+    step = 1 << (n.bit_length() - 4)  # 8 buckets between 2^(b-1) and 2^b
+    return -(-n // step) * step
+
+
 class PackedGraph:
-    """Index tensors of a batch's real objects and real (ordered, i != j) object pairs."""
+    """Index tensors of a batch's real objects and real (ordered, i != j) object pairs.
+
+    With ``bucket``, padded to bucketed sizes with a dummy event (index B) whose dummy nodes and edges touch
+    no real event (see the module docstring); ``n_pad_nodes`` extra object rows must then be appended.
+    """
 
     _pairs_cache: ClassVar[dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def __init__(self, mask: torch.Tensor):
+    def __init__(self, mask: torch.Tensor, bucket: bool = False):
         n_events, m = mask.shape
         recv_slot, send_slot = self._pairs(m, mask.device)
         flat = mask.reshape(-1)
@@ -118,6 +138,32 @@ class PackedGraph:
         # average, so an edgeless object's mean message stays 0).
         self.n_nodes = n_objects.clamp_min(1)
         self.n_senders = (n_objects - 1).clamp_min(1).index_select(0, self.node_event)
+        self.n_pad_nodes = 0
+        if bucket:
+            self._pad(n_events)
+
+    def _pad(self, n_events: int) -> None:
+        n_real, e_real = len(self.node_event), len(self.receiver)
+        dev, long = self.node_event.device, self.node_event.dtype
+        self.n_pad_nodes = bucket_size(n_real + 2) - n_real  # >= 2, so dummy edges join distinct objects
+        e_pad = bucket_size(e_real) - e_real
+        self.node_event = torch.cat([self.node_event, torch.full((self.n_pad_nodes,), n_events, device=dev,
+                                                                 dtype=long)])
+        dummy = torch.arange(e_pad, device=dev, dtype=long) % 2 + n_real  # edges n_real <-> n_real + 1
+        self.receiver = torch.cat([self.receiver, dummy])
+        self.sender = torch.cat([self.sender, (dummy - n_real + 1) % 2 + n_real])
+        self.edge_event = torch.cat([self.edge_event, torch.full((e_pad,), n_events, device=dev, dtype=long)])
+        one = torch.ones((1, 1), device=dev, dtype=self.n_nodes.dtype)
+        self.n_nodes = torch.cat([self.n_nodes, one])
+        self.n_senders = torch.cat([self.n_senders, one.expand(self.n_pad_nodes, 1)])
+
+    def pad_objects(self, objects: torch.Tensor) -> torch.Tensor:
+        """Real object rows [N, 7] followed by the dummy nodes' rows (zeros, distinct eta: finite Delta R)."""
+        if not self.n_pad_nodes:
+            return objects
+        filler = objects.new_zeros((self.n_pad_nodes, objects.shape[1]))
+        filler[:, ETA] = torch.arange(self.n_pad_nodes, device=objects.device, dtype=objects.dtype)
+        return torch.cat([objects, filler])
 
     @classmethod
     def _pairs(cls, m: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +187,7 @@ class GraphNet(Backbone):
 
     name = "graphnet"
     saved_without: ClassVar[dict] = PAPER_OPTIONS  # models saved before these options existed
+    bucket_shapes = False  # pad packed sizes to buckets (compiled training); not saved, outputs unchanged
 
     def __init__(self, n_outputs: int = 1, width: int = LATENT_DIM, depth: int = 4, n_blocks: int = 4,
                  share_blocks: bool = False, aggregation: str = "mean", residual: bool = True,
@@ -170,18 +217,41 @@ class GraphNet(Backbone):
         """The latent; ``hidden`` [B, M] marks objects replaced by the mask token (masked-object task);
         ``extra`` [B, M, 64], if given, is added to the encoded objects (jet embeddings of a hierarchical
         model)."""
-        mask = mask.bool()
-        graph = PackedGraph(mask)
-        objects = x[mask]  # [N, 7] real objects only
+        graph, objects, hidden_rows, counts = _pack(x, mask, hidden, self.bucket_shapes)
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))
-        h = self._hide(h, None if hidden is None else hidden[mask])
+        h = self._hide(h, hidden_rows)
         if extra is not None:
-            h = h + extra[mask]
+            rows = extra[mask.bool()]
+            if graph.n_pad_nodes:  # bucketed shapes: the dummy rows get nothing
+                rows = torch.cat([rows, rows.new_zeros(graph.n_pad_nodes, rows.shape[1])])
+            h = h + rows
         recv, send = graph.receiver, graph.sender
         e = self.edge_encoder(edge_features(eta.index_select(0, recv), phi.index_select(0, recv),
                                             eta.index_select(0, send), phi.index_select(0, send)))
-        g = self.global_encoder(global_features(mask.sum(dim=1), x.dtype))
+        g = self.global_encoder(global_features(counts, x.dtype))
         for k in range(self.n_blocks):
             h, e, g = self.blocks[k % len(self.blocks)](h, e, g, graph)
-        return self.decoder(g)
+        return self.decoder(g)[:x.shape[0]]
+
+
+def _pack_eager(x, mask, hidden, bucket: bool):
+    """(graph, object rows, hidden flags of the rows or None, object count per event) of a batch."""
+    mask = mask.bool()
+    graph = PackedGraph(mask, bucket)
+    objects = graph.pad_objects(x[mask])  # [N, 7] real objects only (+ dummy rows when bucketed)
+    counts = mask.sum(dim=1)
+    rows = None if hidden is None else hidden[mask]
+    if graph.n_pad_nodes:
+        counts = torch.cat([counts, counts.new_ones(1)])
+        if rows is not None:
+            rows = torch.cat([rows, rows.new_zeros(graph.n_pad_nodes)])
+    return graph, objects, rows, counts
+
+
+# Data-dependent sizes: run eagerly inside a compiled model (a graph break), except while exporting (ONNX).
+_pack_compiled = torch.compiler.disable(_pack_eager)
+
+
+def _pack(x, mask, hidden, bucket: bool):
+    return _pack_eager(x, mask, hidden, bucket) if _is_exporting() else _pack_compiled(x, mask, hidden, bucket)

@@ -21,10 +21,25 @@ state, data position, early-stopping state, history and the run's full settings 
 resuming with any different setting is refused, naming it. Validation loss (float32, like the test)
 decides early stopping (``patience`` epochs without improvement); the best weights are restored at the
 end. Modules whose parameters are all frozen stay in eval mode while training (no dropout).
+
+Large batches: ``lr_scaling="linear"`` multiplies every group's learning rate by batch_size /
+``lr_reference_batch`` (the rates given are those of the reference batch); ``warmup_steps`` ramps each
+optimiser step's rate linearly from 1/warmup_steps of the scheduled rate up to it over the first steps
+(step s of the run trains at (s + 1) / warmup_steps of it). The ramp multiplies the rate for the step only,
+so the per-epoch schedule is unchanged, and the step count is (epoch, batch): resume equals uninterrupted.
+
+Speed: ``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
+to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
+compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile``'s
+defaults). In-memory training data are moved to the device once (``train.to(device)``): on a GPU every
+batch is then indexed there. Streamed sources are read ahead by a background thread
+(:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously) that also does
+the pinned-memory copy and non-blocking transfer; the batches are identical either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
@@ -37,6 +52,7 @@ from torch import nn
 
 from hepfm.data.augment import augment
 from hepfm.data.datasets import EventData
+from hepfm.data.prefetch import ReadAhead
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.atomic import atomic_write
 from hepfm.progress import EventProgress
@@ -50,6 +66,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-cosine")
 #: Seed 002 (the KEK study): SGD with the learning rate annealed from 1e-2 to 1e-4 (cosine), batch 512.
 SGD_COSINE = {"lr": 1e-2, "min_lr": 1e-4, "batch_size": 512}
 SCHEDULES = ("exponential", "cosine", "constant")
+LR_SCALINGS = ("none", "linear")
 
 
 @dataclass
@@ -68,6 +85,10 @@ class TrainConfig:
     seed: int = 0
     bf16: bool | None = None  # None: on for CUDA, off on the CPU
     compile: bool = False
+    warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up; 0 = none
+    lr_scaling: str = "none"  # 'linear': learning rates x batch_size / lr_reference_batch
+    lr_reference_batch: int = defaults.BATCH_SIZE
+    read_ahead: int = 2  # batches a streamed source prepares ahead in a background thread; 0 = none
     augment: tuple[str, ...] = ()
     checkpoint_every: int = 0  # batches between mid-epoch checkpoints; 0 = at epoch ends only
     eval_batch_size: int = 8192
@@ -82,6 +103,11 @@ class TrainConfig:
             raise ConfigurationError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigurationError("epochs and batch size must be positive")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ConfigurationError(f"unknown learning-rate scaling {self.lr_scaling!r}; choose from "
+                                     f"{', '.join(LR_SCALINGS)}")
+        if self.warmup_steps < 0 or self.lr_reference_batch < 1 or self.read_ahead < 0:
+            raise ConfigurationError("warm-up steps and read-ahead must be >= 0, the reference batch positive")
         self.augment = tuple(self.augment)
 
 
@@ -131,12 +157,18 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 
 
 # Settings that do not change what a run computes, so a resumed run may change them.
-_RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size")
+_RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size",
+              "read_ahead")
+# Settings added later: left out of the recorded settings at their default, so older checkpoints still resume.
+_NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": defaults.BATCH_SIZE}
 
 
 def run_settings(cfg: TrainConfig, settings: dict | None = None) -> dict:
     """Everything a checkpoint must agree with to be resumed: ``cfg`` and the caller's ``settings``."""
     out = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
+    if out["lr_scaling"] == "none":
+        out.pop("lr_reference_batch")  # it changes nothing then
+    out = {k: v for k, v in out.items() if k not in _NEWER or v != _NEWER[k]}
     out["augment"] = list(out["augment"])
     return {**out, **(settings or {})}
 
@@ -146,6 +178,21 @@ def _differences(old: dict, new: dict) -> list[str]:
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _step(opt: torch.optim.Optimizer, factor: float) -> None:
+    """One optimiser step at ``factor`` times each group's scheduled rate (warm-up), the rates left as they were."""
+    if factor == 1.0:
+        opt.step()
+        return
+    rates = [g["lr"] for g in opt.param_groups]
+    for g, r in zip(opt.param_groups, rates, strict=True):
+        g["lr"] = r * factor
+    try:
+        opt.step()
+    finally:
+        for g, r in zip(opt.param_groups, rates, strict=True):
+            g["lr"] = r
+
+
 def train_mode(model: nn.Module) -> None:
     """Training mode, except modules whose parameters are all frozen (their dropout stays off)."""
     model.train()
@@ -153,6 +200,26 @@ def train_mode(model: nn.Module) -> None:
         params = list(m.parameters())
         if params and not any(p.requires_grad for p in params):
             m.eval()
+
+
+def lr_scale(cfg: TrainConfig) -> float:
+    """The factor :attr:`TrainConfig.lr_scaling` applies to every group's learning rate."""
+    return cfg.batch_size / cfg.lr_reference_batch if cfg.lr_scaling == "linear" else 1.0
+
+
+def warmup_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of the scheduled learning rate at optimiser step ``step`` (0-based) of the run."""
+    return min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+
+
+def pad_width(x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None, multiple: int = 8):
+    """(x, mask, hidden) padded with empty object slots to a multiple of ``multiple`` objects: a few widths, not
+    one per largest multiplicity (compiled models are specialised to their input shapes)."""
+    pad = -x.shape[1] % multiple
+    if not pad:
+        return x, mask, hidden
+    return (nn.functional.pad(x, (0, 0, 0, pad)), nn.functional.pad(mask, (0, pad)),
+            None if hidden is None else nn.functional.pad(hidden, (0, pad)))
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -265,8 +332,9 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     device = ctx.device
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     model.to(device)
-    train, val = train.to(device), val.to(device)
-    opt = _optimizer(groups, cfg)
+    train, val = train.to(device), val.to(device)  # in-memory data: on the device once, batches indexed there
+    scale = lr_scale(cfg)
+    opt = _optimizer([{**g, "lr": g["lr"] * scale} for g in groups], cfg)
     sched = _scheduler(opt, cfg)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
     state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
@@ -291,8 +359,11 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    bucketed = cfg.compile and hasattr(model, "bucket_shapes")
+    if bucketed:
+        model.bucket_shapes = True  # a few padded shapes, not one per batch
+    if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
+        net = torch.compile(net, dynamic=False if bucketed else None)
     logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
 
     def checkpoint() -> None:
@@ -312,9 +383,12 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
             t0 = epoch_start = time.perf_counter()
             events_start = state["batch"] * bs
             train_mode(model)
-            with EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar:
+            with (EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar,
+                  contextlib.ExitStack() as stack):
                 bar.advance(min(events_start, n_train))
                 batches = train.epoch_batches(epoch, cfg.seed, bs, ctx.rank, ctx.world, state["batch"])
+                if cfg.read_ahead and not isinstance(train, EventData):
+                    batches = stack.enter_context(contextlib.closing(ReadAhead(batches, cfg.read_ahead)))
                 for b, (global_size, x, mask, y) in enumerate(batches, start=state["batch"]):
                     if cfg.augment:
                         x = augment(x, mask, cfg.augment, aug_gen, rank=ctx.rank, world=ctx.world,
@@ -323,6 +397,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
                     if task.masked:
                         u = batch_uniforms(cfg.seed, epoch, b, global_size, device)[ctx.rank::ctx.world]
                         x, hidden, y = task.mask(x, mask, u, model.scaling)
+                    if bucketed:  # after augmentation and masking, which draw per object slot
+                        x, mask, hidden = pad_width(x, mask, hidden)
                     with _autocast(device, bf16):
                         out = net(x, mask) if hidden is None else net(x, mask, hidden)
                     losses = task.loss(out, y)
@@ -332,7 +408,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
                                          f"checkpoint in {run_dir} is left as it was (try a lower learning rate)")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    opt.step()
+                    _step(opt, warmup_factor(cfg, epoch * n_batches + b))
                     state["loss_sum"] += float(losses.detach().sum())
                     state["loss_events"] += len(y)
                     state["batch"] = b + 1
@@ -371,6 +447,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
             checkpoint()
     finally:
         logger.close()
+        if bucketed:
+            model.bucket_shapes = False
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
