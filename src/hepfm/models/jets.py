@@ -65,6 +65,11 @@ def fit_constituent_scaling(x: np.ndarray, n: np.ndarray, max_rows: int = 2_000_
     return rows.mean(axis=0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
+def _no_hidden(hidden) -> None:
+    if hidden is not None:
+        raise ConfigurationError("jet models read constituents; the masked-object task hides event objects")
+
+
 class ConstituentScaling(nn.Module):
     """Fitted (mean, std) of the continuous constituent inputs, and the [.., 13] particle features."""
 
@@ -126,7 +131,9 @@ class JetTransformer(Backbone):
         self.decoder = MLP(dim, LATENT_DIM, depth=2)
         self.heads = heads
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The jet latent; ``hidden`` (the masked-object task's) does not apply to constituents."""
+        _no_hidden(hidden)
         mask = mask.bool()
         b, k = mask.shape
         h = self.embed(self.scaling.particle_features(x, mask))
@@ -158,7 +165,9 @@ class DeepSets(Backbone):
         self.phi = MLP(PARTICLE_INPUTS, width, depth)
         self.decoder = MLP(width, LATENT_DIM, depth)
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The jet latent; ``hidden`` (the masked-object task's) does not apply to constituents."""
+        _no_hidden(hidden)
         mask = mask.bool()
         jet, _ = mask.nonzero(as_tuple=True)
         # the jet-level sums need the whole jet, so the features are built on the padded tensor (cheap,
