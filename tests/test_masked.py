@@ -234,7 +234,7 @@ def test_masked_pretraining_and_transfer_from_the_command_line(tmp_path, capsys)
         "--train-size", "40", "--epochs", "1", "--optimizer", "sgd-cosine", "--out", tmp_path / "ft", "--no-progress")
     ft = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert ft["training"]["config"]["batch_size"] == 512 and ft["lr"] == 1e-2
-    with pytest.raises(HepfmError, match="--task masked"):
+    with pytest.raises(HepfmError, match="needs the masked task"):
         pretrain(pre, tmp_path / "bad", "multiclass", regress=True)
     assert not (tmp_path / "bad").exists() and set(OBJECT_CLASSES) >= set(CLASSES)
 

@@ -40,23 +40,34 @@ def test_shipped_model_is_complete_and_built_on_todays_detector(name, task):
     assert sum(p.numel() for p in model.parameters()) == training["parameters"]
 
 
-def test_shipped_multiclass_model_is_better_than_chance_and_calibrated_in_size(physics_store, tmp_path):
-    """Scores on events generated here, as a user would: the 12-class model recognises its processes."""
+def test_shipped_multiclass_model_does_on_fresh_events_what_its_card_says(physics_store, tmp_path):
+    """Scores on events generated here (another seed), through hepfm predict as a user would: each process is
+    recognised as often as on the model's own test set, and the scores are not collapsed."""
     out = tmp_path / "scores.parquet"
     r = hepfm("predict", "graphnet-pythia12-multiclass", "--data", physics_store, "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     import pyarrow.parquet as pq
 
-    table = pq.read_table(out).to_pandas()
+    table = pq.read_table(out)
     names = pretraining_processes()
-    scores = table[[f"score_{p}" for p in names]].to_numpy()
+    scores = np.stack([table[f"score_{p}"].to_numpy() for p in names], axis=1)
     assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
-    known = table["process"].isin(names).to_numpy()
+    stored = json.loads(table.schema.metadata[b"hepfm"])["process_names"]  # `process` indexes these
+    process = np.array(stored)[table["process"].to_numpy()]
+    known = np.isin(process, names)
     assert known.sum() > 100
-    truth = np.array([names.index(p) for p in table["process"][known]])
-    accuracy = (scores[known].argmax(axis=1) == truth).mean()
+    truth = np.array([names.index(p) for p in process[known]])
+    right = scores[known].argmax(axis=1) == truth
+    # per process, the model does on these events (another seed) what its card says it does on its test set
+    card = json.loads((available()["graphnet-pythia12-multiclass"] / "config.json").read_text())
+    class_accuracy = card["training"]["test_detail"]["class_accuracy"]
+    for i, name in enumerate(names):
+        here = right[truth == i]
+        if len(here) >= 200:
+            expected = class_accuracy[name]
+            assert abs(here.mean() - expected) < 4 * np.sqrt(expected * (1 - expected) / len(here)), name
     chance = np.bincount(truth).max() / len(truth)
-    assert accuracy > chance + 0.15, (accuracy, chance)
+    assert right.mean() > chance + 0.03
     assert len(np.unique(np.round(scores[known], 4), axis=0)) > 0.9 * known.sum()  # not collapsed
 
 
