@@ -40,3 +40,15 @@ def physics_objects(physics_store):
 
     store = EventStore(physics_store)
     return {name: store.arrays(processes=[name])["objects"] for name in store.process_names}
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread: multi-threaded kernels may add floats in a different order from run to run (~1e-7
+    relative); with one thread the arithmetic is fixed, so runs can be compared bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,12 +29,6 @@ def _toy_data(n, seed):
     return EventData(torch.from_numpy(objects), torch.from_numpy(counts), torch.from_numpy((counts > 6).astype("f4")))
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bucket_sizes_round_up_by_at_most_an_eighth():
@@ -45,7 +39,7 @@ def test_bucket_sizes_round_up_by_at_most_an_eighth():
 
 
 @pytest.mark.parametrize("options", [{}, PAPER_OPTIONS], ids=["default", "paper"])
-def test_bucketed_graphnet_gives_the_same_outputs_and_gradients(options):
+def test_bucketed_graphnet_gives_the_same_outputs_and_gradients(options, one_thread):
     data = _toy_data(300, 3)
     x, mask, _ = data.batch(torch.arange(300))
     hidden = torch.zeros_like(mask)

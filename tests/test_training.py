@@ -95,14 +95,6 @@ def test_finetune_starts_from_pretrained_weights_and_frozen_leaves_them(pretrain
     assert any(not torch.equal(moved[k], reference[k]) for k in backbone_keys)
 
 
-@pytest.fixture
-def one_thread():
-    # Multi-threaded CPU kernels may add floats in a different order from run to run (~1e-7 relative);
-    # with one thread the arithmetic is fixed, so resume must reproduce the weights bit for bit.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_kill_and_resume_gives_the_same_weights(tmp_path, one_thread):

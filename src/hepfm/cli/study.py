@@ -96,16 +96,11 @@ def scaling(
     Example: hepfm scaling configs/scaling-masked.yaml -o runs/scaling --pretrain-events 10000
     --pretrain-events 100000 --pretrain-events 1000000. A rerun resumes.
     """
-    import yaml
 
+    from hepfm.study.config import read_yaml
     from hepfm.study.scaling import run_scaling
 
-    if not config.is_file():
-        raise HepfmError(f"{config}: no such study configuration file")
-    try:
-        raw = yaml.safe_load(config.read_text())
-    except yaml.YAMLError as exc:
-        raise HepfmError(f"{config}: not valid YAML ({exc})") from None
+    raw = read_yaml(config)
     try:
         run_scaling(raw, out, pretrain_events, source=str(config), pretrain_data=pretrain_data, device=device,
                     bf16=bf16, progress=progress, console=console)

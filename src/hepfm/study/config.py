@@ -324,16 +324,20 @@ def disjoint_seeds(cfg: StudyConfig, size: int, available: int) -> bool:
     return cfg.test_size + cfg.seeds * block_events(size) <= available
 
 
-def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
+def read_yaml(path: str | Path):
+    """The parsed content of a study YAML file, with a clear error for a missing or malformed one."""
     path = Path(path)
     if not path.is_file():
         raise HepfmError(f"{path}: no such study configuration file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise HepfmError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(raw, str(path))
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    return parse_config(read_yaml(path), str(path))
 
 
 def pretraining_processes() -> list[str]:
