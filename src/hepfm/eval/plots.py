@@ -134,40 +134,38 @@ def roc_plot(curves: dict[str, tuple], path: str | Path, title: str) -> Path:
     return path
 
 
-def metric_vs_size(series: dict[str, list[tuple]], path: str | Path, metric: str, task: str) -> Path:
-    """A metric against training size (log x), one line per strategy: ``name -> [(size, mean, std), ...]``."""
+def _log_x_errorbars(series: dict[str, list[tuple]], path: str | Path, xlabel: str, ylabel: str, title: str,
+                     scale: float = 1.0, zero_line: bool = False) -> Path:
+    """One line with error bars per ``name -> [(x, y, err), ...]`` (sorted by x), log x axis."""
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots()
     for name, points in series.items():
-        size, mean, std = (np.array(v, dtype=float) for v in zip(*points, strict=True))
-        ax.errorbar(size, mean, yerr=std, marker="o", capsize=3, linewidth=1.6, label=name)
+        x, y, err = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        ax.errorbar(x, scale * y, yerr=scale * err, marker="o", capsize=3, linewidth=1.6, label=name)
+    if zero_line:
+        ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("training events per class")
-    ax.set_ylabel({"accuracy": "test accuracy", "auc": "test ROC AUC"}.get(metric, metric))
-    ax.set_title(f"{task}: {metric} vs training size (mean ± std over seeds)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=9)
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def metric_vs_size(series: dict[str, list[tuple]], path: str | Path, metric: str, task: str) -> Path:
+    """A metric against training size (log x), one line per strategy: ``name -> [(size, mean, std), ...]``."""
+    return _log_x_errorbars(series, path, "training events per class",
+                            {"accuracy": "test accuracy", "auc": "test ROC AUC"}.get(metric, metric),
+                            f"{task}: {metric} vs training size (mean ± std over seeds)")
 
 
 def gain_vs_pretraining_size(series: dict[str, list[tuple]], path: str | Path, metric: str, title: str) -> Path:
     """Gain over the scratch baseline against pretraining events (log x): ``strategy -> [(n, gain, err), ...]``."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots()
-    for name, points in series.items():
-        n, gain, err = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
-        ax.errorbar(n, 100 * gain, yerr=100 * err, marker="o", capsize=3, linewidth=1.6, label=name)
-    ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("pretraining events")
-    ax.set_ylabel(f"{'accuracy' if metric == 'accuracy' else 'ROC AUC'} gain over scratch (points)")
-    ax.set_title(f"{title}: gain vs pretraining size (± seed and test error)")
-    ax.legend(fontsize=9)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _log_x_errorbars(series, path, "pretraining events",
+                            f"{'accuracy' if metric == 'accuracy' else 'ROC AUC'} gain over scratch (points)",
+                            f"{title}: gain vs pretraining size (± seed and test error)", scale=100.0,
+                            zero_line=True)
