@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel"))
+    parser.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel", "masked"))
     parser.add_argument("--sizes", type=int, nargs="*", default=[834, 8334], help="events per process")
     parser.add_argument("--grid", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--full", action="store_true", help="then train on every event at the chosen rate")
