@@ -35,9 +35,16 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
     "frozen_multilabel": ("multilabel", "frozen"),
     "finetune_masked": ("masked", "finetune"),
     "frozen_masked": ("masked", "frozen"),
+    # The hierarchical event model (jet constituents -> jet backbone -> event backbone, seed 003): its jet
+    # backbone pretrained on jet tagging and fine-tuned or frozen, or trained from scratch with the event model.
+    "hierarchical_finetune": ("jet-tagging", "finetune"),
+    "hierarchical_frozen": ("jet-tagging", "frozen"),
+    "hierarchical_scratch": (None, "scratch"),
 }
+#: Strategies whose model reads the jets' constituents (stores generated with constituents).
+HIERARCHICAL = ("hierarchical_finetune", "hierarchical_frozen", "hierarchical_scratch")
 #: Pretraining tasks, in the order a study pretrains them.
-PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")
+PRETRAINING_TASKS = ("multiclass", "multilabel", "masked", "jet-tagging")
 BASELINE = "scratch"
 LR_GRID = (1e-4, 3e-4, 1e-3)  # the rates every strategy chooses from (head rate for fine-tuning)
 BACKBONE_RATIOS = (0.1, 1.0)  # backbone / head rate for fine-tuning: the paper's 10:1 first, then equal
@@ -121,6 +128,8 @@ class StudyConfig:
     workers: int = 2
     model: str = "graphnet"
     model_options: dict = field(default_factory=dict)
+    jet_model: str = "jet_transformer"  # the hierarchical strategies' jet backbone (pretrained on jet tagging)
+    constituents: int = 0  # K constituents per jet kept in the generated stores (hierarchical strategies)
     pretrain: TrainSpec = field(default_factory=lambda: TrainSpec(lr=defaults.LR))
     pretrain_by_task: dict[str, dict] = field(default_factory=dict)  # e.g. {"multilabel": {"lr": 1e-3}}
     pretrain_max_events: int | None = None
@@ -140,6 +149,11 @@ class StudyConfig:
         """The pretraining tasks the chosen strategies need, in a fixed order."""
         needed = {STRATEGIES[s][0] for s in self.strategies} - {None}
         return [t for t in PRETRAINING_TASKS if t in needed]
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether any strategy needs the jets' constituents."""
+        return any(s in HIERARCHICAL for s in self.strategies)
 
     @property
     def downstream_processes(self) -> list[str]:
@@ -215,7 +229,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     if not isinstance(raw, dict):
         _fail(source, "a study configuration must be a mapping")
     allowed = {"tasks", "sizes", "strategies", "seeds", "test_size", "generation", "pretrain", "finetune", "cka",
-               "model", "model_options"}
+               "model", "model_options", "jet_model"}
     unknown = set(raw) - allowed
     if unknown:
         _fail(source, f"unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -267,7 +281,8 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         pretrain_events=int(gen.get("pretrain_events", 5000)), downstream_events=int(gen.get("downstream_events",
                                                                                                20000)),
         workers=int(gen.get("workers", 2)), model=str(raw.get("model", "graphnet")),
-        model_options=dict(raw.get("model_options") or {}),
+        model_options=dict(raw.get("model_options") or {}), jet_model=str(raw.get("jet_model", "jet_transformer")),
+        constituents=int(gen.get("constituents", 0)),
         pretrain=_train_spec(pre, source, "pretrain", TrainSpec(lr=defaults.LR)),
         pretrain_by_task=by_task,
         pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data, masked=masked_options,
@@ -279,6 +294,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         _fail(source, "'seeds' and 'test_size' must be positive")
     if cfg.model not in model_names():
         _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
+    _check_hierarchical(cfg)
     if cfg.cka_size is not None and cfg.cka_size not in cfg.sizes:
         _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {cfg.sizes}")
     from hepfm.models.pretrained import resolve
@@ -297,6 +313,40 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
               f"{cfg.downstream_events}")
     _check_external_sizes(cfg, need)
     return cfg
+
+
+def _check_hierarchical(cfg: StudyConfig) -> None:
+    """The hierarchical strategies need an event model, a jet backbone and stores that keep constituents."""
+    from hepfm.data.datasets import stored_constituents
+    from hepfm.models.registry import MODELS
+
+    if cfg.constituents < 0:
+        _fail(cfg.source, f"generation.constituents must be >= 0, got {cfg.constituents}")
+    if cfg.jet_model not in MODELS or MODELS[cfg.jet_model].inputs != "constituents":
+        _fail(cfg.source, f"jet_model must be a jet backbone (jet_transformer, deepsets), got {cfg.jet_model!r}")
+    if not cfg.hierarchical:
+        return
+    if MODELS[cfg.model].inputs != "objects":
+        _fail(cfg.source, f"the hierarchical strategies use 'model' as their event backbone (graphnet or "
+                          f"transformer), got {cfg.model!r}")
+    generated = [t.name for t in cfg.tasks if not t.external]
+    if generated and cfg.constituents < 1:
+        _fail(cfg.source, f"the hierarchical strategies read jet constituents: set generation.constituents (K per "
+                          f"jet, e.g. 32) so that the stores of {', '.join(generated)} keep them")
+    for t in cfg.tasks:
+        for path in (t.signal, t.background) if t.external else ():
+            try:
+                stored_constituents(path)
+            except HepfmError as exc:
+                _fail(cfg.source, f"task {t.name!r}: {exc}")
+    if "jet-tagging" in cfg.pretraining_tasks and "jet-tagging" not in cfg.pretrained:
+        if cfg.pretrain_data is not None:
+            try:
+                stored_constituents(cfg.pretrain_data)
+            except HepfmError as exc:
+                _fail(cfg.source, f"pretrain.data (jet tagging): {exc}")
+        elif cfg.constituents < 1:
+            _fail(cfg.source, "jet-tagging pretraining reads jet constituents: set generation.constituents")
 
 
 def _check_external_sizes(cfg: StudyConfig, need: int) -> None:

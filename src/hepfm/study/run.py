@@ -43,7 +43,15 @@ from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
 from hepfm.io.atomic import atomic_write_text
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.saving import CONFIG, load_model, read_config
-from hepfm.study.config import STRATEGIES, StudyConfig, TaskSpec, block_events, disjoint_seeds, pretraining_processes
+from hepfm.study.config import (
+    HIERARCHICAL,
+    STRATEGIES,
+    StudyConfig,
+    TaskSpec,
+    block_events,
+    disjoint_seeds,
+    pretraining_processes,
+)
 from hepfm.train import defaults
 from hepfm.train.checkpoint import CHECKPOINT
 from hepfm.train.tasks import Task
@@ -97,7 +105,7 @@ def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: boo
         console.print(f"[bold]event store {name}[/]: {', '.join(processes)} ({n} events each)")
         shard = max(1000, -(-n // 4))  # four shards per process, so workers share even one process
         generate([catalog_source(p) for p in processes], out / "stores" / name, n, seed=seed, workers=cfg.workers,
-                 shard_size=shard, progress=progress)
+                 shard_size=shard, progress=progress, constituents=cfg.constituents)
 
 
 def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, progress: bool) -> None:
@@ -116,7 +124,9 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
             masked = cfg.masked if task == "masked" else {"regress": False, "augment": []}
-            pretrain(data, folder, task, model=cfg.model, model_config=cfg.model_options,
+            jets = task == "jet-tagging"  # the hierarchical strategies' jet backbone
+            pretrain(data, folder, task, model=cfg.jet_model if jets else cfg.model,
+                     model_config=None if jets else cfg.model_options,
                      lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],
                      cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
                                      optimizer=spec.optimizer, seed=0, progress=progress, bf16=cfg.bf16,
@@ -158,8 +168,14 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     pre_task, how = STRATEGIES[strategy]
     spec = cfg.finetune.for_size(size)
     signal, background = task_paths(cfg, task, state.out)
-    finetune(signal, background, folder, how, init_from=state.pretrained.get(pre_task), model=cfg.model,
-             model_config=cfg.model_options, lr=lr,
+    model, options, init_from = cfg.model, cfg.model_options, state.pretrained.get(pre_task)
+    if strategy in HIERARCHICAL and init_from is None:
+        # The jet backbone from scratch: the pretrained one's architecture when there is one, else jet_model.
+        init_from = state.pretrained.get("jet-tagging")
+        if init_from is None:
+            model, options = "hierarchical", {"event_model": cfg.model, "event_config": cfg.model_options,
+                                              "jet_model": cfg.jet_model}
+    finetune(signal, background, folder, how, init_from=init_from, model=model, model_config=options, lr=lr,
              backbone_lr=defaults.BACKBONE_LR if backbone_lr is None else backbone_lr,
              plan=_plan(cfg, size, seed, disjoint), device=cfg.device,
              cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
@@ -214,7 +230,8 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
             points.append({**entry, "error": str(exc), "val_loss": math.inf, "collapsed": True})
             return
         if val is None:
-            val = binary_split(signal, background, _plan(cfg, size, TUNING_SEED, disjoint))["val"]
+            val = binary_split(signal, background, _plan(cfg, size, TUNING_SEED, disjoint),
+                               constituents=strategy in HIERARCHICAL)["val"]
         scores = Task("binary", ["background", "signal"]).scores(predict(load_model(folder / name), val)).numpy()
         check = collapse_check(scores, val.n_objects.numpy())
         points.append({**entry, **run_summary(folder / name), "collapsed": check["collapsed"], "val_collapse": check})
@@ -259,7 +276,12 @@ def multilabel_backbone_quality(folder: Path, data: Path, max_events: int | None
 
 def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int,
              test, disjoint: bool, progress: bool, console: Console | None = None) -> dict:
-    """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates."""
+    """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates.
+
+    ``test``: the task's test set, or a function of ``constituents`` (bool) giving it with or without them.
+    """
+    if callable(test):
+        test = test(strategy in HIERARCHICAL)
     tuning = tune(cfg, state, task, size, strategy, disjoint, progress, console)
     folder = cell_dir(state.out, task.name, size, strategy, seed)
     points = {p["point"]: p for p in tuning["grid"]}
@@ -270,7 +292,7 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     # Retries are decided on this seed's validation events (never on the test set); the test-set check of
     # the final model is reported.
     signal, background = task_paths(cfg, task, state.out)
-    val = binary_split(signal, background, _plan(cfg, size, seed, disjoint))["val"]
+    val = binary_split(signal, background, _plan(cfg, size, seed, disjoint), constituents=strategy in HIERARCHICAL)["val"]
     attempts = []
     for name in candidates:
         p = points[name]
@@ -308,6 +330,24 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
               "disjoint_events": disjoint, "tuning": {k: tuning[k] for k in ("grid", "ranking", "chosen", "seed")}}
     _write_json(folder / RESULT, result)
     return result
+
+
+class _TestSets:
+    """A task's one test set, read once per kind of input (objects; objects with their jets' constituents).
+
+    Both hold the same events in the same order, so every strategy's scores pair event by event.
+    """
+
+    def __init__(self, cfg: StudyConfig, task: TaskSpec, out: Path):
+        self.paths, self.plan, self.sets = task_paths(cfg, task, out), BinarySplitPlan(test_size=cfg.test_size), {}
+
+    def __call__(self, constituents: bool):
+        if constituents not in self.sets:
+            test = binary_test_set(*self.paths, self.plan, constituents=constituents)
+            # Interleave the test classes so a latent subset (CKA) holds both.
+            order = torch.argsort(torch.arange(len(test)) % (len(test) // 2), stable=True)
+            self.sets = {constituents: test.subset(order)}  # one kind in memory at a time
+        return self.sets[constituents]
 
 
 def _pool_size(cfg: StudyConfig, task: TaskSpec, out: Path) -> int:
@@ -369,11 +409,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
         if only.tasks and task.name not in only.tasks:
             k += len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
             continue
-        signal, background = task_paths(cfg, task, state.out)
-        test = binary_test_set(signal, background, BinarySplitPlan(test_size=cfg.test_size))
-        # Interleave the test classes so a latent subset (CKA) holds both.
-        order = torch.argsort(torch.arange(len(test)) % (len(test) // 2), stable=True)
-        test = test.subset(order)
+        test = _TestSets(cfg, task, state.out)
         pool = _pool_size(cfg, task, state.out)
         for size in cfg.sizes:
             disjoint = disjoint_seeds(cfg, size, pool)
