@@ -97,3 +97,17 @@ def test_finetune_from_a_jet_tagging_run_frozen_finetuned_and_scratch(tmp_path):
         finetune(tmp_path / "plain" / "zjets", tmp_path / "ev" / "ttbar", tmp_path / "x", strategy="frozen",
                  init_from=tmp_path / "jets", cfg=cfg)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_batch_without_jets_is_scored_by_both_jet_paths():
+    torch.manual_seed(0)
+    model = create_model("hierarchical", 1, event_model="transformer", jet_model="jet_transformer",
+                         max_constituents=K).double().eval()
+    x, mask, is_jet = _events()
+    x[..., FEATURE_INDEX["type"]][is_jet] = TYPE_CODES["photon"]  # the constituents stay, but belong to no jet
+    with torch.no_grad():
+        trimmed = model(x, mask)
+        model.fixed_width = True
+        fixed = model(x, mask)
+    assert torch.isfinite(trimmed).all()
+    torch.testing.assert_close(fixed, trimmed)

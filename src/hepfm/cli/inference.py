@@ -13,7 +13,8 @@ from hepfm.cli.app import app, console
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="A model folder, or the name of a shipped model (hepfm models)."),
-    data: list[str] = typer.Option(..., "--data", help="An event store folder, or ROOT files / glob patterns."),
+    data: list[str] = typer.Option(..., "--data", help="An event store folder, or ROOT files / glob patterns "
+                                                        "(hierarchical models: a store with constituents)."),
     out: Path = typer.Option(..., help="Output file: .parquet, .h5 or .root (TTree 'Events')."),
     input_format: Optional[str] = typer.Option(None, "--format", help="ROOT input format: nanoaod (default) or "
                                                                       "delphes."),
@@ -41,9 +42,11 @@ def export(
     onnx: Path = typer.Option(..., "--onnx", help="Output ONNX file (.onnx)."),
     opset: int = typer.Option(18, help="ONNX opset version."),
 ) -> None:
-    """Export a model to ONNX: inputs objects (batch x n x 7) and mask (batch x n), both sizes free."""
+    """Export a model to ONNX: inputs objects (batch x n x 7; a hierarchical model's rows carry their K
+    constituents too, 7 + 6K) and mask (batch x n), both sizes free."""
     from hepfm.inference.export import export_onnx
 
     path = export_onnx(model, onnx, opset=opset)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): inputs objects [batch, n_objects, 7] float32 "
-                  "and mask [batch, n_objects] bool; outputs logits and scores")
+                  "(a hierarchical model's: 7 + 6K, each row's K constituents appended) and mask [batch, n_objects] "
+                  "bool; outputs logits and scores")

@@ -8,8 +8,16 @@ The exported graph takes the store's raw rows and a mask, exactly as the PyTorch
 * outputs ``logits`` [batch, n_outputs] and ``scores`` (softmax for multiclass, sigmoid for binary and
   multilabel flags, the value itself for multilabel counts).
 
+A hierarchical model (:mod:`hepfm.models.hierarchical`) takes the rows with each object's K constituents
+appended, ``objects`` [batch, n_objects, 7 + 6K] (:func:`hepfm.data.datasets.with_constituents`; zeros
+beyond a jet's stored constituents and in non-jet rows), K being the model's ``max_constituents``. It is
+traced with every row's jet embedding computed at the full width K and masked
+(:meth:`~hepfm.models.hierarchical.HierarchicalModel.fixed_width_jet_extra`), as the PyTorch path's
+batch-dependent width cannot be traced.
+
 Both the batch size and the number of objects are free dimensions. Feature scaling is part of the
-graph. The model's task, class names, hepfm version and data schema are stored as ONNX metadata.
+graph. The model's task, class names, inputs, hepfm version and data schema are stored as ONNX metadata
+(and, for hierarchical models, ``max_constituents`` and ``constituent_features``).
 Needs the ``[onnx]`` extra (onnx, onnxscript; onnxruntime to check the result).
 """
 
@@ -24,7 +32,7 @@ from torch import nn
 from hepfm import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
-from hepfm.physics.objects import FEATURES
+from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, FEATURES
 
 #: Shapes the model is traced with; the exported dimensions stay free.
 _TRACE_BATCH, _TRACE_OBJECTS = 4, 6
@@ -43,8 +51,20 @@ class _Scored(nn.Module):
         return logits, scores[:, None] if scores.ndim == 1 else scores
 
 
-def _trace_inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    """A small batch of plausible events (jets and MET with varying multiplicity) to trace with."""
+def _trace_constituents(n_jets: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """Plausible constituents [n_jets, k, 6] of jets, between 1 and k of them per jet, zeros after."""
+    n = torch.randint(1, k + 1, (n_jets,), generator=g)
+    pt = 1 + 10 * torch.rand(n_jets, k, generator=g)
+    deta, dphi = (0.2 * torch.rand(n_jets, k, generator=g) - 0.1 for _ in range(2))
+    charge = torch.randint(-1, 2, (n_jets, k), generator=g).float()
+    kind = torch.randint(1, len(CONSTITUENT_CLASSES), (n_jets, k), generator=g).float()
+    rows = torch.stack([pt, deta, dphi, pt * torch.cosh(deta), charge, kind], dim=-1)
+    return rows * (torch.arange(k)[None, :] < n[:, None])[..., None]
+
+
+def _trace_inputs(max_constituents: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small batch of plausible events (jets and MET with varying multiplicity) to trace with; with
+    ``max_constituents`` = K, each row has its K constituents appended (a hierarchical model's input)."""
     g = torch.Generator().manual_seed(0)
     n = torch.tensor([2, 3, 5, 6])
     mask = torch.arange(_TRACE_OBJECTS)[None] < n[:, None]
@@ -53,6 +73,9 @@ def _trace_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     phi = torch.rand(_TRACE_BATCH, _TRACE_OBJECTS, generator=g) * 6 - 3
     x = torch.stack([pt, eta, phi, pt * torch.cosh(eta), torch.zeros_like(pt), torch.zeros_like(pt),
                      torch.ones_like(pt)], dim=-1)
+    if max_constituents:
+        constituents = _trace_constituents(_TRACE_BATCH * _TRACE_OBJECTS, max_constituents, g)
+        x = torch.cat([x, constituents.reshape(_TRACE_BATCH, _TRACE_OBJECTS, -1)], dim=-1)
     return x * mask[..., None], mask
 
 
@@ -74,8 +97,11 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
     model = load(model_ref).eval()
     config = model.metadata
     task = Task(config["task"], list(config["names"]))
+    hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
+    if hierarchical:
+        model.fixed_width = True  # the batch-trimmed constituent width depends on the values: untraceable
     wrapped = _Scored(model, task).eval()
-    x, mask = _trace_inputs()
+    x, mask = _trace_inputs(model.max_constituents if hierarchical else None)
     batch, objects = torch.export.Dim("batch"), torch.export.Dim("n_objects", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -85,7 +111,11 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
     proto = program.model_proto
     meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
             "features": json.dumps(list(FEATURES)), "source": str(model_ref),
-            "data_schema": json.dumps(config.get("data_schema", {}))}
+            "data_schema": json.dumps(config.get("data_schema", {})),
+            "inputs": getattr(model, "inputs", "objects")}
+    if hierarchical:
+        meta.update(max_constituents=str(model.max_constituents),
+                    constituent_features=json.dumps(list(CONSTITUENT_FEATURES)))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

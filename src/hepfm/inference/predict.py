@@ -2,7 +2,11 @@
 
 Events are read in chunks (a store shard by shard, NanoAOD or Delphes files with uproot through the same
 object selection as ``hepfm convert``), scored and appended to the output, so inputs larger than memory
-work. Each row carries the event's identity and one ``score_<class>`` column per output class:
+work. A hierarchical model (inputs "objects+constituents") scores stores only: each chunk's jet
+constituents are appended to its object rows, and the store must keep the K constituents per jet the
+model was trained with (``generate --constituents K``); ROOT inputs carry no constituents hepfm reads.
+
+Each row carries the event's identity and one ``score_<class>`` column per output class:
 
 * from a store: ``process`` (index into the ``process_names`` metadata), ``shard`` (index into
   ``shard_paths``), ``index`` (row within the shard), ``event_id`` and ``weight``;
@@ -64,14 +68,20 @@ class _Chunk:
 class _StoreInput:
     """A store folder (or one process sub-folder of it), shard by shard."""
 
-    def __init__(self, path: Path, chunk_size: int):
-        from hepfm.data.datasets import check_schema, open_source
+    def __init__(self, path: Path, chunk_size: int, constituents: int | None = None):
+        from hepfm.data.datasets import check_schema, open_source, stored_constituents
         from hepfm.data.integrity import verify_shards
 
         self.store, processes = open_source(path)
         check_schema(self.store)
         self.shards = [s for s in self.store.shards if processes is None or s["process"] in processes]
         verify_shards(self.store, self.shards)  # size and checksum: a damaged shard is named, nothing is written
+        if constituents is not None:  # a hierarchical model: K constituents per jet, as in its training
+            k = stored_constituents(path)
+            if k != constituents:
+                raise HepfmError(f"{path}: keeps {k} constituents per jet, the model takes {constituents}; "
+                                 f"score events generated with --constituents {constituents}")
+        self.constituents = constituents
         self.chunk_size = chunk_size
         self.total = sum(s["n_events"] for s in self.shards)
         self.metadata = {"source": str(path), "source_kind": "store",
@@ -79,13 +89,17 @@ class _StoreInput:
                          "shard_paths": [s["path"] for s in self.shards]}
 
     def chunks(self) -> Iterator[_Chunk]:
+        from hepfm.data.datasets import with_constituents
         from hepfm.data.integrity import check_finite
 
         for k, shard in enumerate(self.shards):
             for start in range(0, shard["n_events"], self.chunk_size):
                 stop = min(start + self.chunk_size, shard["n_events"])
-                arrays = self.store.read_rows(shard, ("objects", "n_objects", "event_id", "weight", "process"),
-                                          start, stop)
+                fields = ("objects", "n_objects", "event_id", "weight", "process")
+                arrays = self.store.read_rows(shard, fields + (("constituents",) if self.constituents else ()),
+                                              start, stop)
+                if self.constituents:
+                    arrays["objects"] = with_constituents(arrays["objects"], arrays.pop("constituents"))
                 check_finite(self.store.root / shard["path"], arrays, start)
                 n = stop - start
                 identity = {"process": arrays["process"].astype(np.int32), "shard": np.full(n, k, np.int32),
@@ -137,9 +151,13 @@ class _RootInput:
         return self.n_skipped
 
 
-def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector):
+def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, constituents: int | None = None):
     if len(data) == 1 and Path(data[0]).is_dir():
-        return _StoreInput(Path(data[0]), chunk_size)
+        return _StoreInput(Path(data[0]), chunk_size, constituents)
+    if constituents is not None:
+        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, which hepfm reads only "
+                         f"from stores generated with --constituents {constituents}; NanoAOD files carry none and "
+                         "the Delphes reader keeps none: score such a store instead")
     if fmt is None:
         fmt = "nanoaod"
     if fmt not in ("nanoaod", "delphes"):
@@ -279,7 +297,8 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     if detector is None:  # select ROOT inputs' objects as the model's training events were
         trained = (config.get("data_schema") or {}).get("detector")
         detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()
-    source = _open_input(data, input_format, chunk_size, detector)
+    hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
+    source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None)
     if isinstance(source, _StoreInput):
         from hepfm.models.pretrained import schema_differences
 

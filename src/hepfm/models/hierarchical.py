@@ -50,6 +50,8 @@ class HierarchicalModel(Backbone):
         self.jet.head = nn.Identity()
         self.jet_projection = nn.Linear(LATENT_DIM, self._event_width())
         self.max_constituents = max_constituents
+        #: True: every slot's jet embedding at the full width K (:meth:`fixed_width_jet_extra`), for tracing.
+        self.fixed_width = False
 
     # Properties, not attributes: a module registered under two names would be saved twice.
     @property
@@ -63,26 +65,51 @@ class HierarchicalModel(Backbone):
     def _event_width(self) -> int:
         return self.event.config.get("dim", LATENT_DIM)
 
-    def jet_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-slot jet mask [B, M], jet-backbone embeddings [N_jets, 64] of those slots, in order)."""
+    def _check_width(self, x: torch.Tensor) -> None:
         k = self.max_constituents
         if x.shape[-1] != N_OBJECT + k * N_CONSTITUENT:
             raise HepfmError(f"the hierarchical model needs each object's {k} constituents appended to its row "
                              f"({N_OBJECT + k * N_CONSTITUENT} columns), got {x.shape[-1]} columns: use a store "
                              "generated with --constituents")
+
+    @staticmethod
+    def _constituent_mask(n: torch.Tensor, width: int) -> torch.Tensor:
+        """[N, width] mask of jets with ``n`` [N] stored constituents; a jet without stored constituents keeps
+        its first (zero) row, so no jet is an empty set."""
+        slot = torch.arange(width, device=n.device)[None, :]
+        return (slot < n[:, None]) | ((slot == 0) & (n == 0)[:, None])
+
+    def jet_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-slot jet mask [B, M], jet-backbone embeddings [N_jets, 64] of those slots, in order)."""
+        self._check_width(x)
         is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
-        constituents = x[is_jet][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
+        constituents = x[is_jet][:, N_OBJECT:].reshape(-1, self.max_constituents, N_CONSTITUENT)
+        if not len(constituents):  # a batch without jets (attention over zero sequences fails)
+            return is_jet, x.new_zeros((0, LATENT_DIM))
         n = (constituents[..., _CLASS] > 0).sum(dim=1)
-        width = max(int(n.max()), 1) if len(n) else 1
-        constituents = constituents[:, :width]
-        jet_mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
-        jet_mask[:, 0] |= n == 0  # a jet without stored constituents still gets a (zero) row, never an empty set
-        return is_jet, self.jet.encode(constituents, jet_mask)
+        width = max(int(n.max()), 1)  # trimmed to the batch's largest jet: less work
+        return is_jet, self.jet.encode(constituents[:, :width], self._constituent_mask(n, width))
+
+    def fixed_width_jet_extra(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The projected jet embeddings [B, M, width] of every slot (zero outside jets), with every slot's
+        constituents at the full width K and masked: no shape depends on the values, so the graph can be
+        traced (ONNX export); equal to :meth:`jet_embeddings`'s to float rounding, at more arithmetic."""
+        self._check_width(x)
+        b, m = mask.shape
+        is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+        constituents = x[..., N_OBJECT:].reshape(b * m, self.max_constituents, N_CONSTITUENT)
+        n = (constituents[..., _CLASS] > 0).sum(dim=1)
+        embeddings = self.jet.encode(constituents, self._constituent_mask(n, self.max_constituents))
+        projected = self.jet_projection(embeddings).reshape(b, m, -1).to(x.dtype)
+        return torch.where(is_jet[..., None], projected, torch.zeros_like(projected))
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        is_jet, embeddings = self.jet_embeddings(x, mask)
-        extra = x.new_zeros((*mask.shape, self._event_width()))
-        extra[is_jet] = self.jet_projection(embeddings).to(extra.dtype)
+        if self.fixed_width:
+            extra = self.fixed_width_jet_extra(x, mask)
+        else:
+            is_jet, embeddings = self.jet_embeddings(x, mask)
+            extra = x.new_zeros((*mask.shape, self._event_width()))
+            extra[is_jet] = self.jet_projection(embeddings).to(extra.dtype)
         return self.event.encode(x[..., :N_OBJECT], mask, hidden, extra=extra)
 
     def reset_decoder(self) -> None:
