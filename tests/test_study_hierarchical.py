@@ -76,7 +76,7 @@ def test_hierarchical_strategies_need_stores_with_constituents(stores):
                                        "background": str(stores / "down" / "ttbar")}})
     with pytest.raises(HepfmError, match="constituents"):
         parse_config(bad)
-    with pytest.raises(HepfmError, match="generation.constituents"):
+    with pytest.raises(HepfmError, match=r"generation\.constituents"):
         parse_config(_config(stores, tasks=["hplus_vs_ttbar"], pretrain={"lr": 1e-3}))
     with pytest.raises(HepfmError, match="jet_model"):
         parse_config(_config(stores, jet_model="graphnet"))

@@ -19,7 +19,8 @@ def predict(
     input_format: Optional[str] = typer.Option(None, "--format", help="ROOT input format: nanoaod (default) or "
                                                                       "delphes."),
     batch_size: int = typer.Option(8192, help="Events per forward pass."),
-    chunk_size: int = typer.Option(65536, help="Events read and written at a time (bounds memory)."),
+    chunk_size: Optional[int] = typer.Option(None, help="Events read and written at a time (bounds memory; default "
+                                                         "65,536, fewer for hierarchical models' wider rows)."),
     detector_config: Optional[Path] = typer.Option(None, help="Detector configuration for ROOT inputs' selection."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),

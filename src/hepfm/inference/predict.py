@@ -32,6 +32,9 @@ import torch
 
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
+from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURES
+
+N_OBJECT = len(FEATURES)  # columns of an object row
 
 FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
 #: Events per chunk read, scored and written.
@@ -274,9 +277,13 @@ def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: 
 
 
 def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,
-                 batch_size: int = 8192, chunk_size: int = DEFAULT_CHUNK, device: str = "cpu",
+                 batch_size: int = 8192, chunk_size: int | None = None, device: str = "cpu",
                  detector=None, progress: bool = True) -> PredictionReport:
-    """Score every event of ``data`` (a store folder, or ROOT files) with a model and write ``out``."""
+    """Score every event of ``data`` (a store folder, or ROOT files) with a model and write ``out``.
+
+    ``chunk_size`` None: DEFAULT_CHUNK events, or for a hierarchical model as many as hold the same number of
+    floats (its rows carry every jet's constituents, 6K more columns), so memory stays bounded.
+    """
     from hepfm.models.pretrained import load
     from hepfm.physics.detector import DetectorConfig
     from hepfm.progress import EventProgress
@@ -286,7 +293,7 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     fmt = output_format(out)
     if not out.parent.is_dir():
         raise HepfmError(f"{out.parent}: output folder does not exist")
-    if batch_size <= 0 or chunk_size <= 0:
+    if batch_size <= 0 or (chunk_size is not None and chunk_size <= 0):
         raise HepfmError(f"batch and chunk sizes must be positive, got {batch_size} and {chunk_size}")
     data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     dev = torch.device(device)
@@ -298,6 +305,9 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
         trained = (config.get("data_schema") or {}).get("detector")
         detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()
     hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
+    if chunk_size is None:
+        width = N_OBJECT + (len(CONSTITUENT_FEATURES) * model.max_constituents if hierarchical else 0)
+        chunk_size = max(1024, DEFAULT_CHUNK * N_OBJECT // width)
     source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None)
     if isinstance(source, _StoreInput):
         from hepfm.models.pretrained import schema_differences

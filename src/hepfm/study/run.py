@@ -292,7 +292,8 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     # Retries are decided on this seed's validation events (never on the test set); the test-set check of
     # the final model is reported.
     signal, background = task_paths(cfg, task, state.out)
-    val = binary_split(signal, background, _plan(cfg, size, seed, disjoint), constituents=strategy in HIERARCHICAL)["val"]
+    val = binary_split(signal, background, _plan(cfg, size, seed, disjoint),
+                       constituents=strategy in HIERARCHICAL)["val"]
     attempts = []
     for name in candidates:
         p = points[name]
