@@ -17,13 +17,15 @@ from hepfm.errors import HepfmError
 from hepfm.physics.processes import PRETRAINING, PROCESSES
 from hepfm.train import defaults
 
-#: The paper's downstream tasks: name -> (signal process, background process).
+#: Downstream tasks: name -> (signal process, background process). The paper's five, then seed 003's
+#: X -> HH -> 4b against QCD multijet.
 TASKS: dict[str, tuple[str, str]] = {
     "wh_vs_zh": ("wh", "zh"),
     "stop_vs_tth": ("stop_t2t1h", "tth"),
     "fcnc_vs_tth": ("fcnc_thq", "tth"),
     "hplus_vs_ttbar": ("hplus_tb", "ttbar"),
     "zprime_vs_ttbar": ("zprime_tt", "ttbar"),
+    "hh4b_vs_qcd": ("x_hh_4b", "qcd"),
 }
 
 #: Study strategies: name -> (pretraining task it starts from or None, training strategy).
