@@ -105,3 +105,37 @@ def test_fair_efficiency_not_reached_and_chance_level():
     chance = _run([0.50, 0.51, 0.505], best_epoch=2, n_val=500)  # 0.51 is within 2 errors (0.045) of 0.5
     assert eff.fair_efficiency(chance, _run([0.6]))["meaningless"]
     assert not eff.fair_efficiency(_run([0.56], n_val=5000), _run([0.6]))["meaningless"]
+
+
+def test_baseline_events_are_read_off_the_curve_in_log_size():
+    from hepfm.study.efficiency import baseline_events_for
+
+    sizes, curve = [100, 1000, 10000], [0.60, 0.70, 0.80]
+    kind, n = baseline_events_for(sizes, curve, 0.75)
+    assert kind == "=" and math.isclose(n, math.sqrt(1000 * 10000))  # halfway in accuracy = geometric mean
+    assert baseline_events_for(sizes, curve, 0.70) == ("=", pytest.approx(1000))
+    assert baseline_events_for(sizes, curve, 0.55) == ("<=", 100)
+    assert baseline_events_for(sizes, curve, 0.81) == (">", 10000)
+    # a dip (seed noise) does not make the baseline need fewer events for a higher accuracy
+    assert baseline_events_for([100, 1000, 10000], [0.6, 0.75, 0.70], 0.72)[1] < 1000
+    assert baseline_events_for([100, 1000, 10000], [0.6, 0.75, 0.70], 0.76) == (">", 10000)
+
+
+def test_data_efficiency_gives_the_fewer_events_ratio_with_its_range():
+    from hepfm.study.config import parse_config
+    from hepfm.study.report import data_efficiency
+
+    cfg = parse_config({"tasks": ["hplus_vs_ttbar"], "sizes": [100, 1000, 10000], "seeds": 2, "test_size": 1000,
+                        "strategies": ["scratch", "finetune_multiclass"], "pretrain": {"lr": 1e-4},
+                        "generation": {"downstream_events": 40000}})
+    acc = {("scratch", 100): 0.60, ("scratch", 1000): 0.70, ("scratch", 10000): 0.80,
+           ("finetune_multiclass", 100): 0.70, ("finetune_multiclass", 1000): 0.75,
+           ("finetune_multiclass", 10000): 0.90}
+    rows = [{"task": "hplus_vs_ttbar", "size": n, "strategy": s, "seed": k, "accuracy": a + (0.01 if k else -0.01),
+             "n_test": 2000} for (s, n), a in acc.items() for k in (0, 1)]
+    table = {(r["size"]): r for r in data_efficiency(cfg, rows)}
+    assert set(table) == {100, 1000, 10000}  # the baseline itself is not listed
+    assert table[100]["ratio"] == pytest.approx(10.0)  # 0.70 at 100 events: the baseline needs 1000
+    assert table[100]["ratio_low"] < 10.0 < table[100]["ratio_high"]
+    assert table[1000]["ratio"] == pytest.approx(math.sqrt(10))
+    assert table[10000]["bound"] == ">" and table[10000]["ratio"] == 1.0  # beyond the curve: a lower bound

@@ -168,3 +168,25 @@ def fair_efficiency(baseline: dict, finetuned: dict, fraction: float = 0.99) -> 
     return {**out, "epoch": epoch, "steps": steps, "events": events, "time_s": time_s,
             "step_fraction": steps / out["baseline_steps"], "event_fraction": events / out["baseline_events"],
             "time_fraction": time_s / out["baseline_time_s"] if out["baseline_time_s"] > 0 else None}
+
+
+def baseline_events_for(sizes: list[int], baseline: list[float], target: float) -> tuple[str, float]:
+    """Training events per class the baseline needs to reach accuracy ``target``, read off its curve.
+
+    The curve (mean accuracy at each size) is made non-decreasing (the best accuracy reached at or below each
+    size) and interpolated linearly in log(size). Returns ``("=", n)``, or ``("<=", smallest size)`` when the
+    baseline already reaches ``target`` at its smallest size, or ``(">", largest size)`` when it never does.
+    """
+    if len(sizes) != len(baseline) or not sizes:
+        raise ValueError("sizes and baseline must have the same, non-zero length")
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    xs = [math.log(sizes[i]) for i in order]
+    ys = list(itertools.accumulate((baseline[i] for i in order), max))
+    if target <= ys[0]:
+        return "<=", float(sizes[order[0]])
+    if target > ys[-1]:
+        return ">", float(sizes[order[-1]])
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
+        if y0 < target <= y1:
+            return "=", math.exp(x0 + (x1 - x0) * (target - y0) / (y1 - y0))
+    raise AssertionError("unreachable: target lies within the curve")

@@ -17,7 +17,7 @@ import numpy as np
 
 from hepfm.eval import cka
 from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
-from hepfm.study.efficiency import break_even_tasks, fair_efficiency, read_history
+from hepfm.study.efficiency import baseline_events_for, break_even_tasks, fair_efficiency, read_history
 from hepfm.study.run import RESULT, cell_dir
 from hepfm.study.stats import gain_test_error, single_test_error
 
@@ -184,6 +184,43 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
                                                                    [p["time_s"] for p in pairs])
                               if every and not math.isnan(pre) else math.nan})
     return table
+
+
+def data_efficiency(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
+    """For each strategy and size: the events per class the baseline needs for the strategy's accuracy, and that
+    number over the strategy's own (the "x fewer events" of seed 003), with the range that the strategy's error
+    (seed standard error and binomial test error in quadrature) spans. The baseline curve's own error is not
+    propagated; a ratio beyond the largest size studied is a lower bound (">")."""
+    table = []
+    for t in cfg.tasks:
+        curve = [(size, st[0]) for size in cfg.sizes if (st := _stats(rows, t.name, size, BASELINE, "accuracy"))]
+        if len(curve) < 2:
+            continue
+        sizes, means = [c[0] for c in curve], [c[1] for c in curve]
+        for s in cfg.strategies:
+            if s == BASELINE:
+                continue
+            for size in cfg.sizes:
+                st = _stats(rows, t.name, size, s, "accuracy")
+                if st is None:
+                    continue
+                mean, std, n = st
+                n_test = _select(rows, t.name, size, s)[0]["n_test"]
+                err = math.hypot(0.0 if math.isnan(std) else std / math.sqrt(n),
+                                 math.sqrt(mean * (1 - mean) / n_test))
+                need = {k: baseline_events_for(sizes, means, v) for k, v in
+                        (("central", mean), ("low", mean - err), ("high", mean + err))}
+                table.append({"task": t.name, "size": size, "strategy": s, "accuracy": mean, "accuracy_err": err,
+                              "baseline_events": need["central"][1], "bound": need["central"][0],
+                              "ratio": need["central"][1] / size, "ratio_low": need["low"][1] / size,
+                              "ratio_high": need["high"][1] / size, "bound_high": need["high"][0]})
+    return table
+
+
+def _ratio_text(r: dict) -> str:
+    sign = {"=": "", "<=": "≤ ", ">": "> "}[r["bound"]]
+    high = ("> " if r["bound_high"] == ">" else "") + f"{r['ratio_high']:.2g}"
+    return f"{sign}{r['ratio']:.2g} ({r['ratio_low']:.2g} to {high})"
 
 
 def cross_model(cfg: StudyConfig, out: Path, task: str, size: int) -> dict | None:
@@ -373,6 +410,21 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                       f"{sf} | {_fmt(r['event_fraction'], True)} | {_fmt(r['time_fraction'], True)} | {r['reached']}"
                       f"{f' ({excl} collapsed pairs left out)' if (excl := r['excluded_collapsed']) else ''} | "
                       f"{r['baseline_steps']:.0f} | {_fmt(r['break_even_tasks'])} |")
+        md.append("")
+    events = data_efficiency(cfg, rows)
+    if events:
+        _write_csv(out / "data_efficiency.csv", events)
+        md += ["## Data efficiency (events the baseline needs)\n",
+               "For each strategy's mean test accuracy, the training events per class at which the baseline "
+               "reaches it (its curve over the sizes studied, interpolated in log size), and that number over the "
+               "strategy's own: \"x fewer events\" (below 1: the strategy needs more). In brackets, the range its "
+               "error spans. Beyond the largest size the figure is a lower bound, at the smallest an upper one.\n",
+               "| task | size/class | strategy | accuracy | baseline needs (events/class) | ratio |",
+               "|---|---|---|---|---|---|"]
+        for r in events:
+            need = {"=": "", "<=": "≤ ", ">": "> "}[r["bound"]] + f"{r['baseline_events']:,.0f}"
+            md.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {r['accuracy']:.4f} ± "
+                      f"{r['accuracy_err']:.4f} | {need} | {_ratio_text(r)} |")
         md.append("")
     quality_path = out / "pretrained" / "multilabel" / QUALITY
     if quality_path.exists():
