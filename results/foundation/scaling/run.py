@@ -1,23 +1,72 @@
-"""Downstream gain vs pretraining size: the study-cpu config's 1e3 cells, fine-tuned from the multiclass models
-pretrained on 834 / 8,334 / 83,334 events per process, against the same tuned scratch cells (copied)."""
-import shutil, subprocess, sys, yaml
+"""Downstream gain vs pretraining size (issues 12 and 14): the study-cpu configuration's 1e3 cells, fine-tuned
+from the backbones pretrained on 834 / 8,334 / every event per process of the million-event set — the runs that
+scripts/pretrain_foundation.py chose by validation loss, as recorded in results/foundation/pretraining.json
+(supervised multiclass, and the self-supervised masked task once it has run) — against the same tuned scratch
+cells (copied from the study-cpu run, so every size shares one baseline).
+
+    python results/foundation/scaling/run.py --study-cpu STUDY_CPU_RUN --out SCALING_DIR \\
+        [--task hplus_vs_ttbar] [--strategy finetune_masked]
+
+then ``hepfm study SCALING_DIR/<size>/config.yaml --out SCALING_DIR/<size> --report-only`` for the tables.
+"""
+import argparse
+import json
+import shutil
+import subprocess
 from pathlib import Path
-base = yaml.safe_load(open('/work/main/configs/study-cpu.yaml'))
-models = {"1e4": "/work/data/foundation/multiclass-834-lr0.0003", "1e5": "/work/data/foundation/multiclass-8334-lr0.0003",
-          "1e6": "/work/data/foundation/multiclass-full-lr0.0003"}
-src = Path('/work/study-cpu-run')
-for tag, model in models.items():
-    out = Path(f'/work/data/scaling/{tag}')
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / 'stores').exists():
-        (out / 'stores').symlink_to(src / 'stores')
-    for task in base['tasks']:
-        dst = out / 'cells' / task / '1000' / 'scratch'
-        if not dst.exists():
-            shutil.copytree(src / 'cells' / task / '1000' / 'scratch', dst)
-    cfg = dict(base, sizes=[1000], strategies=['scratch', 'finetune_multiclass'])
-    cfg['pretrain'] = dict(base['pretrain'], multiclass=model)
-    cfg['finetune'] = {k: v for k, v in base['finetune'].items() if k != 'by_size'}
-    yaml.safe_dump(cfg, open(out / 'config.yaml', 'w'))
-    r = subprocess.run(['hepfm', 'study', str(out / 'config.yaml'), '--out', str(out), '--size', '1000', '--no-progress'])
-    print(tag, 'exit', r.returncode, flush=True)
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+TAGS = {"1e4": "834", "1e5": "8334", "1e6": "full"}  # pretraining events (12 processes) -> events per process
+STRATEGY = {"multiclass": "finetune_multiclass", "masked": "finetune_masked"}
+
+
+def chosen_runs(record: dict) -> dict[str, dict[str, str]]:
+    """Size tag -> pretraining task -> the chosen run folder of that size."""
+    runs: dict[str, dict[str, str]] = {}
+    for task in STRATEGY:
+        if task not in record:
+            continue
+        for tag, size in TAGS.items():
+            entry = record[task]["full"] if size == "full" else record[task]["chosen"].get(size)
+            if entry:
+                runs.setdefault(tag, {})[task] = entry["run"]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study-cpu", type=Path, required=True, help="the configs/study-cpu.yaml run (stores, "
+                                                                      "scratch cells)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--task", action="append", help="only this task (repeatable)")
+    parser.add_argument("--strategy", action="append", help="only this strategy's cells (repeatable)")
+    args = parser.parse_args()
+    base = yaml.safe_load((ROOT / "configs" / "study-cpu.yaml").read_text())
+    record = json.loads((ROOT / "results" / "foundation" / "pretraining.json").read_text())
+    for tag, models in chosen_runs(record).items():
+        out = args.out / tag
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "stores").exists():
+            (out / "stores").symlink_to(args.study_cpu.resolve() / "stores")
+        for task in base["tasks"]:
+            dst = out / "cells" / task / "1000" / "scratch"
+            if not dst.exists():
+                shutil.copytree(args.study_cpu / "cells" / task / "1000" / "scratch", dst)
+        cfg = dict(base, sizes=[1000], strategies=["scratch"] + [STRATEGY[t] for t in models])
+        cfg["pretrain"] = dict(base["pretrain"], **models)
+        cfg["finetune"] = {k: v for k, v in base["finetune"].items() if k != "by_size"}
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+        command = ["hepfm", "study", str(out / "config.yaml"), "--out", str(out), "--size", "1000", "--no-progress"]
+        for task in args.task or []:
+            command += ["--task", task]
+        for strategy in args.strategy or []:
+            if strategy in cfg["strategies"]:
+                command += ["--strategy", strategy]
+        r = subprocess.run(command)
+        print(tag, "exit", r.returncode, flush=True)
+
+
+if __name__ == "__main__":
+    main()
