@@ -1,7 +1,7 @@
 """Downstream gain vs pretraining size (issues 12 and 14): the study-cpu configuration's 1e3 cells, fine-tuned
 from the backbones pretrained on 834 / 8,334 / every event per process of the million-event set — the runs that
 scripts/pretrain_foundation.py chose by validation loss, as recorded in results/foundation/pretraining.json
-(supervised multiclass, and the self-supervised masked task once it has run) — against the same tuned scratch
+(supervised multiclass and multilabel, and the self-supervised masked task) — against the same tuned scratch
 cells (copied from the study-cpu run, so every size shares one baseline).
 
     python results/foundation/scaling/run.py --study-cpu STUDY_CPU_RUN --out SCALING_DIR \\
@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 TAGS = {"1e4": "834", "1e5": "8334", "1e6": "full"}  # pretraining events (12 processes) -> events per process
-STRATEGY = {"multiclass": "finetune_multiclass", "masked": "finetune_masked"}
+STRATEGY = {"multiclass": "finetune_multiclass", "multilabel": "finetune_multilabel", "masked": "finetune_masked"}
 
 
 def chosen_runs(record: dict) -> dict[str, dict[str, str]]:
@@ -42,10 +42,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--task", action="append", help="only this task (repeatable)")
     parser.add_argument("--strategy", action="append", help="only this strategy's cells (repeatable)")
+    parser.add_argument("--tag", action="append", choices=list(TAGS), help="only this pretraining size (repeatable)")
     args = parser.parse_args()
     base = yaml.safe_load((ROOT / "configs" / "study-cpu.yaml").read_text())
     record = json.loads((ROOT / "results" / "foundation" / "pretraining.json").read_text())
     for tag, models in chosen_runs(record).items():
+        if args.tag and tag not in args.tag:
+            continue
         out = args.out / tag
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "stores").exists():
