@@ -111,3 +111,23 @@ def test_a_batch_without_jets_is_scored_by_both_jet_paths():
         fixed = model(x, mask)
     assert torch.isfinite(trimmed).all()
     torch.testing.assert_close(fixed, trimmed)
+
+
+@pytest.mark.parametrize("jet_model", ["jet_transformer", "deepsets"])
+def test_jets_grouped_by_constituent_count_give_the_same_embeddings(jet_model, monkeypatch):
+    import hepfm.models.hierarchical as hier
+
+    monkeypatch.setattr(hier, "MIN_BUCKET", 4)  # a toy batch has few jets
+    torch.manual_seed(0)
+    model = create_model("hierarchical", 1, event_model="graphnet", jet_model=jet_model, max_constituents=K)
+    model = model.double().eval()
+    x, mask, is_jet = _events(n=16, seed=3)
+    n_jets = int((is_jet & mask).sum())
+    assert n_jets >= 12
+    model.jet_buckets = 1
+    _, single = model.jet_embeddings(x, mask)
+    ref = model(x, mask)
+    model.jet_buckets = 3
+    _, grouped = model.jet_embeddings(x, mask)
+    torch.testing.assert_close(grouped, single)  # every jet keeps its own embedding, in its own slot
+    torch.testing.assert_close(model(x, mask), ref)
