@@ -144,6 +144,10 @@ def test_shipped_configs_are_valid():
     assert len(cpu.tasks) >= 2 and {1000, 10000} <= set(cpu.sizes)
     paper = load_config(configs / "study-paper.yaml")
     assert max(paper.sizes) == 10_000_000 and paper.test_size == 2_000_000
+    for path in configs.glob("study-*.yaml"):  # every shipped study configuration parses
+        assert load_config(path).strategies[0] == "scratch", path.name
+    hier = load_config(configs / "study-hierarchical.yaml")
+    assert hier.hierarchical and hier.constituents > 0 and hier.pretraining_tasks == ["jet-tagging"]
 
 
 def _rows(data):
