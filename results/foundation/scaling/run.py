@@ -7,7 +7,9 @@ cells (copied from the study-cpu run, so every size shares one baseline).
     python results/foundation/scaling/run.py --study-cpu STUDY_CPU_RUN --out SCALING_DIR \\
         [--task hplus_vs_ttbar] [--strategy finetune_masked]
 
-then ``hepfm study SCALING_DIR/<size>/config.yaml --out SCALING_DIR/<size> --report-only`` for the tables.
+then ``hepfm study SCALING_DIR/<size>/config.yaml --out SCALING_DIR/<size> --report-only`` for each size's
+tables, and ``--summarise DEST`` for the scaling table and plots across sizes (scaling.md/.csv, one plot per
+metric and task).
 """
 import argparse
 import json
@@ -19,6 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 TAGS = {"1e4": "834", "1e5": "8334", "1e6": "full"}  # pretraining events (12 processes) -> events per process
+EVENTS = {"1e4": 10_008, "1e5": 100_008, "1e6": 1_000_008}  # pretraining events of each size
 STRATEGY = {"multiclass": "finetune_multiclass", "multilabel": "finetune_multilabel", "masked": "finetune_masked"}
 
 
@@ -35,6 +38,21 @@ def chosen_runs(record: dict) -> dict[str, dict[str, str]]:
     return runs
 
 
+def summarise(out: Path, dest: Path) -> None:
+    """The gains of every size's finished cells against its pretraining events: scaling.md/.csv and plots."""
+    from hepfm.study.config import load_config
+    from hepfm.study.scaling import scaling_rows, write_scaling
+
+    rows = []
+    for tag, events in EVENTS.items():
+        if (out / tag / "config.yaml").exists():
+            cfg = load_config(out / tag / "config.yaml")
+            rows += scaling_rows(cfg, out / tag, events, [s for s in cfg.strategies if s != "scratch"])
+    dest.mkdir(parents=True, exist_ok=True)
+    write_scaling(rows, dest)
+    print((dest / "scaling.md").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study-cpu", type=Path, required=True, help="the configs/study-cpu.yaml run (stores, "
@@ -43,7 +61,12 @@ def main() -> None:
     parser.add_argument("--task", action="append", help="only this task (repeatable)")
     parser.add_argument("--strategy", action="append", help="only this strategy's cells (repeatable)")
     parser.add_argument("--tag", action="append", choices=list(TAGS), help="only this pretraining size (repeatable)")
+    parser.add_argument("--summarise", type=Path, metavar="DEST", help="write the scaling table and plots of the "
+                        "finished cells into DEST instead of training")
     args = parser.parse_args()
+    if args.summarise:
+        summarise(args.out, args.summarise)
+        return
     base = yaml.safe_load((ROOT / "configs" / "study-cpu.yaml").read_text())
     record = json.loads((ROOT / "results" / "foundation" / "pretraining.json").read_text())
     for tag, models in chosen_runs(record).items():

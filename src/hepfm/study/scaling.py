@@ -69,7 +69,7 @@ def run_scaling(raw: dict, out: str | Path, pretrain_events: list[int], source: 
     ``pretrain_data`` replaces the configuration's ``pretrain.data``; ``reports``: also write each size's full
     study report (Table I, CKA, plots: ``hepfm study --report-only`` on its folder does the same later).
     """
-    from hepfm.study.report import collect, table_one, write_report
+    from hepfm.study.report import write_report
     from hepfm.study.run import generate_stores, run_study
 
     console = console or Console()
@@ -110,16 +110,26 @@ def run_scaling(raw: dict, out: str | Path, pretrain_events: list[int], source: 
                              "retry them")
         if reports:
             write_report(sized_cfg, here)
-        cells = collect(sized_cfg, here)
-        for metric in ("accuracy", "auc"):
-            for row in table_one(sized_cfg, cells, metric, here):
-                for s in pretrained:
-                    if f"gain_{s}" in row:
-                        rows.append({"pretrain_events": n, "task": row["task"], "size": row["size"],
-                                     "metric": metric, "strategy": s, "baseline": row["baseline"],
-                                     "baseline_std": row["baseline_std"], "gain": row[f"gain_{s}"],
-                                     "gain_err": row[f"gain_{s}_err"], "n_seeds": row[f"{s}_n_seeds"]})
+        rows += scaling_rows(sized_cfg, here, n, pretrained)
     write_scaling(rows, out)
+    return rows
+
+
+def scaling_rows(cfg, folder: Path, pretrain_events: int, strategies) -> list[dict]:
+    """One pretraining size's study (``cfg`` run into ``folder``) as rows of the scaling table: each strategy's
+    gain over the baseline, with its error, per metric, task and training size."""
+    from hepfm.study.report import collect, table_one
+
+    cells = collect(cfg, folder)
+    rows = []
+    for metric in ("accuracy", "auc"):
+        for row in table_one(cfg, cells, metric, folder):
+            for s in strategies:
+                if f"gain_{s}" in row:
+                    rows.append({"pretrain_events": pretrain_events, "task": row["task"], "size": row["size"],
+                                 "metric": metric, "strategy": s, "baseline": row["baseline"],
+                                 "baseline_std": row["baseline_std"], "gain": row[f"gain_{s}"],
+                                 "gain_err": row[f"gain_{s}_err"], "n_seeds": row[f"{s}_n_seeds"]})
     return rows
 
 
