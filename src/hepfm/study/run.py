@@ -120,7 +120,7 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             continue
         folder = state.out / "pretrained" / task
         if not ((folder / CONFIG).exists() and not (folder / CHECKPOINT).exists()):
-            console.print(f"[bold]pretraining[/] {cfg.model} on {task}")
+            console.print(f"[bold]pretraining[/] {cfg.jet_model if task == 'jet-tagging' else cfg.model} on {task}")
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
             masked = cfg.masked if task == "masked" else {"regress": False, "augment": []}
