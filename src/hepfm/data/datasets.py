@@ -41,6 +41,15 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
+def trimmed(x: torch.Tensor, n: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``index`` of padded sets ``x`` [N, width, F] with ``n`` [N] real entries, cut to the longest of them,
+    and their mask."""
+    n = n[index]
+    width = max(int(n.max()), 1) if len(index) else 1
+    rows = x[index, :width]
+    return rows, torch.arange(width, device=x.device)[None, :] < n[:, None]
+
+
 @dataclass
 class EventData:
     """Events as tensors: stored rows, object counts and targets (long classes or float labels)."""
@@ -65,11 +74,7 @@ class EventData:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, mask, y) for the events at ``index``, trimmed to the largest multiplicity among them."""
-        n = self.n_objects[index]
-        width = max(int(n.max()), 1) if len(index) else 1
-        x = self.x[index, :width]
-        mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
-        return x, mask, self.y[index]
+        return (*trimmed(self.x, self.n_objects, index), self.y[index])
 
     def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1,
                       start: int = 0):

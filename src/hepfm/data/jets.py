@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hepfm.data.datasets import epoch_permutation, open_for_training, read_shard
+from hepfm.data.datasets import epoch_permutation, open_for_training, read_shard, trimmed
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURE_INDEX, JET_FLAVOURS, TYPE_CODES
@@ -56,11 +56,7 @@ class JetData:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, mask, y) of the jets at ``index``, trimmed to their largest constituent count."""
-        n = self.n_constituents[index]
-        width = max(int(n.max()), 1) if len(index) else 1
-        x = self.x[index, :width]
-        mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
-        return x, mask, self.y[index]
+        return (*trimmed(self.x, self.n_constituents, index), self.y[index])
 
     def batch_indices(self, epoch: int, seed: int, batch_size: int) -> list[torch.Tensor]:
         """The batches of ``epoch`` (a function of seed and epoch only), bucketed by constituent count."""
