@@ -274,14 +274,27 @@ def multilabel_backbone_quality(folder: Path, data: Path, max_events: int | None
                               splits["train"].y.numpy()[:, binary], names)
 
 
-def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int,
-             test, disjoint: bool, progress: bool, console: Console | None = None) -> dict:
-    """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates.
+class TestSets:
+    """A task's one test set, read when first needed, once per kind of input (objects; objects with their
+    jets' constituents). Both hold the same events in the same order, so every strategy's scores pair event
+    by event."""
 
-    ``test``: the task's test set, or a function of ``constituents`` (bool) giving it with or without them.
-    """
-    if callable(test):
-        test = test(strategy in HIERARCHICAL)
+    def __init__(self, cfg: StudyConfig, task: TaskSpec, out: Path):
+        self.paths, self.plan, self.sets = task_paths(cfg, task, out), BinarySplitPlan(test_size=cfg.test_size), {}
+
+    def __call__(self, constituents: bool = False):
+        if constituents not in self.sets:
+            test = binary_test_set(*self.paths, self.plan, constituents=constituents)
+            # Interleave the test classes so a latent subset (CKA) holds both.
+            order = torch.argsort(torch.arange(len(test)) % (len(test) // 2), stable=True)
+            self.sets[constituents] = test.subset(order)
+        return self.sets[constituents]
+
+
+def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int,
+             test_sets: TestSets, disjoint: bool, progress: bool, console: Console | None = None) -> dict:
+    """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates."""
+    test = test_sets(constituents=strategy in HIERARCHICAL)
     tuning = tune(cfg, state, task, size, strategy, disjoint, progress, console)
     folder = cell_dir(state.out, task.name, size, strategy, seed)
     points = {p["point"]: p for p in tuning["grid"]}
@@ -333,22 +346,6 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     return result
 
 
-class _TestSets:
-    """A task's one test set, read once per kind of input (objects; objects with their jets' constituents).
-
-    Both hold the same events in the same order, so every strategy's scores pair event by event.
-    """
-
-    def __init__(self, cfg: StudyConfig, task: TaskSpec, out: Path):
-        self.paths, self.plan, self.sets = task_paths(cfg, task, out), BinarySplitPlan(test_size=cfg.test_size), {}
-
-    def __call__(self, constituents: bool):
-        if constituents not in self.sets:
-            test = binary_test_set(*self.paths, self.plan, constituents=constituents)
-            # Interleave the test classes so a latent subset (CKA) holds both.
-            order = torch.argsort(torch.arange(len(test)) % (len(test) // 2), stable=True)
-            self.sets = {constituents: test.subset(order)}  # one kind in memory at a time
-        return self.sets[constituents]
 
 
 def _pool_size(cfg: StudyConfig, task: TaskSpec, out: Path) -> int:
@@ -410,7 +407,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
         if only.tasks and task.name not in only.tasks:
             k += len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
             continue
-        test = _TestSets(cfg, task, state.out)
+        test_sets = TestSets(cfg, task, state.out)
         pool = _pool_size(cfg, task, state.out)
         for size in cfg.sizes:
             disjoint = disjoint_seeds(cfg, size, pool)
@@ -430,7 +427,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                     label = f"[{k}/{n_cells}] {task.name} size {size} {strategy} seed {seed}"
                     started = time.perf_counter()
                     try:
-                        r = run_cell(cfg, state, task, size, strategy, seed, test, disjoint, False, console)
+                        r = run_cell(cfg, state, task, size, strategy, seed, test_sets, disjoint, False, console)
                     except (HepfmError, RuntimeError, ValueError) as exc:
                         state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
                                                "error": str(exc), "trace": traceback.format_exc()})
