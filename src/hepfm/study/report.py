@@ -217,8 +217,11 @@ def data_efficiency(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
     return table
 
 
+_BOUND = {"=": "", "<=": "≤ ", ">": "> "}  # how baseline_events_for's kind of answer is printed
+
+
 def _ratio_text(r: dict) -> str:
-    sign = {"=": "", "<=": "≤ ", ">": "> "}[r["bound"]]
+    sign = _BOUND[r["bound"]]
     high = ("> " if r["bound_high"] == ">" else "") + f"{r['ratio_high']:.2g}"
     return f"{sign}{r['ratio']:.2g} ({r['ratio_low']:.2g} to {high})"
 
@@ -422,7 +425,7 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                "| task | size/class | strategy | accuracy | baseline needs (events/class) | ratio |",
                "|---|---|---|---|---|---|"]
         for r in events:
-            need = {"=": "", "<=": "≤ ", ">": "> "}[r["bound"]] + f"{r['baseline_events']:,.0f}"
+            need = _BOUND[r["bound"]] + f"{r['baseline_events']:,.0f}"
             md.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {r['accuracy']:.4f} ± "
                       f"{r['accuracy_err']:.4f} | {need} | {_ratio_text(r)} |")
         md.append("")
