@@ -23,7 +23,7 @@ import torch
 from hepfm.data.datasets import BinarySplitPlan, binary_split, open_source, stored_constituents
 from hepfm.data.features import fit_scaling
 from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
-from hepfm.models.hierarchical import N_CONSTITUENT, N_OBJECT
+from hepfm.models.hierarchical import N_CONSTITUENT, N_OBJECT, jet_groups
 from hepfm.models.registry import create_model
 from hepfm.train.distributed import DistContext
 from hepfm.train.strategies import prepare
@@ -31,7 +31,7 @@ from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig, fit
 
 
-def padding(train, k: int, batch_size: int, buckets: int, min_bucket: int) -> float:
+def padding(train, k: int, batch_size: int, buckets: int) -> float:
     """Padded constituent slots per real constituent over shuffled batches, for a given grouping."""
     g = torch.Generator().manual_seed(0)
     real = padded = 0
@@ -40,11 +40,9 @@ def padding(train, k: int, batch_size: int, buckets: int, min_bucket: int) -> fl
         mask = torch.arange(x.shape[1])[None, :] < n_obj[:, None]
         jets = x[mask & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])][:, N_OBJECT:]
         n = (jets.reshape(-1, k, N_CONSTITUENT)[..., -1] > 0).sum(dim=1)
-        groups = max(1, min(buckets, -(-len(n) // min_bucket)))
-        for part in torch.tensor_split(torch.sort(n).values, groups):
-            if len(part):
-                real += int(part.sum())
-                padded += len(part) * max(int(part.max()), 1) - int(part.sum())
+        for idx, width in jet_groups(n, buckets):  # the model's own grouping
+            real += int(n[idx].sum())
+            padded += len(idx) * width - int(n[idx].sum())
     return padded / real
 
 
@@ -92,7 +90,7 @@ def main() -> None:
         for buckets in found:
             found[buckets] += rates(train, val, k, args, buckets)
     one, grouped = (statistics.median(found[b]) for b in found)
-    pad = {b: padding(train, k, args.batch_size, b, hierarchical.MIN_BUCKET) for b in found}
+    pad = {b: padding(train, k, args.batch_size, b) for b in found}
     print(f"{args.event_model} + {args.jet_model}, batch {args.batch_size}, one CPU thread "
           f"({torch.get_num_threads()} torch threads):")
     print(f"  one group at the batch's largest jet: {one:,.0f} events/s, {pad[1]:.3f} padded per real constituent")

@@ -26,6 +26,24 @@ N_CONSTITUENT = len(CONSTITUENT_FEATURES)
 _CLASS = CONSTITUENT_FEATURES.index("class")
 
 
+def jet_groups(n: torch.Tensor, buckets: int = JET_BUCKETS) -> list[tuple[torch.Tensor, int]]:
+    """How a batch's jets with ``n`` [N] stored constituents are encoded: (jet indices, padded width) per group.
+
+    One group at the batch's largest jet when ``buckets`` is 1 or there are few jets; else up to ``buckets``
+    equal-sized groups of count-sorted jets, each padded to its own largest (at K = 32 almost every batch holds
+    a jet at the cap, so one group costs ~0.8 padded slots per real constituent; the groups cut that to a
+    fraction). Widths are read with one device-to-host copy.
+    """
+    groups = min(buckets, -(-len(n) // MIN_BUCKET))
+    if groups <= 1:
+        return [(torch.arange(len(n), device=n.device), max(int(n.max()), 1))]
+    counts, order = torch.sort(n)
+    parts = torch.tensor_split(order, groups)
+    ends = torch.cumsum(torch.tensor([len(p) for p in parts]), 0) - 1
+    widths = counts[ends.to(n.device)].tolist()
+    return [(idx, max(int(w), 1)) for idx, w in zip(parts, widths, strict=True)]
+
+
 class HierarchicalModel(Backbone):
     """A jet backbone whose embeddings feed an event backbone; see the module docstring."""
 
@@ -92,19 +110,13 @@ class HierarchicalModel(Backbone):
         if not len(constituents):  # a batch without jets (attention over zero sequences fails)
             return is_jet, x.new_zeros((0, LATENT_DIM))
         n = (constituents[..., _CLASS] > 0).sum(dim=1)
-        groups = min(self.jet_buckets, -(-len(n) // MIN_BUCKET))
-        if groups <= 1:
-            width = max(int(n.max()), 1)  # trimmed to the batch's largest jet: less work
-            return is_jet, self.jet.encode(constituents[:, :width], self._constituent_mask(n, width))
-        # Padding to the batch's largest jet would cost ~0.8 padded slots per real constituent at K = 32 (almost
-        # every batch holds a jet at the cap); equal-sized groups of count-sorted jets cut it to a fraction.
-        order = torch.argsort(n)
-        parts = []
-        for idx in torch.tensor_split(order, groups):
-            width = max(int(n[idx[-1]]), 1)
-            parts.append(self.jet.encode(constituents[idx, :width], self._constituent_mask(n[idx], width)))
-        embeddings = torch.cat(parts)
-        return is_jet, embeddings[torch.argsort(order)]
+        groups = jet_groups(n, self.jet_buckets)
+        if len(groups) == 1:
+            return is_jet, self.jet.encode(constituents[:, :groups[0][1]], self._constituent_mask(n, groups[0][1]))
+        parts = [self.jet.encode(constituents[idx, :width], self._constituent_mask(n[idx], width))
+                 for idx, width in groups]
+        order = torch.cat([idx for idx, _ in groups])
+        return is_jet, torch.cat(parts)[torch.argsort(order)]
 
     def fixed_width_jet_extra(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The projected jet embeddings [B, M, width] of every slot (zero outside jets), with every slot's
