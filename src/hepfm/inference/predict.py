@@ -32,9 +32,6 @@ import torch
 
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
-from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURES
-
-N_OBJECT = len(FEATURES)  # columns of an object row
 
 FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
 #: Events per chunk read, scored and written.
@@ -306,7 +303,9 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
         detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()
     hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
     if chunk_size is None:
-        width = N_OBJECT + (len(CONSTITUENT_FEATURES) * model.max_constituents if hierarchical else 0)
+        from hepfm.models.hierarchical import N_CONSTITUENT, N_OBJECT
+
+        width = N_OBJECT + (N_CONSTITUENT * model.max_constituents if hierarchical else 0)
         chunk_size = max(1024, DEFAULT_CHUNK * N_OBJECT // width)
     source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None)
     if isinstance(source, _StoreInput):
