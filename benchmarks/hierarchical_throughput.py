@@ -84,7 +84,7 @@ def main() -> None:
     print(f"{len(train):,} training events, {mean_objects:.1f} objects each, K = {k} constituents per jet")
     print(f"memory per event: {4 * (N_OBJECT + N_CONSTITUENT * k) * mean_objects:,.0f} B as unpadded float32 rows "
           f"({4 * (N_OBJECT + N_CONSTITUENT * k) * train.x.shape[1]:,} B at the store's {train.x.shape[1]} slots); "
-          f"{on_disk:,.0f} B on disk (compressed, the signal store)")
+          f"{on_disk:,.0f} B on disk per event of the whole store (compressed)")
     found: dict[int, list[float]] = {1: [], hierarchical.JET_BUCKETS: []}
     for _ in range(args.repeats):
         for buckets in found:
