@@ -14,7 +14,7 @@ from hepfm import load_pretrained
 from hepfm.models.pretrained import CARD, available, detector_hash, weights_dir
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.truth import LABEL_NAMES
-from hepfm.study.config import pretraining_processes
+from hepfm.physics.processes import PRETRAINING
 
 SHIPPED = {"graphnet-pythia12-multiclass": "multiclass", "graphnet-pythia12-multilabel": "multilabel"}
 
@@ -25,7 +25,7 @@ def test_shipped_model_is_complete_and_built_on_todays_detector(name, task):
     assert folder.parent == weights_dir()  # inside the package, no network, no environment variable
     config = json.loads((folder / "config.json").read_text())
     assert config["task"] == task and config["name"] == name
-    assert sorted(config["names"]) == sorted(pretraining_processes() if task == "multiclass" else LABEL_NAMES)
+    assert sorted(config["names"]) == sorted(list(PRETRAINING) if task == "multiclass" else LABEL_NAMES)
     schema = config["data_schema"]
     # the model was trained on events of the detector a fresh installation simulates
     assert schema["detector_hash"] == detector_hash(DetectorConfig().to_dict())
@@ -49,7 +49,7 @@ def test_shipped_multiclass_model_does_on_fresh_events_what_its_card_says(physic
     import pyarrow.parquet as pq
 
     table = pq.read_table(out)
-    names = pretraining_processes()
+    names = list(PRETRAINING)
     scores = np.stack([table[f"score_{p}"].to_numpy() for p in names], axis=1)
     assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
     stored = json.loads(table.schema.metadata[b"hepfm"])["process_names"]  # `process` indexes these

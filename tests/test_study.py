@@ -117,6 +117,7 @@ def test_a_failed_cell_is_reported_and_retried(stores, tmp_path):
     ({"sizes": [100_000]}, "has 300 events, but size 100000 needs"),
     ({"pretrain": {"multiclass": "/nonexistent/model"}}, "no such model folder"),
     ({"colour": "blue"}, "unknown key"),
+    ({"generation": {"pretrain_processes": ["ttbar", "unicorns"]}}, "pretrain_processes must be a list of catalog"),
 ])
 def test_bad_configs_fail_before_any_work(stores, tmp_path, change, message):
     with pytest.raises(HepfmError, match=message):
@@ -148,6 +149,8 @@ def test_shipped_configs_are_valid():
         assert load_config(path).strategies[0] == "scratch", path.name
     hier = load_config(configs / "study-hierarchical.yaml")
     assert hier.hierarchical and hier.constituents > 0 and hier.pretraining_tasks == ["jet-tagging"]
+    shift = load_config(configs / "study-hierarchical-shift.yaml")  # the jet backbone from another process mix
+    assert shift.pretrain_processes == ["ttbar", "qcd"] and shift.pretraining_tasks == ["jet-tagging"]
 
 
 def _rows(data):
@@ -263,3 +266,30 @@ def test_study_in_parts_equals_the_whole(stores, tmp_path):
     assert "Table I — accuracy" in write_report(cfg, parts).read_text()
     with pytest.raises(HepfmError, match="no strategy frozen_multiclass in this study"):
         run_study(cfg, parts, progress=False, only=CellFilter(strategies=["frozen_multiclass"]))
+
+
+def test_parallel_parts_equal_the_serial_study(stores, tmp_path):
+    """--jobs 2 trains the parts of the grid in two processes; every cell is the serial study's, bit for bit."""
+    import torch
+
+    cfg = parse_config(_config(stores, sizes=[40], strategies=["scratch", "finetune_multiclass"]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the thread count a parallel part gets below: the same arithmetic
+    try:
+        serial = run_study(cfg, tmp_path / "serial", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    parallel = run_study(cfg, tmp_path / "parallel", progress=False, jobs=2, threads=1)
+    assert serial.failures == [] and parallel.failures == []
+
+    def results(root):
+        return {(r["strategy"], r["seed"]): (r["accuracy"], r["auc"], r["lr"], r["epochs_run"])
+                for r in (json.loads(p.read_text()) for p in (root / "cells").rglob(RESULT))}
+
+    assert len(results(tmp_path / "serial")) == 4
+    assert results(tmp_path / "parallel") == results(tmp_path / "serial")
+    assert {p.name for p in (tmp_path / "parallel").glob("failures-*.json")} == {
+        "failures-toy-scratch.json", "failures-toy-finetune_multiclass.json"}
+    assert "Table I — accuracy" in write_report(cfg, tmp_path / "parallel").read_text()
+    with pytest.raises(HepfmError, match="positive"):
+        run_study(cfg, tmp_path / "bad", progress=False, jobs=0)

@@ -28,6 +28,8 @@ def study(
     task: Optional[list[str]] = typer.Option(None, help="Train only the cells of this task (repeatable)."),
     size: Optional[list[int]] = typer.Option(None, help="Train only the cells of this size (repeatable)."),
     strategy: Optional[list[str]] = typer.Option(None, help="Train only the cells of this strategy (repeatable)."),
+    jobs: int = typer.Option(1, help="Train this many parts of the grid (task x strategy) at once, in separate "
+                             "processes sharing the cores."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Run the grid task x training size x strategy x seed and write Table I, efficiency, CKA and report.md.
@@ -47,10 +49,13 @@ def study(
             raise HepfmError(f"--workers must be positive, got {workers}")
         cfg = dataclasses.replace(cfg, workers=workers)
     only = CellFilter(task or None, size or None, strategy or None)
-    _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only)
+    if jobs < 1:
+        raise HepfmError(f"--jobs must be positive, got {jobs}")
+    _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only, jobs=jobs)
 
 
-def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, prepare_only: bool = False) -> list[dict]:
+def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, prepare_only: bool = False,
+               jobs: int = 1) -> list[dict]:
     from hepfm.study.report import collect, table_markdown, table_one, write_report
     from hepfm.study.run import CellFilter, run_study
 
@@ -59,7 +64,7 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
     if not report_only:
         try:
             failures = run_study(cfg, out, progress=progress, console=console, only=only,
-                                 prepare_only=prepare_only).failures
+                                 prepare_only=prepare_only, jobs=jobs).failures
         except KeyboardInterrupt:
             Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
             raise typer.Exit(130) from None
@@ -74,7 +79,7 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
         console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric, out), metric))
     console.print(f"\nreport: {report}")
     if failures:
-        raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / 'failures.json'}); rerun to retry them")
+        raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / 'report.md'}); rerun to retry them")
     return rows
 
 
@@ -113,6 +118,8 @@ def scaling(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("hepfm-demo"), "--out", "-o", help="Folder for everything the demo makes."),
+    jobs: Optional[int] = typer.Option(None, help="Strategies trained at once in separate processes (default: 2 "
+                                       "when 2 cores are available, else 1)."),
     progress: bool = _PROGRESS,
 ) -> None:
     """The quick-start job: H+ vs tt from scratch and fine-tuned from the shipped graphnet-pythia12-multiclass.
@@ -123,9 +130,13 @@ def demo(
     """
     from hepfm.study.demo import demo_config
     from hepfm.study.report import table_one
+    from hepfm.study.run import available_cores
 
     cfg = demo_config()
-    rows = _run_study(cfg, out, False, progress)
+    if jobs is not None and jobs < 1:
+        raise HepfmError(f"--jobs must be positive, got {jobs}")
+    # Scratch and fine-tuning train side by side, one process each, when there are two cores.
+    rows = _run_study(cfg, out, False, progress, jobs=min(2, available_cores()) if jobs is None else jobs)
     table = Table(title="H+ -> tb vs tt, 1000 training events per class, 2000 test events per class")
     for col in ("strategy", "chosen learning rate(s)", "accuracy", "ROC AUC", "epochs", "training time (s)"):
         table.add_column(col)

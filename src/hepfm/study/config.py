@@ -126,6 +126,7 @@ class StudyConfig:
     test_size: int = 5000
     generation_seed: int = 7
     pretrain_events: int = 5000
+    pretrain_processes: list[str] = field(default_factory=lambda: list(PRETRAINING))  # the generated mix
     downstream_events: int = 20000
     workers: int = 2
     model: str = "graphnet"
@@ -276,11 +277,15 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
             _fail(source, f"pretrain.by_task.{task}: unknown key(s) {sorted(extra)}")
     if pre_data is not None and not Path(pre_data).exists():
         _fail(source, f"pretrain.data: no such event store {pre_data!r}")
+    pre_processes = gen.get("pretrain_processes", list(PRETRAINING))
+    if not pre_processes or not isinstance(pre_processes, list) or set(pre_processes) - set(PROCESSES):
+        _fail(source, f"generation.pretrain_processes must be a list of catalog processes, got {pre_processes!r}")
     cka = dict(raw.get("cka") or {})
     cfg = StudyConfig(
         tasks=tasks, sizes=sorted(sizes), strategies=list(strategies), seeds=int(raw.get("seeds", 5)),
         test_size=int(raw.get("test_size", 5000)), generation_seed=int(gen.get("seed", 7)),
-        pretrain_events=int(gen.get("pretrain_events", 5000)), downstream_events=int(gen.get("downstream_events",
+        pretrain_events=int(gen.get("pretrain_events", 5000)), pretrain_processes=list(dict.fromkeys(pre_processes)),
+        downstream_events=int(gen.get("downstream_events",
                                                                                                20000)),
         workers=int(gen.get("workers", 2)), model=str(raw.get("model", "graphnet")),
         model_options=dict(raw.get("model_options") or {}), jet_model=str(raw.get("jet_model", "jet_transformer")),
@@ -392,6 +397,3 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(read_yaml(path), str(path))
 
 
-def pretraining_processes() -> list[str]:
-    """The processes of the pretraining store (DESIGN.md §2)."""
-    return list(PRETRAINING)

@@ -448,7 +448,9 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                                      f"{kernel} CKA, {t.name}, {size:,} events/class")
             figures.append(path)
     md += ["## Figures\n"] + [f"![{p.stem}]({p.relative_to(out)})" for p in figures]
-    failures = [f for path in sorted(out.glob("failures*.json")) for f in json.loads(path.read_text())]
+    # A cell can be listed by a whole run and by a part run: once per cell.
+    failures = list({tuple(f.get("key", ())) or f["cell"]: f for path in sorted(out.glob("failures*.json"))
+                     for f in json.loads(path.read_text())}.values())
     done = {(r["task"], r["size"], r["strategy"], r["seed"]) for r in rows}
     failures = [f for f in failures if tuple(f.get("key", ())) not in done]  # since retried successfully
     if failures:

@@ -12,6 +12,9 @@ Layout of the output folder::
                                                     and, for seeds > 0, the run folder(s) lr<...>/
     DIR/failures.json                               cells that raised, with the error (retried on rerun)
 
+With ``jobs > 1`` the parts of the grid (one per task and strategy) train in that many processes at once, each
+with its share of the cores; a run's result does not depend on which process trained it.
+
 Every cell evaluates on its task's one fixed test set (BinarySplitPlan.split_seed = 0 and the config's
 test_size). When the pool holds them, seed k trains and validates on its own block of events
 (BinarySplitPlan.block = k), so seeds never share an event; otherwise seeds draw random subsets and
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +55,6 @@ from hepfm.study.config import (
     TaskSpec,
     block_events,
     disjoint_seeds,
-    pretraining_processes,
 )
 from hepfm.train import defaults
 from hepfm.train.checkpoint import CHECKPOINT
@@ -97,7 +101,7 @@ def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: boo
 
     jobs = []
     if len(cfg.pretrained) < len(cfg.pretraining_tasks) and cfg.pretrain_data is None:
-        jobs.append(("pretrain", pretraining_processes(), cfg.pretrain_events, cfg.generation_seed))
+        jobs.append(("pretrain", cfg.pretrain_processes, cfg.pretrain_events, cfg.generation_seed))
     if cfg.downstream_processes:
         # A different seed from the pretraining store, so fine-tuning never sees pretraining events.
         jobs.append(("downstream", cfg.downstream_processes, cfg.downstream_events, cfg.generation_seed + 1000))
@@ -383,23 +387,64 @@ class CellFilter:
                                  f"(it has {', '.join(map(str, known))})")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int) -> list[dict]:
+    """One process's share of a parallel study: a part of the grid with ``threads`` PyTorch threads."""
+    torch.set_num_threads(threads)
+    return run_study(cfg, out, progress=False, only=part).failures
+
+
+def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int, threads: int | None,
+               console: Console) -> None:
+    """Train the selected grid as one part per (task, strategy), ``jobs`` parts at a time in spawned processes."""
+    parts = [CellFilter([t.name], only.sizes, [s]) for t in cfg.tasks for s in cfg.strategies
+             if (not only.tasks or t.name in only.tasks) and (not only.strategies or s in only.strategies)]
+    jobs = min(jobs, len(parts))
+    threads = threads or max(1, available_cores() // jobs)
+    console.print(f"training {len(parts)} parts of the grid, {jobs} at a time ({threads} thread(s) each)")
+    import multiprocessing
+
+    # spawn: a forked child would inherit PyTorch's thread pools and the parent's open stores.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_part, cfg, state.out, part, threads) for part in parts]
+        for future in futures:
+            state.failures.extend(future.result())
+
+
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None,
-              only: CellFilter | None = None, prepare_only: bool = False) -> StudyState:
+              only: CellFilter | None = None, prepare_only: bool = False, jobs: int = 1,
+              threads: int | None = None) -> StudyState:
     """Run (or resume) the study into ``out``; returns its state. Failed cells are listed, not fatal.
 
     ``prepare_only``: generate the stores and pretrain the backbones, train no cell. ``only``: train just
     that part of the grid (its failures go to ``failures-<part>.json``; the report reads every such file).
+    ``jobs``: train the parts of the grid (task x strategy) in this many processes at once, each with
+    ``threads`` PyTorch threads (default: the available cores shared out).
     """
+    if jobs < 1:
+        raise HepfmError(f"the number of parallel jobs must be positive, got {jobs}")
+    if only is not None:
+        only.check(cfg)
     console = console or Console()
     state = StudyState(out=Path(out))
     state.out.mkdir(parents=True, exist_ok=True)
-    if only is not None:
-        only.check(cfg)
     t0 = time.perf_counter()
     generate_stores(cfg, state.out, console, progress)
     pretrain_backbones(cfg, state, console, progress)
     if prepare_only:
         return state
+    if jobs > 1:
+        _run_parts(cfg, state, only or CellFilter(), jobs, threads, console)
+        _write_json(state.out / ("timing.json" if only in (None, CellFilter()) else f"timing-{only.tag()}.json"),
+                    {"pretrain_time_s": state.pretrain_time_s, "study_wall_time_s": time.perf_counter() - t0})
+        return state  # each part wrote its own failures file
     n_cells = len(cfg.tasks) * len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
     k = 0
     only = only or CellFilter()
