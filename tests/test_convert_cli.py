@@ -120,6 +120,11 @@ def test_wrong_format_and_existing_store(shared_data, tmp_path):
     assert sorted(out.rglob("*")) == before
     r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "a/b", "--no-progress")
     one_line_error(r, "label 'a/b'")
+    # the library names the problem, the command line adds its option
+    r = hepfm("convert", "nanoaod", shared_data / TTBAR, "--out", out, "--label", "tt", "--preselect", "bogus",
+              "--no-progress")
+    one_line_error(r, "--preselect", "unknown pre-selection 'bogus'", "kek")
+    assert sorted(out.rglob("*")) == before
 
 
 def _zero_first_basket(src, dst, branch):

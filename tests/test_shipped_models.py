@@ -13,8 +13,8 @@ from cli_runner import hepfm
 from hepfm import load_pretrained
 from hepfm.models.pretrained import CARD, available, detector_hash, weights_dir
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.truth import LABEL_NAMES
 from hepfm.physics.processes import PRETRAINING
+from hepfm.physics.truth import LABEL_NAMES
 
 SHIPPED = {"graphnet-pythia12-multiclass": "multiclass", "graphnet-pythia12-multilabel": "multilabel"}
 

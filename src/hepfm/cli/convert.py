@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from hepfm.cli.app import app, console
+from hepfm.errors import HepfmError
 
 convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment ROOT files (CMS NanoAOD, Delphes) "
                           "into an event store (objects only, no truth labels).")
@@ -38,6 +39,16 @@ def _print_conversion(report, plans_info: dict | None = None) -> None:
         console.print(f"  {who}: {line}")
 
 
+def _preselection(name: str | None):
+    """The named pre-selection; an unknown name is reported with the option's name."""
+    from hepfm.io.convert import preselection
+
+    try:
+        return preselection(name)
+    except HepfmError as exc:
+        raise HepfmError(f"--preselect: {exc}") from None
+
+
 @convert_app.command("nanoaod")
 def convert_nanoaod_cmd(
     files: list[str] = typer.Argument(..., help="NanoAOD ROOT files or glob patterns (tree 'Events')."),
@@ -64,12 +75,12 @@ def convert_nanoaod_cmd(
 
     Example: hepfm convert nanoaod 'data/*.root' --out opendata --label ttbar_2015 --preselect kek
     """
-    from hepfm.io.convert import preselecting, preselection
+    from hepfm.io.convert import preselecting
     from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
     from hepfm.physics.detector import DetectorConfig
 
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
-    selection = preselection(preselect)
+    selection = _preselection(preselect)
     try:
         with preselecting(selection):
             report = convert_nanoaod(files, out, label, btag_branch=btag_branch, btag_cut=btag_cut, era=era,
@@ -97,12 +108,12 @@ def convert_delphes_cmd(
 
     Example: hepfm convert delphes delphes_*.root --out events --label zprime_delphes
     """
-    from hepfm.io.convert import preselecting, preselection
+    from hepfm.io.convert import preselecting
     from hepfm.io.delphes import convert_delphes
     from hepfm.physics.detector import DetectorConfig
 
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
-    selection = preselection(preselect)
+    selection = _preselection(preselect)
     try:
         with preselecting(selection):
             report = convert_delphes(files, out, label, btag_bit=btag_bit, detector=detector,

@@ -114,7 +114,7 @@ def preselection(name: str | None) -> Preselection | None:
     if name is None or name == "none":
         return None
     if name not in PRESELECTIONS:
-        raise HepfmError(f"--preselect {name!r}: unknown pre-selection; choose from none, {', '.join(PRESELECTIONS)}")
+        raise HepfmError(f"unknown pre-selection {name!r}; choose from none, {', '.join(PRESELECTIONS)}")
     return PRESELECTIONS[name]
 
 
