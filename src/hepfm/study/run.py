@@ -398,7 +398,7 @@ def available_cores() -> int:
 def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int) -> list[dict]:
     """One process's share of a parallel study: a part of the grid with ``threads`` PyTorch threads."""
     torch.set_num_threads(threads)
-    return run_study(cfg, out, progress=False, only=part).failures
+    return run_study(cfg, out, progress=False, only=part, prepared=True).failures
 
 
 def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int, threads: int | None,
@@ -420,13 +420,14 @@ def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int,
 
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None,
               only: CellFilter | None = None, prepare_only: bool = False, jobs: int = 1,
-              threads: int | None = None) -> StudyState:
+              threads: int | None = None, prepared: bool = False) -> StudyState:
     """Run (or resume) the study into ``out``; returns its state. Failed cells are listed, not fatal.
 
     ``prepare_only``: generate the stores and pretrain the backbones, train no cell. ``only``: train just
     that part of the grid (its failures go to ``failures-<part>.json``; the report reads every such file).
     ``jobs``: train the parts of the grid (task x strategy) in this many processes at once, each with
-    ``threads`` PyTorch threads (default: the available cores shared out).
+    ``threads`` PyTorch threads (default: the available cores shared out). ``prepared``: the stores and
+    backbones are known to be there (a parallel part): skip generation and load the backbones silently.
     """
     if jobs < 1:
         raise HepfmError(f"the number of parallel jobs must be positive, got {jobs}")
@@ -436,8 +437,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
     state = StudyState(out=Path(out))
     state.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    generate_stores(cfg, state.out, console, progress)
-    pretrain_backbones(cfg, state, console, progress)
+    if not prepared:
+        generate_stores(cfg, state.out, console, progress)
+    pretrain_backbones(cfg, state, Console(quiet=True) if prepared else console, progress)
     if prepare_only:
         return state
     if jobs > 1:
