@@ -293,3 +293,18 @@ def test_parallel_parts_equal_the_serial_study(stores, tmp_path):
     assert "Table I — accuracy" in write_report(cfg, tmp_path / "parallel").read_text()
     with pytest.raises(HepfmError, match="positive"):
         run_study(cfg, tmp_path / "bad", progress=False, jobs=0)
+
+
+def test_a_finished_cell_is_not_reused_under_other_settings(stores, tmp_path):
+    """Changing the training protocol and rerunning into the same folder must not mix the two in one table."""
+    cfg = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"]))
+    assert run_study(cfg, tmp_path, progress=False).failures == []
+    again = run_study(cfg, tmp_path, progress=False)  # same settings: reused
+    assert again.failures == []
+    changed = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"],
+                                   finetune={"epochs": 2, "batch_size": 32, "lr": 1e-3, "patience": 9}))
+    for attempt in range(2):  # a finished cell, then the same cell to be retrained from its finished run
+        failures = run_study(changed, tmp_path, progress=False).failures
+        assert len(failures) == 1 and "finished with other settings" in failures[0]["error"], attempt
+        assert "patience 5 (configuration: 9)" in failures[0]["error"]
+        (tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT).unlink(missing_ok=True)

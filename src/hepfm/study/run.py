@@ -167,10 +167,11 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     """Train one run into ``folder`` unless it is finished there (an interrupted one resumes)."""
     from hepfm.train.workflows import finetune
 
+    spec = cfg.finetune.for_size(size)
     if (folder / CONFIG).exists() and not (folder / CHECKPOINT).exists():
+        _check_finished(folder, spec, seed, lr)
         return
     pre_task, how = STRATEGIES[strategy]
-    spec = cfg.finetune.for_size(size)
     signal, background = task_paths(cfg, task, state.out)
     model, options, init_from = cfg.model, cfg.model_options, state.pretrained.get(pre_task)
     if strategy in HIERARCHICAL and init_from is None:
@@ -185,6 +186,21 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
              cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
                              optimizer=spec.optimizer, seed=seed, progress=progress, tensorboard=False,
                              bf16=cfg.bf16))
+
+
+def _check_finished(folder: Path, spec, seed: int, lr: float) -> None:
+    """Refuse to reuse a finished run trained with other settings than the configuration's (silently mixing
+    protocols in one table is worse than an error)."""
+    meta = read_config(folder)
+    done = meta["training"]["config"]
+    want = {"epochs": spec.epochs, "batch_size": spec.batch_size, "patience": spec.patience,
+            "optimizer": spec.optimizer, "seed": seed}
+    differ = [f"{k} {done.get(k)} (configuration: {v})" for k, v in want.items() if done.get(k) != v]
+    if not math.isclose(meta.get("lr", lr), lr):
+        differ.append(f"lr {meta.get('lr')} (configuration: {lr})")
+    if differ:
+        raise HepfmError(f"{folder}: finished with other settings than this configuration's: {', '.join(differ)}; "
+                         "run the changed configuration into a new study folder")
 
 
 def run_summary(folder: Path) -> dict:
@@ -469,9 +485,16 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                 for seed in range(cfg.seeds):
                     k += 1
                     folder = cell_dir(state.out, task.name, size, strategy, seed)
-                    if (folder / RESULT).exists():
-                        continue
                     label = f"[{k}/{n_cells}] {task.name} size {size} {strategy} seed {seed}"
+                    if (folder / RESULT).exists():
+                        done = json.loads((folder / RESULT).read_text())
+                        try:
+                            _check_finished(state.out / done["run"], cfg.finetune.for_size(size), seed, done["lr"])
+                        except HepfmError as exc:
+                            state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
+                                                   "error": str(exc), "trace": ""})
+                            console.print(f"{label}: [red]FAILED[/] {exc}")
+                        continue
                     started = time.perf_counter()
                     try:
                         r = run_cell(cfg, state, task, size, strategy, seed, test_sets, disjoint, False, console)
