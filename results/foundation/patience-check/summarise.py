@@ -4,7 +4,8 @@
 
 Every cell of CHECK (same task, size, strategy, seed, events, test set and learning rates as in STUDY) is
 printed with its accuracy, AUC, epochs run and best epoch beside STUDY's, and for each (task, size, seed) with
-both a scratch and a fine-tuned cell, the gain under both patiences.
+both a scratch and a fine-tuned cell, the gain under both patiences with its paired-bootstrap test-sample error
+(one seed: no seed spread).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from hepfm.study.stats import gain_test_error
+
 
 def _cells(root: Path) -> dict:
     cells = {}
     for path in (root / "cells").rglob("result.json"):
         r = json.loads(path.read_text())
+        r["scores"] = np.load(path.parent / "scores.npy")  # [labels; scores] on the task's test set
         cells[(r["task"], r["size"], r["strategy"], r["seed"])] = r
     return cells
 
@@ -28,7 +34,14 @@ def _fmt(r: dict) -> str:
 
 def _gain(cells: dict, key: tuple, base: tuple) -> str:
     a, b = cells[key], cells[base]
-    return f"{100 * (a['accuracy'] - b['accuracy']):+.2f} / {100 * (a['auc'] - b['auc']):+.2f}"
+    y = b["scores"][0]
+    if not np.array_equal(a["scores"][0], y):
+        raise SystemExit(f"{key} and {base} were not scored on the same test events")
+    out = []
+    for metric in ("accuracy", "auc"):
+        err = gain_test_error(y, [b["scores"][1]], [a["scores"][1]], metric)
+        out.append(f"{100 * (a[metric] - b[metric]):+.2f} ± {100 * err:.2f}")
+    return " / ".join(out)
 
 
 def main() -> None:

@@ -49,8 +49,6 @@ def study(
             raise HepfmError(f"--workers must be positive, got {workers}")
         cfg = dataclasses.replace(cfg, workers=workers)
     only = CellFilter(task or None, size or None, strategy or None)
-    if jobs < 1:
-        raise HepfmError(f"--jobs must be positive, got {jobs}")
     _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only, jobs=jobs)
 
 
@@ -59,6 +57,8 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
     from hepfm.study.report import collect, table_markdown, table_one, write_report
     from hepfm.study.run import CellFilter, run_study
 
+    if jobs < 1:
+        raise HepfmError(f"--jobs must be positive, got {jobs}")
     failures = []
     partial = prepare_only or (only is not None and only != CellFilter())
     if not report_only:
@@ -133,8 +133,6 @@ def demo(
     from hepfm.study.run import available_cores
 
     cfg = demo_config()
-    if jobs is not None and jobs < 1:
-        raise HepfmError(f"--jobs must be positive, got {jobs}")
     # Scratch and fine-tuning train side by side, one process each, when there are two cores.
     rows = _run_study(cfg, out, False, progress, jobs=min(2, available_cores()) if jobs is None else jobs)
     table = Table(title="H+ -> tb vs tt, 1000 training events per class, 2000 test events per class")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import time
 import traceback
@@ -425,8 +426,6 @@ def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int,
     jobs = min(jobs, len(parts))
     threads = threads or max(1, available_cores() // jobs)
     console.print(f"training {len(parts)} parts of the grid, {jobs} at a time ({threads} thread(s) each)")
-    import multiprocessing
-
     # spawn: a forked child would inherit PyTorch's thread pools and the parent's open stores.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_part, cfg, state.out, part, threads) for part in parts]
