@@ -49,6 +49,10 @@ def test_convert_delphes_cli(tmp_path):
     r = hepfm("convert", "delphes", tmp_path / "d.root", "--out", tmp_path / "store", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "500 events read, 500 written" in r.stdout and (tmp_path / "store" / "d" / "shard-00000.h5").exists()
+    # constituents asked of a file whose jets keep none: one line naming the file and the branch, no store
+    r = hepfm("convert", "delphes", tmp_path / "d.root", "--out", tmp_path / "jets", "--constituents", "16")
+    one_line_error(r, str(tmp_path / "d.root"), "no branch Jet.Constituents")
+    assert not (tmp_path / "jets").exists()
 
 
 def _truncated(src, dst, fraction):

@@ -102,11 +102,14 @@ def convert_delphes_cmd(
     detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
     shard_size: int = typer.Option(50_000, help="Events per shard."),
     preselect: Optional[str] = _PRESELECT,
+    constituents: int = typer.Option(0, help="Also store up to K constituents (pT-ordered) and the truth flavour "
+                                     "(Jet.Flavor) of every jet, from the Jet.Constituents references."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Convert Delphes output files into an event store, with the detector configuration's kinematic cuts.
 
     Example: hepfm convert delphes delphes_*.root --out events --label zprime_delphes
+    (--constituents 32: jets with their EFlow constituents, for jet tagging and hierarchical models)
     """
     from hepfm.io.convert import preselecting
     from hepfm.io.delphes import convert_delphes
@@ -117,7 +120,7 @@ def convert_delphes_cmd(
     try:
         with preselecting(selection):
             report = convert_delphes(files, out, label, btag_bit=btag_bit, detector=detector,
-                                     shard_size=shard_size, progress=progress)
+                                     shard_size=shard_size, progress=progress, constituents=constituents)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
         raise typer.Exit(130) from None

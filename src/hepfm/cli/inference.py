@@ -14,7 +14,8 @@ from hepfm.cli.app import app, console
 def predict(
     model: str = typer.Argument(..., help="A model folder, or the name of a shipped model (hepfm models)."),
     data: list[str] = typer.Option(..., "--data", help="An event store folder, or ROOT files / glob patterns "
-                                                        "(hierarchical models: a store with constituents)."),
+                                                        "(hierarchical models: a store with constituents, or "
+                                                        "Delphes files whose jets keep them)."),
     out: Path = typer.Option(..., help="Output file: .parquet, .h5 or .root (TTree 'Events')."),
     input_format: Optional[str] = typer.Option(None, "--format", help="ROOT input format: nanoaod (default) or "
                                                                       "delphes."),

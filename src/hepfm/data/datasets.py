@@ -278,8 +278,8 @@ def stored_constituents(path: str | Path) -> int:
     ks = {read_attrs(store.root / s["path"]).get("max_constituents") for s in store.shards
           if processes is None or s["process"] in processes}
     if None in ks or not ks:
-        raise HepfmError(f"{path}: a hierarchical model needs jet constituents; generate the events with "
-                         "--constituents K")
+        raise HepfmError(f"{path}: a hierarchical model needs jet constituents, and this store keeps none; "
+                         "generate (or convert from Delphes) the events with K constituents per jet")
     if len(ks) > 1:
         raise HepfmError(f"{path}: its shards keep different numbers of constituents per jet ({sorted(ks)})")
     return ks.pop()

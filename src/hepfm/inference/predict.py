@@ -2,9 +2,10 @@
 
 Events are read in chunks (a store shard by shard, NanoAOD or Delphes files with uproot through the same
 object selection as ``hepfm convert``), scored and appended to the output, so inputs larger than memory
-work. A hierarchical model (inputs "objects+constituents") scores stores only: each chunk's jet
-constituents are appended to its object rows, and the store must keep the K constituents per jet the
-model was trained with (``generate --constituents K``); ROOT inputs carry no constituents hepfm reads.
+work. A hierarchical model (inputs "objects+constituents") scores stores and Delphes files: each chunk's jet
+constituents are appended to its object rows; a store must keep the K constituents per jet the model was
+trained with, and a Delphes file must hold its jets' constituents (see :mod:`hepfm.io.delphes`). NanoAOD
+files carry no constituents.
 
 Each row carries the event's identity and one ``score_<class>`` column per output class:
 
@@ -80,7 +81,7 @@ class _StoreInput:
             k = stored_constituents(path)
             if k != constituents:
                 raise HepfmError(f"{path}: keeps {k} constituents per jet, the model takes {constituents}; "
-                                 f"score events generated with --constituents {constituents}")
+                                 f"score a store that keeps {constituents}")
         self.constituents = constituents
         self.chunk_size = chunk_size
         self.total = sum(s["n_events"] for s in self.shards)
@@ -115,15 +116,16 @@ class _StoreInput:
 class _RootInput:
     """NanoAOD or Delphes ROOT files, read with the same selection as ``hepfm convert``."""
 
-    def __init__(self, paths: list[str], fmt: str, chunk_size: int, detector):
+    def __init__(self, paths: list[str], fmt: str, chunk_size: int, detector, constituents: int | None = None):
         from hepfm.io import convert as cv
 
         if fmt == "nanoaod":
             from hepfm.io.nanoaod import TREE, plan_files
+            self.paths, self.plans, _ = plan_files(paths, detector)
         else:
             from hepfm.io.delphes import TREE, plan_files
-        self.fmt, self.tree, self.cv = fmt, TREE, cv
-        self.paths, self.plans, _ = plan_files(paths, detector)
+            self.paths, self.plans, _ = plan_files(paths, detector, constituents=constituents or 0)
+        self.fmt, self.tree, self.cv, self.constituents = fmt, TREE, cv, constituents
         self.chunk_size = chunk_size
         self.total = sum(p.tree.num_entries for p in self.plans)
         self.n_skipped = 0
@@ -144,8 +146,12 @@ class _RootInput:
             else:
                 identity["event"] = arrays["event_id"].astype(np.int64)
             identity["weight"] = arrays["weight"].astype(np.float32)
-            yield _Chunk({k: v[keep] for k, v in identity.items()}, arrays["objects"][keep], arrays["n_objects"][keep],
-                         n)
+            objects = arrays["objects"][keep]
+            if self.constituents:
+                from hepfm.data.datasets import with_constituents
+
+                objects = with_constituents(objects, arrays["constituents"][keep])
+            yield _Chunk({k: v[keep] for k, v in identity.items()}, objects, arrays["n_objects"][keep], n)
 
     def skipped(self) -> int:
         return self.n_skipped
@@ -154,18 +160,17 @@ class _RootInput:
 def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, constituents: int | None = None):
     if len(data) == 1 and Path(data[0]).is_dir():
         return _StoreInput(Path(data[0]), chunk_size, constituents)
-    if constituents is not None:
-        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, which hepfm reads only "
-                         f"from stores generated with --constituents {constituents}; NanoAOD files carry none and "
-                         "the Delphes reader keeps none: score such a store instead")
     if fmt is None:
         fmt = "nanoaod"
     if fmt not in ("nanoaod", "delphes"):
         raise HepfmError(f"unknown input format {fmt!r}: ROOT inputs are 'nanoaod' or 'delphes'")
+    if constituents is not None and fmt == "nanoaod":
+        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and NanoAOD files carry "
+                         "none; score a store with constituents, or Delphes files that keep them")
     for d in data:
         if Path(d).is_dir():
             raise HepfmError(f"{d}: give one store folder, or ROOT files, not both")
-    return _RootInput(data, fmt, chunk_size, detector)
+    return _RootInput(data, fmt, chunk_size, detector, constituents)
 
 
 # -------------------------------------------------------------------------------------------- writers

@@ -37,8 +37,9 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import store
+from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import TYPE_CODES, Objects, assemble
+from hepfm.physics.objects import FEATURE_INDEX, TYPE_CODES, Objects, ReconstructedEvents, assemble, pack_constituents
 
 DEFAULT_SHARD_SIZE = 50_000
 #: Entries read per step; a NanoAOD chunk of the branches used here takes ~10 MB per 10k entries.
@@ -271,21 +272,66 @@ def met_object(met_pt: np.ndarray, met_phi: np.ndarray) -> Objects:
                "met")
 
 
+@dataclass
+class JetConstituents:
+    """A chunk's jet constituents, flat, for :func:`finish_chunk`.
+
+    ``jet``: each constituent's row in the chunk's jet collection before any cut (the collection given
+    first to :func:`finish_chunk`, which keeps those rows in ``extra["row"]``); ``columns``: each
+    constituent's ``pt``, ``eta``, ``phi``, ``energy``, ``charge`` and ``class``
+    (:data:`~hepfm.io.schema.CONSTITUENT_CLASSES`); ``flavour``: the :data:`~hepfm.io.schema.JET_FLAVOURS`
+    code of every jet row; ``k``: constituents kept per jet.
+    """
+
+    jet: np.ndarray
+    columns: dict[str, np.ndarray]
+    flavour: np.ndarray
+    k: int
+
+
 def finish_chunk(collections: list[Objects], n_events: int, cfg: DetectorConfig, bad: np.ndarray,
                  weight: np.ndarray, event_id: np.ndarray, quality: dict[str, np.ndarray] | None = None,
-                 **extra: np.ndarray) -> dict:
+                 constituents: JetConstituents | None = None, **extra: np.ndarray) -> dict:
     """Order, truncate and pad the selected objects (as the detector does) into store arrays.
 
     The result carries a boolean ``finite`` entry (False for events to drop: ``bad`` or non-finite output)
-    and ``quality``, the event-quality cuts' pass masks by name (see :func:`selected`).
+    and ``quality``, the event-quality cuts' pass masks by name (see :func:`selected`). With
+    ``constituents``, it also holds the store's ``constituents``, ``n_constituents`` and ``jet_flavour``
+    for the jets that made it into ``objects``.
     """
     reco = assemble(collections, n_events, cfg.max_objects)
     finite = ~bad & np.isfinite(reco.objects).all(axis=(1, 2)) & np.isfinite(weight)
     out = {"objects": reco.objects, "n_objects": reco.n_objects, "n_dropped": reco.n_dropped,
            "weight": np.asarray(weight, dtype=np.float32), "event_id": np.asarray(event_id, dtype=np.int64),
            "finite": finite, "quality": dict(quality or {})}
+    if constituents is not None:
+        out.update(_constituent_arrays(reco, collections[0], constituents))
     out.update(extra)
     return out
+
+
+def _constituent_arrays(reco: ReconstructedEvents, jets: Objects, c: JetConstituents) -> dict[str, np.ndarray]:
+    """Store arrays of the constituents of the jet slots of ``reco`` (``jets``: the first collection)."""
+    n_events, m = reco.source.shape
+    is_jet = ((reco.source >= 0) & (reco.source < len(jets))
+              & (reco.objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"]))
+    ev, slot = np.nonzero(is_jet)
+    selected_row = reco.source[ev, slot]
+    row = jets.extra["row"][selected_row].astype(np.int64)
+    owner = np.full(len(c.flavour), -1, dtype=np.int64)  # slot (ev * M + slot) of each jet row, if stored
+    owner[row] = ev * m + slot
+    flat_slot = owner[c.jet]
+    keep = flat_slot >= 0
+    flat_slot = flat_slot[keep]
+    cols = {name: np.asarray(v)[keep] for name, v in c.columns.items()}
+    axis = reco.source.reshape(-1)[flat_slot]  # the jet's row in ``jets``: its axis
+    columns = {"pt": cols["pt"], "deta": cols["eta"] - jets.eta[axis],
+               "dphi": kin.wrap_phi(cols["phi"] - jets.phi[axis]), "energy": cols["energy"],
+               "charge": cols["charge"], "class": cols["class"]}
+    packed, counts = pack_constituents(flat_slot, columns, n_events, m, c.k)
+    flavour = np.zeros((n_events, m), dtype=np.int8)
+    flavour[ev, slot] = c.flavour[row]
+    return {"constituents": packed, "n_constituents": counts, "jet_flavour": flavour}
 
 
 def selected(arrays: dict) -> np.ndarray:

@@ -14,6 +14,17 @@ cuts of :class:`~hepfm.physics.detector.DetectorConfig` are applied here (no sec
 b-tag: bit ``btag_bit`` (default 0, the card's first working point) of ``Jet.BTag``. With
 ``tau_tagging`` on, jets with bit 0 of ``Jet.TauTag`` and |eta| < ``tau_eta_max`` become taus (type 5)
 whose charge is the sign of ``Jet.Charge`` (the constituents' charge sum), as in the simulated chain.
+
+Jet constituents (``constituents`` = K > 0): ``Jet.Constituents`` is a TRefArray per jet, read by uproot
+as the referenced objects' unique IDs (``refs``). Delphes' TreeWriter gives every object it writes the
+unique ID of the candidate it comes from, so a reference resolves, within its event, to the object of the
+same ``fUniqueID`` in the collections jets are made of: ``EFlowTrack`` (charged: electron, muon or charged
+hadron by ``PID``), ``EFlowPhoton``, ``EFlowNeutralHadron``, ``ParticleFlowCandidate``, and, for cards
+that cluster tracks and towers, ``Track`` and ``Tower`` (photon when ``Eem`` > ``Ehad``), the first
+collection holding an ID winning. References to objects the file does not store (a card may write only
+some of them) are dropped. A track's energy is the massless one; towers and candidates keep their ``E``.
+The jet's truth flavour comes from ``Jet.Flavor`` (the card's flavour association: 5 b, 4 c, 1-3 light,
+21 gluon; anything else, or no branch, unmatched); Delphes does not tag top, W/Z or Higgs jets.
 """
 
 from __future__ import annotations
@@ -26,19 +37,32 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
+from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import Objects, any_within
+from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, Objects, any_within
+from hepfm.physics.truth import JET_FLAVOURS
 
 TREE = "Delphes"
 _KINEMATICS = ("PT", "Eta", "Phi")
+#: Collections jets reference as constituents, in order of precedence, and the kind of object each holds.
+CONSTITUENT_SOURCES = {"EFlowTrack": "track", "EFlowPhoton": "photon", "EFlowNeutralHadron": "neutral_hadron",
+                       "ParticleFlowCandidate": "candidate", "Track": "track", "Tower": "tower"}
+_SOURCE_FIELDS = {"track": ("PT", "Eta", "Phi", "Charge", "PID"), "photon": ("ET", "Eta", "Phi", "E"),
+                  "neutral_hadron": ("ET", "Eta", "Phi", "E"), "candidate": ("PT", "Eta", "Phi", "E", "Charge", "PID"),
+                  "tower": ("ET", "Eta", "Phi", "E", "Eem", "Ehad")}
+_DELPHES_FLAVOUR = {1: "light", 2: "light", 3: "light", 4: "c", 5: "b", 21: "gluon"}
+_UID_BITS = 24  # a TRef keeps the low 24 bits of the object's unique ID (the rest name the process)
 
 
 def _names(branch: str, *fields: str) -> list[str]:
     return [f"{branch}.{f}" for f in fields]
 
 
-def plan_file(tree, path: Path, cfg: DetectorConfig, btag_bit: int = 0) -> cv.FilePlan:
-    """Check a Delphes tree's branches and return how to convert it (errors name the missing branch)."""
+def plan_file(tree, path: Path, cfg: DetectorConfig, btag_bit: int = 0, constituents: int = 0) -> cv.FilePlan:
+    """Check a Delphes tree's branches and return how to convert it (errors name the missing branch).
+
+    ``constituents`` = K > 0 also keeps up to K constituents and the truth flavour of every jet.
+    """
     cv.require_branches(tree, path, TREE, _names("Jet", *_KINEMATICS, "BTag"), "jets")
     cv.require_branches(tree, path, TREE, _names("Electron", *_KINEMATICS, "Charge"), "electrons")
     cv.require_branches(tree, path, TREE, _names("Muon", *_KINEMATICS, "Charge"), "muons")
@@ -53,9 +77,23 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, btag_bit: int = 0) -> cv.Fi
     branches += _names("Jet", "TauTag", "Charge") if cfg.tau_tagging else []
     info = {"btag": f"Jet.BTag bit {btag_bit}", "btag_branch": "Jet.BTag", "btag_working_point": f"bit {btag_bit}",
             "photons": photons, "taus": cfg.tau_tagging, "event_branches": event}
+    sources: dict[str, str] = {}
+    flavour = False
+    if constituents:
+        cv.require_branches(tree, path, TREE, ["Jet.Constituents"], "jet constituents")
+        sources = {name: kind for name, kind in CONSTITUENT_SOURCES.items()
+                   if all(cv.has_branch(tree, b) for b in _names(name, "fUniqueID", *_SOURCE_FIELDS[kind]))}
+        if not sources:
+            raise HepfmError(f"{path}: its jets reference their constituents, but the tree stores none of the "
+                             f"collections they point to ({', '.join(CONSTITUENT_SOURCES)}, each with fUniqueID)")
+        flavour = cv.has_branch(tree, "Jet.Flavor")
+        branches += ["Jet.Constituents"] + (["Jet.Flavor"] if flavour else [])
+        for name, kind in sources.items():
+            branches += _names(name, "fUniqueID", *_SOURCE_FIELDS[kind])
+        info.update(constituent_sources=list(sources), jet_flavour="Jet.Flavor" if flavour else "none")
 
     def convert(chunk, entry_start: int) -> dict[str, np.ndarray]:
-        return _convert_chunk(chunk, entry_start, cfg, btag_bit, photons)
+        return _convert_chunk(chunk, entry_start, cfg, btag_bit, photons, constituents, sources, flavour)
 
     return cv.FilePlan(path=path, tree=tree, branches=branches, convert=convert, info=info)
 
@@ -64,11 +102,14 @@ def _objects(chunk, branch: str, *extra: str) -> Objects:
     return cv.collection(chunk, *_names(branch, *_KINEMATICS), {e: f"{branch}.{e}" for e in extra})
 
 
-def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, photons: bool) -> dict:
+def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, photons: bool, k: int = 0,
+                   sources: dict[str, str] | None = None, flavour: bool = False) -> dict:
     n = len(chunk)
     bad = np.zeros(n, dtype=bool)
     ele, muo = _objects(chunk, "Electron", "Charge"), _objects(chunk, "Muon", "Charge")
     jet = _objects(chunk, "Jet", "BTag", *(("TauTag", "Charge") if cfg.tau_tagging else ()))
+    jet.extra["row"] = np.arange(len(jet))
+    constituents = _jet_constituents(chunk, jet, sources or {}, flavour, k) if k else None
     cv.mark_nonfinite(bad, ele, muo, jet)
 
     ele = ele[cfg.accepts("electron", ele.pt, np.abs(ele.eta))]
@@ -98,7 +139,66 @@ def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, 
     event_id = (_first(chunk["Event.Number"]).astype(np.int64) if "Event.Number" in fields
                 else np.arange(entry_start, entry_start + n, dtype=np.int64))
     weight = _first(chunk["Event.Weight"]) if "Event.Weight" in fields else np.ones(n)
-    return cv.finish_chunk([jet, *selected, met], n, cfg, bad, weight, event_id)
+    return cv.finish_chunk([jet, *selected, met], n, cfg, bad, weight, event_id, constituents=constituents)
+
+
+def _jet_constituents(chunk, jets: Objects, sources: dict[str, str], flavour: bool, k: int) -> cv.JetConstituents:
+    """Resolve every jet's constituent references (see the module docstring) into flat constituents."""
+    refs = chunk["Jet.Constituents"]["refs"]  # uproot reads a TRefArray as a record: fName, fSize, refs
+    per_jet = ak.to_numpy(ak.flatten(ak.num(refs, axis=2), axis=None)).astype(np.int64)
+    if len(per_jet) != len(jets):
+        raise HepfmError(f"Jet.Constituents holds {len(per_jet)} jets where Jet.PT holds {len(jets)}")
+    ref_jet = np.repeat(np.arange(len(jets)), per_jet)
+    ref_key = _uid_key(jets.ev[ref_jet], ak.to_numpy(ak.flatten(refs, axis=None)))
+
+    keys, columns = [], []
+    for name, kind in sources.items():
+        uid = chunk[f"{name}.fUniqueID"]
+        ev = np.repeat(np.arange(len(chunk)), ak.to_numpy(ak.num(uid, axis=1)))
+        keys.append(_uid_key(ev, ak.to_numpy(ak.flatten(uid))))
+        columns.append(_source_columns(chunk, name, kind))
+    key = np.concatenate(keys)
+    merged = {c: np.concatenate([part[c] for part in columns]) for c in columns[0]}
+    unique, first = np.unique(key, return_index=True)  # an ID in two collections: the first one's object
+    pos = np.minimum(np.searchsorted(unique, ref_key), max(len(unique) - 1, 0))
+    found = (unique[pos] == ref_key) if len(unique) else np.zeros(len(ref_key), dtype=bool)
+    rows = first[pos[found]]
+
+    codes = np.full(len(jets), JET_FLAVOURS["unmatched"], dtype=np.int8)
+    if flavour:
+        pdg = np.abs(cv.flat(chunk["Jet.Flavor"])).astype(np.int64)
+        for code, name in _DELPHES_FLAVOUR.items():
+            codes[pdg == code] = JET_FLAVOURS[name]
+    return cv.JetConstituents(jet=ref_jet[found], columns={c: v[rows] for c, v in merged.items()}, flavour=codes,
+                              k=k)
+
+
+def _uid_key(ev: np.ndarray, uid: np.ndarray) -> np.ndarray:
+    """One integer per (event, unique ID): references resolve within their event."""
+    return (np.asarray(ev, dtype=np.int64) << _UID_BITS) | (np.asarray(uid, dtype=np.int64) & ((1 << _UID_BITS) - 1))
+
+
+def _source_columns(chunk, name: str, kind: str) -> dict[str, np.ndarray]:
+    """pt, eta, phi, energy, charge and class of every object of one constituent collection."""
+    def field(f):
+        return cv.flat(chunk[f"{name}.{f}"])
+
+    eta = field("Eta")
+    pt = field("ET") if kind in ("photon", "neutral_hadron", "tower") else field("PT")
+    energy = kin.massless_energy(pt, eta) if kind == "track" else field("E")
+    charge = field("Charge") if kind in ("track", "candidate") else np.zeros(len(pt))
+    if kind in ("track", "candidate"):
+        pid = np.abs(field("PID")).astype(np.int64)
+        cls = np.where(charge != 0, CONSTITUENT_CLASSES["charged_hadron"], CONSTITUENT_CLASSES["neutral_hadron"])
+        for particle, code in (("photon", 22), ("electron", 11), ("muon", 13)):
+            cls = np.where(pid == code, CONSTITUENT_CLASSES[particle], cls)
+    elif kind == "tower":
+        cls = np.where(field("Eem") > field("Ehad"), CONSTITUENT_CLASSES["photon"],
+                       CONSTITUENT_CLASSES["neutral_hadron"])
+    else:
+        cls = np.full(len(pt), CONSTITUENT_CLASSES[kind])
+    return {"pt": pt, "eta": eta, "phi": field("Phi"), "energy": energy, "charge": charge,
+            "class": cls.astype(np.float64)}
 
 
 def _first(values) -> np.ndarray:
@@ -108,25 +208,35 @@ def _first(values) -> np.ndarray:
     return np.asarray(ak.to_numpy(values), dtype=np.float64)
 
 
-def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, btag_bit: int = 0) -> tuple[list[Path], list, dict]:
-    """Open and check Delphes files (names or glob patterns): (paths, one plan per file, shard attributes)."""
+def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, btag_bit: int = 0,
+               constituents: int = 0) -> tuple[list[Path], list, dict]:
+    """Open and check Delphes files (names or glob patterns): (paths, one plan per file, shard attributes).
+
+    ``constituents`` = K > 0: every file must carry jet constituents (see the module docstring).
+    """
     if not 0 <= btag_bit < 31:
         raise HepfmError(f"the b-tag bit must be between 0 and 30, got {btag_bit}")
+    if constituents < 0:
+        raise HepfmError(f"the number of constituents per jet must be 0 or positive, got {constituents}")
     paths = cv.expand_inputs(inputs)
-    plans = [plan_file(cv.open_tree(p, TREE), p, cfg, btag_bit) for p in paths]
+    plans = [plan_file(cv.open_tree(p, TREE), p, cfg, btag_bit, constituents) for p in paths]
     attrs = {"selection": {"format": "Delphes", "note": "Delphes card efficiencies and isolation, plus the "
                            "detector configuration's kinematic cuts and overlap removal"},
              "btag_branch": "Jet.BTag", "btag_working_point": f"bit {btag_bit}"}
+    if constituents:
+        attrs.update(max_constituents=constituents, constituent_features=list(CONSTITUENT_FEATURES),
+                     constituent_classes=CONSTITUENT_CLASSES, jet_flavours=JET_FLAVOURS)
     return paths, plans, attrs
 
 
 def convert_delphes(inputs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
                     btag_bit: int = 0, detector: DetectorConfig | None = None,
                     shard_size: int = cv.DEFAULT_SHARD_SIZE, step_size: int = cv.DEFAULT_STEP_SIZE,
-                    progress: bool = True) -> cv.ConversionReport:
-    """Convert Delphes ROOT files (names or glob patterns) into the event store ``out/label``."""
+                    progress: bool = True, constituents: int = 0) -> cv.ConversionReport:
+    """Convert Delphes ROOT files (names or glob patterns) into the event store ``out/label``;
+    ``constituents`` = K > 0 also stores up to K constituents and the truth flavour of every jet."""
     cfg = detector or DetectorConfig()
-    paths, plans, attrs = plan_files(inputs, cfg, btag_bit)
+    paths, plans, attrs = plan_files(inputs, cfg, btag_bit, constituents)
     return cv.convert_files(plans, out, label or cv.default_label(paths), source_format="delphes", tree_name=TREE,
                             detector=cfg, attrs=attrs, shard_size=shard_size, step_size=step_size,
                             progress=progress)

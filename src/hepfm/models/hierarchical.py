@@ -93,7 +93,7 @@ class HierarchicalModel(Backbone):
         if x.shape[-1] != N_OBJECT + k * N_CONSTITUENT:
             raise HepfmError(f"the hierarchical model needs each object's {k} constituents appended to its row "
                              f"({N_OBJECT + k * N_CONSTITUENT} columns), got {x.shape[-1]} columns: use a store "
-                             "generated with --constituents")
+                             "that keeps its jets' constituents")
 
     @staticmethod
     def _constituent_mask(n: torch.Tensor, width: int) -> torch.Tensor:

@@ -46,7 +46,6 @@ from hepfm.errors import HepfmError
 from hepfm.physics import kinematics as kin
 from hepfm.physics.objects import (
     CONSTITUENT_CLASSES,
-    CONSTITUENT_FEATURES,
     DEFAULT_MAX_OBJECTS,
     FEATURE_INDEX,
     TYPE_CODES,
@@ -55,6 +54,7 @@ from hepfm.physics.objects import (
     any_within,
     assemble,
     in_crack,
+    pack_constituents,
     same_event_pairs,
     sum_pt_within,
 )
@@ -362,28 +362,18 @@ def _constituent_array(source: np.ndarray, objects: np.ndarray, jets: Objects, i
     flat_slot = owner[jet_of]
     keep = flat_slot >= 0
     flat_slot, rows = flat_slot[keep], rows[keep]
-    pt_ = inputs.pt[rows]
-    order = np.lexsort((-pt_, flat_slot))
-    flat_slot, rows, pt_ = flat_slot[order], rows[order], pt_[order]
-    rank = np.arange(len(rows)) - np.searchsorted(flat_slot, flat_slot)
-    fits = rank < k
-    flat_slot, rows, pt_, rank = flat_slot[fits], rows[fits], pt_[fits], rank[fits]
     cev, cslot = np.divmod(flat_slot, m)
-    axis_eta = jets.eta[source[cev, cslot]]
-    axis_phi = jets.phi[source[cev, cslot]]
     pid = inputs.extra["id"][rows]
     charge = _constituent_charge(pid)
     aid = np.abs(pid)
     cls = np.where(charge != 0, CONSTITUENT_CLASSES["charged_hadron"], CONSTITUENT_CLASSES["neutral_hadron"])
     for name, code in (("photon", 22), ("electron", 11), ("muon", 13)):
         cls = np.where(aid == code, CONSTITUENT_CLASSES[name], cls)
-    columns = {"pt": pt_, "deta": inputs.eta[rows] - axis_eta, "dphi": kin.wrap_phi(inputs.phi[rows] - axis_phi),
-               "energy": e[rows], "charge": charge, "class": cls}
-    out = np.zeros((n_events, m, k, len(CONSTITUENT_FEATURES)), dtype=np.float32)
-    for j, name in enumerate(CONSTITUENT_FEATURES):
-        out[cev, cslot, rank, j] = columns[name]
-    count = np.bincount(flat_slot, minlength=n_events * m).reshape(n_events, m).astype(np.int16)
-    return out, count
+    axis = source[cev, cslot]
+    columns = {"pt": inputs.pt[rows], "deta": inputs.eta[rows] - jets.eta[axis],
+               "dphi": kin.wrap_phi(inputs.phi[rows] - jets.phi[axis]), "energy": e[rows], "charge": charge,
+               "class": cls}
+    return pack_constituents(flat_slot, columns, n_events, m, k)
 
 
 def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.Generator,

@@ -71,6 +71,26 @@ class Objects:
         return len(self.ev)
 
 
+def pack_constituents(flat_slot: np.ndarray, columns: dict[str, np.ndarray], n_events: int, m: int,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Constituents as the store keeps them: ``constituents`` [n, M, K, F] and ``n_constituents`` [n, M].
+
+    ``flat_slot`` (event * M + slot) names the jet slot of every constituent and ``columns`` its
+    :data:`CONSTITUENT_FEATURES`; each jet keeps its ``k`` highest-pT constituents, in descending pT.
+    """
+    order = np.lexsort((-columns["pt"], flat_slot))
+    flat_slot = flat_slot[order]
+    rank = np.arange(len(flat_slot)) - np.searchsorted(flat_slot, flat_slot)
+    fits = rank < k
+    flat_slot, rank, order = flat_slot[fits], rank[fits], order[fits]
+    cev, cslot = np.divmod(flat_slot, m)
+    out = np.zeros((n_events, m, k, len(CONSTITUENT_FEATURES)), dtype=np.float32)
+    for j, name in enumerate(CONSTITUENT_FEATURES):
+        out[cev, cslot, rank, j] = columns[name][order]
+    count = np.bincount(flat_slot, minlength=n_events * m).reshape(n_events, m).astype(np.int16)
+    return out, count
+
+
 def any_within(a: Objects, b: Objects, dr: float, n_events: int) -> np.ndarray:
     """Per object of ``a``: is any object of ``b`` in the same event within ``dr``?"""
     ia, ib = same_event_pairs(a.ev, b.ev, n_events)
