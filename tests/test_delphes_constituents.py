@@ -17,6 +17,7 @@ import pytest
 import uproot
 
 from hepfm.data.datasets import stored_constituents
+from hepfm.data.jets import jet_tagging_data
 from hepfm.errors import HepfmError
 from hepfm.io import delphes
 from hepfm.io.delphes import convert_delphes
@@ -160,6 +161,10 @@ def test_delphes_constituents_add_up_to_their_jet(converted):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     assert (data["jet_flavour"][~jet] == JET_FLAVOURS["none"]).all()
     assert stored_constituents(out) == K
+    # usable for jet tagging: the flavoured jets, by the flavours Delphes gives
+    splits, classes = jet_tagging_data(out)
+    assert classes == ["light", "gluon", "c", "b"]
+    assert sum(len(d.y) for d in splits.values()) == (jet & (data["jet_flavour"] > JET_FLAVOURS["unmatched"])).sum()
 
 
 def test_delphes_constituent_classes_and_counts(converted):

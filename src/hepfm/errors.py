@@ -13,3 +13,8 @@ class ConfigurationError(HepfmError, ValueError):
     It is a ValueError for Python callers and a HepfmError for the command line, so the CLI prints it as
     one line without catching ValueError in general: a ValueError from a bug keeps its traceback.
     """
+
+
+class OverlapError(HepfmError):
+    """Held-out events were in the pretrained model's training data; the API's ``allow_overlap`` (the CLI's
+    ``--allow-overlap``, which the command line names) goes on anyway and marks the result."""

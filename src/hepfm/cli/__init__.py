@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hepfm.cli.app import app
-from hepfm.errors import HepfmError
+from hepfm.errors import HepfmError, OverlapError
 from hepfm.interrupts import interrupt_on_sigterm
 
 # Importing a module registers its commands; ``hepfm --help`` lists them in this order.
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="hepfm")
     except HepfmError as exc:
-        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(str(exc))}", highlight=False,
+        message = f"{exc}; on the command line: --allow-overlap" if isinstance(exc, OverlapError) else str(exc)
+        Console(stderr=True).print(f"[bold red]hepfm: error:[/] {escape(message)}", highlight=False,
                                    soft_wrap=True)
         sys.exit(2)
 

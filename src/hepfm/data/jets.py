@@ -113,7 +113,7 @@ def jet_tagging_data(path: str | Path, split_seed: int = 0, max_events: int | No
     missing = [s["path"] for s, _ in used if "max_constituents" not in read_attrs(store.root / s["path"])]
     if missing:
         raise HepfmError(f"{store.root}: jet tagging needs jet constituents, and {missing[0]} has none; "
-                         "generate the store with --constituents K")
+                         "generate (or convert from Delphes) the store with K constituents per jet")
     parts = [_read_jets(store, s, n, split_seed) for s, n in used]
     widths = {p[0].shape[1] for p in parts}
     if len(widths) > 1:

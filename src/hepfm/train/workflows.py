@@ -37,7 +37,7 @@ from hepfm.data.features import TYPE, fit_scaling
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
-from hepfm.errors import HepfmError
+from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.schema import FEATURE_INDEX
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.pretrained import data_schema, schema_differences
@@ -109,8 +109,8 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
                    "generated events: same store, or stores generated with the same seed); use stores generated "
                    "with another generation seed")
         if not allow_overlap:
-            raise HepfmError(message + ", or allow the overlap explicitly to go on (allow_overlap=True; on the "
-                             "command line --allow-overlap; the result is marked overlap: true)")
+            raise OverlapError(message + ", or allow the overlap explicitly to go on (the result is then marked "
+                               "overlap: true)")
         warnings.warn("NOT HELD OUT: " + message + "; going on because the overlap was allowed, result marked "
                       "overlap: true", OverlapWarning, stacklevel=3)
     return {**counts, "overlap": bool(bad)}
@@ -206,7 +206,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
                                  f"task is {task} over {names}; the label sets must match to continue pretraining")
             if meta.get("task_options", {}).get("regress", False) != regress:
                 raise HepfmError(f"{init_from}: pretrained with regress={not regress}; continue with the same "
-                                 "--regress setting")
+                                 "regress setting")
         else:
             net = create_model(model, task_.n_outputs, **(model_config or {}))
             _fit_scaling(net, splits["train"])
