@@ -41,7 +41,7 @@ def delphes_with_constituents(seed: int = 11):
         ("EFlowTrack", ("PT", "Eta", "Phi", "Charge", "PID", "fUniqueID")),
         ("EFlowPhoton", ("ET", "Eta", "Phi", "E", "fUniqueID")),
         ("EFlowNeutralHadron", ("ET", "Eta", "Phi", "E", "fUniqueID")))}
-    jets = {f: [] for f in ("PT", "Eta", "Phi", "Mass", "BTag", "Flavor")}
+    jets = {f: [] for f in ("PT", "Eta", "Phi", "Mass", "BTag", "TauTag", "Charge", "Flavor")}
     refs = []
     for _ in range(N):
         n_jets = int(rng.integers(0, 5))
@@ -87,6 +87,8 @@ def delphes_with_constituents(seed: int = 11):
         jets["Phi"].append(np.asarray(jet_phi, np.float32))
         jets["Mass"].append(np.zeros(n_jets, np.float32))
         jets["BTag"].append(np.zeros(n_jets, np.uint32))
+        jets["TauTag"].append((rng.random(n_jets) < 0.2).astype(np.uint32))
+        jets["Charge"].append(rng.integers(-1, 2, n_jets).astype(np.int32))
         jets["Flavor"].append(rng.choice(list(FLAVOURS), n_jets).astype(np.int32))
 
     def zipped(fields):
@@ -101,6 +103,31 @@ def delphes_with_constituents(seed: int = 11):
               **{name: zipped(c) for name, c in cols.items()}}
     refs = ak.Array([[{"fName": "", "fSize": len(r), "refs": r} for r in event] for event in refs])
     return events, refs
+
+
+def relayout(events, layout):
+    """The same objects as other cards write them. ``eflow`` adds ``ParticleFlowCandidate`` copies of every
+    EFlow object (same IDs) with doubled pT, which must lose to the EFlow collections, and a ``Track`` copy of
+    the tracks with doubled pT, which must not be read. ``tracks_towers``: tracks and calorimeter towers only
+    (photons with all their energy in the ECAL), IDs with a process index above bit 24, no ``Jet.Flavor``."""
+    trk, pho, neu = events["EFlowTrack"], events["EFlowPhoton"], events["EFlowNeutralHadron"]
+    rest = {k: v for k, v in events.items() if not k.startswith("EFlow")}
+    if layout == "eflow":
+        def candidates(c, pt, charge, pid):
+            return ak.zip({"PT": 2 * pt, "Eta": c.Eta, "Phi": c.Phi, "E": 2 * pt * np.cosh(c.Eta), "Charge": charge,
+                           "PID": pid, "fUniqueID": c.fUniqueID})
+
+        pf = ak.concatenate([candidates(trk, trk.PT, trk.Charge, trk.PID),
+                             candidates(pho, pho.ET, 0 * pho.fUniqueID, 22 + 0 * pho.fUniqueID),
+                             candidates(neu, neu.ET, 0 * neu.fUniqueID, 130 + 0 * neu.fUniqueID)], axis=1)
+        return {**events, "ParticleFlowCandidate": pf, "Track": ak.with_field(trk, 2 * trk.PT, "PT")}
+    towers = ak.concatenate([ak.zip({**{f: c[f] for f in ak.fields(c)}, "Eem": c.E * em, "Ehad": c.E * (1 - em)})
+                             for c, em in ((pho, 1.0), (neu, 0.0))], axis=1)
+    high = np.uint32(3 << 24)
+    jet = rest["Jet"]
+    rest["Jet"] = jet[[f for f in ak.fields(jet) if f != "Flavor"]]
+    return {**rest, "Track": ak.with_field(trk, trk.fUniqueID | high, "fUniqueID"),
+            "Tower": ak.with_field(towers, towers.fUniqueID | high, "fUniqueID")}
 
 
 def write_tree(path, events):
@@ -126,20 +153,29 @@ class TreeWithRefs:
             yield ak.with_field(chunk, self.refs[rep.tree_entry_start:rep.tree_entry_stop], "Jet.Constituents"), rep
 
 
-@pytest.fixture
-def converted(tmp_path, monkeypatch):
+@pytest.fixture(params=["eflow", "tracks_towers"])
+def converted(request, tmp_path, monkeypatch):
     events, refs = delphes_with_constituents()
-    write_tree(tmp_path / "d.root", events)
+    report = _convert(tmp_path, monkeypatch, relayout(events, request.param), refs)
+    return events, refs, report, tmp_path / "store", request.param
+
+
+def _convert(tmp_path, monkeypatch, events, refs, name="d.root", **kwargs):
+    """Convert ``events`` written to a file, with ``refs`` as its Jet.Constituents, to tmp_path/store."""
+    write_tree(tmp_path / name, events)
     real_open = delphes.cv.open_tree
-    monkeypatch.setattr(delphes.cv, "open_tree", lambda path, name: TreeWithRefs(real_open(path, name), refs))
-    report = convert_delphes([tmp_path / "d.root"], tmp_path / "store", "jets", constituents=K, progress=False,
-                             step_size=70, shard_size=120)
-    return events, refs, report, tmp_path / "store"
+    monkeypatch.setattr(delphes.cv, "open_tree", lambda path, tree: TreeWithRefs(real_open(path, tree), refs))
+    return convert_delphes([tmp_path / name], tmp_path / "store", "jets", constituents=K, progress=False,
+                           step_size=70, shard_size=120, **kwargs)
 
 
 def test_delphes_constituents_add_up_to_their_jet(converted):
-    _, _, report, out = converted
+    _, refs, report, out, layout = converted
     assert report.n_written == N
+    (counts,) = report.counts.values()
+    assert counts["constituent_references"] == ak.sum(ak.num(refs["refs"], axis=2))
+    # one reference per event with jets points to an object the file does not store
+    assert counts["constituent_references"] - counts["constituent_references_resolved"] == ak.sum(ak.num(refs) > 0)
     data = EventStore(out).arrays(fields=("objects", "n_objects", "constituents", "n_constituents", "jet_flavour"))
     obj, con, n_con = data["objects"], data["constituents"], data["n_constituents"]
     jet = obj[..., 6] == 1
@@ -161,6 +197,11 @@ def test_delphes_constituents_add_up_to_their_jet(converted):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     assert (data["jet_flavour"][~jet] == JET_FLAVOURS["none"]).all()
     assert stored_constituents(out) == K
+    if layout == "tracks_towers":  # no Jet.Flavor: no flavour truth, so nothing to tag
+        assert (data["jet_flavour"][jet] == JET_FLAVOURS["unmatched"]).all()
+        with pytest.raises(HepfmError, match="two flavours or more"):
+            jet_tagging_data(out)
+        return
     # usable for jet tagging: the flavoured jets, by the flavours Delphes gives
     splits, classes = jet_tagging_data(out)
     assert classes == ["light", "gluon", "c", "b"]
@@ -168,7 +209,7 @@ def test_delphes_constituents_add_up_to_their_jet(converted):
 
 
 def test_delphes_constituent_classes_and_counts(converted):
-    events, refs, _, out = converted
+    events, refs, _, out, layout = converted
     data = EventStore(out).arrays(fields=("constituents", "n_constituents", "jet_flavour"))
     con, n_con = data["constituents"], data["n_constituents"]
     real = np.arange(K) < n_con[..., None]
@@ -184,7 +225,8 @@ def test_delphes_constituent_classes_and_counts(converted):
     pt, eta, pdg = events["Jet"].PT, events["Jet"].Eta, events["Jet"].Flavor
     n_refs = ak.num(refs["refs"], axis=2)
     for i in range(N):
-        want = sorted((-float(pt[i][j]), min(int(n_refs[i][j]) - (j == 0), K), JET_FLAVOURS[FLAVOURS[int(pdg[i][j])]])
+        flavours = [FLAVOURS[int(f)] if layout == "eflow" else "unmatched" for f in pdg[i]]
+        want = sorted((-float(pt[i][j]), min(int(n_refs[i][j]) - (j == 0), K), JET_FLAVOURS[flavours[j]])
                       for j in range(len(pt[i])) if pt[i][j] >= 25 and abs(eta[i][j]) <= 2.5)
         n = len(want)
         assert list(n_con[i, :n]) == [c for _, c, _ in want] and (n_con[i, n:] == 0).all()
@@ -204,17 +246,28 @@ def test_delphes_without_constituent_references_is_refused(tmp_path):
 
 def test_delphes_references_without_their_collections_are_refused(tmp_path, monkeypatch):
     events, refs = delphes_with_constituents()
-    events = {k: v for k, v in events.items() if not k.startswith("EFlow")}
-    write_tree(tmp_path / "d.root", events)
-    real_open = delphes.cv.open_tree
-    monkeypatch.setattr(delphes.cv, "open_tree", lambda path, name: TreeWithRefs(real_open(path, name), refs))
-    with pytest.raises(HepfmError, match=r"d\.root.*EFlowTrack.*fUniqueID"):
-        convert_delphes([tmp_path / "d.root"], tmp_path / "store", constituents=K, progress=False)
+    with pytest.raises(HepfmError, match=r"d\.root: .*stores none of .*EFlowTrack.*fUniqueID"):
+        _convert(tmp_path, monkeypatch, {k: v for k, v in events.items() if not k.startswith("EFlow")}, refs)
+    assert not (tmp_path / "store").exists()
+    # only the tracks stored: most references (photons, neutral hadrons) point nowhere
+    tracks_only = {k: v for k, v in events.items() if k not in ("EFlowPhoton", "EFlowNeutralHadron")}
+    with pytest.raises(HepfmError, match=r"e\.root: only \d+ of \d+ jet constituent references resolve"):
+        _convert(tmp_path, monkeypatch, tracks_only, refs, name="e.root")
     assert not (tmp_path / "store").exists()
 
 
+def test_tau_tagged_jets_keep_no_constituents(tmp_path, monkeypatch):
+    events, refs = delphes_with_constituents()
+    _convert(tmp_path, monkeypatch, events, refs, detector=DetectorConfig(tau_tagging=True))
+    data = EventStore(tmp_path / "store").arrays(fields=("objects", "n_constituents", "jet_flavour"))
+    kind = data["objects"][..., 6]
+    assert (kind == 5).sum() > 20 and (kind == 1).sum() > 100
+    assert (data["n_constituents"][kind == 5] == 0).all() and (data["jet_flavour"][kind == 5] == 0).all()
+    assert (data["n_constituents"][kind == 1] > 0).mean() > 0.9
+
+
 def test_delphes_constituent_store_attributes(converted):
-    _, _, _, out = converted
+    *_, out, _ = converted
     attrs = EventStore(out).attrs()
     assert attrs["max_constituents"] == K and attrs["source_format"] == "delphes"
     assert DetectorConfig().to_dict() == attrs["detector"]
@@ -234,7 +287,7 @@ def test_predict_scores_delphes_files_like_their_converted_store(converted, tmp_
     from hepfm.models.registry import create_model
     from hepfm.models.saving import save_model
 
-    *_, out = converted
+    *_, out, _ = converted
     arrays = read_events(out, ("objects", "n_objects", "constituents"))[0]
     x = with_constituents(arrays["objects"], arrays["constituents"])
     torch.manual_seed(0)
@@ -252,3 +305,9 @@ def test_predict_scores_delphes_files_like_their_converted_store(converted, tmp_
     scores = from_store["score_signal"].to_numpy()
     assert scores.std() > 0
     np.testing.assert_allclose(from_file["score_signal"].to_numpy(), scores, atol=1e-6)
+    # a Delphes file whose jets keep no constituents is refused, naming the file and the branch
+    monkeypatch.undo()
+    with pytest.raises(HepfmError, match=r"d\.root: .*no branch Jet\.Constituents"):
+        predict_file(tmp_path / "model", [str(tmp_path / "d.root")], tmp_path / "none.parquet", input_format="delphes",
+                     progress=False)
+    assert not (tmp_path / "none.parquet").exists()

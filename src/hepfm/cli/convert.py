@@ -28,6 +28,12 @@ def _print_conversion(report, plans_info: dict | None = None) -> None:
                   f"{report.n_nonfinite} dropped (NaN/inf){removed}{pre}; {len(report.shards)} shard(s), "
                   f"{report.events_per_second:,.0f} events/s; b-tag: {'; '.join(report.btag)}; "
                   f"store: {report.out} (process {report.label!r})")
+    refs = [c for c in report.counts.values() if "constituent_references" in c]
+    if refs:
+        total = sum(c["constituent_references"] for c in refs)
+        resolved = sum(c["constituent_references_resolved"] for c in refs)
+        console.print(f"jet constituents: {resolved} of {total} references resolved"
+                      + (f" ({100 * resolved / total:.1f}%)" if total else ""))
     groups: dict[str, list[str]] = {}  # files with the same choices share one line
     for path, info in (plans_info or {}).items():
         line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; jet ID {info.get('jet_id')}; "

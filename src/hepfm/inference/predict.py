@@ -166,7 +166,7 @@ def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, con
         raise HepfmError(f"unknown input format {fmt!r}: ROOT inputs are 'nanoaod' or 'delphes'")
     if constituents is not None and fmt == "nanoaod":
         raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and NanoAOD files carry "
-                         "none; score a store with constituents, or Delphes files that keep them")
+                         "none; score a store with constituents, or Delphes files that keep them (format delphes)")
     for d in data:
         if Path(d).is_dir():
             raise HepfmError(f"{d}: give one store folder, or ROOT files, not both")

@@ -39,7 +39,7 @@ from hepfm.errors import HepfmError
 from hepfm.io import store
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import FEATURE_INDEX, TYPE_CODES, Objects, ReconstructedEvents, assemble, pack_constituents
+from hepfm.physics.objects import TYPE_CODES, Objects, ReconstructedEvents, assemble, jet_slots, pack_constituents
 
 DEFAULT_SHARD_SIZE = 50_000
 #: Entries read per step; a NanoAOD chunk of the branches used here takes ~10 MB per 10k entries.
@@ -56,6 +56,8 @@ class FilePlan:
     branches: list[str]
     convert: Callable[[ak.Array, int], dict[str, np.ndarray]]
     info: dict = field(default_factory=dict)
+    #: what the converter counts while reading (e.g. jet constituent references resolved), for the report
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +79,8 @@ class ConversionReport:
     source_info: dict[str, dict] = field(default_factory=dict)
     n_preselection_failed: int = 0  # events kept by the reader that failed the pre-selection
     preselection: dict | None = None
+    #: per input file, the reader's counts (:attr:`FilePlan.counts`), where it keeps any
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -313,10 +317,7 @@ def finish_chunk(collections: list[Objects], n_events: int, cfg: DetectorConfig,
 def _constituent_arrays(reco: ReconstructedEvents, jets: Objects, c: JetConstituents) -> dict[str, np.ndarray]:
     """Store arrays of the constituents of the jet slots of ``reco`` (``jets``: the first collection)."""
     n_events, m = reco.source.shape
-    is_jet = ((reco.source >= 0) & (reco.source < len(jets))
-              & (reco.objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"]))
-    ev, slot = np.nonzero(is_jet)
-    selected_row = reco.source[ev, slot]
+    ev, slot, selected_row = jet_slots(reco.source, reco.objects, len(jets))
     row = jets.extra["row"][selected_row].astype(np.int64)
     owner = np.full(len(c.flavour), -1, dtype=np.int64)  # slot (ev * M + slot) of each jet row, if stored
     owner[row] = ev * m + slot
@@ -489,4 +490,5 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
                             n_written=sum(counts), n_nonfinite=n_nonfinite, shards=[str(p) for p in written],
                             seconds=time.perf_counter() - start, btag=btag, n_removed=removed,
                             source_info=base["source_info"], n_preselection_failed=n_failed,
-                            preselection=asdict(preselect) if preselect is not None else None)
+                            preselection=asdict(preselect) if preselect is not None else None,
+                            counts={str(p.path): dict(p.counts) for p in plans if p.counts})

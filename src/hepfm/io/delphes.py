@@ -18,11 +18,13 @@ whose charge is the sign of ``Jet.Charge`` (the constituents' charge sum), as in
 Jet constituents (``constituents`` = K > 0): ``Jet.Constituents`` is a TRefArray per jet, read by uproot
 as the referenced objects' unique IDs (``refs``). Delphes' TreeWriter gives every object it writes the
 unique ID of the candidate it comes from, so a reference resolves, within its event, to the object of the
-same ``fUniqueID`` in the collections jets are made of: ``EFlowTrack`` (charged: electron, muon or charged
-hadron by ``PID``), ``EFlowPhoton``, ``EFlowNeutralHadron``, ``ParticleFlowCandidate``, and, for cards
-that cluster tracks and towers, ``Track`` and ``Tower`` (photon when ``Eem`` > ``Ehad``), the first
-collection holding an ID winning. References to objects the file does not store (a card may write only
-some of them) are dropped. A track's energy is the massless one; towers and candidates keep their ``E``.
+same ``fUniqueID`` in the collections jets are made of: ``EFlowTrack`` (electron, muon or charged hadron
+by ``PID``), ``EFlowPhoton``, ``EFlowNeutralHadron``, ``EFlowTower`` (photon when ``Eem`` > ``Ehad``),
+``EFlowMuon`` and ``ParticleFlowCandidate``, the first collection holding an ID winning; only when a file
+has none of them, ``Track`` and ``Tower`` (cards that cluster tracks and calorimeter towers). References
+to objects the file does not store are dropped and counted (:attr:`hepfm.io.convert.ConversionReport.counts`); a file
+where fewer than half resolve is refused. A track's energy is the massless one (pT cosh eta; the
+simulated chain keeps each particle's own); towers and candidates keep their ``E``.
 The jet's truth flavour comes from ``Jet.Flavor`` (the card's flavour association: 5 b, 4 c, 1-3 light,
 21 gluon; anything else, or no branch, unmatched); Delphes does not tag top, W/Z or Higgs jets.
 """
@@ -39,17 +41,21 @@ from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, Objects, any_within
+from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, Objects, any_within, constituent_class
 from hepfm.physics.truth import JET_FLAVOURS
 
 TREE = "Delphes"
 _KINEMATICS = ("PT", "Eta", "Phi")
 #: Collections jets reference as constituents, in order of precedence, and the kind of object each holds.
 CONSTITUENT_SOURCES = {"EFlowTrack": "track", "EFlowPhoton": "photon", "EFlowNeutralHadron": "neutral_hadron",
-                       "ParticleFlowCandidate": "candidate", "Track": "track", "Tower": "tower"}
+                       "EFlowTower": "tower", "EFlowMuon": "muon", "ParticleFlowCandidate": "candidate"}
+#: Read only when a file has none of the above (cards that cluster tracks and calorimeter towers).
+FALLBACK_SOURCES = {"Track": "track", "Tower": "tower"}
 _SOURCE_FIELDS = {"track": ("PT", "Eta", "Phi", "Charge", "PID"), "photon": ("ET", "Eta", "Phi", "E"),
                   "neutral_hadron": ("ET", "Eta", "Phi", "E"), "candidate": ("PT", "Eta", "Phi", "E", "Charge", "PID"),
-                  "tower": ("ET", "Eta", "Phi", "E", "Eem", "Ehad")}
+                  "tower": ("ET", "Eta", "Phi", "E", "Eem", "Ehad"), "muon": ("PT", "Eta", "Phi", "Charge")}
+#: A file whose jets' references mostly point elsewhere is refused rather than stored with empty jets.
+MIN_RESOLVED_FRACTION = 0.5
 _DELPHES_FLAVOUR = {1: "light", 2: "light", 3: "light", 4: "c", 5: "b", 21: "gluon"}
 _UID_BITS = 24  # a TRef keeps the low 24 bits of the object's unique ID (the rest name the process)
 
@@ -81,35 +87,44 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, btag_bit: int = 0, constitu
     flavour = False
     if constituents:
         cv.require_branches(tree, path, TREE, ["Jet.Constituents"], "jet constituents")
-        sources = {name: kind for name, kind in CONSTITUENT_SOURCES.items()
-                   if all(cv.has_branch(tree, b) for b in _names(name, "fUniqueID", *_SOURCE_FIELDS[kind]))}
+        sources = _present(tree, CONSTITUENT_SOURCES) or _present(tree, FALLBACK_SOURCES)
         if not sources:
+            known = ", ".join([*CONSTITUENT_SOURCES, *FALLBACK_SOURCES])
             raise HepfmError(f"{path}: its jets reference their constituents, but the tree stores none of the "
-                             f"collections they point to ({', '.join(CONSTITUENT_SOURCES)}, each with fUniqueID)")
+                             f"collections they point to ({known}, each with fUniqueID)")
         flavour = cv.has_branch(tree, "Jet.Flavor")
         branches += ["Jet.Constituents"] + (["Jet.Flavor"] if flavour else [])
         for name, kind in sources.items():
             branches += _names(name, "fUniqueID", *_SOURCE_FIELDS[kind])
         info.update(constituent_sources=list(sources), jet_flavour="Jet.Flavor" if flavour else "none")
+    counts = {"constituent_references": 0, "constituent_references_resolved": 0} if constituents else {}
 
     def convert(chunk, entry_start: int) -> dict[str, np.ndarray]:
-        return _convert_chunk(chunk, entry_start, cfg, btag_bit, photons, constituents, sources, flavour)
+        if not constituents:
+            return _convert_chunk(chunk, entry_start, cfg, btag_bit, photons)
+        jc = _jet_constituents(chunk, path, sources, flavour, constituents, counts)
+        return _convert_chunk(chunk, entry_start, cfg, btag_bit, photons, jc)
 
-    return cv.FilePlan(path=path, tree=tree, branches=branches, convert=convert, info=info)
+    return cv.FilePlan(path=path, tree=tree, branches=branches, convert=convert, info=info, counts=counts)
+
+
+def _present(tree, candidates: dict[str, str]) -> dict[str, str]:
+    """The constituent collections of ``candidates`` the tree stores with every branch they need."""
+    return {name: kind for name, kind in candidates.items()
+            if all(cv.has_branch(tree, b) for b in _names(name, "fUniqueID", *_SOURCE_FIELDS[kind]))}
 
 
 def _objects(chunk, branch: str, *extra: str) -> Objects:
     return cv.collection(chunk, *_names(branch, *_KINEMATICS), {e: f"{branch}.{e}" for e in extra})
 
 
-def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, photons: bool, k: int = 0,
-                   sources: dict[str, str] | None = None, flavour: bool = False) -> dict:
+def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, photons: bool,
+                   constituents: cv.JetConstituents | None = None) -> dict:
     n = len(chunk)
     bad = np.zeros(n, dtype=bool)
     ele, muo = _objects(chunk, "Electron", "Charge"), _objects(chunk, "Muon", "Charge")
     jet = _objects(chunk, "Jet", "BTag", *(("TauTag", "Charge") if cfg.tau_tagging else ()))
     jet.extra["row"] = np.arange(len(jet))
-    constituents = _jet_constituents(chunk, jet, sources or {}, flavour, k) if k else None
     cv.mark_nonfinite(bad, ele, muo, jet)
 
     ele = ele[cfg.accepts("electron", ele.pt, np.abs(ele.eta))]
@@ -142,14 +157,19 @@ def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, btag_bit: int, 
     return cv.finish_chunk([jet, *selected, met], n, cfg, bad, weight, event_id, constituents=constituents)
 
 
-def _jet_constituents(chunk, jets: Objects, sources: dict[str, str], flavour: bool, k: int) -> cv.JetConstituents:
-    """Resolve every jet's constituent references (see the module docstring) into flat constituents."""
+def _jet_constituents(chunk, path: Path, sources: dict[str, str], flavour: bool, k: int,
+                      counts: dict[str, int]) -> cv.JetConstituents:
+    """Resolve every jet's constituent references (see the module docstring) into flat constituents;
+    ``counts`` adds up the references and those resolved."""
     refs = chunk["Jet.Constituents"]["refs"]  # uproot reads a TRefArray as a record: fName, fSize, refs
     per_jet = ak.to_numpy(ak.flatten(ak.num(refs, axis=2), axis=None)).astype(np.int64)
-    if len(per_jet) != len(jets):
-        raise HepfmError(f"Jet.Constituents holds {len(per_jet)} jets where Jet.PT holds {len(jets)}")
-    ref_jet = np.repeat(np.arange(len(jets)), per_jet)
-    ref_key = _uid_key(jets.ev[ref_jet], ak.to_numpy(ak.flatten(refs, axis=None)))
+    jets_per_event = ak.to_numpy(ak.num(chunk["Jet.PT"], axis=1))
+    if len(per_jet) != jets_per_event.sum():
+        raise HepfmError(f"{path}: Jet.Constituents holds {len(per_jet)} jets where Jet.PT holds "
+                         f"{jets_per_event.sum()}; the file is inconsistent")
+    ref_jet = np.repeat(np.arange(len(per_jet)), per_jet)
+    jet_event = np.repeat(np.arange(len(chunk)), jets_per_event)
+    ref_key = _uid_key(jet_event[ref_jet], ak.to_numpy(ak.flatten(refs, axis=None)))
 
     keys, columns = [], []
     for name, kind in sources.items():
@@ -163,8 +183,14 @@ def _jet_constituents(chunk, jets: Objects, sources: dict[str, str], flavour: bo
     pos = np.minimum(np.searchsorted(unique, ref_key), max(len(unique) - 1, 0))
     found = (unique[pos] == ref_key) if len(unique) else np.zeros(len(ref_key), dtype=bool)
     rows = first[pos[found]]
+    counts["constituent_references"] += len(ref_key)
+    counts["constituent_references_resolved"] += int(found.sum())
+    if len(ref_key) >= 100 and found.mean() < MIN_RESOLVED_FRACTION:
+        raise HepfmError(f"{path}: only {int(found.sum())} of {len(ref_key)} jet constituent references resolve to "
+                         f"the stored {', '.join(sources)} objects; the jets are made of objects this file does "
+                         "not store")
 
-    codes = np.full(len(jets), JET_FLAVOURS["unmatched"], dtype=np.int8)
+    codes = np.full(len(per_jet), JET_FLAVOURS["unmatched"], dtype=np.int8)
     if flavour:
         pdg = np.abs(cv.flat(chunk["Jet.Flavor"])).astype(np.int64)
         for code, name in _DELPHES_FLAVOUR.items():
@@ -185,13 +211,12 @@ def _source_columns(chunk, name: str, kind: str) -> dict[str, np.ndarray]:
 
     eta = field("Eta")
     pt = field("ET") if kind in ("photon", "neutral_hadron", "tower") else field("PT")
-    energy = kin.massless_energy(pt, eta) if kind == "track" else field("E")
-    charge = field("Charge") if kind in ("track", "candidate") else np.zeros(len(pt))
+    energy = kin.massless_energy(pt, eta) if kind in ("track", "muon") else field("E")
+    charge = field("Charge") if kind in ("track", "candidate", "muon") else np.zeros(len(pt))
     if kind in ("track", "candidate"):
-        pid = np.abs(field("PID")).astype(np.int64)
-        cls = np.where(charge != 0, CONSTITUENT_CLASSES["charged_hadron"], CONSTITUENT_CLASSES["neutral_hadron"])
-        for particle, code in (("photon", 22), ("electron", 11), ("muon", 13)):
-            cls = np.where(pid == code, CONSTITUENT_CLASSES[particle], cls)
+        cls = constituent_class(field("PID"), charge)
+    elif kind == "muon":
+        cls = np.full(len(pt), CONSTITUENT_CLASSES["muon"])
     elif kind == "tower":
         cls = np.where(field("Eem") > field("Ehad"), CONSTITUENT_CLASSES["photon"],
                        CONSTITUENT_CLASSES["neutral_hadron"])

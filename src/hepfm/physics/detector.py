@@ -45,15 +45,15 @@ import numpy as np
 from hepfm.errors import HepfmError
 from hepfm.physics import kinematics as kin
 from hepfm.physics.objects import (
-    CONSTITUENT_CLASSES,
     DEFAULT_MAX_OBJECTS,
-    FEATURE_INDEX,
     TYPE_CODES,
     Objects,
     ReconstructedEvents,
     any_within,
     assemble,
+    constituent_class,
     in_crack,
+    jet_slots,
     pack_constituents,
     same_event_pairs,
     sum_pt_within,
@@ -354,21 +354,17 @@ def _constituent_array(source: np.ndarray, objects: np.ndarray, jets: Objects, i
     ordered by descending pT and the softest beyond ``k`` dropped.
     """
     n_events, m = source.shape
-    is_jet = (source >= 0) & (source < len(jets)) & (objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
-    ev, slot = np.nonzero(is_jet)
+    ev, slot, row = jet_slots(source, objects, len(jets))
     jet_of, rows, n_clustered = links
     owner = np.full(n_clustered, -1, dtype=np.int64)  # slot (ev * M + slot) of each clustered jet, if stored
-    owner[jets.extra["cluster"][source[ev, slot]]] = ev * m + slot
+    owner[jets.extra["cluster"][row]] = ev * m + slot
     flat_slot = owner[jet_of]
     keep = flat_slot >= 0
     flat_slot, rows = flat_slot[keep], rows[keep]
     cev, cslot = np.divmod(flat_slot, m)
     pid = inputs.extra["id"][rows]
     charge = _constituent_charge(pid)
-    aid = np.abs(pid)
-    cls = np.where(charge != 0, CONSTITUENT_CLASSES["charged_hadron"], CONSTITUENT_CLASSES["neutral_hadron"])
-    for name, code in (("photon", 22), ("electron", 11), ("muon", 13)):
-        cls = np.where(aid == code, CONSTITUENT_CLASSES[name], cls)
+    cls = constituent_class(pid, charge)
     axis = source[cev, cslot]
     columns = {"pt": inputs.pt[rows], "deta": inputs.eta[rows] - jets.eta[axis],
                "dphi": kin.wrap_phi(inputs.phi[rows] - jets.phi[axis]), "energy": e[rows], "charge": charge,

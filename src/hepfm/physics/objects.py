@@ -71,6 +71,26 @@ class Objects:
         return len(self.ev)
 
 
+def constituent_class(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """:data:`CONSTITUENT_CLASSES` code of particles: photon, electron and muon by PDG id, else charged or
+    neutral hadron by charge."""
+    aid = np.abs(np.asarray(pid, dtype=np.int64))
+    hadron = np.where(np.asarray(charge) != 0, CONSTITUENT_CLASSES["charged_hadron"],
+                      CONSTITUENT_CLASSES["neutral_hadron"])
+    cls = hadron
+    for name, code in (("photon", 22), ("electron", 11), ("muon", 13)):
+        cls = np.where(aid == code, CONSTITUENT_CLASSES[name], cls)
+    return cls
+
+
+def jet_slots(source: np.ndarray, objects: np.ndarray, n_jets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(event, slot, row) of every jet slot of assembled ``objects``: ``source`` maps slots to rows of the
+    collections given to :func:`assemble`, the jets first (``n_jets`` rows; a tau-tagged jet is another type)."""
+    is_jet = (source >= 0) & (source < n_jets) & (objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+    ev, slot = np.nonzero(is_jet)
+    return ev, slot, source[ev, slot]
+
+
 def pack_constituents(flat_slot: np.ndarray, columns: dict[str, np.ndarray], n_events: int, m: int,
                       k: int) -> tuple[np.ndarray, np.ndarray]:
     """Constituents as the store keeps them: ``constituents`` [n, M, K, F] and ``n_constituents`` [n, M].

@@ -109,8 +109,8 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
                    "generated events: same store, or stores generated with the same seed); use stores generated "
                    "with another generation seed")
         if not allow_overlap:
-            raise OverlapError(message + ", or allow the overlap explicitly to go on (the result is then marked "
-                               "overlap: true)")
+            raise OverlapError(message + ", or allow the overlap explicitly to go on (allow_overlap; the result is "
+                               "then marked overlap: true)")
         warnings.warn("NOT HELD OUT: " + message + "; going on because the overlap was allowed, result marked "
                       "overlap: true", OverlapWarning, stacklevel=3)
     return {**counts, "overlap": bool(bad)}
