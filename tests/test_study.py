@@ -214,6 +214,13 @@ def test_fixed_rates_skip_the_grid_and_finetuning_tries_ratios_at_the_best_head_
     assert by_size.for_size(1000).first_points("finetune") == [(3e-4, 1e-5)] and by_size.tuned
     with pytest.raises(HepfmError, match="lr_grid"):
         parse_config({**base, "finetune": {"lr_grid": []}})
+    # a frozen backbone's head may try its own (higher) rates; the other strategies keep lr_grid
+    frozen = parse_config({**base, "finetune": {"frozen_lr_grid": [1e-3, 3e-3, 1e-2]}}).finetune
+    assert frozen.first_points("frozen", head_only=True) == [(1e-3, None), (3e-3, None), (1e-2, None)]
+    assert frozen.first_points("frozen") == frozen.first_points("scratch") == tuned.first_points("scratch")
+    assert tuned.first_points("frozen", head_only=True) == tuned.first_points("scratch")
+    with pytest.raises(HepfmError, match="frozen_lr_grid"):
+        parse_config({**base, "finetune": {"frozen_lr_grid": [0]}})
 
 
 def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):

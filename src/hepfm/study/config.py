@@ -71,6 +71,9 @@ class TrainSpec:
     validation loss from ``lr_grid`` (head, or every layer for scratch); fine-tuning first pairs each head rate
     with a backbone rate ``backbone_ratios[0]`` x lower, then tries the other ratios at the best head rate.
     A given ``lr`` fixes the rate (no grid); ``backbone_lr`` then defaults to ``lr x backbone_ratios[0]``.
+    ``frozen_lr_grid``, when given, replaces ``lr_grid`` where only a head trains on a frozen backbone: a head on
+    fixed features learns more slowly, and at the scratch grid's rates it may still be improving at the
+    epoch cap (then its best rate lies beyond the grid).
     """
 
     epochs: int = defaults.EPOCHS
@@ -81,6 +84,7 @@ class TrainSpec:
     optimizer: str = "adam"
     lr_grid: tuple[float, ...] = LR_GRID
     backbone_ratios: tuple[float, ...] = BACKBONE_RATIOS
+    frozen_lr_grid: tuple[float, ...] | None = None
     by_size: dict[int, dict] = field(default_factory=dict)
 
     def for_size(self, size: int) -> TrainSpec:
@@ -96,9 +100,11 @@ class TrainSpec:
         """Whether the learning rate is chosen from the grid (no ``lr`` given)."""
         return self.lr is None
 
-    def first_points(self, how: str) -> list[tuple[float, float | None]]:
-        """(lr, backbone_lr) points tried first for training strategy ``how`` (scratch, finetune, frozen)."""
-        heads = list(self.lr_grid) if self.lr is None else [self.lr]
+    def first_points(self, how: str, head_only: bool = False) -> list[tuple[float, float | None]]:
+        """(lr, backbone_lr) points tried first for training strategy ``how`` (scratch, finetune, frozen);
+        ``head_only``: only a head trains, on a frozen backbone (``frozen_lr_grid`` applies)."""
+        grid = self.frozen_lr_grid if head_only and self.frozen_lr_grid else self.lr_grid
+        heads = list(grid) if self.lr is None else [self.lr]
         if how != "finetune":
             return [(h, None) for h in heads]
         if self.backbone_lr is not None:
@@ -112,7 +118,8 @@ class TrainSpec:
         return [(best_head, best_head * r) for r in self.backbone_ratios[1:]]
 
 
-_SPEC_KEYS = ("epochs", "batch_size", "lr", "backbone_lr", "patience", "optimizer", "lr_grid", "backbone_ratios")
+_SPEC_KEYS = ("epochs", "batch_size", "lr", "backbone_lr", "patience", "optimizer", "lr_grid", "backbone_ratios",
+              "frozen_lr_grid")
 
 
 @dataclass
@@ -187,7 +194,7 @@ def _train_spec(raw, source: str, section: str, default: TrainSpec) -> TrainSpec
         where = section if size is None else f"{section}.by_size.{size}"
         if set(extra) - set(_SPEC_KEYS):
             _fail(source, f"unknown key(s) in '{where}': {sorted(set(extra) - set(_SPEC_KEYS))}")
-        for key in ("lr_grid", "backbone_ratios"):
+        for key in ("lr_grid", "backbone_ratios", "frozen_lr_grid"):
             if key in extra:
                 extra[key] = _positive_list(extra[key], source, f"{where}.{key}")
         for key in ("lr", "backbone_lr"):

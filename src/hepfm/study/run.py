@@ -264,7 +264,7 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     def rank(entries):
         return sorted(entries, key=lambda p: (p["collapsed"], p["val_loss"]))
 
-    for lr, bb in spec.first_points(how):
+    for lr, bb in spec.first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL):
         run_point(lr, bb)
     for lr, bb in spec.second_points(how, rank(points)[0]["lr"]):
         run_point(lr, bb)
