@@ -56,7 +56,7 @@ def test_jets_enter_through_their_constituents_and_nothing_else(event_model):
     # object order does not matter
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(model(x[:, perm], mask[:, perm]), ref)
-    with pytest.raises(HepfmError, match="--constituents"):
+    with pytest.raises(HepfmError, match="a store that keeps its jets' constituents"):
         model(x[..., :7], mask)
 
 
@@ -92,7 +92,7 @@ def test_finetune_from_a_jet_tagging_run_frozen_finetuned_and_scratch(tmp_path):
         assert model.metadata["strategy"] == strategy and model.config["jet_model"] == "deepsets"
         kept[strategy] = all(torch.equal(v, jet_state[k]) for k, v in model.jet.state_dict().items())
     assert kept == {"frozen": True, "finetune": False, "scratch": False}
-    with pytest.raises(HepfmError, match="--constituents"):
+    with pytest.raises(HepfmError, match="needs jet constituents, and this store keeps none"):
         generate([catalog_source("zjets")], tmp_path / "plain", events=10, seed=5, progress=False)
         finetune(tmp_path / "plain" / "zjets", tmp_path / "ev" / "ttbar", tmp_path / "x", strategy="frozen",
                  init_from=tmp_path / "jets", cfg=cfg)
