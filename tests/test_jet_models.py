@@ -150,7 +150,7 @@ def test_pretrain_jet_tagging_end_to_end(tmp_path):
         model = hepfm.load(tmp_path / name)
         assert model.metadata["task"] == "jet-tagging" and model.metadata["names"] == ["light", "b"]
         assert summary["test_outputs"]["scores"].shape == (summary["jets"]["test"], 2)
-    with pytest.raises(HepfmError, match="jet tagging needs jet constituents, and .* has none"):
+    with pytest.raises(HepfmError, match=r"jet tagging needs jet constituents, and .* has none"):
         pretrain_jets(tmp_path / "plain", tmp_path / "x", cfg=cfg)
     with pytest.raises(ConfigurationError, match="deepsets"):
         pretrain_jets(tmp_path / "jets", tmp_path / "y", model="graphnet", cfg=cfg)
