@@ -39,9 +39,10 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
+from hepfm.io.schema import constituent_attrs
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, Objects, any_within, constituent_class
+from hepfm.physics.objects import CONSTITUENT_CLASSES, Objects, any_within, constituent_class
 from hepfm.physics.truth import JET_FLAVOURS
 
 TREE = "Delphes"
@@ -249,8 +250,7 @@ def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, btag_bit: int 
                            "detector configuration's kinematic cuts and overlap removal"},
              "btag_branch": "Jet.BTag", "btag_working_point": f"bit {btag_bit}"}
     if constituents:
-        attrs.update(max_constituents=constituents, constituent_features=list(CONSTITUENT_FEATURES),
-                     constituent_classes=CONSTITUENT_CLASSES, jet_flavours=JET_FLAVOURS)
+        attrs.update(constituent_attrs(constituents))
     return paths, plans, attrs
 
 

@@ -23,11 +23,11 @@ from hepfm.errors import HepfmError
 from hepfm.interrupts import interrupt_on_sigterm
 from hepfm.io import store
 from hepfm.io.lhe import count_lhe_events
+from hepfm.io.schema import constituent_attrs
 from hepfm.physics.detector import DetectorConfig, reconstruct
-from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES
 from hepfm.physics.processes import COMMON_SETTINGS, get_process
 from hepfm.physics.record import FlatRecord
-from hepfm.physics.truth import JET_FLAVOURS, LABEL_KINDS, LABEL_NAMES, jet_flavours, truth_labels
+from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES, jet_flavours, truth_labels
 
 #: Events per ``nextBatch`` call: large enough to amortise the columnar overheads, small enough for
 #: smooth progress and ~100 MB of generator records in memory.
@@ -247,8 +247,7 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         "truth_label_kinds": list(LABEL_KINDS),
     }
     if task.constituents:
-        attrs.update(max_constituents=task.constituents, constituent_features=list(CONSTITUENT_FEATURES),
-                     constituent_classes=CONSTITUENT_CLASSES, jet_flavours=JET_FLAVOURS)
+        attrs.update(constituent_attrs(task.constituents))
     store.write_shard(Path(task.path), arrays, attrs)
     return done
 

@@ -24,4 +24,10 @@ from hepfm.physics.truth import JET_FLAVOURS
 SCHEMA_VERSION = 1
 
 __all__ = ["CONSTITUENT_CLASSES", "CONSTITUENT_FEATURES", "CONSTITUENT_INDEX", "DEFAULT_MAX_OBJECTS", "FEATURES",
-           "FEATURE_INDEX", "JET_FLAVOURS", "SCHEMA_VERSION", "TYPE_CODES", "TYPE_NAMES"]
+           "FEATURE_INDEX", "JET_FLAVOURS", "SCHEMA_VERSION", "TYPE_CODES", "TYPE_NAMES", "constituent_attrs"]
+
+
+def constituent_attrs(k: int) -> dict:
+    """Shard attributes of a store that keeps up to ``k`` constituents per jet (how readers recognise one)."""
+    return {"max_constituents": k, "constituent_features": list(CONSTITUENT_FEATURES),
+            "constituent_classes": CONSTITUENT_CLASSES, "jet_flavours": JET_FLAVOURS}
