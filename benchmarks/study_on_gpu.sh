@@ -1,54 +1,66 @@
 #!/usr/bin/env bash
-# Run a study configuration on one GPU machine with many cores, in parallel parts, and pack the results.
+# Run a study configuration on one GPU machine with many cores, under a time limit, and pack the results.
 #
-#   bash benchmarks/study_on_gpu.sh CONFIG.yaml OUT_DIR RESULT.tar.gz [WORKERS]
+#   bash benchmarks/study_on_gpu.sh CONFIG.yaml STUDY_DIR RESULT.tar.gz [JOBS] [LIMIT_S]
 #
-# Steps: generation (WORKERS processes) and pretraining (--prepare-only); then every (task, size, strategy)
-# as its own process on the shared GPU (the models are small, so one process cannot keep the GPU busy:
-# per-step time is kernel-launch bound); then --report-only. Training
-# runs in fp32 (--no-bf16), as on the CPU. The tarball holds the study folder without the event stores and
-# the cells' weights (the report needs only results, scores, latents and histories). Wheels of packages the
-# machine lacks are installed from .whl/ when that folder exists (see the device notes in README.md).
+# Steps: generation (all cores) unless STUDY_DIR already holds the stores; then `hepfm study --jobs JOBS`: every
+# learning-rate point of every tuning grid, then every seed, as its own process on the shared GPU (the models are
+# small, so one process cannot keep the GPU busy: its steps are launch bound). Training runs in fp32 (--no-bf16),
+# as on the CPU. With LIMIT_S > 0 the study is stopped after that many seconds (every process of it: the
+# parent's workers too); whatever finished is kept, and a rerun resumes. GPU utilisation is sampled every
+# second into STUDY_DIR/gpu_utilisation.csv. The tarball holds the study folder without the event stores,
+# weights and checkpoints (the report needs only results, scores, latents, histories and tuning files);
+# build the report where the stores are: hepfm study CONFIG --out STUDY_DIR --report-only.
+# Wheels of packages the machine lacks are installed from $WHEELS (default .whl/) when that folder exists
+# (see the device notes in README.md); the Pythia wheel is needed only when events are generated there.
 set -uo pipefail
-CONFIG=$1; OUT_DIR=$2; TARBALL=$3; WORKERS=${4:-16}
-if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 3
-  # pip --target drops the wheel's data files, and Pythia needs all of share/Pythia8 (xmldoc, tunes, PDFs):
-  # unpack them from the wheel and point Pythia at them.
-  python3 -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('.whl/pythia8mc-*.whl')[0]); \
+CONFIG=$1; OUT_DIR=$2; TARBALL=$3; JOBS=${4:-16}; LIMIT_S=${5:-0}
+WHEELS=${WHEELS:-.whl}
+if [ -d "$WHEELS" ] && [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$WHEELS"/*.whl || exit 3
+  if ls "$WHEELS"/pythia8mc-*.whl > /dev/null 2>&1; then
+    # pip --target drops the wheel's data files, and Pythia needs all of share/Pythia8 (xmldoc, tunes, PDFs):
+    # unpack them from the wheel and point Pythia at them.
+    python3 -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$WHEELS/pythia8mc-*.whl')[0]); \
 z.extractall('/tmp/py8', [n for n in z.namelist() if '/share/Pythia8/' in n])" || exit 3
-  export PYTHIA8DATA=$(ls -d /tmp/py8/*/data/share/Pythia8/xmldoc)
+    export PYTHIA8DATA=$(ls -d /tmp/py8/*/data/share/Pythia8/xmldoc)
+  fi
   export PYTHONPATH=$PWD/src:/tmp/site
 else
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+mkdir -p "$OUT_DIR"
 t0=$(date +%s)
-python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --workers "$WORKERS" --no-bf16 --prepare-only --no-progress || exit 4
+python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --workers "$(nproc)" --no-bf16 --prepare-only --no-progress || exit 4
 t1=$(date +%s); echo "prepare: $((t1 - t0)) s"
-read -r -a TASKS <<< "$(python3 -c "from hepfm.study.config import load_config as l; print(' '.join(t.name for t in l('$CONFIG').tasks))")"
-read -r -a SIZES <<< "$(python3 -c "from hepfm.study.config import load_config as l; print(' '.join(map(str, l('$CONFIG').sizes)))")"
-read -r -a STRATEGIES <<< "$(python3 -c "from hepfm.study.config import load_config as l; print(' '.join(l('$CONFIG').strategies))")"
-mkdir -p "$OUT_DIR/logs"
-pids=()
-for task in "${TASKS[@]}"; do
-  for size in "${SIZES[@]}"; do
-    for strategy in "${STRATEGIES[@]}"; do
-      python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --task "$task" --size "$size" \
-        --strategy "$strategy" > "$OUT_DIR/logs/$task-$size-$strategy.log" 2>&1 & pids+=($!)
-    done
-  done
+SAMPLER=
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 > "$OUT_DIR/gpu_utilisation.csv" &
+  SAMPLER=$!
+fi
+# A session of its own, so that the time limit stops the spawned workers with their parent.
+setsid python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --jobs "$JOBS" \
+  > "$OUT_DIR/study.log" 2>&1 &
+STUDY=$!
+status=
+while kill -0 "$STUDY" 2> /dev/null; do
+  if [ "$LIMIT_S" -gt 0 ] && [ $(($(date +%s) - t1)) -ge "$LIMIT_S" ]; then
+    echo "time limit of $LIMIT_S s reached: stopping the study (a rerun resumes)"
+    kill -TERM -- "-$STUDY" 2> /dev/null; sleep 10; kill -KILL -- "-$STUDY" 2> /dev/null
+    status=124
+    break
+  fi
+  sleep 2
 done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-t2=$(date +%s); echo "cells: $((t2 - t1)) s (${#pids[@]} processes, exit status $status)"
-tail -n 3 "$OUT_DIR"/logs/*.log
-python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --report-only --no-progress > "$OUT_DIR/logs/report.log" 2>&1
-echo "report: exit $?"; tail -n 40 "$OUT_DIR/logs/report.log"
-t3=$(date +%s); echo "total: $((t3 - t0)) s"
+wait "$STUDY"; rc=$?; status=${status:-$rc}
+[ -n "$SAMPLER" ] && kill "$SAMPLER" 2> /dev/null
+t2=$(date +%s); echo "study: $((t2 - t1)) s (exit status $status)"
+tail -n 40 "$OUT_DIR/study.log"
+echo "finished cells: $(find "$OUT_DIR/cells" -name result.json 2> /dev/null | wc -l)"
 tar -czf "$TARBALL" -C "$(dirname "$OUT_DIR")" --exclude='stores' --exclude='*.safetensors' --exclude='checkpoint.pt' \
   --exclude='tensorboard' "$(basename "$OUT_DIR")"
 ls -la "$TARBALL"
-exit $status
+exit "$status"

@@ -276,10 +276,13 @@ def test_study_in_parts_equals_the_whole(stores, tmp_path):
 
 
 def test_parallel_parts_equal_the_serial_study(stores, tmp_path):
-    """--jobs 2 trains the parts of the grid in two processes; every cell is the serial study's, bit for bit."""
+    """--jobs 2 trains the tuning points, then the seeds, in two processes; every cell is the serial study's,
+    bit for bit, and so is every tuning choice (the validation losses to float rounding: a run's evaluation
+    may take other kernels in a process that ran nothing before it)."""
     import torch
 
-    cfg = parse_config(_config(stores, sizes=[40], strategies=["scratch", "finetune_multiclass"]))
+    cfg = parse_config(_config(stores, sizes=[40], strategies=["scratch", "finetune_multiclass"],
+                               finetune={"epochs": 2, "batch_size": 32, "lr_grid": [1e-3, 3e-3]}))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the thread count a parallel part gets below: the same arithmetic
     try:
@@ -293,10 +296,16 @@ def test_parallel_parts_equal_the_serial_study(stores, tmp_path):
         return {(r["strategy"], r["seed"]): (r["accuracy"], r["auc"], r["lr"], r["epochs_run"])
                 for r in (json.loads(p.read_text()) for p in (root / "cells").rglob(RESULT))}
 
+    def tuning(root, close=lambda v: v):
+        return {p.parent.name: {q["point"]: close(q["val_loss"]) for q in t["grid"]} | {"ranking": t["ranking"]}
+                for p in (root / "tuning").rglob("tuning.json") for t in [json.loads(p.read_text())]}
+
     assert len(results(tmp_path / "serial")) == 4
     assert results(tmp_path / "parallel") == results(tmp_path / "serial")
+    assert len(tuning(tmp_path / "serial")["scratch"]) == 3  # two points and the ranking
+    assert tuning(tmp_path / "parallel", lambda v: pytest.approx(v, rel=1e-5)) == tuning(tmp_path / "serial")
     assert {p.name for p in (tmp_path / "parallel").glob("failures-*.json")} == {
-        "failures-toy-scratch.json", "failures-toy-finetune_multiclass.json"}
+        f"failures-toy-{s}-seed{k}.json" for s in ("scratch", "finetune_multiclass") for k in (0, 1)}
     assert "Table I — accuracy" in write_report(cfg, tmp_path / "parallel").read_text()
     with pytest.raises(HepfmError, match="positive"):
         run_study(cfg, tmp_path / "bad", progress=False, jobs=0)

@@ -28,8 +28,8 @@ def study(
     task: Optional[list[str]] = typer.Option(None, help="Train only the cells of this task (repeatable)."),
     size: Optional[list[int]] = typer.Option(None, help="Train only the cells of this size (repeatable)."),
     strategy: Optional[list[str]] = typer.Option(None, help="Train only the cells of this strategy (repeatable)."),
-    jobs: int = typer.Option(1, help="Train this many parts of the grid (task x strategy) at once, in separate "
-                             "processes sharing the cores."),
+    jobs: int = typer.Option(1, help="Train this many runs at once (tuning points, then seeds), in separate "
+                             "processes sharing the cores (or one GPU)."),
     progress: bool = _PROGRESS,
 ) -> None:
     """Run the grid task x training size x strategy x seed and write Table I, efficiency, CKA and report.md.

@@ -12,8 +12,9 @@ Layout of the output folder::
                                                     and, for seeds > 0, the run folder(s) lr<...>/
     DIR/failures.json                               cells that raised, with the error (retried on rerun)
 
-With ``jobs > 1`` the parts of the grid (one per task and strategy) train in that many processes at once, each
-with its share of the cores; a run's result does not depend on which process trained it.
+With ``jobs > 1`` the grid trains in that many processes at once, each with its share of the cores, in three
+waves: every learning-rate point of every tuning grid, then each (task, strategy)'s tuning choice and seed 0
+(its tuning run), then every other seed. A run's result does not depend on which process trained it.
 
 Every cell evaluates on its task's one fixed test set (BinarySplitPlan.split_seed = 0 and the config's
 test_size). When the pool holds them, seed k trains and validates on its own block of events
@@ -388,16 +389,20 @@ class CellFilter:
     tasks: list[str] | None = None
     sizes: list[int] | None = None
     strategies: list[str] | None = None
+    seeds: list[int] | None = None
 
     def tag(self) -> str:
         """A file-name tag naming the part (for its own failures file)."""
         parts = [",".join(map(str, v)) for v in (self.tasks, self.sizes, self.strategies) if v]
+        if self.seeds:
+            parts.append("seed" + ",".join(map(str, self.seeds)))
         return "-".join(parts) or "all"
 
     def check(self, cfg: StudyConfig) -> None:
         """Refuse values the configuration does not have."""
         for name, chosen, known in (("task", self.tasks, [t.name for t in cfg.tasks]), ("size", self.sizes, cfg.sizes),
-                                    ("strategy", self.strategies, cfg.strategies)):
+                                    ("strategy", self.strategies, cfg.strategies),
+                                    ("seed", self.seeds, list(range(cfg.seeds)))):
             unknown = [v for v in chosen or [] if v not in known]
             if unknown:
                 raise HepfmError(f"{cfg.source}: no {name} {', '.join(map(str, unknown))} in this study "
@@ -418,19 +423,64 @@ def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int) -> li
     return run_study(cfg, out, progress=False, only=part, prepared=True).failures
 
 
+def _run_point(cfg: StudyConfig, out: Path, task_name: str, size: int, strategy: str, lr: float,
+               backbone_lr: float | None, threads: int) -> list[dict]:
+    """One process's share of a parallel study: one learning-rate point of a tuning grid (seed TUNING_SEED).
+
+    Only the run is trained here; the ranking (tuning.json) is made afterwards by the strategy's part, which
+    finds the run finished. A failure is returned (the part retries the point and records it)."""
+    torch.set_num_threads(threads)
+    state = run_study(cfg, out, progress=False, prepare_only=True, prepared=True)
+    task = next(t for t in cfg.tasks if t.name == task_name)
+    disjoint = disjoint_seeds(cfg, size, _pool_size(cfg, task, out))
+    folder = tuning_dir(out, task_name, size, strategy) / point_name(lr, backbone_lr)
+    try:
+        _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder, disjoint, False)
+    except (HepfmError, RuntimeError, ValueError) as exc:
+        return [{"cell": f"{task_name} size {size} {strategy} tuning point {folder.name}", "error": str(exc),
+                 "key": [task_name, size, strategy, TUNING_SEED], "trace": traceback.format_exc()}]
+    return []
+
+
+def _tuning_points(cfg: StudyConfig, out: Path, only: CellFilter) -> list[tuple[str, int, str, float, float | None]]:
+    """(task, size, strategy, lr, backbone_lr) of every first tuning point not yet chosen from."""
+    points = []
+    for task in cfg.tasks:
+        for size in cfg.sizes:
+            for strategy in cfg.strategies:
+                if ((only.tasks and task.name not in only.tasks) or (only.sizes and size not in only.sizes)
+                        or (only.strategies and strategy not in only.strategies)
+                        or (tuning_dir(out, task.name, size, strategy) / TUNING).exists()):
+                    continue
+                how = STRATEGIES[strategy][1]
+                head_only = how == "frozen" and strategy not in HIERARCHICAL
+                points += [(task.name, size, strategy, lr, bb)
+                           for lr, bb in cfg.finetune.for_size(size).first_points(how, head_only=head_only)]
+    return points
+
+
 def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int, threads: int | None,
                console: Console) -> None:
-    """Train the selected grid as one part per (task, strategy), ``jobs`` parts at a time in spawned processes."""
-    parts = [CellFilter([t.name], only.sizes, [s]) for t in cfg.tasks for s in cfg.strategies
+    """Train the selected grid in ``jobs`` spawned processes, in three waves: every first tuning point; then
+    per (task, strategy) the tuning choice and seed 0 (whose run is the chosen point's); then every other seed
+    on its own. Each wave waits for the one before (a seed needs its strategy's chosen rates)."""
+    pairs = [(t.name, s) for t in cfg.tasks for s in cfg.strategies
              if (not only.tasks or t.name in only.tasks) and (not only.strategies or s in only.strategies)]
-    jobs = min(jobs, len(parts))
+    seeds = [k for k in range(cfg.seeds) if not only.seeds or k in only.seeds]
+    points = _tuning_points(cfg, state.out, only)
+    first = [CellFilter([t], only.sizes, [s], [TUNING_SEED]) for t, s in pairs] if TUNING_SEED in seeds else []
+    rest = [CellFilter([t], only.sizes, [s], [k]) for t, s in pairs for k in seeds if k != TUNING_SEED]
+    jobs = max(1, min(jobs, max(len(points), len(first), len(rest))))
     threads = threads or max(1, available_cores() // jobs)
-    console.print(f"training {len(parts)} parts of the grid, {jobs} at a time ({threads} thread(s) each)")
+    console.print(f"training {len(points)} tuning points, then {len(first) + len(rest)} parts of the grid, "
+                  f"{jobs} at a time ({threads} thread(s) each)")
     # spawn: a forked child would inherit PyTorch's thread pools and the parent's open stores.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_part, cfg, state.out, part, threads) for part in parts]
-        for future in futures:
-            state.failures.extend(future.result())
+        for future in [pool.submit(_run_point, cfg, state.out, *point, threads) for point in points]:
+            future.result()  # a failed point is retried, and recorded, by its part below
+        for wave in (first, rest):
+            for future in [pool.submit(_run_part, cfg, state.out, part, threads) for part in wave]:
+                state.failures.extend(future.result())
 
 
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None,
@@ -483,6 +533,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                     continue
                 for seed in range(cfg.seeds):
                     k += 1
+                    if only.seeds and seed not in only.seeds:
+                        continue
                     folder = cell_dir(state.out, task.name, size, strategy, seed)
                     label = f"[{k}/{n_cells}] {task.name} size {size} {strategy} seed {seed}"
                     if (folder / RESULT).exists():
