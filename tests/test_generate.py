@@ -1,6 +1,7 @@
 """Generation mechanics: reproducibility, resumable shards, batch-system shards, LHE input."""
 
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -34,7 +35,7 @@ def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
     assert store.file_sha256(tmp_path.joinpath("a", *shard)) == store.file_sha256(tmp_path.joinpath("b", *shard))
 
 
-def test_rerun_skips_complete_shards_and_reports_them(tmp_path):
+def test_rerun_skips_complete_shards_and_reports_them(tmp_path, monkeypatch):
     out = tmp_path / "s"
     first = generate([catalog_source("zh")], out, events=40, seed=1, shard_size=20, progress=False)
     assert len(first.written) == 2 and first.skipped == []
@@ -42,6 +43,11 @@ def test_rerun_skips_complete_shards_and_reports_them(tmp_path):
     again = generate([catalog_source("zh")], out, events=40, seed=1, shard_size=20, progress=False)
     assert again.written == [] and sorted(again.skipped) == sorted(first.written)
     assert {p: os.stat(p).st_mtime_ns for p in first.written} == mtimes
+    # A complete store needs no Pythia: a machine that only trains reuses it.
+    monkeypatch.setitem(sys.modules, "pythia8mc", None)
+    assert generate([catalog_source("zh")], out, events=40, seed=1, shard_size=20, progress=False).written == []
+    with pytest.raises(HepfmError, match="needs Pythia 8"):
+        generate([catalog_source("zh")], out, events=60, seed=1, shard_size=20, progress=False)
     with pytest.raises(HepfmError, match="different seed"):
         generate([catalog_source("zh")], out, events=40, seed=2, shard_size=20, progress=False)
 

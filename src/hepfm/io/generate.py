@@ -360,12 +360,13 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
     tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
-    for src in sources:
-        validate_source(src)
+    todo = [t for t in tasks if not _is_done(t)]
+    if todo:  # a complete store is reused without Pythia (e.g. on a machine that only trains)
+        for src in sources:
+            validate_source(src)
     created = _prepare_output(out)
     new_dirs = [d for d in {Path(t.path).parent for t in tasks} if not d.exists()]
     try:
-        todo = [t for t in tasks if not _is_done(t)]
         skipped = [t.path for t in tasks if t not in todo]
         for t in todo:
             Path(t.path).parent.mkdir(parents=True, exist_ok=True)
