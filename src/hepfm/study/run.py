@@ -221,6 +221,12 @@ def run_summary(folder: Path) -> dict:
             "steps_per_epoch": math.ceil(training["n_train"] / batch), "n_val": training["n_val"]}
 
 
+def first_points(cfg: StudyConfig, size: int, strategy: str) -> list[tuple[float, float | None]]:
+    """(lr, backbone_lr) points a strategy's tuning tries first (a head on a frozen backbone: frozen_lr_grid)."""
+    how = STRATEGIES[strategy][1]
+    return cfg.finetune.for_size(size).first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL)
+
+
 def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, disjoint: bool,
          progress: bool, console: Console | None = None) -> dict:
     """Choose a strategy's learning rate(s) by validation loss (seed TUNING_SEED); cached in tuning.json.
@@ -265,7 +271,7 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     def rank(entries):
         return sorted(entries, key=lambda p: (p["collapsed"], p["val_loss"]))
 
-    for lr, bb in spec.first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL):
+    for lr, bb in first_points(cfg, size, strategy):
         run_point(lr, bb)
     for lr, bb in spec.second_points(how, rank(points)[0]["lr"]):
         run_point(lr, bb)
@@ -424,11 +430,11 @@ def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int) -> li
 
 
 def _run_point(cfg: StudyConfig, out: Path, task_name: str, size: int, strategy: str, lr: float,
-               backbone_lr: float | None, threads: int) -> list[dict]:
+               backbone_lr: float | None, threads: int) -> None:
     """One process's share of a parallel study: one learning-rate point of a tuning grid (seed TUNING_SEED).
 
     Only the run is trained here; the ranking (tuning.json) is made afterwards by the strategy's part, which
-    finds the run finished. A failure is returned (the part retries the point and records it)."""
+    finds the run finished, or retries a failed one and records its failure."""
     torch.set_num_threads(threads)
     state = run_study(cfg, out, progress=False, prepare_only=True, prepared=True)
     task = next(t for t in cfg.tasks if t.name == task_name)
@@ -436,10 +442,8 @@ def _run_point(cfg: StudyConfig, out: Path, task_name: str, size: int, strategy:
     folder = tuning_dir(out, task_name, size, strategy) / point_name(lr, backbone_lr)
     try:
         _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder, disjoint, False)
-    except (HepfmError, RuntimeError, ValueError) as exc:
-        return [{"cell": f"{task_name} size {size} {strategy} tuning point {folder.name}", "error": str(exc),
-                 "key": [task_name, size, strategy, TUNING_SEED], "trace": traceback.format_exc()}]
-    return []
+    except (HepfmError, RuntimeError, ValueError):
+        pass  # the part trains the point again and records the failure with its cell
 
 
 def _tuning_points(cfg: StudyConfig, out: Path, only: CellFilter) -> list[tuple[str, int, str, float, float | None]]:
@@ -452,10 +456,7 @@ def _tuning_points(cfg: StudyConfig, out: Path, only: CellFilter) -> list[tuple[
                         or (only.strategies and strategy not in only.strategies)
                         or (tuning_dir(out, task.name, size, strategy) / TUNING).exists()):
                     continue
-                how = STRATEGIES[strategy][1]
-                head_only = how == "frozen" and strategy not in HIERARCHICAL
-                points += [(task.name, size, strategy, lr, bb)
-                           for lr, bb in cfg.finetune.for_size(size).first_points(how, head_only=head_only)]
+                points += [(task.name, size, strategy, lr, bb) for lr, bb in first_points(cfg, size, strategy)]
     return points
 
 
@@ -466,10 +467,9 @@ def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int,
     on its own. Each wave waits for the one before (a seed needs its strategy's chosen rates)."""
     pairs = [(t.name, s) for t in cfg.tasks for s in cfg.strategies
              if (not only.tasks or t.name in only.tasks) and (not only.strategies or s in only.strategies)]
-    seeds = [k for k in range(cfg.seeds) if not only.seeds or k in only.seeds]
     points = _tuning_points(cfg, state.out, only)
-    first = [CellFilter([t], only.sizes, [s], [TUNING_SEED]) for t, s in pairs] if TUNING_SEED in seeds else []
-    rest = [CellFilter([t], only.sizes, [s], [k]) for t, s in pairs for k in seeds if k != TUNING_SEED]
+    first = [CellFilter([t], only.sizes, [s], [TUNING_SEED]) for t, s in pairs]
+    rest = [CellFilter([t], only.sizes, [s], [k]) for t, s in pairs for k in range(cfg.seeds) if k != TUNING_SEED]
     jobs = max(1, min(jobs, max(len(points), len(first), len(rest))))
     threads = threads or max(1, available_cores() // jobs)
     console.print(f"training {len(points)} tuning points, then {len(first) + len(rest)} parts of the grid, "
@@ -477,7 +477,7 @@ def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int,
     # spawn: a forked child would inherit PyTorch's thread pools and the parent's open stores.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for future in [pool.submit(_run_point, cfg, state.out, *point, threads) for point in points]:
-            future.result()  # a failed point is retried, and recorded, by its part below
+            future.result()
         for wave in (first, rest):
             for future in [pool.submit(_run_part, cfg, state.out, part, threads) for part in wave]:
                 state.failures.extend(future.result())
