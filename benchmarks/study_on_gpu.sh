@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run a study configuration on one GPU machine with many cores, under a time limit, and pack the results.
 #
-#   bash benchmarks/study_on_gpu.sh CONFIG.yaml STUDY_DIR RESULT.tar.gz [JOBS] [LIMIT_S]
+#   bash benchmarks/study_on_gpu.sh CONFIG.yaml STUDY_DIR RESULT.tar.gz [JOBS] [LIMIT_S] [STUDY OPTIONS...]
+#
+# STUDY OPTIONS go to `hepfm study` as they are, e.g. `--strategy scratch` to run one strategy per GPU session
+# (the parts of one study folder can come from different machines: its cells are merged by --report-only).
 #
 # Steps: generation (all cores) unless STUDY_DIR already holds the stores; then `hepfm study --jobs JOBS`: every
 # learning-rate point of every tuning grid, then every seed, as its own process on the shared GPU (the models are
@@ -15,6 +18,7 @@
 # (see the device notes in README.md); the Pythia wheel is needed only when events are generated there.
 set -uo pipefail
 CONFIG=$1; OUT_DIR=$2; TARBALL=$3; JOBS=${4:-16}; LIMIT_S=${5:-0}
+shift $(($# < 5 ? $# : 5))
 WHEELS=${WHEELS:-.whl}
 if [ -d "$WHEELS" ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -42,7 +46,7 @@ if command -v nvidia-smi > /dev/null; then
   SAMPLER=$!
 fi
 # A session of its own, so that the time limit stops the spawned workers with their parent.
-setsid python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --jobs "$JOBS" \
+setsid python3 -m hepfm study "$CONFIG" --out "$OUT_DIR" --no-bf16 --no-progress --jobs "$JOBS" "$@" \
   > "$OUT_DIR/study.log" 2>&1 &
 STUDY=$!
 status=

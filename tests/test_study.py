@@ -324,3 +324,18 @@ def test_a_finished_cell_is_not_reused_under_other_settings(stores, tmp_path):
         assert len(failures) == 1 and "finished with other settings" in failures[0]["error"], attempt
         assert "patience 5 (configuration: 9)" in failures[0]["error"]
         (tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT).unlink(missing_ok=True)
+
+
+def test_a_tuning_made_on_another_grid_is_not_reused(stores, tmp_path):
+    """A study folder tuned on one grid refuses a configuration with another (its cells trained at its choice)."""
+    def config(grid):
+        return parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"],
+                                    finetune={"epochs": 1, "batch_size": 32, "lr_grid": grid}))
+
+    assert run_study(config([1e-3, 3e-3]), tmp_path, progress=False).failures == []
+    assert run_study(config([1e-3]), tmp_path, progress=False).failures == []  # a subset was tried: reused
+    for attempt, named in enumerate([RESULT, "tuning.json"]):  # the finished cell, then its tuning
+        failures = run_study(config([1e-3, 1e-2]), tmp_path, progress=False).failures
+        assert len(failures) == 1 and "tuned toy 40 scratch on the rates" in failures[0]["error"], attempt
+        assert f"{named}: " in failures[0]["error"]
+        (tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT).unlink(missing_ok=True)

@@ -244,7 +244,8 @@ def test_history_lr_is_the_epochs_own_and_validation_is_float32(tmp_path):
     assert best["val_loss"] == pytest.approx(evaluate(model, task, val)["loss"], rel=1e-6)  # as the test is scored
 
 
-def test_frozen_modules_keep_dropout_off(pretrained, tmp_path):
+@pytest.mark.parametrize("cache_frozen", [True, False])
+def test_frozen_modules_keep_dropout_off(pretrained, tmp_path, cache_frozen):
     model = create_model("transformer", 1, layers=1, dropout=0.5)
     prepare(model, "frozen", 1)
     modes = {"block": [], "head": []}
@@ -252,9 +253,36 @@ def test_frozen_modules_keep_dropout_off(pretrained, tmp_path):
     model.head.register_forward_hook(lambda m, i, o: modes["head"].append(m.training))
     train, val = _toy_data(128, 0), _toy_data(32, 1)
     fit(model, Task("binary", ["b", "s"]), train, val, [{"params": list(model.head.parameters()), "lr": 1e-3}],
-        TrainConfig(epochs=1, **FAST), tmp_path)
+        TrainConfig(epochs=1, cache_frozen=cache_frozen, **FAST), tmp_path)
     assert True in modes["head"]  # the head trained in training mode
     assert modes["block"] and not any(modes["block"])  # the frozen block never did
+
+
+@pytest.mark.parametrize("name", ["graphnet", "transformer"])
+def test_a_head_on_a_frozen_backbone_trains_alike_on_latents_computed_once(tmp_path, one_thread, name):
+    train, val = _toy_data(300, 0), _toy_data(80, 1)
+    task = Task("binary", ["b", "s"])
+    options = {"share_blocks": True} if name == "graphnet" else {"layers": 1, "dropout": 0.3}
+
+    def run(folder, cache_frozen):
+        torch.manual_seed(0)
+        model = create_model(name, 1, **options)
+        groups = prepare(model, "frozen", 1, lr=3e-3)
+        calls = []
+        model.decoder.register_forward_hook(lambda m, i, o: calls.append(1))  # once per backbone pass
+        cfg = TrainConfig(epochs=4, patience=10, seed=3, cache_frozen=cache_frozen, **FAST)
+        return model, fit(model, task, train, val, groups, cfg, folder), len(calls)
+
+    cached, cached_fit, cached_calls = run(tmp_path / "cached", True)
+    plain, plain_fit, plain_calls = run(tmp_path / "plain", False)
+    assert cached_calls == 2  # the backbone ran once over the training events and once over the validation events
+    assert plain_calls > 4 * math.ceil(300 / 64)  # every step and every validation
+    for a, b in zip(cached_fit.history, plain_fit.history, strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert cached_fit.best_epoch == plain_fit.best_epoch
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(cached.state_dict()[k], v, rtol=1e-5, atol=1e-6)
 
 
 def test_overlapping_signal_and_background_and_multilabel_augment_are_refused(store, tmp_path):

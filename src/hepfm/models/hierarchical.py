@@ -75,6 +75,9 @@ class HierarchicalModel(Backbone):
         #: The batch's jets are sorted by constituent count and encoded in up to this many groups, each at its
         #: own width (1: one group at the batch's largest jet); a runtime choice, not saved with the model.
         self.jet_buckets = JET_BUCKETS
+        #: True: inputs carry each jet's jet-backbone embedding in place of its constituents
+        #: (:meth:`with_jet_embeddings`); set by the trainer while the jet backbone is frozen, not saved.
+        self.embedded_inputs = False
 
     # Properties, not attributes: a module registered under two names would be saved twice.
     @property
@@ -131,8 +134,28 @@ class HierarchicalModel(Backbone):
         projected = self.jet_projection(embeddings).reshape(b, m, -1).to(x.dtype)
         return torch.where(is_jet[..., None], projected, torch.zeros_like(projected))
 
+    def jet_backbone_frozen(self) -> bool:
+        """Whether no jet-backbone parameter trains (its embeddings are then a fixed function of each jet)."""
+        return not any(p.requires_grad for p in self.jet.parameters())
+
+    @torch.no_grad()
+    def with_jet_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Rows [B, M, 7 + 64]: each object's row with its jet-backbone embedding (zeros outside jets) in place
+        of its constituents; :meth:`encode` reads them when :attr:`embedded_inputs` is set."""
+        is_jet, embeddings = self.jet_embeddings(x, mask)
+        out = x.new_zeros((*mask.shape, N_OBJECT + LATENT_DIM))
+        out[..., :N_OBJECT] = x[..., :N_OBJECT]
+        out[..., N_OBJECT:][is_jet] = embeddings.to(out.dtype)
+        return out
+
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        if self.fixed_width:
+        if self.embedded_inputs:
+            if x.shape[-1] != N_OBJECT + LATENT_DIM:
+                raise HepfmError(f"embedded inputs need {N_OBJECT + LATENT_DIM} columns, got {x.shape[-1]}")
+            is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+            extra = x.new_zeros((*mask.shape, self._event_width()))
+            extra[is_jet] = self.jet_projection(x[..., N_OBJECT:][is_jet]).to(extra.dtype)
+        elif self.fixed_width:
             extra = self.fixed_width_jet_extra(x, mask)
         else:
             is_jet, embeddings = self.jet_embeddings(x, mask)

@@ -227,6 +227,16 @@ def first_points(cfg: StudyConfig, size: int, strategy: str) -> list[tuple[float
     return cfg.finetune.for_size(size).first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL)
 
 
+def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, grid: list[dict], where: Path) -> None:
+    """Refuse a tuning (or a cell trained at its choice) whose grid lacks a point the configuration asks for."""
+    tried = {(p["lr"], p["backbone_lr"]) for p in grid}
+    wanted = set(first_points(cfg, size, strategy))
+    if not wanted <= tried:
+        raise HepfmError(f"{where}: this study folder tuned {task} {size} {strategy} on the rates "
+                         f"{sorted(tried, key=str)}, the configuration asks for {sorted(wanted, key=str)}; use another "
+                         "output folder, or delete that strategy's tuning and cell folders to retune")
+
+
 def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, disjoint: bool,
          progress: bool, console: Console | None = None) -> dict:
     """Choose a strategy's learning rate(s) by validation loss (seed TUNING_SEED); cached in tuning.json.
@@ -236,10 +246,12 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     ranking is the order in which a collapsed cell retries its rates.
     """
     folder = tuning_dir(state.out, task.name, size, strategy)
-    if (folder / TUNING).exists():
-        return json.loads((folder / TUNING).read_text())
     how = STRATEGIES[strategy][1]
     spec = cfg.finetune.for_size(size)
+    if (folder / TUNING).exists():
+        cached = json.loads((folder / TUNING).read_text())
+        check_grid(cfg, task.name, size, strategy, cached["grid"], folder / TUNING)
+        return cached
     signal, background = task_paths(cfg, task, state.out)
     val = None
     points: list[dict] = []
@@ -541,6 +553,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                         done = json.loads((folder / RESULT).read_text())
                         try:
                             _check_finished(state.out / done["run"], cfg.finetune.for_size(size), seed, done["lr"])
+                            if "tuning" in done:
+                                check_grid(cfg, task.name, size, strategy, done["tuning"]["grid"], folder / RESULT)
                         except HepfmError as exc:
                             state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
                                                    "error": str(exc), "trace": ""})

@@ -28,7 +28,12 @@ optimiser step's rate linearly from 1/warmup_steps of the scheduled rate up to i
 (step s of the run trains at (s + 1) / warmup_steps of it). The ramp multiplies the rate for the step only,
 so the per-epoch schedule is unchanged, and the step count is (epoch, batch): resume equals uninterrupted.
 
-Speed: ``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
+Speed: what a frozen part computes is computed once per event (``cache_frozen``; no augmentation, no
+masking, in-memory data, one process): a run that trains only the output head of a frozen backbone trains it
+on the backbone's latents of its training and validation events, and a hierarchical model whose jet backbone
+is frozen reads each jet's embedding from its row. The same steps on the same numbers, without the frozen
+part's pass per step.
+``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
 to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
 compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile``'s
 defaults). In-memory training data are moved to the device once (``train.to(device)``): on a GPU every
@@ -92,6 +97,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ()
     checkpoint_every: int = 0  # batches between mid-epoch checkpoints; 0 = at epoch ends only
     eval_batch_size: int = 8192
+    cache_frozen: bool = True  # a frozen part's outputs computed once per event (same steps, see the module doc)
     progress: bool = True
     tensorboard: bool = True
     stop_after_batches: int | None = field(default=None, repr=False)  # tests: simulate a kill
@@ -158,7 +164,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 
 # Settings that do not change what a run computes, so a resumed run may change them.
 _RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size",
-              "read_ahead")
+              "read_ahead", "cache_frozen")
 # Settings added later: left out of the recorded settings at their default, so older checkpoints still resume.
 _NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": defaults.BATCH_SIZE}
 
@@ -313,6 +319,61 @@ def batch_uniforms(seed: int, epoch: int, batch: int, n: int, device) -> torch.T
     return torch.rand(n, generator=gen, device=device, dtype=torch.float64)
 
 
+class _HeadOnLatents(nn.Module):
+    """A backbone's output head applied to its precomputed latents, stored as one 64-d 'object' per event."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.head(x[:, 0])
+
+
+def _only_head_trains(model: nn.Module) -> bool:
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module) or not hasattr(model, "encode"):
+        return False
+    head_ids = {id(p) for p in head.parameters()}
+    return all(p.requires_grad == (id(p) in head_ids) for p in model.parameters())
+
+
+def _as_latents(model: nn.Module, data: EventData, batch_size: int, bf16: bool) -> EventData:
+    latents = _in_batches(model, model.encode, data, batch_size, bf16)[0]
+    ones = torch.ones(len(data), dtype=data.n_objects.dtype, device=data.n_objects.device)
+    return EventData(latents[:, None, :], ones, data.y, data.seen)
+
+
+def _with_jet_embeddings(model: nn.Module, data: EventData, batch_size: int, bf16: bool) -> EventData:
+    was_training = model.training
+    model.eval()
+    parts = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+        x, mask, _ = data.batch(idx)
+        with _autocast(data.x.device, bf16):
+            rows = model.with_jet_embeddings(x, mask).to(data.x.dtype)
+        parts.append(torch.nn.functional.pad(rows, (0, 0, 0, data.x.shape[1] - rows.shape[1])))
+    model.train(was_training)
+    return EventData(torch.cat(parts), data.n_objects, data.y, data.seen)
+
+
+def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
+    """(training net, evaluation net, train, val) with what the model's frozen part computes done once, or None
+    where nothing is cached (see the module docstring)."""
+    if (not cfg.cache_frozen or cfg.augment or task.masked or cfg.compile or ctx.distributed
+            or not isinstance(train, EventData)):
+        return None
+    if _only_head_trains(model):
+        net = _HeadOnLatents(model)
+        return net, net, _as_latents(model, train, cfg.eval_batch_size, bf16), \
+            _as_latents(model, val, cfg.eval_batch_size, False)
+    if hasattr(model, "with_jet_embeddings") and model.jet_backbone_frozen():
+        return model, model, _with_jet_embeddings(model, train, cfg.eval_batch_size, bf16), \
+            _with_jet_embeddings(model, val, cfg.eval_batch_size, False)
+    return None
+
+
 def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
         run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
@@ -364,6 +425,12 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         model.bucket_shapes = True  # a few padded shapes, not one per batch
     if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
         net = torch.compile(net, dynamic=False if bucketed else None)
+    eval_net, eval_val = model, val
+    # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
+    cached = _cache_frozen(model, task, train, val, cfg, ctx, bf16)
+    embedded = cached is not None and hasattr(model, "embedded_inputs")
+    if cached is not None:
+        net, eval_net, train, eval_val = cached
     logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
 
     def checkpoint() -> None:
@@ -377,6 +444,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     n_batches = math.ceil(n_train / bs)
     batches_run = 0
     stopped_early = False
+    if embedded:
+        model.embedded_inputs = True
     try:
         while state["epoch"] < cfg.epochs and not state["done"]:
             epoch = state["epoch"]
@@ -426,7 +495,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
             now = time.perf_counter()
             state["elapsed"] += now - t0
             rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
-            metrics = evaluate(model, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
+            metrics = evaluate(eval_net, task, eval_val, cfg.eval_batch_size)  # float32, as the test evaluation
             loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
             row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
                    "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
@@ -449,6 +518,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         logger.close()
         if bucketed:
             model.bucket_shapes = False
+        if embedded:
+            model.embedded_inputs = False
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
