@@ -107,7 +107,12 @@ def test_terminated_run_leaves_no_shard_and_no_workers(tmp_path, workers):
     proc = subprocess.Popen([sys.executable, "-m", "hepfm", "generate", "ttbar", "zjets", "-n", "5000", "--out",
                              str(out), "-j", str(workers), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    # Signal once the run has started writing (its handler is installed by then), not after a fixed wait:
+    # on a loaded machine the imports alone can take longer than any fixed wait.
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and not (out.exists() and any(out.rglob("*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
