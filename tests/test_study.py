@@ -333,9 +333,14 @@ def test_a_tuning_made_on_another_grid_is_not_reused(stores, tmp_path):
                                     finetune={"epochs": 1, "batch_size": 32, "lr_grid": grid}))
 
     assert run_study(config([1e-3, 3e-3]), tmp_path, progress=False).failures == []
-    assert run_study(config([1e-3]), tmp_path, progress=False).failures == []  # a subset was tried: reused
-    for attempt, named in enumerate([RESULT, "tuning.json"]):  # the finished cell, then its tuning
-        failures = run_study(config([1e-3, 1e-2]), tmp_path, progress=False).failures
-        assert len(failures) == 1 and "tuned toy 40 scratch on the rates" in failures[0]["error"], attempt
-        assert f"{named}: " in failures[0]["error"]
-        (tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT).unlink(missing_ok=True)
+    assert run_study(config([3e-3, 1e-3]), tmp_path, progress=False).failures == []  # the same grid: reused
+    fixed = parse_config(_config(stores, sizes=[40], seeds=1, strategies=["scratch"],
+                                 finetune={"epochs": 1, "batch_size": 32, "lr": 1e-3}))
+    for changed in (config([1e-3, 1e-2]), config([1e-3]), fixed):  # another point, one point fewer, a fixed rate
+        for attempt, named in enumerate([RESULT, "tuning.json"]):  # the finished cell, then its tuning
+            failures = run_study(changed, tmp_path, progress=False).failures
+            assert len(failures) == 1 and "tuned toy 40 scratch at lr0.001, lr0.003" in failures[0]["error"], attempt
+            assert f"{named}: " in failures[0]["error"]
+            if named == RESULT:  # set the finished cell aside: the cell is then trained, after its tuning
+                (tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT).rename(tmp_path / "kept.json")
+        (tmp_path / "kept.json").rename(tmp_path / "cells" / "toy" / "40" / "scratch" / "seed0" / RESULT)

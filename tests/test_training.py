@@ -258,15 +258,17 @@ def test_frozen_modules_keep_dropout_off(pretrained, tmp_path, cache_frozen):
     assert modes["block"] and not any(modes["block"])  # the frozen block never did
 
 
-@pytest.mark.parametrize("name", ["graphnet", "transformer"])
-def test_a_head_on_a_frozen_backbone_trains_alike_on_latents_computed_once(tmp_path, one_thread, name):
+@pytest.mark.parametrize("name,dtype", [("graphnet", torch.float32), ("transformer", torch.float32),
+                                        ("transformer", torch.float64)])
+def test_a_head_on_a_frozen_backbone_trains_alike_on_latents_computed_once(tmp_path, one_thread, name, dtype):
     train, val = _toy_data(300, 0), _toy_data(80, 1)
+    train, val = (EventData(d.x.to(dtype), d.n_objects, d.y.to(dtype)) for d in (train, val))
     task = Task("binary", ["b", "s"])
     options = {"share_blocks": True} if name == "graphnet" else {"layers": 1, "dropout": 0.3}
 
     def run(folder, cache_frozen):
         torch.manual_seed(0)
-        model = create_model(name, 1, **options)
+        model = create_model(name, 1, **options).to(dtype)
         groups = prepare(model, "frozen", 1, lr=3e-3)
         calls = []
         model.decoder.register_forward_hook(lambda m, i, o: calls.append(1))  # once per backbone pass

@@ -227,14 +227,27 @@ def first_points(cfg: StudyConfig, size: int, strategy: str) -> list[tuple[float
     return cfg.finetune.for_size(size).first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL)
 
 
-def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, grid: list[dict], where: Path) -> None:
-    """Refuse a tuning (or a cell trained at its choice) whose grid lacks a point the configuration asks for."""
-    tried = {(p["lr"], p["backbone_lr"]) for p in grid}
-    wanted = set(first_points(cfg, size, strategy))
-    if not wanted <= tried:
-        raise HepfmError(f"{where}: this study folder tuned {task} {size} {strategy} on the rates "
-                         f"{sorted(tried, key=str)}, the configuration asks for {sorted(wanted, key=str)}; use another "
-                         "output folder, or delete that strategy's tuning and cell folders to retune")
+def _ranked(points: list[dict]) -> list[dict]:
+    """Tuning points best first: by validation loss, collapsed or diverged points last."""
+    return sorted(points, key=lambda p: (p["collapsed"], p["val_loss"]))
+
+
+def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, tuning: dict, where: Path) -> None:
+    """Refuse a tuning (or a cell trained at its choice) made on other points than the configuration's: its
+    first points, and fine-tuning's other backbone ratios at the best of them; fixed rates count as a grid."""
+    how = STRATEGIES[strategy][1]
+    spec = cfg.finetune.for_size(size)
+    first = {point_name(lr, bb) for lr, bb in first_points(cfg, size, strategy)}
+    tried = {p["point"] for p in tuning["grid"]}
+    wanted = set(first)
+    firsts = [p for p in tuning["grid"] if p["point"] in first]
+    if firsts:
+        wanted |= {point_name(lr, bb) for lr, bb in spec.second_points(how, _ranked(firsts)[0]["lr"])}
+    if tried != wanted or tuning.get("tuned", spec.tuned) != spec.tuned:
+        raise HepfmError(f"{where}: this study folder {'tuned' if tuning.get('tuned', True) else 'trained'} "
+                         f"{task} {size} {strategy} at {', '.join(sorted(tried))}; the configuration asks for "
+                         f"{', '.join(sorted(wanted))}; use another output folder, or delete that strategy's "
+                         "tuning and cell folders to retune")
 
 
 def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, disjoint: bool,
@@ -250,7 +263,7 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     spec = cfg.finetune.for_size(size)
     if (folder / TUNING).exists():
         cached = json.loads((folder / TUNING).read_text())
-        check_grid(cfg, task.name, size, strategy, cached["grid"], folder / TUNING)
+        check_grid(cfg, task.name, size, strategy, cached, folder / TUNING)
         return cached
     signal, background = task_paths(cfg, task, state.out)
     val = None
@@ -280,14 +293,11 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
             console.print(f"  tune {task.name} {size} {strategy} {name}: val loss {p['val_loss']:.4f}, "
                           f"accuracy {p['val_accuracy']:.4f}{' COLLAPSED' if p['collapsed'] else ''}")
 
-    def rank(entries):
-        return sorted(entries, key=lambda p: (p["collapsed"], p["val_loss"]))
-
     for lr, bb in first_points(cfg, size, strategy):
         run_point(lr, bb)
-    for lr, bb in spec.second_points(how, rank(points)[0]["lr"]):
+    for lr, bb in spec.second_points(how, _ranked(points)[0]["lr"]):
         run_point(lr, bb)
-    ranking = [p["point"] for p in rank(points)]
+    ranking = [p["point"] for p in _ranked(points)]
     result = {"task": task.name, "size": size, "strategy": strategy, "tuned": spec.tuned, "seed": TUNING_SEED,
               "criterion": "validation loss (collapsed or diverged points last)", "grid": points,
               "ranking": ranking, "chosen": ranking[0]}
@@ -554,7 +564,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
                         try:
                             _check_finished(state.out / done["run"], cfg.finetune.for_size(size), seed, done["lr"])
                             if "tuning" in done:
-                                check_grid(cfg, task.name, size, strategy, done["tuning"]["grid"], folder / RESULT)
+                                check_grid(cfg, task.name, size, strategy, {**done["tuning"], "tuned": done["tuned"]},
+                                           folder / RESULT)
                         except HepfmError as exc:
                             state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
                                                    "error": str(exc), "trace": ""})

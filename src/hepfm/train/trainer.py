@@ -338,40 +338,48 @@ def _only_head_trains(model: nn.Module) -> bool:
     return all(p.requires_grad == (id(p) in head_ids) for p in model.parameters())
 
 
-def _as_latents(model: nn.Module, data: EventData, batch_size: int, bf16: bool) -> EventData:
-    latents = _in_batches(model, model.encode, data, batch_size, bf16)[0]
-    ones = torch.ones(len(data), dtype=data.n_objects.dtype, device=data.n_objects.device)
-    return EventData(latents[:, None, :], ones, data.y, data.seen)
-
-
-def _with_jet_embeddings(model: nn.Module, data: EventData, batch_size: int, bf16: bool) -> EventData:
+def _once_per_event(model: nn.Module, rows, data: EventData, batch_size: int, bf16: bool,
+                    one_row: bool) -> EventData:
+    """``data`` with each event's rows replaced by ``rows(x, mask)`` (eval mode, no gradients), in its dtype:
+    [B, M', F] object rows padded back to the data's object slots, or with ``one_row`` [B, 1, F] per event."""
     was_training = model.training
     model.eval()
     parts = []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
-        x, mask, _ = data.batch(idx)
-        with _autocast(data.x.device, bf16):
-            rows = model.with_jet_embeddings(x, mask).to(data.x.dtype)
-        parts.append(torch.nn.functional.pad(rows, (0, 0, 0, data.x.shape[1] - rows.shape[1])))
-    model.train(was_training)
-    return EventData(torch.cat(parts), data.n_objects, data.y, data.seen)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+                x, mask, _ = data.batch(idx)
+                with _autocast(data.x.device, bf16):
+                    out = rows(x, mask).to(data.x.dtype)
+                width = 1 if one_row else data.x.shape[1]
+                parts.append(torch.nn.functional.pad(out, (0, 0, 0, width - out.shape[1])))
+    finally:
+        model.train(was_training)
+    x = torch.cat(parts)
+    n_objects = torch.ones_like(data.n_objects) if one_row else data.n_objects
+    return EventData(x, n_objects, data.y, data.seen)
+
+
+def _latent_rows(model: nn.Module):
+    """The latent of each event as its one 64-d row."""
+    return lambda x, mask: model.encode(x, mask)[:, None, :]
 
 
 def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
-    """(training net, evaluation net, train, val) with what the model's frozen part computes done once, or None
-    where nothing is cached (see the module docstring)."""
+    """(net, train, val) with what the model's frozen part computes done once per event, or None where nothing
+    is cached (see the module docstring)."""
     if (not cfg.cache_frozen or cfg.augment or task.masked or cfg.compile or ctx.distributed
             or not isinstance(train, EventData)):
         return None
     if _only_head_trains(model):
-        net = _HeadOnLatents(model)
-        return net, net, _as_latents(model, train, cfg.eval_batch_size, bf16), \
-            _as_latents(model, val, cfg.eval_batch_size, False)
-    if hasattr(model, "with_jet_embeddings") and model.jet_backbone_frozen():
-        return model, model, _with_jet_embeddings(model, train, cfg.eval_batch_size, bf16), \
-            _with_jet_embeddings(model, val, cfg.eval_batch_size, False)
-    return None
+        net, rows, one_row = _HeadOnLatents(model), _latent_rows(model), True
+    elif hasattr(model, "with_jet_embeddings") and model.jet_backbone_frozen():
+        net, rows, one_row = model, model.with_jet_embeddings, False
+    else:
+        return None
+    return net, _once_per_event(model, rows, train, cfg.eval_batch_size, bf16, one_row), \
+        _once_per_event(model, rows, val, cfg.eval_batch_size, False, one_row)
 
 
 def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
@@ -425,12 +433,13 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         model.bucket_shapes = True  # a few padded shapes, not one per batch
     if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
         net = torch.compile(net, dynamic=False if bucketed else None)
-    eval_net, eval_val = model, val
+    eval_net = model
     # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
     cached = _cache_frozen(model, task, train, val, cfg, ctx, bf16)
-    embedded = cached is not None and hasattr(model, "embedded_inputs")
+    embedded = cached is not None and cached[0] is model  # the hierarchical model reads embedded rows
     if cached is not None:
-        net, eval_net, train, eval_val = cached
+        net, train, val = cached  # the original rows are not kept: no second copy on the device
+        eval_net = net
     logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
 
     def checkpoint() -> None:
@@ -495,7 +504,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
             now = time.perf_counter()
             state["elapsed"] += now - t0
             rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
-            metrics = evaluate(eval_net, task, eval_val, cfg.eval_batch_size)  # float32, as the test evaluation
+            metrics = evaluate(eval_net, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
             loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
             row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
                    "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
