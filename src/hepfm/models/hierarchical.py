@@ -148,17 +148,18 @@ class HierarchicalModel(Backbone):
         out[..., N_OBJECT:][is_jet] = embeddings.to(out.dtype)
         return out
 
+    def _embedded_jets(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`jet_embeddings`' result read from rows made by :meth:`with_jet_embeddings`."""
+        if x.shape[-1] != N_OBJECT + LATENT_DIM:
+            raise HepfmError(f"embedded inputs need {N_OBJECT + LATENT_DIM} columns, got {x.shape[-1]}")
+        is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+        return is_jet, x[..., N_OBJECT:][is_jet]
+
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embedded_inputs:
-            if x.shape[-1] != N_OBJECT + LATENT_DIM:
-                raise HepfmError(f"embedded inputs need {N_OBJECT + LATENT_DIM} columns, got {x.shape[-1]}")
-            is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
-            extra = x.new_zeros((*mask.shape, self._event_width()))
-            extra[is_jet] = self.jet_projection(x[..., N_OBJECT:][is_jet]).to(extra.dtype)
-        elif self.fixed_width:
+        if self.fixed_width and not self.embedded_inputs:
             extra = self.fixed_width_jet_extra(x, mask)
         else:
-            is_jet, embeddings = self.jet_embeddings(x, mask)
+            is_jet, embeddings = (self._embedded_jets if self.embedded_inputs else self.jet_embeddings)(x, mask)
             extra = x.new_zeros((*mask.shape, self._event_width()))
             extra[is_jet] = self.jet_projection(embeddings).to(extra.dtype)
         return self.event.encode(x[..., :N_OBJECT], mask, hidden, extra=extra)

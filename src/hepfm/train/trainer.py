@@ -435,7 +435,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         net = torch.compile(net, dynamic=False if bucketed else None)
     eval_net = model
     # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
-    cached = _cache_frozen(model, task, train, val, cfg, ctx, bf16)
+    cached = None if state["done"] else _cache_frozen(model, task, train, val, cfg, ctx, bf16)
     embedded = cached is not None and cached[0] is model  # the hierarchical model reads embedded rows
     if cached is not None:
         net, train, val = cached  # the original rows are not kept: no second copy on the device
