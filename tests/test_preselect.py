@@ -72,7 +72,8 @@ def test_masked_pretraining_streams_a_converted_nanoaod_store(shared_data, tmp_p
 
     from hepfm.io.nanoaod import convert_nanoaod
 
-    convert_nanoaod(sorted(shared_data.glob("nano*.root")) + [shared_data / TTBAR], tmp_path / "real", "data",
+    trees = sorted(p for p in shared_data.glob("nano*.root") if "rntuple" not in p.name)  # not the RNTuple copy
+    convert_nanoaod(trees + [shared_data / TTBAR], tmp_path / "real", "data",
                     shard_size=64, progress=False)
     stdout = cli(capsys, "pretrain", "--data", tmp_path / "real", "--task", "masked", "--stream", "--model",
                  "transformer", "--model-option", "dim=32", "--model-option", "layers=1", "--epochs", "1",
