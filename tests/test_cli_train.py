@@ -100,6 +100,9 @@ def test_wrong_schema_store_is_refused(store, tmp_path):
     for shard in bad.glob("*/shard-*.h5"):
         with h5py.File(shard, "a") as f:
             f.attrs["features"] = '["pt", "eta", "phi"]'
+    from hepfm.io.store import write_manifest
+
+    write_manifest(bad)  # a store made so, not a damaged one: its manifest matches its shards
     r = hepfm("pretrain", "--data", bad, "--out", tmp_path / "o", *FAST)
     assert r.returncode == 2 and "stored features" in r.stderr, r.stderr
 

@@ -18,7 +18,6 @@ from toy_events import toy_store
 
 import hepfm as hepfm_pkg
 from hepfm.data.datasets import BinarySplitPlan, binary_split, pretraining_split
-from hepfm.data.integrity import VERIFIED
 from hepfm.data.streaming import stream_pretraining_split
 from hepfm.errors import HepfmError
 from hepfm.io.store import write_manifest
@@ -43,7 +42,6 @@ def pretrained(store, tmp_path_factory):
 
 def _copy(store, dest):
     shutil.copytree(store, dest)
-    (dest / VERIFIED).unlink(missing_ok=True)
     return dest
 
 
@@ -71,10 +69,13 @@ def test_truncated_shard_is_named_and_leaves_no_run_folder(store, tmp_path):
     assert not (tmp_path / "cli").exists()
 
 
-def test_rewritten_shard_of_the_same_size_fails_its_checksum(store, tmp_path):
+def test_rewritten_shard_of_the_same_size_fails_its_checksum(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bad = _copy(store, tmp_path / "bad")
-    pretraining_split(bad, "multiclass")  # verified once: cached in the store folder
-    assert (bad / VERIFIED).exists()
+    before = sorted(p.name for p in bad.rglob("*"))
+    pretraining_split(bad, "multiclass")  # verified once: cached in the user's cache folder, not in the store
+    assert sorted(p.name for p in bad.rglob("*")) == before
+    assert list((tmp_path / "cache" / "hepfm" / "verified").glob("*.json"))
     shard = bad / "soft" / "shard-00000.h5"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -63,7 +63,13 @@ def test_roundtrip_counts_arrays_and_chunks(tmp_path):
 def test_checksums_detect_changed_shards(tmp_path):
     make_store(tmp_path, {"ttbar": [10]})
     path = tmp_path / "ttbar" / store.shard_name(0)
+    good = path.read_bytes()
     store.write_shard(path, fake_arrays(10, seed=99), {"process_name": "ttbar"})
+    with pytest.raises(store.DamagedStoreError, match="damaged shard"):  # refused on opening: its size changed
+        EventStore(tmp_path)
+    data = bytearray(good)
+    data[-100] ^= 0xFF  # same size: opened, and caught by its checksum
+    path.write_bytes(bytes(data))
     assert EventStore(tmp_path).verify() == ["ttbar/shard-00000.h5"]
 
 

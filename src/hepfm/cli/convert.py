@@ -81,10 +81,12 @@ def convert_nanoaod_cmd(
 
     Example: hepfm convert nanoaod 'data/*.root' --out opendata --label ttbar_2015 --preselect kek
     """
-    from hepfm.io.convert import preselecting
+    from hepfm.io.convert import check_label, preselecting
     from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
     from hepfm.physics.detector import DetectorConfig
 
+    if label is not None:
+        check_label(label)
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
     selection = _preselection(preselect)
     try:
@@ -117,10 +119,12 @@ def convert_delphes_cmd(
     Example: hepfm convert delphes delphes_*.root --out events --label zprime_delphes
     (--constituents 32: jets with their EFlow constituents, for jet tagging and hierarchical models)
     """
-    from hepfm.io.convert import preselecting
+    from hepfm.io.convert import check_label, preselecting
     from hepfm.io.delphes import convert_delphes
     from hepfm.physics.detector import DetectorConfig
 
+    if label is not None:
+        check_label(label)
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
     selection = _preselection(preselect)
     try:

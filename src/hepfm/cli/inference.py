@@ -25,6 +25,7 @@ def predict(
     detector_config: Optional[Path] = typer.Option(None, help="Detector configuration for ROOT inputs' selection."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file (never an input)."),
 ) -> None:
     """Score every event with a model and write one row per event: its identity and score_<class> columns."""
     from hepfm.inference.predict import predict_file
@@ -32,7 +33,7 @@ def predict(
 
     det = DetectorConfig.from_file(detector_config) if detector_config else None
     rep = predict_file(model, data, out, input_format=input_format, batch_size=batch_size, chunk_size=chunk_size,
-                       device=device, detector=det, progress=progress)
+                       device=device, detector=det, progress=progress, overwrite=overwrite)
     skipped = f", {rep.n_skipped} skipped (non-finite inputs or event-quality cuts)" if rep.n_skipped else ""
     console.print(f"wrote {rep.out}: {rep.n_events:,} events{skipped}, columns {', '.join(rep.columns)}; "
                   f"{rep.events_per_second:,.0f} events/s")

@@ -59,6 +59,8 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
 
     if jobs < 1:
         raise HepfmError(f"--jobs must be positive, got {jobs}")
+    if report_only and not Path(out).is_dir():
+        raise HepfmError(f"{out}: no such study folder; run the study first (without --report-only)")
     failures = []
     partial = prepare_only or (only is not None and only != CellFilter())
     if not report_only:
@@ -73,7 +75,10 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
             raise HepfmError(f"{len(failures)} cell(s) failed; rerun to retry them")
         console.print("part done; hepfm study CONFIG --out DIR --report-only writes the tables and report")
         return []
-    report = write_report(cfg, out)
+    from hepfm.io.locking import exclusive_lock
+
+    with exclusive_lock(out, "study folder"):
+        report = write_report(cfg, out)
     rows = collect(cfg, out)
     for metric in ("accuracy", "auc"):
         console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric, out), metric))
@@ -174,6 +179,7 @@ def cka(
         raise HepfmError("give the events to compare the models on with --data STORE")
     if kernel not in ("linear", "rbf", "both"):
         raise HepfmError(f"--kernel must be linear, rbf or both, got {kernel!r}")
+    named = _cka_groups(models)
     import numpy as np
     import torch
 
@@ -186,10 +192,7 @@ def cka(
                                                                                       .astype(np.int64)),
                        torch.zeros(min(events, len(arrays["objects"]))))
     groups: dict[str, list] = {}
-    for item in models:
-        name, sep, runs = item.partition("=")
-        paths = runs.split(",") if sep else [item]
-        name = name if sep else Path(item).name
+    for name, paths in named.items():
         groups[name] = [encode(load_pretrained_or_folder(p), subset).numpy() for p in paths]
     kernels = ("linear", "rbf") if kernel == "both" else (kernel,)
     results = {k: ckamod.cross_model_cka(groups, kernel=k) for k in kernels}
@@ -208,7 +211,51 @@ def cka(
     if plot is not None:
         from hepfm.eval.plots import cka_heatmap
 
-        for k, (mean, std, _) in results.items():
-            path = plot if len(kernels) == 1 else plot.with_name(f"{plot.stem}_{k}{plot.suffix}")
-            cka_heatmap(mean, std, names, path, f"{k} CKA")
+        written: list[Path] = []
+        try:
+            for k, (mean, std, _) in results.items():
+                path = plot if len(kernels) == 1 else plot.with_name(f"{plot.stem}_{k}{plot.suffix}")
+                cka_heatmap(mean, std, names, path, f"{k} CKA")
+                written.append(path)
+        except BaseException:  # one plot of two is a partial output
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        for path in written:
             console.print(f"wrote {path}")
+
+
+def _cka_groups(models: list[str]) -> dict[str, list[str]]:
+    """Group label -> model folders or names: NAME=RUN[,RUN...] or one RUN per group, labelled by its folder
+    name, or by as many parent folders as tell two same-named folders apart (runs/a/model, runs/b/model)."""
+    explicit, single = {}, []
+    for item in models:
+        name, sep, runs = item.partition("=")
+        if sep:
+            paths = [p for p in runs.split(",") if p]
+            if not name or not paths:
+                raise HepfmError(f"{item!r}: a model group looks like NAME=RUN[,RUN...]")
+            if name in explicit:
+                raise HepfmError(f"two model groups are named {name!r} ({explicit[name][0]}, {paths[0]}): "
+                                 "give each group its own name")
+            explicit[name] = paths
+        elif item in single:
+            raise HepfmError(f"{item}: given twice; compare a model with itself by naming two groups (A={item} "
+                             f"B={item})")
+        else:
+            single.append(item)
+    labels = {}
+    for item in single:
+        parts = Path(item).parts or (item,)
+        depth = 1
+        while depth < len(parts) and any(Path(o).parts[-depth:] == parts[-depth:] for o in single if o != item):
+            depth += 1
+        labels[item] = "/".join(parts[-depth:])
+    groups = dict(explicit)
+    for item, label in labels.items():
+        if label in groups:
+            first = groups[label][0]
+            raise HepfmError(f"{first} and {item} would both be labelled {label!r} in the CKA table: name the "
+                             "groups (NAME=RUN)")
+        groups[label] = [item]
+    return groups

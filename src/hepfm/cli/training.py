@@ -77,8 +77,11 @@ def models_cmd(
     from hepfm.models.registry import MODELS, PRESETS, create_model
 
     table = Table(title=f"hepfm backbones (parameters with {outputs} outputs)")
-    for col in ("model", "variant", "parameters", "options"):
-        table.add_column(col)
+    longest = max(len(n) for n in [*MODELS, *PRESETS])
+    table.add_column("model", no_wrap=True, min_width=longest)  # the name to type: never cut
+    table.add_column("variant", overflow="fold")
+    table.add_column("parameters", no_wrap=True)
+    table.add_column("options", overflow="fold")
     variants = {"graphnet": [("default: mean aggregation, residual blocks", {}),
                              ("as published (aggregation=sum residual=false)",
                               {"aggregation": "sum", "residual": False}),
@@ -92,20 +95,29 @@ def models_cmd(
         table.add_row(name, f"named configuration of {backbone}", f"{count_parameters(model):,}",
                       escape(str(options)))
     console.print(table)
+    from rich.console import Console
+
     from hepfm.models.pretrained import describe_shipped, search_path
 
     shipped = describe_shipped()
     if not shipped:
         console.print(f"pretrained models by name: none installed (searched {', '.join(map(str, search_path()))})")
         return
-    table = Table(title="pretrained models (use the name wherever a model folder is accepted)")
-    for col in ("name", "model", "task", "classes", "held-out metrics", "model card"):
-        table.add_column(col)
+    # Plain lines, not a table: a name or a path is never cut to fit the terminal (soft wrap: the terminal
+    # folds a long line, nothing is inserted into it).
+    console.print("pretrained models (use the name wherever a model folder is accepted):", highlight=False)
     for row in shipped:
+        if row["error"]:
+            console.print(f"  {escape(row['name'])}  [bold red]unreadable[/]: {escape(row['error'])}",
+                          highlight=False, soft_wrap=True)
+            Console(stderr=True).print(f"hepfm: warning: skipped model {escape(row['name'])}: "
+                                       f"{escape(' '.join(row['error'].split()))}", highlight=False, soft_wrap=True)
+            continue
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["test"].items() if isinstance(v, float))
-        table.add_row(row["name"], row["model"], str(row["task"]), str(len(row["classes"])), metrics,
-                      escape(str(row["card"] or "-")))
-    console.print(table)
+        console.print(f"  {escape(row['name'])}", highlight=False, soft_wrap=True)
+        console.print(f"    {escape(str(row['model']))}, {escape(str(row['task']))} task, {len(row['classes'])} "
+                      f"classes; held-out: {escape(metrics or '-')}", highlight=False, soft_wrap=True)
+        console.print(f"    model card: {escape(str(row['card'] or '-'))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -264,6 +276,8 @@ def finetune(
         backbone_lr = lr / 10 if optimizer == "sgd-cosine" else defaults.BACKBONE_LR
     if train_size is not None and train_size < 1:
         raise HepfmError(f"--train-size must be positive, got {train_size}")
+    if test_size is not None and test_size < 1:
+        raise HepfmError(f"--test-size must be positive, got {test_size}")
     plan = BinarySplitPlan(train_size=train_size, test_size=test_size, split_seed=split_seed, seed=seed)
     summary = run(signal, background, out, strategy=strategy, init_from=init_from, model=model,
                   model_config=_model_options(model_option), plan=plan, cfg=cfg, lr=lr, backbone_lr=backbone_lr,

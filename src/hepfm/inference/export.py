@@ -79,14 +79,34 @@ def _trace_inputs(max_constituents: int | None = None) -> tuple[torch.Tensor, to
     return x * mask[..., None], mask
 
 
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets the installed exporter writes: from the torchlib operators' opset (lower ones are a
+    conversion that may silently keep 18) to the newest torch and onnx both know."""
+    import onnx
+
+    try:
+        from torch.onnx import _constants
+        from torch.onnx._internal.exporter import _constants as _exporter
+
+        low, high = _exporter.TORCHLIB_OPSET, _constants.ONNX_MAX_OPSET
+    except (ImportError, AttributeError):  # private modules: a torch that moved them
+        low, high = 18, 18
+    return low, min(high, onnx.defs.onnx_opset_version())
+
+
 def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path:
-    """Write the ONNX graph of a model folder or shipped model to ``out`` (atomically); returns the path."""
+    """Write the ONNX graph of a model folder or shipped model to ``out`` (atomically); returns the path.
+
+    ``opset`` must be one the installed exporter writes (:func:`opset_range`); the written graph is checked
+    to carry it, so a model is never written at another opset than asked for.
+    """
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise HepfmError("ONNX export needs the onnx extra: pip install 'hepfm[onnx]'") from None
-    from hepfm.models.pretrained import load
+    from hepfm.models.pretrained import load, resolve
+    from hepfm.models.saving import CONFIG
     from hepfm.train.tasks import Task
 
     out = Path(out)
@@ -94,9 +114,18 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
         raise HepfmError(f"{out}: the ONNX file name must end in .onnx")
     if not out.parent.is_dir():
         raise HepfmError(f"{out.parent}: output folder does not exist")
+    low, high = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise HepfmError(f"--opset {opset}: the installed ONNX exporter writes opsets {low} to {high}")
+    folder = resolve(model_ref)
     model = load(model_ref).eval()
     config = model.metadata
-    task = Task(config["task"], list(config["names"]))
+    if "task" not in config:
+        raise HepfmError(f"{folder / CONFIG}: no task recorded (a model saved outside training cannot be exported)")
+    try:
+        task = Task(config["task"], list(config["names"]))
+    except ValueError as exc:
+        raise HepfmError(f"{folder / CONFIG}: {exc}") from None
     hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
     if hierarchical:
         model.fixed_width = True  # the batch-trimmed constituent width depends on the values: untraceable
@@ -109,6 +138,10 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
             output_names=["logits", "scores"],
             dynamic_shapes={"objects": {0: batch, 1: objects}, "mask": {0: batch, 1: objects}}, verbose=False)
     proto = program.model_proto
+    written = [entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")]
+    if written != [opset]:
+        raise HepfmError(f"--opset {opset}: the exporter wrote opset {written[0] if written else '?'} instead; "
+                         f"nothing was written to {out}")
     meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
             "features": json.dumps(list(FEATURES)), "source": str(model_ref),
             "data_schema": json.dumps(config.get("data_schema", {})),

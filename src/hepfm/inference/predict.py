@@ -16,13 +16,17 @@ Each row carries the event's identity and one ``score_<class>`` column per outpu
 
 Formats by file extension: ``.parquet`` (pyarrow), ``.h5``/``.hdf5`` (one dataset per column) and
 ``.root`` (a TTree ``Events`` with one branch per column, as weaver writes its predictions; the
-metadata is a JSON TObjString ``hepfm_metadata``). The output is written under a temporary name and
-renamed when complete: a failed or interrupted run leaves nothing behind.
+metadata is a JSON TObjString ``hepfm_metadata``). The output is built in memory (the scores are small next to
+the inputs), then written under a temporary name and renamed when complete: a failed or interrupted run, or a
+full disk, leaves nothing behind. An output that is an input, lies inside an input store, or exists (without
+``overwrite``) is refused.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 
 from hepfm.errors import HepfmError
-from hepfm.io.atomic import atomic_write
+from hepfm.io.atomic import atomic_write_bytes
 
 FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
 #: Events per chunk read, scored and written.
@@ -177,12 +181,15 @@ def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, con
 
 
 class _ParquetWriter:
-    def __init__(self, path: str, metadata: dict):
+    """Writers build the file in memory and return its bytes from ``close``: the scores are small next to the
+    inputs, and writing the bytes with plain Python reports a full disk cleanly instead of a library crash."""
+
+    def __init__(self, metadata: dict):
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow as pa
         except ImportError:
             raise HepfmError("writing .parquet needs pyarrow: pip install pyarrow (or use .h5 / .root)") from None
-        self.path, self.metadata, self.writer = path, metadata, None
+        self.sink, self.metadata, self.writer = pa.BufferOutputStream(), metadata, None
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
         import pyarrow as pa
@@ -191,19 +198,21 @@ class _ParquetWriter:
         table = pa.table(columns)
         if self.writer is None:
             schema = table.schema.with_metadata({"hepfm": json.dumps(self.metadata)})
-            self.writer = pq.ParquetWriter(self.path, schema)
+            self.writer = pq.ParquetWriter(self.sink, schema)
         self.writer.write_table(table.replace_schema_metadata(self.writer.schema.metadata))
 
-    def close(self) -> None:
+    def close(self) -> bytes:
         if self.writer is not None:
             self.writer.close()
+        return self.sink.getvalue().to_pybytes()
 
 
 class _HDF5Writer:
-    def __init__(self, path: str, metadata: dict):
+    def __init__(self, metadata: dict):
         import h5py
 
-        self.file = h5py.File(path, "w")
+        # driver "core" without a backing store: the file lives in memory only; close() returns its image.
+        self.file = h5py.File(f"hepfm-predict-{id(self)}.h5", "w", driver="core", backing_store=False)
         self.file.attrs["hepfm"] = json.dumps(metadata)
         self.n = 0
 
@@ -218,15 +227,31 @@ class _HDF5Writer:
             ds[self.n:] = values
         self.n += n
 
+    def close(self) -> bytes:
+        try:
+            self.file.flush()
+            return self.file.id.get_file_image()
+        finally:
+            self.file.close()
+
+
+class _KeptBytes(io.BytesIO):
+    """A BytesIO whose content survives uproot closing it."""
+
+    data = b""
+
     def close(self) -> None:
-        self.file.close()
+        if not self.closed:
+            self.data = self.getvalue()
+        super().close()
 
 
 class _RootWriter:
-    def __init__(self, path: str, metadata: dict):
+    def __init__(self, metadata: dict):
         import uproot
 
-        self.file = uproot.recreate(path)
+        self.buffer = _KeptBytes()
+        self.file = uproot.recreate(self.buffer)
         self.file["hepfm_metadata"] = json.dumps(metadata)
         self.tree = None
 
@@ -237,8 +262,10 @@ class _RootWriter:
         else:
             self.tree.extend(columns)
 
-    def close(self) -> None:
+    def close(self) -> bytes:
         self.file.close()
+        self.buffer.close()
+        return self.buffer.data
 
 
 _WRITERS = {"parquet": _ParquetWriter, "hdf5": _HDF5Writer, "root": _RootWriter}
@@ -251,6 +278,28 @@ def output_format(out: str | Path) -> str:
         raise HepfmError(f"{out}: unknown output format {suffix or '(no extension)'!r}; "
                          f"use one of {', '.join(FORMATS)}")
     return FORMATS[suffix]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an output that is one of the inputs or lies inside an input store, or that exists (unless
+    ``overwrite``): scores written over the events they came from destroy them."""
+    target = out.resolve()
+    for source in inputs:
+        if _same_file(out, source) or target == source.resolve():
+            raise HepfmError(f"{out}: this is an input of the prediction ({source}); write the scores elsewhere")
+        if source.is_dir() and target.is_relative_to(source.resolve()):
+            raise HepfmError(f"{out}: lies inside the input store {source}; write the scores outside it")
+    if out.is_dir():
+        raise HepfmError(f"{out}: is a folder; give an output file (.parquet, .h5 or .root)")
+    if out.exists() and not overwrite:
+        raise HepfmError(f"{out}: already exists; choose another output file or pass --overwrite")
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -280,8 +329,11 @@ def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: 
 
 def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,
                  batch_size: int = 8192, chunk_size: int | None = None, device: str = "cpu",
-                 detector=None, progress: bool = True) -> PredictionReport:
+                 detector=None, progress: bool = True, overwrite: bool = False) -> PredictionReport:
     """Score every event of ``data`` (a store folder, or ROOT files) with a model and write ``out``.
+
+    ``out`` must not be an input, nor lie inside an input store; an existing ``out`` is replaced only with
+    ``overwrite``.
 
     ``chunk_size`` None: DEFAULT_CHUNK events, or for a hierarchical model as many as hold the same number of
     floats (its rows carry every jet's constituents, 6K more columns), so memory stays bounded.
@@ -295,9 +347,10 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     fmt = output_format(out)
     if not out.parent.is_dir():
         raise HepfmError(f"{out.parent}: output folder does not exist")
+    data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    check_output(out, [Path(d) for d in data], overwrite)
     if batch_size <= 0 or (chunk_size is not None and chunk_size <= 0):
         raise HepfmError(f"batch and chunk sizes must be positive, got {batch_size} and {chunk_size}")
-    data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     dev = torch.device(device)
     model = load(model_ref, device=dev).eval()
     config = model.metadata
@@ -313,6 +366,8 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
         width = N_OBJECT + (N_CONSTITUENT * model.max_constituents if hierarchical else 0)
         chunk_size = max(1024, DEFAULT_CHUNK * N_OBJECT // width)
     source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None)
+    inputs = [source.store.root] if isinstance(source, _StoreInput) else list(source.paths)
+    check_output(out, [Path(p) for p in inputs], overwrite)  # the files the patterns matched, the store's root
     if isinstance(source, _StoreInput):
         from hepfm.models.pretrained import schema_differences
 
@@ -324,24 +379,21 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     n_done = 0
     start = time.perf_counter()
 
-    def write(tmp: str) -> None:
-        nonlocal n_done
-        writer = _WRITERS[fmt](tmp, metadata)
-        try:
-            with EventProgress(source.total, f"scoring with {Path(str(model_ref)).name}", enabled=progress) as bar:
-                for chunk in source.chunks():
-                    scores = _score(model, task, chunk.objects, chunk.n_objects, batch_size, dev)
-                    cols = dict(chunk.identity)
-                    cols.update({name: scores[:, k].astype(np.float32) for k, name in enumerate(columns)})
-                    if len(chunk.objects):
-                        writer.write(cols)
-                    n_done += len(chunk.objects)
-                    bar.advance(chunk.n_read)
-        finally:
-            writer.close()
-        if n_done == 0:
-            raise HepfmError(f"{', '.join(data)}: no event to score")
-
-    atomic_write(out, write)
+    writer = _WRITERS[fmt](metadata)
+    try:
+        with EventProgress(source.total, f"scoring with {Path(str(model_ref)).name}", enabled=progress) as bar:
+            for chunk in source.chunks():
+                scores = _score(model, task, chunk.objects, chunk.n_objects, batch_size, dev)
+                cols = dict(chunk.identity)
+                cols.update({name: scores[:, k].astype(np.float32) for k, name in enumerate(columns)})
+                if len(chunk.objects):
+                    writer.write(cols)
+                n_done += len(chunk.objects)
+                bar.advance(chunk.n_read)
+    finally:
+        image = writer.close()
+    if n_done == 0:
+        raise HepfmError(f"{', '.join(data)}: no event to score")
+    atomic_write_bytes(out, image)
     return PredictionReport(out=out, n_events=n_done, n_skipped=source.skipped(), columns=columns,
                             seconds=time.perf_counter() - start)

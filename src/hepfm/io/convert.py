@@ -37,6 +37,9 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import store
+from hepfm.io.atomic import remove_stale_temporaries
+from hepfm.io.locking import exclusive_lock
+from hepfm.names import check_name
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.objects import TYPE_CODES, Objects, ReconstructedEvents, assemble, jet_slots, pack_constituents
@@ -44,7 +47,6 @@ from hepfm.physics.objects import TYPE_CODES, Objects, ReconstructedEvents, asse
 DEFAULT_SHARD_SIZE = 50_000
 #: Entries read per step; a NanoAOD chunk of the branches used here takes ~10 MB per 10k entries.
 DEFAULT_STEP_SIZE = 20_000
-_LABEL = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
 @dataclass
@@ -215,16 +217,14 @@ def require_branches(tree, path: Path, tree_name: str, names: Iterable[str], pur
 
 
 def check_label(label: str) -> str:
-    """The process label, checked: letters, digits and _ . + - only (it names a folder)."""
-    if not _LABEL.fullmatch(label or ""):
-        raise HepfmError(f"process label {label!r}: use letters, digits and _ . + - only")
-    return label
+    """The process label, checked with the one name rule (:func:`hepfm.names.check_name`): it names a folder."""
+    return check_name(label, "--label: process label")
 
 
 def default_label(paths: Sequence[Path]) -> str:
     """A process label from the first input file's name."""
-    stem = paths[0].name.split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", stem) or "data"
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", paths[0].name.split(".")[0])[:128]
+    return stem or "data"
 
 
 # ------------------------------------------------------------------------------------------ chunks
@@ -376,21 +376,29 @@ class _Buffer:
         return list(dict.fromkeys(sources)), {name: np.concatenate([t[name] for t in taken]) for name in taken[0]}
 
 
-def _prepare(out: Path, label: str) -> tuple[bool, bool]:
-    """Create the output and label folders; returns which of them this call created."""
+def _make_out(out: Path) -> bool:
+    """Create the output folder; returns whether this call created it."""
     if out.exists() and not out.is_dir():
         raise HepfmError(f"{out}: exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HepfmError(f"{out}: cannot create output folder ({exc.strerror})") from None
+    return created
+
+
+def _prepare(out: Path, label: str) -> bool:
+    """Create the label folder (refused when it holds shards); returns whether this call created it."""
     label_dir = out / label
     if label_dir.is_dir() and any(label_dir.glob(store.SHARD_GLOB)):
         raise HepfmError(f"{label_dir}: already holds shards of {label!r}; use another label or output folder")
-    created_out = not out.exists()
+    created_label = not label_dir.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        created_label = not label_dir.exists()
         label_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise HepfmError(f"{out}: cannot create output folder ({exc.strerror})") from None
-    return created_out, created_label
+    return created_label
 
 
 def iter_converted(plans: Sequence[FilePlan], tree_name: str,
@@ -419,7 +427,6 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
 
     ``preselect``: keep only events passing it (default: the one of the :func:`preselecting` context, if any).
     """
-    from hepfm.progress import EventProgress
 
     preselect = preselect if preselect is not None else _PRESELECTION.get()
 
@@ -427,7 +434,24 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
         raise HepfmError(f"the shard size must be positive, got {shard_size}")
     out = Path(out)
     label = check_label(label)
-    created_out, created_label = _prepare(out, label)
+    created_out = _make_out(out)
+    try:
+        with exclusive_lock(out, "event store"):  # one writer per store for the whole conversion
+            return _convert_locked(plans, out, label, source_format=source_format, tree_name=tree_name,
+                                   detector=detector, attrs=attrs, shard_size=shard_size, step_size=step_size,
+                                   progress=progress, preselect=preselect)
+    except BaseException:
+        if created_out and out.is_dir() and all(p.name.startswith(".hepfm.lock") for p in out.rglob("*")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _convert_locked(plans: Sequence[FilePlan], out: Path, label: str, *, source_format: str, tree_name: str,
+                    detector: DetectorConfig, attrs: dict, shard_size: int, step_size: int, progress: bool,
+                    preselect: Preselection | None) -> ConversionReport:
+    from hepfm.progress import EventProgress
+
+    created_label = _prepare(out, label)
     label_dir = out / label
     written: list[Path] = []
     counts: list[int] = []
@@ -480,10 +504,10 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
+        for path in written:
+            remove_stale_temporaries(path)
         if created_label and label_dir.is_dir() and not any(label_dir.iterdir()):
             label_dir.rmdir()
-        if created_out and out.is_dir() and not any(out.rglob("*")):
-            shutil.rmtree(out, ignore_errors=True)
         raise
     btag = sorted({p.info.get("btag", "") for p in plans} - {""})
     return ConversionReport(out=out, label=label, files=[str(p.path) for p in plans], n_read=n_read,

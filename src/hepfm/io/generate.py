@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from hepfm.errors import HepfmError
-from hepfm.interrupts import interrupt_on_sigterm
 from hepfm.io import store
+from hepfm.io.atomic import remove_stale_temporaries
 from hepfm.io.lhe import count_lhe_events
+from hepfm.io.locking import exclusive_lock
 from hepfm.io.schema import constituent_attrs
+from hepfm.names import check_name
 from hepfm.physics.detector import DetectorConfig, reconstruct
 from hepfm.physics.processes import COMMON_SETTINGS, get_process
 from hepfm.physics.record import FlatRecord
@@ -97,8 +100,7 @@ def catalog_source(name: str, extra_settings: Sequence[str] = ()) -> Source:
 
 def lhe_source(path: str | Path, label: str, extra_settings: Sequence[str] = ()) -> Source:
     """A Source that showers an LHE file; the file is validated and its events counted."""
-    if not label or "/" in label or label.startswith("."):
-        raise HepfmError(f"invalid label {label!r} for the LHE sample (use a plain name such as 'ttw')")
+    check_name(label, "LHE sample label (--label)")
     n = count_lhe_events(path)
     settings = tuple(COMMON_SETTINGS) + (
         "Beams:frameType = 4", f"Beams:LHEF = {Path(path).resolve()}") + tuple(extra_settings)
@@ -252,8 +254,17 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
     return done
 
 
+def _quiet_worker() -> None:
+    """Pool initializer: a worker leaves interrupts to its parent and dies silently when the pool is terminated.
+
+    The parent handles Ctrl-C and SIGTERM (it terminates the pool and removes partial files); a worker raising
+    KeyboardInterrupt itself would only print a traceback per worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _worker(task: ShardTask, queue) -> int:
-    interrupt_on_sigterm()
     return produce_shard(task, progress=queue.put)
 
 
@@ -360,29 +371,40 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
     tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
+    created = _prepare_output(out)
+    try:
+        # One writer per store: two runs into one folder would mix their shards (workers run inside this lock).
+        with exclusive_lock(out, "event store"):
+            return _generate_locked(sources, tasks, out, workers, progress)
+    except BaseException:
+        if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _generate_locked(sources: Sequence[Source], tasks: list[ShardTask], out: Path, workers: int,
+                     progress: bool) -> GenerationReport:
     todo = [t for t in tasks if not _is_done(t)]
     if todo:  # a complete store is reused without Pythia (e.g. on a machine that only trains)
         for src in sources:
             validate_source(src)
-    created = _prepare_output(out)
     new_dirs = [d for d in {Path(t.path).parent for t in tasks} if not d.exists()]
     try:
         skipped = [t.path for t in tasks if t not in todo]
         for t in todo:
             Path(t.path).parent.mkdir(parents=True, exist_ok=True)
-            for stale in Path(t.path).parent.glob(Path(t.path).name + ".*.tmp"):
-                stale.unlink(missing_ok=True)  # left by a killed run
+            remove_stale_temporaries(t.path)  # left by a killed run
         start = time.perf_counter()
         n_done = _run(todo, workers, progress)
         seconds = time.perf_counter() - start
         store.write_manifest(out)
     except BaseException:
         # Leave nothing behind that this run created and did not complete.
+        for t in todo:
+            remove_stale_temporaries(t.path)
         for d in new_dirs:
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
-        if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
-            shutil.rmtree(out, ignore_errors=True)
         raise
     return GenerationReport(written=[t.path for t in todo], skipped=skipped, n_events=n_done, seconds=seconds)
 
@@ -399,7 +421,7 @@ def _run(tasks: list[ShardTask], workers: int, show: bool) -> int:
         ctx = mp.get_context("spawn")  # no fork: Pythia and the progress thread must not be copied
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            pool = ctx.Pool(min(workers, len(tasks)))
+            pool = ctx.Pool(min(workers, len(tasks)), initializer=_quiet_worker)
             try:
                 pending = [pool.apply_async(_worker, (t, queue)) for t in tasks]
                 n_done = 0
@@ -412,7 +434,7 @@ def _run(tasks: list[ShardTask], workers: int, show: bool) -> int:
                         pending.remove(res)
                 pool.close()
             except BaseException:
-                pool.terminate()  # SIGTERM: workers remove their partial files
+                pool.terminate()  # workers die silently; the caller removes their partial files
                 raise
             finally:
                 pool.join()

@@ -30,20 +30,49 @@ def count_lhe_events(path: str | Path) -> int:
     opener = gzip.open if path.suffix == ".gz" else open
     n_open = n_close = 0
     saw_header = saw_init = saw_end = False
+    # The counts the file declares (NPRUP process lines in <init>, NUP particle lines per event) are checked
+    # against the lines that are there: Pythia sizes its arrays by them, so an inflated count is a memory bomb.
+    state, need, have, event_line = None, 0, 0, 0
     try:
         with opener(path, "rt", errors="replace") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 s = line.strip()
                 if not s:
                     continue
-                if s.startswith("<event"):
+                if state == "init":
+                    if _is_tag(s, "/init"):
+                        if need is None or have < need:
+                            _short(path, number, "<init>", need, have, "process lines (NPRUP)")
+                        state = None
+                    elif need is None and not s.startswith(("<", "#")):
+                        need = _count(path, number, s, 10, 9, "NPRUP", "the <init> block's first line")
+                    elif need is not None and have < need and not s.startswith(("<", "#")):
+                        if len(s.split()) < 4:
+                            raise HepfmError(f"{path}: line {number}: a process line of <init> needs 4 numbers "
+                                             "(XSECUP XERRUP XMAXUP LPRUP)")
+                        have += 1
+                    continue
+                if state == "event":
+                    if _is_tag(s, "/event"):
+                        if need is None or have < need:
+                            _short(path, event_line, "<event>", need, have, "particle lines (NUP)")
+                        n_close += 1
+                        state = None
+                    elif need is None and not s.startswith(("<", "#")):
+                        need = _count(path, number, s, 6, 0, "NUP", "an event's first line")
+                    elif need is not None and not s.startswith(("<", "#")):
+                        have += 1
+                    continue
+                if _is_tag(s, "event"):
                     n_open += 1
-                elif s.startswith("</event>"):
+                    state, need, have, event_line = "event", None, 0, number
+                elif _is_tag(s, "/event"):
                     n_close += 1
-                elif s.startswith("<LesHouchesEvents"):
+                elif _is_tag(s, "LesHouchesEvents"):
                     saw_header = True
-                elif s.startswith("<init"):
+                elif _is_tag(s, "init"):
                     saw_init = True
+                    state, need, have = "init", None, 0
                 elif s.startswith("</LesHouchesEvents>"):
                     saw_end = True
                     break  # generators may append comments (POWHEG writes its random-number state)
@@ -61,3 +90,29 @@ def count_lhe_events(path: str | Path) -> int:
     if n_close == 0:
         raise HepfmError(f"{path}: LHE file holds no events")
     return n_close
+
+
+def _is_tag(line: str, name: str) -> bool:
+    """True when ``line`` starts with the tag ``<name`` (not a longer tag such as ``<initrwgt>``)."""
+    rest = line[len(name) + 1:]
+    return line.startswith("<" + name) and (not rest or rest[0] in "> \t/")
+
+
+def _count(path: Path, number: int, line: str, fields: int, at: int, name: str, what: str) -> int:
+    """The count ``name`` at position ``at`` of a line of ``fields`` numbers, refused unless a plain integer >= 0."""
+    parts = line.split()
+    try:
+        value = int(parts[at])
+    except (IndexError, ValueError):
+        value = None
+    if len(parts) < fields or value is None or value < 0:
+        raise HepfmError(f"{path}: line {number}: {what} needs {fields} numbers with an integer {name}, got "
+                         f"{line[:80]!r}; not a valid LHE file")
+    return value
+
+
+def _short(path: Path, number: int, block: str, need, have: int, what: str) -> None:
+    if need is None:
+        raise HepfmError(f"{path}: line {number}: the {block} block is empty; not a valid LHE file")
+    raise HepfmError(f"{path}: line {number}: the {block} block declares {need:,} {what} but holds {have}; "
+                     "truncated or not a valid LHE file")

@@ -2,7 +2,8 @@
 
 A second writer into the same folder is refused at once with a message naming the holder (process id and
 host), instead of both writing and one being silently lost or the two mixing. The lock is an OS-level file
-lock (``filelock``), so a writer that dies releases it; the lock file itself stays, hidden, in the folder.
+lock (``filelock``), so a writer that dies releases it; the hidden lock file is removed on release by the
+process that made it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def exclusive_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
     """
     folder = Path(folder)
     key = str((folder / LOCK).resolve())
+    created = not (folder / LOCK).exists()
     lock = _LOCKS.get((os.getpid(), key))
     if lock is None:  # keyed by process too: a forked worker must not reuse its parent's lock object
         lock = _LOCKS[(os.getpid(), key)] = FileLock(key, timeout=0, thread_local=False)
@@ -67,3 +69,8 @@ def exclusive_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
         if first:
             (folder / HOLDER).unlink(missing_ok=True)
         lock.release()
+        if first and created:
+            # The folder is left as this process found it. A contender that opened the file just before
+            # this unlink fails its non-blocking attempt or wins an orphaned lock; only a third writer in
+            # that same instant could then pass too, a window of microseconds.
+            Path(key).unlink(missing_ok=True)

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import h5py
 import numpy as np
 
 from hepfm import __version__
 from hepfm.errors import HepfmError
-from hepfm.io.atomic import atomic_write, atomic_write_text
+from hepfm.io.atomic import atomic_write_bytes, atomic_write_text
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION, TYPE_CODES
 
 MANIFEST = "manifest.json"
@@ -37,6 +39,19 @@ PER_EVENT_FIELDS = ("objects", "n_objects", "n_dropped", "process", "truth", "we
 #: Optional per-event datasets of stores generated with jet constituents; read only when asked for.
 CONSTITUENT_FIELDS = ("constituents", "n_constituents", "jet_flavour")
 _CHUNK_BYTES = 4 << 20
+#: Deflate cannot compress better than ~1032:1; a dataset declaring more bytes than that per stored byte
+#: describes data that is not in the file (unallocated chunks, a memory bomb).
+_MAX_RATIO = 1100
+_SMALL_BYTES = 1 << 20  # datasets this small are never refused for their ratio (chunk overheads)
+_FILTERS = {1, 2, 3, 32000}  # deflate, shuffle, fletcher32, lzf
+_SHARD_FILE = re.compile(r"shard-\d{5,}\.h5")
+_SHA = re.compile(r"[0-9a-f]{64}")
+_INTEGER_FIELDS = ("n_objects", "n_dropped", "process", "event_id", "n_constituents", "jet_flavour")
+_REQUIRED = ("objects", "n_objects", "n_dropped", "weight", "event_id")
+
+
+class DamagedStoreError(HepfmError):
+    """A shard that does not match its manifest entry, is malformed, or holds non-finite values."""
 
 
 def shard_name(index: int) -> str:
@@ -60,42 +75,54 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
         if len(arr) != n:
             raise ValueError(f"field {name!r} has {len(arr)} rows, expected {n}")
 
-    def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
-            for name, arr in arrays.items():
-                # at most 4096 rows and ~4 MiB a chunk: a row of jet constituents is ~15 KiB
-                rows = max(1, min(n, 4096, _CHUNK_BYTES // max(1, arr[:1].nbytes)))
-                chunks = (rows,) + tuple(arr.shape[1:]) if n else None
-                f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=1,
-                                 shuffle=True)
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["hepfm_version"] = __version__
-            f.attrs["features"] = _json_attr(list(FEATURES))
-            f.attrs["type_codes"] = _json_attr(TYPE_CODES)
-            f.attrs["n_events"] = n
-            for key, value in attrs.items():
-                f.attrs[key] = value if isinstance(value, (str, int, float, np.integer, np.floating)) \
-                    else _json_attr(value)
-
-    atomic_write(path, write)
+    # Built in memory and written as bytes: a full disk is then a plain OSError (one line naming the shard),
+    # not an HDF5 library crash half-way through a file.
+    with h5py.File(f"{path.name}.in-memory", "w", driver="core", backing_store=False) as f:
+        for name, arr in arrays.items():
+            # at most 4096 rows and ~4 MiB a chunk: a row of jet constituents is ~15 KiB
+            rows = max(1, min(n, 4096, _CHUNK_BYTES // max(1, arr[:1].nbytes)))
+            chunks = (rows,) + tuple(arr.shape[1:]) if n else None
+            f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=1,
+                             shuffle=True)
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["hepfm_version"] = __version__
+        f.attrs["features"] = _json_attr(list(FEATURES))
+        f.attrs["type_codes"] = _json_attr(TYPE_CODES)
+        f.attrs["n_events"] = n
+        for key, value in attrs.items():
+            f.attrs[key] = value if isinstance(value, (str, int, float, np.integer, np.floating)) \
+                else _json_attr(value)
+        f.flush()
+        image = f.id.get_file_image()
+    atomic_write_bytes(path, image)
 
 
 def read_attrs(path: Path) -> dict:
-    """All attributes of a shard; JSON-encoded lists and dicts decoded."""
+    """All attributes of a shard; JSON-encoded lists and dicts decoded. An unreadable file is a DamagedStoreError."""
     out = {}
-    with h5py.File(path, "r") as f:
-        for key, value in f.attrs.items():
-            if isinstance(value, bytes):
-                value = value.decode()
-            if isinstance(value, str) and value[:1] in ("[", "{"):
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    pass
-            elif isinstance(value, np.generic):
-                value = value.item()
-            out[key] = value
+    try:
+        with h5py.File(path, "r") as f:
+            items = list(f.attrs.items())
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... for damaged files
+        raise DamagedStoreError(f"{path}: unreadable shard ({_first_line(exc)}); delete it and regenerate "
+                                "or reconvert it") from None
+    for key, value in items:
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, str) and value[:1] in ("[", "{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def file_sha256(path: Path) -> str:
@@ -129,18 +156,22 @@ def build_manifest(root: Path) -> dict:
     previous = _previous_entries(root)
     shards = []
     for path in shard_paths(root):
-        rel = str(path.relative_to(root))
+        rel = path.relative_to(root).as_posix()
         st = path.stat()
         old = previous.get(rel)
-        if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+        if isinstance(old, dict) and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
             shards.append(old)
             continue
         attrs = read_attrs(path)
+        n = attrs.get("n_events")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise DamagedStoreError(f"{path}: not a valid shard (its n_events attribute is {n!r})")
+        process = attrs.get("process_name", path.parent.name)
         shards.append({
             "path": rel,
-            "process": attrs.get("process_name", path.parent.name),
+            "process": process if isinstance(process, str) else path.parent.name,
             "shard_index": attrs.get("shard_index"),
-            "n_events": int(attrs["n_events"]),
+            "n_events": n,
             "seed": attrs.get("seed"),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
@@ -161,6 +192,154 @@ def write_manifest(root: Path) -> dict:
     return manifest
 
 
+# ------------------------------------------------------------------------------------------ checks
+
+
+def regenerate_hint(root: Path, rel: str) -> str:
+    """How to remake a damaged shard."""
+    return (f"delete {Path(root) / rel} and rerun the `hepfm generate` (or `hepfm convert`) command that made "
+            f"{root}: complete shards are kept and only the missing one is remade")
+
+
+def _check_entries(root: Path, manifest, where: Path) -> list[dict]:
+    """The shard entries of a manifest, each checked for its fields and for a path inside the store."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise HepfmError(f"{where}: not a valid event-store manifest (expected an object with a 'shards' list)")
+    base = root.resolve()
+    seen = set()
+    for i, s in enumerate(manifest["shards"]):
+        if not isinstance(s, dict):
+            raise HepfmError(f"{where}: shard entry {i} is not an object")
+        for key, kind in (("path", str), ("process", str), ("n_events", int), ("size", int), ("sha256", str)):
+            value = s.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                got = "missing" if key not in s else f"{type(value).__name__} {str(value)[:40]!r}"
+                raise HepfmError(f"{where}: shard entry {i} has no valid {key!r} ({got}); rebuild the manifest "
+                                 "with the command that wrote the store")
+        rel = PurePosixPath(s["path"])
+        inside = (not rel.is_absolute() and len(rel.parts) == 2 and ".." not in rel.parts
+                  and _SHARD_FILE.fullmatch(rel.name) and "\\" not in s["path"])
+        if inside:
+            try:
+                (root / rel).resolve().relative_to(base)
+            except ValueError:
+                inside = False
+        if not inside:
+            raise HepfmError(f"{where}: shard path {s['path'][:80]!r} is not a PROCESS/shard-NNNNN.h5 path inside "
+                             f"the store {root}")
+        if s["path"] in seen:
+            raise HepfmError(f"{where}: shard {s['path']} is listed twice")
+        seen.add(s["path"])
+        if not s["process"] or len(s["process"]) > 128:
+            raise HepfmError(f"{where}: shard {s['path']} has an invalid process name")
+        if s["n_events"] < 0 or s["size"] < 0 or not _SHA.fullmatch(s["sha256"]):
+            raise HepfmError(f"{where}: shard {s['path']} has an invalid n_events, size or sha256")
+    return manifest["shards"]
+
+
+def _check_dataset(path: Path, name: str, d, n: int) -> None:
+    """Refuse a dataset that does not hold ``n`` rows stored in the file itself."""
+    if d.shape is None or len(d.shape) == 0 or d.shape[0] != n:
+        raise DamagedStoreError(f"{path}: dataset {name!r} has shape {d.shape}, but the shard holds {n} events "
+                                "(its n_events); the shard is damaged or forged")
+    plist = d.id.get_create_plist()
+    if plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT) \
+            or plist.get_external_count():
+        raise DamagedStoreError(f"{path}: dataset {name!r} refers to data outside the file (virtual or external "
+                                "storage); not a hepfm shard")
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if filters - _FILTERS:
+        raise DamagedStoreError(f"{path}: dataset {name!r} uses an unsupported HDF5 filter "
+                                f"({sorted(filters - _FILTERS)})")
+    declared = int(np.prod(d.shape, dtype=np.float64) * d.dtype.itemsize)
+    if declared > _SMALL_BYTES and declared > _MAX_RATIO * d.id.get_storage_size():
+        raise DamagedStoreError(f"{path}: dataset {name!r} declares {declared:,} bytes ({n:,} events) but the file "
+                                f"stores only {d.id.get_storage_size():,} bytes of it; the shard is damaged or forged")
+
+
+def check_shard_structure(path: Path, n_events: int) -> None:
+    """Refuse a shard whose datasets disagree with each other or with ``n_events`` (its manifest entry), or
+    that declares data the file does not hold; reads only the file's metadata."""
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:
+        raise DamagedStoreError(f"{path}: unreadable shard ({_first_line(exc)}); delete it and regenerate "
+                                "or reconvert it") from None
+    try:
+        with f:
+            n = f.attrs.get("n_events")
+            if isinstance(n, np.generic):
+                n = n.item()
+            if not isinstance(n, int) or n != n_events:
+                raise DamagedStoreError(f"{path}: the shard says it holds {n!r} events, the manifest {n_events}; "
+                                        "the shard or the manifest is damaged or forged")
+            found = {}
+            for name in (*PER_EVENT_FIELDS, *CONSTITUENT_FIELDS):
+                if name not in f:
+                    continue
+                d = f[name]
+                if not isinstance(d, h5py.Dataset):
+                    raise DamagedStoreError(f"{path}: {name!r} is not a dataset")
+                _check_dataset(path, name, d, n)
+                found[name] = d
+            missing = [k for k in _REQUIRED if k not in found]
+            if missing:
+                raise DamagedStoreError(f"{path}: missing dataset(s) {', '.join(missing)}; not a complete shard")
+            objects = found["objects"]
+            if objects.ndim != 3 or objects.shape[2] != len(FEATURES) or objects.dtype.kind != "f":
+                raise DamagedStoreError(f"{path}: objects have shape {objects.shape} and type {objects.dtype}, "
+                                        f"expected float [n, M, {len(FEATURES)}]")
+            m = objects.shape[1]
+            for name, d in found.items():
+                integer = name in _INTEGER_FIELDS
+                if d.dtype.kind not in ("iu" if integer else "f"):
+                    raise DamagedStoreError(f"{path}: dataset {name!r} has type {d.dtype}, expected "
+                                            f"{'integers' if integer else 'floats'}")
+            for name in ("n_objects", "n_dropped", "process", "weight", "event_id"):
+                if name in found and found[name].ndim != 1:
+                    raise DamagedStoreError(f"{path}: dataset {name!r} has shape {found[name].shape}, expected [n]")
+            if "truth" in found and found["truth"].ndim != 2:
+                raise DamagedStoreError(f"{path}: dataset 'truth' has shape {found['truth'].shape}, expected [n, L]")
+            for name in ("n_constituents", "jet_flavour"):
+                if name in found and found[name].shape[1:] != (m,):
+                    raise DamagedStoreError(f"{path}: dataset {name!r} has shape {found[name].shape}, expected "
+                                            f"[n, {m}]")
+            if "constituents" in found:
+                c = found["constituents"]
+                if c.ndim != 4 or c.shape[1] != m:
+                    raise DamagedStoreError(f"{path}: dataset 'constituents' has shape {c.shape}, expected "
+                                            f"[n, {m}, K, F]")
+    except DamagedStoreError:
+        raise
+    except Exception as exc:  # h5py errors on a damaged file's metadata
+        raise DamagedStoreError(f"{path}: unreadable shard ({_first_line(exc)}); delete it and regenerate "
+                                "or reconvert it") from None
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for hepfm (``$XDG_CACHE_HOME/hepfm``, default ``~/.cache/hepfm``)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home folder known: a per-user temporary folder
+            import tempfile
+
+            base = str(Path(tempfile.gettempdir()) / f"hepfm-cache-{os.getuid()}")
+    return Path(base) / "hepfm"
+
+
+def _cache_file(root: Path) -> Path:
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "verified" / f"{key}.json"
+
+
+#: (resolved path, size, mtime_ns, sha256) of shards whose checksum matched, in this process
+_VERIFIED: set[tuple] = set()
+#: (resolved path, size, mtime_ns, sha256, n_events) of shards whose structure was checked, in this process
+_CHECKED: set[tuple] = set()
+
+
 class EventStore:
     """Read access to an event store folder.
 
@@ -172,6 +351,13 @@ class EventStore:
 
     ``process`` in the returned arrays indexes :attr:`process_names` (the store's processes in manifest
     order), whatever the per-shard name lists were.
+
+    Opening checks the store before anything else reads it: the manifest's entries (fields, paths inside the
+    store), each shard's size against the manifest (truncation) and each shard's datasets against each other,
+    its attributes and the manifest (a forged or damaged shard is refused before it can make a reader
+    allocate). Every shard's SHA-256 is checked before its events are first read (:meth:`check_shard`);
+    shards that matched are remembered in this process and in the user's cache folder (:func:`cache_dir`,
+    keyed by the store's path and each shard's size, mtime and checksum), never in the store itself.
     """
 
     def __init__(self, root: str | Path):
@@ -179,30 +365,105 @@ class EventStore:
         if not self.root.is_dir():
             raise HepfmError(f"{self.root}: no such event store folder")
         manifest_path = self.root / MANIFEST
-        on_disk = {str(p.relative_to(self.root)) for p in shard_paths(self.root)}
+        on_disk = {p.relative_to(self.root).as_posix() for p in shard_paths(self.root)}
         if manifest_path.exists():
             try:
                 self.manifest = json.loads(manifest_path.read_text())
-            except ValueError as exc:
+            except (ValueError, UnicodeDecodeError) as exc:
                 raise HepfmError(f"{manifest_path}: corrupt manifest ({exc})") from None
-            if {s["path"] for s in self.manifest["shards"]} < on_disk:
+            except OSError as exc:
+                raise HepfmError(f"{manifest_path}: cannot read the manifest ({exc.strerror or exc})") from None
+            listed = {s["path"] for s in _check_entries(self.root, self.manifest, manifest_path)}
+            if listed < on_disk:
                 # Shards finished by concurrent batch jobs after the manifest was last written.
                 self.manifest = self._rebuild_manifest()
         elif on_disk:
             self.manifest = self._rebuild_manifest()
         else:
             raise HepfmError(f"{self.root}: not an event store (no {MANIFEST} and no shards)")
-        self.shards = self.manifest["shards"]
+        self.shards = _check_entries(self.root, self.manifest, manifest_path)
+        self._cache: dict | None = None
+        self._dirty = False
         for s in self.shards:
-            if not (self.root / s["path"]).exists():
-                raise HepfmError(f"{self.root}: shard {s['path']} listed in {MANIFEST} is missing")
+            self._check_size(s)
+        for s in self.shards:
+            self._check_structure(s)
+        if not self.shards or not any(s["n_events"] for s in self.shards):
+            raise HepfmError(f"{self.root}: the event store holds no events")
         self.process_names: list[str] = list(dict.fromkeys(s["process"] for s in self.shards))
 
     def _rebuild_manifest(self) -> dict:
         try:
             return write_manifest(self.root)
-        except OSError:  # a read-only store: use the scan without saving it
+        except DamagedStoreError:
+            raise
+        except (OSError, HepfmError):  # a read-only store: use the scan without saving it
             return build_manifest(self.root)
+
+    def _key(self, s: dict) -> tuple:
+        path = self.root / s["path"]
+        st = self._check_size(s)
+        return (str(path.resolve()), st.st_size, st.st_mtime_ns, s["sha256"])
+
+    def _check_size(self, s: dict) -> os.stat_result:
+        path = self.root / s["path"]
+        try:
+            st = path.stat()
+        except OSError:
+            raise DamagedStoreError(f"{path}: shard listed in the manifest is missing; "
+                                    f"{regenerate_hint(self.root, s['path'])}") from None
+        if st.st_size != s["size"]:
+            raise DamagedStoreError(f"{path}: damaged shard (size {st.st_size} bytes, the manifest says {s['size']}: "
+                                    f"truncated or overwritten); {regenerate_hint(self.root, s['path'])}")
+        return st
+
+    def _check_structure(self, s: dict) -> None:
+        key = (*self._key(s), s["n_events"])
+        if key in _CHECKED:
+            return
+        check_shard_structure(self.root / s["path"], s["n_events"])
+        _CHECKED.add(key)
+
+    def _load_cache(self) -> dict:
+        if self._cache is None:
+            try:
+                cache = json.loads(_cache_file(self.root).read_text())
+                self._cache = cache if isinstance(cache, dict) else {}
+            except (OSError, ValueError):
+                self._cache = {}
+        return self._cache
+
+    def check_shard(self, s: dict, save: bool = True) -> None:
+        """Refuse a shard whose size, structure or SHA-256 no longer matches its manifest entry ``s``."""
+        key = self._key(s)
+        self._check_structure(s)
+        if key in _VERIFIED:
+            return
+        cache = self._load_cache()
+        if cache.get(s["path"]) == list(key[1:]):
+            _VERIFIED.add(key)
+            return
+        path = self.root / s["path"]
+        if file_sha256(path) != s["sha256"]:
+            raise DamagedStoreError(f"{path}: damaged shard (its SHA-256 differs from the manifest's); "
+                                    f"{regenerate_hint(self.root, s['path'])}")
+        _VERIFIED.add(key)
+        cache[s["path"]] = list(key[1:])
+        self._dirty = True
+        if save:
+            self.save_cache()
+
+    def save_cache(self) -> None:
+        """Remember the verified shards in the user's cache folder (silently skipped when it is not writable)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        target = _cache_file(self.root)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, json.dumps(self._cache, indent=0, sort_keys=True))
+        except (OSError, HepfmError):
+            pass
 
     def __len__(self) -> int:
         return sum(s["n_events"] for s in self.shards)
@@ -221,6 +482,7 @@ class EventStore:
         """Attributes (generator settings, seed, detector configuration...) of the first shard of a process."""
         for s in self.shards:
             if process is None or s["process"] == process:
+                self.check_shard(s)
                 return read_attrs(self.root / s["path"])
         raise HepfmError(f"{self.root}: no process {process!r} in this store ({', '.join(self.process_names)})")
 
@@ -237,7 +499,8 @@ class EventStore:
         return [s for s in self.shards if s["process"] in set(processes)]
 
     def read_rows(self, shard: dict, fields, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-        """Rows ``start:stop`` of the datasets ``fields`` of one manifest shard entry."""
+        """Rows ``start:stop`` of the datasets ``fields`` of one manifest shard entry (checked first)."""
+        self.check_shard(shard)
         path = self.root / shard["path"]
         out = {}
         with h5py.File(path, "r") as f:

@@ -13,10 +13,12 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from hepfm.errors import HepfmError
+from hepfm.errors import HepfmError, disk_error
 from hepfm.io.atomic import atomic_write_text
-from hepfm.models.pretrained import CARD
+from hepfm.io.locking import exclusive_lock
+from hepfm.models.pretrained import CARD, shipped_names
 from hepfm.models.saving import CONFIG, WEIGHTS, read_config
+from hepfm.names import check_name
 
 LICENCE = "BSD-3-Clause (the weights, like hepfm itself)"
 
@@ -118,31 +120,56 @@ def model_card(config: dict, name: str, notes: str = "") -> str:
 def publish(run: str | Path, name: str, dest: str | Path, notes: str = "", overwrite: bool = False) -> Path:
     """Copy the model of ``run`` to ``dest/name`` with its config and a model card; the folder appears whole.
 
-    Names are lower-case letters, digits and dashes (they are typed on command lines and are folder names).
+    Names are lower-case letters, digits and dashes (they are typed on command lines and are folder names),
+    and not a shipped model's (the shipped one is found first, so the published one could never be loaded by
+    name). With ``overwrite`` the new folder is built beside the old one and swapped in by renames: a failure
+    at any point leaves the old model in place.
     """
+    import os
     import re
 
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise HepfmError(f"model name {name!r}: use lower-case letters, digits and dashes")
-    run, target = Path(run), Path(dest) / name
+    check_name(name, "model name")  # the rule for every name that becomes a path (its length, too)
+    if name in shipped_names():
+        raise HepfmError(f"model name {name!r}: a model shipped with hepfm has this name, so the published one "
+                         "could never be loaded by name; choose another")
+    run, dest = Path(run), Path(dest)
+    target = dest / name
     config = read_config(run)
     if config.get("task") not in ("multiclass", "multilabel"):
         raise HepfmError(f"{run}: a {config.get('task')} model; only pretrained (multiclass or multilabel) models "
                          "are published under a name")
+    if not (run / WEIGHTS).is_file():
+        raise HepfmError(f"{run / WEIGHTS}: missing (the run folder has no weights)")
     if target.exists() and not overwrite:
         raise HepfmError(f"{target}: already exists (overwrite it explicitly)")
-    staging = target.with_name(f".{name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        shutil.copyfile(run / WEIGHTS, staging / WEIGHTS)
-        published = {**config, "name": name}
-        atomic_write_text(staging / CONFIG, json.dumps(published, indent=1, sort_keys=True))
-        atomic_write_text(staging / CARD, model_card(published, name, notes))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
+    dest.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(dest, "folder of published models"):
+        if target.exists() and not overwrite:  # published meanwhile by another process
+            raise HepfmError(f"{target}: already exists (overwrite it explicitly)")
+        # Hidden names in the same folder (the listing skips them), so the renames stay on one file system.
+        staging = dest / f".{name}.partial"
+        old = dest / f".{name}.old-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir()
+            shutil.copyfile(run / WEIGHTS, staging / WEIGHTS)
+            published = {**config, "name": name}
+            atomic_write_text(staging / CONFIG, json.dumps(published, indent=1, sort_keys=True))
+            atomic_write_text(staging / CARD, model_card(published, name, notes))
+            if target.exists():
+                target.rename(old)
+                try:
+                    staging.rename(target)
+                except BaseException:
+                    old.rename(target)  # put the old model back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(target)
+        except OSError as exc:
+            raise disk_error(exc, target) or exc from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
-

@@ -41,11 +41,21 @@ def available() -> dict[str, Path]:
     """Models by name: name -> folder (sub-folders with a config.json); the package's own come first."""
     found: dict[str, Path] = {}
     for root in search_path():
-        if root.is_dir():
-            for p in sorted(root.iterdir()):
-                if (p / CONFIG).is_file():
-                    found.setdefault(p.name, p)
+        try:
+            entries = sorted(root.iterdir()) if root.is_dir() else []
+        except OSError:  # an unreadable folder on the path hides its models, not everyone else's
+            entries = []
+        for p in entries:
+            # hidden: a model being published (``.NAME.partial``) or the folder's lock
+            if not p.name.startswith(".") and (p / CONFIG).is_file():
+                found.setdefault(p.name, p)
     return found
+
+
+def shipped_names() -> set[str]:
+    """Names of the models inside the package (a model published under one of them could never be loaded)."""
+    root = weights_dir()
+    return {p.name for p in root.iterdir() if (p / CONFIG).is_file()} if root.is_dir() else set()
 
 
 def resolve(ref: str | Path) -> Path:
@@ -68,13 +78,24 @@ def load(ref: str | Path, device: str | torch.device = "cpu"):
 
 
 def describe_shipped() -> list[dict]:
-    """One summary per shipped model: name, task, classes, architecture and held-out metrics."""
+    """One summary per model found by name: name, folder, task, classes, architecture and held-out metrics.
+
+    A folder that cannot be read is listed with its one-line problem under ``error`` (and nothing else), so
+    one broken folder on ``HEPFM_MODEL_PATH`` does not hide the others.
+    """
     rows = []
     for name, folder in available().items():
-        config = read_config(folder)
-        rows.append({"name": name, "task": config.get("task"), "classes": config.get("names", []),
-                     "model": config["architecture"]["model"], "test": config.get("training", {}).get("test", {}),
-                     "card": str(folder / CARD) if (folder / CARD).exists() else None})
+        try:
+            config = read_config(folder)
+            training = config.get("training")
+            test = training.get("test", {}) if isinstance(training, dict) else {}
+            rows.append({"name": name, "folder": str(folder), "task": config.get("task"),
+                         "classes": list(config.get("names") or []), "model": config["architecture"]["model"],
+                         "test": test if isinstance(test, dict) else {},
+                         "card": str(folder / CARD) if (folder / CARD).exists() else None, "error": None})
+        except (HepfmError, OSError) as exc:
+            rows.append({"name": name, "folder": str(folder), "task": None, "classes": [], "model": None,
+                         "test": {}, "card": None, "error": str(exc)})
     return rows
 
 

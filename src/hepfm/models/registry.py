@@ -32,10 +32,23 @@ def create_model(name: str, n_outputs: int = 1, **config) -> Backbone:
         config = {**preset, **config}
     if name not in MODELS:
         raise ConfigurationError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+    _check_sizes(name, config)
     try:
         return MODELS[name](n_outputs=n_outputs, **config)
     except TypeError as exc:  # an option the model does not take
         raise ConfigurationError(f"bad options for model {name!r}: {exc}") from None
+
+
+def _check_sizes(name: str, config: dict) -> None:
+    """Refuse a size option (n_blocks, dim, layers, ...) outside 1..4096 or a dropout outside [0, 1)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            _check_sizes(name, value)
+        elif key == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ConfigurationError(f"bad options for model {name!r}: dropout must be in [0, 1), got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 4096:
+            raise ConfigurationError(f"bad options for model {name!r}: {key} must be between 1 and 4096, "
+                                     f"got {value}")
 
 
 def list_models(inputs: str | None = None) -> list[str]:

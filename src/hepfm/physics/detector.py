@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 
-from hepfm.errors import HepfmError
+from hepfm.errors import ConfigurationError, HepfmError
+from hepfm.files import read_bounded_text
 from hepfm.physics import kinematics as kin
 from hepfm.physics.objects import (
     DEFAULT_MAX_OBJECTS,
@@ -172,6 +174,10 @@ class DetectorConfig:
             ok &= ~in_crack(abs_eta, self.crack_eta)
         return ok
 
+    def __post_init__(self) -> None:
+        check_detector_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                              "detector configuration")
+
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of every parameter."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -179,28 +185,96 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "detector configuration") -> DetectorConfig:
         """Build a config from a (partial) dict; unknown keys are an error naming the source."""
+        if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+            raise HepfmError(f"{source}: a detector configuration must be a mapping of parameter names to values")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise HepfmError(f"{source}: unknown detector parameter(s) {', '.join(unknown)}")
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            raise HepfmError(f"{source}: unknown detector parameter(s) {shown[:300]}")
+        check_detector_values(values, source)
         return cls(**values)
 
     @classmethod
     def from_file(cls, path: str | Path) -> DetectorConfig:
         """Read overrides from a JSON or TOML file."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise HepfmError(f"{path}: cannot read detector configuration ({exc.strerror})") from None
+        text = read_bounded_text(path, MAX_CONFIG_BYTES, "detector configuration")
         try:
             if path.suffix == ".toml":
                 values = _toml_module().loads(text)
             else:
                 values = json.loads(text)
-        except ValueError as exc:
-            raise HepfmError(f"{path}: not a valid detector configuration ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            message = " ".join(str(exc).split())[:200]
+            raise HepfmError(f"{path}: not a valid detector configuration ({message})") from None
         return cls.from_dict(values, source=str(path))
+
+
+#: Largest detector configuration file read.
+MAX_CONFIG_BYTES = 100_000
+#: Most object slots per event (the stores' object arrays are n_events x max_objects x 7).
+MAX_OBJECTS_LIMIT = 1000
+_EFFICIENCY_TABLES = ("photon_efficiency", "electron_efficiency", "muon_efficiency", "muon_tracking_efficiency",
+                      "track_efficiency")
+_RESOLUTION_TABLES = {"ecal_resolution": 4, "jet_resolution": 4, "electron_resolution": 3, "muon_resolution": 3}
+_PROBABILITIES = ("btag_efficiency_b", "btag_efficiency_c", "btag_efficiency_light", "tau_efficiency_1prong",
+                  "tau_efficiency_3prong", "tau_mistag_1prong", "tau_mistag_3prong")
+_RADII = ("isolation_dr", "overlap_dr", "btag_match_dr", "tau_match_dr", "tau_track_dr")  # 0 < dR <= 10
+
+
+def _excerpt(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_detector_values(values: dict, source: str) -> None:
+    """Type- and range-check detector parameters (any subset); a bad one is a one-line ConfigurationError
+    naming ``source`` and the parameter."""
+
+    def fail(key: str, want: str) -> None:
+        raise ConfigurationError(f"{source}: detector parameter {key!r} must be {want}, got {_excerpt(values[key])}")
+
+    for key, value in values.items():
+        if key == "max_objects":
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_OBJECTS_LIMIT):
+                fail(key, f"an integer from 1 to {MAX_OBJECTS_LIMIT}")
+        elif key == "tau_tagging":
+            if not isinstance(value, bool):
+                fail(key, "true or false")
+        elif key == "jet_radius" or key in _RADII:
+            if not (_is_number(value) and 0 < value <= 10):
+                fail(key, "a distance Delta R above 0 and at most 10")
+        elif key in _PROBABILITIES:
+            if not (_is_number(value) and 0 <= value <= 1):
+                fail(key, "a probability from 0 to 1")
+        elif key in _EFFICIENCY_TABLES or key in _RESOLUTION_TABLES:
+            width = _RESOLUTION_TABLES.get(key, 2)
+            rows = value if isinstance(value, (list, tuple)) else None
+            if (not rows or len(rows) > 100
+                    or not all(isinstance(r, (list, tuple)) and len(r) == width and all(map(_is_number, r))
+                               and all(v >= 0 for v in r) for r in rows)):
+                fail(key, f"a list of (at most 100) rows of {width} numbers >= 0 (|eta| edge, "
+                     + ("efficiency" if width == 2 else "resolution terms") + ")")
+            edges = [r[0] for r in rows]
+            if edges != sorted(edges):
+                fail(key, "a table whose |eta| edges increase")
+            if width == 2 and not all(r[1] <= 1 for r in rows):
+                fail(key, "a table of efficiencies from 0 to 1")
+        elif key == "crack_eta":
+            if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(map(_is_number, value))
+                    or not 0 <= value[0] <= value[1]):
+                fail(key, "a pair [low, high] of |eta| values with 0 <= low <= high")
+        elif key.endswith("_min_pt") or key.endswith("_pt_min") or key.endswith("_isolation_max"):
+            if not (_is_number(value) and value >= 0):
+                fail(key, "a number >= 0")
+        elif key.endswith("_eta_max"):
+            if not (_is_number(value) and value > 0):
+                fail(key, "a positive |eta|")
 
 
 # ----------------------------------------------------------------------------------------- helpers

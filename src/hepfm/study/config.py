@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from hepfm.errors import HepfmError
+from hepfm.errors import ConfigurationError, HepfmError
+from hepfm.files import read_bounded_text
+from hepfm.names import check_name
 from hepfm.physics.processes import PRETRAINING, PROCESSES
 from hepfm.train import defaults
 
@@ -173,45 +175,122 @@ class StudyConfig:
 
 
 def _fail(source: str, message: str):
-    raise HepfmError(f"{source}: {message}")
+    raise ConfigurationError(f"{source}: {message}")
+
+
+def show(value, limit: int = 200) -> str:
+    """A bounded excerpt of a configuration value for an error message (a hostile file cannot flood it)."""
+    text = repr(value) if not isinstance(value, (dict, list, tuple)) or len(value) <= 1000 else \
+        f"<{type(value).__name__} of {len(value)} items>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value, source: str, where: str, minimum: int = 1, maximum: int | None = None) -> int:
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum:,}" if maximum is not None else ""
+        _fail(source, f"'{where}' must be an integer >= {minimum}{bound}, got {show(value)}")
+    return value
+
+
+def _mapping(value, source: str, where: str) -> dict:
+    """A mapping section (None: empty) whose keys are strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(source, f"'{where}' must be a mapping, got {type(value).__name__} {show(value)}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        _fail(source, f"'{where}' has a key that is not a name: {show(bad[0])}")
+    return dict(value)
+
+
+def _known_keys(value: dict, allowed, source: str, where: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        _fail(source, f"unknown key(s) {show(unknown)} in '{where}' (allowed: {', '.join(sorted(allowed))})")
+
+
+def _string(value, source: str, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        _fail(source, f"'{where}' must be a non-empty string, got {show(value)}")
+    return value
 
 
 def _positive_list(value, source: str, where: str) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
-        _fail(source, f"'{where}' must be a non-empty list of positive numbers, got {value!r}")
+    if not isinstance(value, (list, tuple)) or not value or len(value) > 100 or not all(
+            _is_number(v) and v > 0 for v in value):
+        _fail(source, f"'{where}' must be a non-empty list of (at most 100) positive numbers, got {show(value)}")
     return tuple(float(v) for v in value)
 
 
+#: Most seeds a study may ask for (each is a full set of trainings; a typo must not allocate billions).
+MAX_SEEDS = 1000
+
+
+def _spec_values(extra: dict, source: str, where: str, allowed=_SPEC_KEYS) -> dict:
+    """Type- and range-check the training settings of one section (returned with lists as tuples)."""
+    from hepfm.train.trainer import OPTIMIZERS
+
+    _known_keys(extra, allowed, source, where)
+    out = dict(extra)
+    for key in ("epochs", "batch_size", "patience"):
+        if key in out:
+            out[key] = _int(out[key], source, f"{where}.{key}")
+    for key in ("lr_grid", "backbone_ratios", "frozen_lr_grid"):
+        if key in out and not (key == "frozen_lr_grid" and out[key] is None):
+            out[key] = _positive_list(out[key], source, f"{where}.{key}")
+    for key in ("lr", "backbone_lr"):
+        if out.get(key) is not None and not (_is_number(out[key]) and out[key] > 0):
+            _fail(source, f"'{where}.{key}' must be a positive number, got {show(out[key])}")
+    if "optimizer" in out and out["optimizer"] not in OPTIMIZERS:
+        _fail(source, f"'{where}.optimizer' must be one of {', '.join(OPTIMIZERS)}, got {show(out['optimizer'])}")
+    return out
+
+
 def _train_spec(raw, source: str, section: str, default: TrainSpec) -> TrainSpec:
-    raw = dict(raw or {})
-    allowed = set(_SPEC_KEYS) | {"by_size"}
-    unknown = set(raw) - allowed
-    if unknown:
-        _fail(source, f"unknown key(s) {sorted(unknown)} in '{section}' (allowed: {sorted(allowed)})")
-    by_size = {int(k): dict(v) for k, v in (raw.pop("by_size", None) or {}).items()}
-    for size, extra in [(None, raw), *by_size.items()]:
-        where = section if size is None else f"{section}.by_size.{size}"
-        if set(extra) - set(_SPEC_KEYS):
-            _fail(source, f"unknown key(s) in '{where}': {sorted(set(extra) - set(_SPEC_KEYS))}")
-        for key in ("lr_grid", "backbone_ratios", "frozen_lr_grid"):
-            if key in extra:
-                extra[key] = _positive_list(extra[key], source, f"{where}.{key}")
-        for key in ("lr", "backbone_lr"):
-            if extra.get(key) is not None and not (isinstance(extra[key], (int, float)) and extra[key] > 0):
-                _fail(source, f"'{where}.{key}' must be a positive number, got {extra[key]!r}")
-    spec = TrainSpec(**{**{k: getattr(default, k) for k in _SPEC_KEYS}, **raw}, by_size=by_size)
-    if spec.epochs < 1 or spec.batch_size < 1 or spec.patience < 1:
-        _fail(source, f"'{section}' needs positive epochs, batch_size and patience")
-    return spec
+    raw = _mapping(raw, source, section)
+    _known_keys(raw, set(_SPEC_KEYS) | {"by_size"}, source, section)
+    by_size = {}
+    for k, v in _by_size_items(raw.pop("by_size", None), source, f"{section}.by_size"):
+        by_size[k] = _spec_values(_mapping(v, source, f"{section}.by_size.{k}"), source, f"{section}.by_size.{k}")
+    raw = _spec_values(raw, source, section)
+    return TrainSpec(**{**{k: getattr(default, k) for k in _SPEC_KEYS}, **raw}, by_size=by_size)
+
+
+def _by_size_items(value, source: str, where: str):
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        _fail(source, f"'{where}' must be a mapping of training sizes to settings, got {show(value)}")
+    for k in value:
+        if not _is_int(k) or k < 1:
+            _fail(source, f"'{where}': {show(k)} is not a training size (a positive integer)")
+    return list(value.items())
 
 
 def _tasks(raw, source: str) -> list[TaskSpec]:
     if not raw:
         _fail(source, "'tasks' is empty")
+    if isinstance(raw, dict):
+        items = list(_mapping(raw, source, "tasks").items())
+    elif isinstance(raw, list):
+        items = [(name, None) for name in raw]
+    else:
+        _fail(source, f"'tasks' must be a list of task names or a mapping of task names, got {show(raw)}")
     out = []
-    items = raw.items() if isinstance(raw, dict) else ((name, None) for name in raw)
     for name, spec in items:
+        try:
+            check_name(name, "task name")
+        except ConfigurationError as exc:
+            _fail(source, f"tasks: {exc}")
         if spec is None:
             if name not in TASKS:
                 _fail(source, f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (or give "
@@ -221,95 +300,133 @@ def _tasks(raw, source: str) -> list[TaskSpec]:
         if not isinstance(spec, dict) or set(spec) != {"signal", "background"}:
             _fail(source, f"task {name!r} must be a known task name or have exactly 'signal' and 'background'")
         for role in ("signal", "background"):
-            value = str(spec[role])
+            value = _string(spec[role], source, f"tasks.{name}.{role}")
             if value in PROCESSES:
                 continue
             if not Path(value).exists():
-                _fail(source, f"task {name!r}: {role} {value!r} is neither a catalog process nor an existing store")
+                _fail(source, f"task {name!r}: {role} {show(value)} is neither a catalog process nor an existing "
+                      "store")
         external = not (spec["signal"] in PROCESSES and spec["background"] in PROCESSES)
         out.append(TaskSpec(name, str(spec["signal"]), str(spec["background"]), external))
     return out
 
 
+_GENERATION_KEYS = ("seed", "pretrain_events", "downstream_events", "workers", "constituents", "pretrain_processes")
+_BY_TASK_KEYS = ("epochs", "batch_size", "lr", "patience", "optimizer")
+
+
 def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
-    """Validate a study configuration dict (as read from YAML) and return a :class:`StudyConfig`."""
+    """Validate a study configuration dict (as read from YAML) and return a :class:`StudyConfig`.
+
+    Every field is type- and range-checked; an error is one line naming ``source`` and the key.
+    """
     from hepfm.models.registry import model_names
     from hepfm.models.saving import read_config
 
     if not isinstance(raw, dict):
-        _fail(source, "a study configuration must be a mapping")
+        _fail(source, f"a study configuration must be a mapping, got {type(raw).__name__}")
+    raw = _mapping(raw, source, "(top level)")
     allowed = {"tasks", "sizes", "strategies", "seeds", "test_size", "generation", "pretrain", "finetune", "cka",
                "model", "model_options", "jet_model"}
-    unknown = set(raw) - allowed
-    if unknown:
-        _fail(source, f"unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+    _known_keys(raw, allowed, source, "(top level)")
     tasks = _tasks(raw.get("tasks"), source)
     sizes = raw.get("sizes") or []
-    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        _fail(source, f"'sizes' must be a list of positive integers (events per class), got {sizes!r}")
+    if not isinstance(sizes, list) or not sizes or len(sizes) > 1000 or not all(
+            _is_int(s) and s > 0 for s in sizes):
+        _fail(source, f"'sizes' must be a list of positive integers (events per class), got {show(sizes)}")
     strategies = raw.get("strategies") or [BASELINE, "finetune_multiclass"]
+    if not isinstance(strategies, list):
+        _fail(source, f"'strategies' must be a list of strategy names, got {show(strategies)}")
     for s in strategies:
-        if s not in STRATEGIES:
-            _fail(source, f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+        if not isinstance(s, str) or s not in STRATEGIES:
+            _fail(source, f"unknown strategy {show(s)}; choose from {', '.join(STRATEGIES)}")
+        check_name(s, "strategy", source)
     if BASELINE not in strategies:
         _fail(source, f"'strategies' must include the baseline {BASELINE!r}; gains are measured against it")
-    gen = dict(raw.get("generation") or {})
-    pre = dict(raw.get("pretrain") or {})
+    seeds = _int(raw.get("seeds", 5), source, "seeds", maximum=MAX_SEEDS)
+    test_size = _int(raw.get("test_size", 5000), source, "test_size")
+    gen = _mapping(raw.get("generation"), source, "generation")
+    _known_keys(gen, _GENERATION_KEYS, source, "generation")
+    for key in ("seed", "constituents"):
+        if key in gen:
+            _int(gen[key], source, f"generation.{key}", minimum=0)
+    for key in ("pretrain_events", "downstream_events", "workers"):
+        if key in gen:
+            _int(gen[key], source, f"generation.{key}")
+    pre = _mapping(raw.get("pretrain"), source, "pretrain")
     # pretrain.<task>: an existing model folder (or shipped name) for that task, as a string; the masked
     # task's section may instead be a mapping of its own options (``regress``, ``augment``, ``model``).
     masked_options = pre.pop("masked") if isinstance(pre.get("masked"), dict) else {}
-    pretrained = {t: str(pre.pop(t)) for t in PRETRAINING_TASKS if pre.get(t)}
+    masked_options = _mapping(masked_options, source, "pretrain.masked")
+    pretrained = {}
     for t in PRETRAINING_TASKS:
+        if pre.get(t) is not None:
+            pretrained[t] = _string(pre[t], source, f"pretrain.{t}")
         pre.pop(t, None)
-    masked_options = dict(masked_options)
     if "model" in masked_options:
-        pretrained["masked"] = str(masked_options.pop("model"))
+        pretrained["masked"] = _string(masked_options.pop("model"), source, "pretrain.masked.model")
     bad = set(masked_options) - {"regress", "augment"}
     if bad:
-        _fail(source, f"pretrain.masked: unknown key(s) {sorted(bad)} (allowed: model, regress, augment)")
+        _fail(source, f"pretrain.masked: unknown key(s) {show(sorted(bad))} (allowed: model, regress, augment)")
     from hepfm.data.augment import AUGMENTATIONS
 
-    augment = list(masked_options.get("augment") or [])
+    augment = masked_options.get("augment") or []
+    if not isinstance(augment, list) or not all(isinstance(a, str) for a in augment):
+        _fail(source, f"pretrain.masked.augment must be a list of augmentation names, got {show(augment)}")
     if set(augment) - set(AUGMENTATIONS):
-        _fail(source, f"pretrain.masked.augment: unknown augmentation(s) {sorted(set(augment) - set(AUGMENTATIONS))}"
-              f" (choose from {', '.join(AUGMENTATIONS)})")
-    masked_options = {"regress": bool(masked_options.get("regress", False)), "augment": augment}
+        unknown = sorted(set(augment) - set(AUGMENTATIONS))
+        _fail(source, f"pretrain.masked.augment: unknown augmentation(s) {show(unknown)} (choose from "
+              f"{', '.join(AUGMENTATIONS)})")
+    regress = masked_options.get("regress", False)
+    if not isinstance(regress, bool):
+        _fail(source, f"pretrain.masked.regress must be true or false, got {show(regress)}")
+    masked_options = {"regress": regress, "augment": list(augment)}
     pre_max = pre.pop("max_events", None)
+    if pre_max is not None:
+        _int(pre_max, source, "pretrain.max_events")
     pre_data = pre.pop("data", None)
-    by_task = {str(k): dict(v) for k, v in (pre.pop("by_task", None) or {}).items()}
-    for task, extra in by_task.items():
+    if pre_data is not None:
+        pre_data = _string(pre_data, source, "pretrain.data")
+    by_task = {}
+    for task, extra in _mapping(pre.pop("by_task", None), source, "pretrain.by_task").items():
         if task not in PRETRAINING_TASKS:
-            _fail(source, f"pretrain.by_task: unknown pretraining task {task!r}")
-        if set(extra) - {"epochs", "batch_size", "lr", "patience", "optimizer"}:
-            _fail(source, f"pretrain.by_task.{task}: unknown key(s) {sorted(extra)}")
+            _fail(source, f"pretrain.by_task: unknown pretraining task {show(task)}")
+        by_task[task] = _spec_values(_mapping(extra, source, f"pretrain.by_task.{task}"), source,
+                                     f"pretrain.by_task.{task}", _BY_TASK_KEYS)
     if pre_data is not None and not Path(pre_data).exists():
-        _fail(source, f"pretrain.data: no such event store {pre_data!r}")
+        _fail(source, f"pretrain.data: no such event store {show(pre_data)}")
     pre_processes = gen.get("pretrain_processes", list(PRETRAINING))
-    if not pre_processes or not isinstance(pre_processes, list) or set(pre_processes) - set(PROCESSES):
-        _fail(source, f"generation.pretrain_processes must be a list of catalog processes, got {pre_processes!r}")
-    cka = dict(raw.get("cka") or {})
+    if (not pre_processes or not isinstance(pre_processes, list)
+            or not all(isinstance(p, str) and p in PROCESSES for p in pre_processes)):
+        _fail(source, f"generation.pretrain_processes must be a list of catalog processes, got {show(pre_processes)}")
+    cka = _mapping(raw.get("cka"), source, "cka")
+    _known_keys(cka, ("events", "size"), source, "cka")
+    cka_events = _int(cka.get("events", 2000), source, "cka.events")
+    if cka.get("size") is not None:
+        _int(cka["size"], source, "cka.size")
+    model = _string(raw.get("model", "graphnet"), source, "model")
+    jet_model = _string(raw.get("jet_model", "jet_transformer"), source, "jet_model")
+    model_options = _mapping(raw.get("model_options"), source, "model_options")
     cfg = StudyConfig(
-        tasks=tasks, sizes=sorted(sizes), strategies=list(strategies), seeds=int(raw.get("seeds", 5)),
-        test_size=int(raw.get("test_size", 5000)), generation_seed=int(gen.get("seed", 7)),
-        pretrain_events=int(gen.get("pretrain_events", 5000)), pretrain_processes=list(dict.fromkeys(pre_processes)),
-        downstream_events=int(gen.get("downstream_events", 20000)),
-        workers=int(gen.get("workers", 2)), model=str(raw.get("model", "graphnet")),
-        model_options=dict(raw.get("model_options") or {}), jet_model=str(raw.get("jet_model", "jet_transformer")),
-        constituents=int(gen.get("constituents", 0)),
+        tasks=tasks, sizes=sorted(sizes), strategies=list(strategies), seeds=seeds,
+        test_size=test_size, generation_seed=gen.get("seed", 7),
+        pretrain_events=gen.get("pretrain_events", 5000), pretrain_processes=list(dict.fromkeys(pre_processes)),
+        downstream_events=gen.get("downstream_events", 20000),
+        workers=gen.get("workers", 2), model=model,
+        model_options=model_options, jet_model=jet_model,
+        constituents=gen.get("constituents", 0),
         pretrain=_train_spec(pre, source, "pretrain", TrainSpec(lr=defaults.LR)),
         pretrain_by_task=by_task,
         pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data, masked=masked_options,
         finetune=_train_spec(raw.get("finetune"), source, "finetune", TrainSpec()),
-        cka_events=int(cka.get("events", 2000)), cka_size=cka.get("size"), source=source)
+        cka_events=cka_events, cka_size=cka.get("size"), source=source)
     if cfg.pretrain.lr is None:
         _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
-    if cfg.seeds < 1 or cfg.test_size < 1:
-        _fail(source, "'seeds' and 'test_size' must be positive")
     if cfg.model not in model_names():
-        _fail(source, f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
+        _fail(source, f"unknown model {show(cfg.model)}; choose from {', '.join(model_names())}")
     _check_hierarchical(cfg)
     if cfg.cka_size is not None and cfg.cka_size not in cfg.sizes:
-        _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {cfg.sizes}")
+        _fail(source, f"cka.size {cfg.cka_size} is not one of the sizes {show(cfg.sizes)}")
     from hepfm.models.pretrained import resolve
 
     for task, path in cfg.pretrained.items():
@@ -318,7 +435,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         except HepfmError as exc:
             _fail(source, f"pretrain.{task}: {exc}")
         if meta.get("task") != task:
-            _fail(source, f"pretrain.{task}: {path} was pretrained for {meta.get('task')!r}, not {task!r}")
+            _fail(source, f"pretrain.{task}: {show(path)} was pretrained for {show(meta.get('task'))}, not {task!r}")
     need = block_events(max(cfg.sizes)) + cfg.test_size
     if any(not t.external for t in tasks) and need > cfg.downstream_events:
         _fail(source, f"size {max(cfg.sizes)} per class needs {need} events per process (training + "
@@ -387,15 +504,44 @@ def disjoint_seeds(cfg: StudyConfig, size: int, available: int) -> bool:
     return cfg.test_size + cfg.seeds * block_events(size) <= available
 
 
+#: Largest configuration file read (a study configuration is a few kB).
+MAX_YAML_BYTES = 1_000_000
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without aliases: ``*name`` can expand a few hundred bytes into gigabytes (the "billion
+    laughs"), and no hepfm configuration needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in hepfm "
+                                              "configurations; write the value out", mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(path: str | Path, what: str = "configuration"):
+    """The parsed content of a hepfm YAML file: at most MAX_YAML_BYTES, no aliases, plain data only; a
+    missing, oversized or malformed file is a one-line HepfmError naming it (with a bounded excerpt)."""
+    path = Path(path)
+    text = read_bounded_text(path, MAX_YAML_BYTES, what)
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # _SafeLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise HepfmError(f"{path}: not valid YAML ({show_text(str(exc))})") from None
+    except RecursionError:
+        raise HepfmError(f"{path}: nested too deeply; not a {what}") from None
+
+
+def show_text(text: str, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def read_yaml(path: str | Path):
     """The parsed content of a study YAML file, with a clear error for a missing or malformed one."""
-    path = Path(path)
-    if not path.is_file():
-        raise HepfmError(f"{path}: no such study configuration file")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise HepfmError(f"{path}: not valid YAML ({exc})") from None
+    return safe_yaml(path, "study configuration")
 
 
 def load_config(path: str | Path) -> StudyConfig:

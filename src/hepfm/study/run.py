@@ -44,10 +44,11 @@ import torch
 from rich.console import Console
 
 from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
-from hepfm.errors import HepfmError
+from hepfm.errors import HepfmError, disk_error
 from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
 from hepfm.io.atomic import atomic_write_text
+from hepfm.io.locking import exclusive_lock
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.saving import CONFIG, load_model, read_config
 from hepfm.study.config import (
@@ -522,13 +523,30 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
         only.check(cfg)
     console = console or Console()
     state = StudyState(out=Path(out))
-    state.out.mkdir(parents=True, exist_ok=True)
+    try:
+        state.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, state.out) or HepfmError(f"{state.out}: cannot create the study folder "
+                                                       f"({exc.strerror or exc})") from None
     t0 = time.perf_counter()
-    if not prepared:
+    if prepared:  # a worker process of a parallel study: its parent holds the study folder's lock
+        pretrain_backbones(cfg, state, Console(quiet=True), progress)
+        return state if prepare_only else _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+    with exclusive_lock(state.out, "study folder"):
         generate_stores(cfg, state.out, console, progress)
-    pretrain_backbones(cfg, state, Console(quiet=True) if prepared else console, progress)
-    if prepare_only:
-        return state
+        pretrain_backbones(cfg, state, console, progress)
+        if prepare_only:
+            return state
+        if only in (None, CellFilter()):
+            return _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+    # A part of the grid (--task/--size/--strategy) may train beside other parts in other processes, as the
+    # CLI documents: it holds the study folder while preparing only; each of its runs locks its run folder.
+    return _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+
+
+def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jobs: int, threads: int | None,
+                progress: bool, console: Console, t0: float) -> StudyState:
+    """Train the selected cells of the grid (the stores and backbones are ready)."""
     if jobs > 1:
         _run_parts(cfg, state, only or CellFilter(), jobs, threads, console)
         _write_json(state.out / ("timing.json" if only in (None, CellFilter()) else f"timing-{only.tag()}.json"),

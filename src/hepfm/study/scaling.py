@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 from pathlib import Path
 
 from rich.console import Console
 
 from hepfm.data.datasets import open_source
-from hepfm.errors import HepfmError
-from hepfm.study.config import BASELINE, STRATEGIES, parse_config
+from hepfm.errors import HepfmError, disk_error
+from hepfm.io.atomic import atomic_write_text
+from hepfm.io.locking import exclusive_lock
+from hepfm.study.config import BASELINE, STRATEGIES, parse_config, show
 
 SCALING_CSV = "scaling.csv"
 
@@ -69,17 +72,22 @@ def run_scaling(raw: dict, out: str | Path, pretrain_events: list[int], source: 
     ``pretrain_data`` replaces the configuration's ``pretrain.data``; ``reports``: also write each size's full
     study report (Table I, CKA, plots: ``hepfm study --report-only`` on its folder does the same later).
     """
-    from hepfm.study.report import write_report
-    from hepfm.study.run import generate_stores, run_study
-
     console = console or Console()
     out = Path(out)
-    if not pretrain_events or any(n < 1 for n in pretrain_events):
-        raise HepfmError(f"pretraining sizes must be positive event counts, got {pretrain_events}")
+    if (not pretrain_events or len(pretrain_events) > 100
+            or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in pretrain_events)):
+        raise HepfmError(f"pretraining sizes must be (at most 100) positive event counts, got "
+                         f"{show(pretrain_events)}")
+    if not isinstance(raw, dict):
+        raise HepfmError(f"{source}: a study configuration must be a mapping, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
+    if raw.get("pretrain") is not None and not isinstance(raw["pretrain"], dict):
+        raise HepfmError(f"{source}: 'pretrain' must be a mapping, got {show(raw['pretrain'])}")
+    if raw.get("pretrain") is None:
+        raw["pretrain"] = {}
     if pretrain_data is not None:
-        raw.setdefault("pretrain", {})["data"] = str(pretrain_data)
-    if not (raw.get("pretrain") or {}).get("data"):
+        raw["pretrain"]["data"] = str(pretrain_data)
+    if not raw["pretrain"].get("data"):
         raise HepfmError(f"{source}: a scaling study needs pretrain.data (the store whose events it subsamples)")
     cfg = parse_config(raw, source)
     pretrained = [s for s in cfg.strategies if STRATEGIES[s][0] is not None]
@@ -88,10 +96,23 @@ def run_scaling(raw: dict, out: str | Path, pretrain_events: list[int], source: 
     if cfg.pretrained:
         raise HepfmError(f"{source}: a scaling study pretrains its own backbones; remove pretrain."
                          f"{', pretrain.'.join(cfg.pretrained)}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, out) or HepfmError(f"{out}: cannot create the scaling folder "
+                                                 f"({exc.strerror or exc})") from None
+    with exclusive_lock(out, "scaling folder"):  # each size's study locks its own folder inside
+        return _run_sizes(raw, cfg, out, sorted(set(pretrain_events)), source, device, bf16, progress, console,
+                          reports, pretrained)
+
+
+def _run_sizes(raw: dict, cfg, out: Path, sizes: list[int], source: str, device: str, bf16: bool | None,
+               progress: bool, console: Console, reports: bool, pretrained: list[str]) -> list[dict]:
+    from hepfm.study.report import write_report
+    from hepfm.study.run import generate_stores, run_study
+
     generate_stores(cfg, out, console, progress)  # the downstream stores, once (pretrain.data is given)
     tasks = _external_tasks(raw, cfg, out)
-    sizes = sorted(pretrain_events)
     first = out / f"pretrain-{sizes[0]}"
     rows = []
     for n in sizes:
@@ -139,17 +160,18 @@ def write_scaling(rows: list[dict], out: Path) -> None:
 
     if not rows:
         return
-    with open(out / SCALING_CSV, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / SCALING_CSV, text.getvalue())
     lines = ["| metric | task | size/class | pretraining events | strategy | baseline (%) | gain (pts) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['metric']} | {r['task']} | {r['size']} | {r['pretrain_events']:,} | {r['strategy']} | "
                      f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f} | "
                      f"{100 * r['gain']:+.2f} ± {100 * r['gain_err']:.2f} |")
-    (out / "scaling.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "scaling.md", "\n".join(lines) + "\n")
     for metric in {r["metric"] for r in rows}:
         for task, size in {(r["task"], r["size"]) for r in rows}:
             series: dict[str, list[tuple]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -50,14 +51,32 @@ def local_world() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d{1,3})?")
+
+
+def check_device(name: str) -> None:
+    """Refuse a device name other than auto, cpu, cuda, cuda:N or mps, or one this machine does not have."""
+    if name == "auto":
+        return
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name) or name.startswith(("cpu:", "mps:")):
+        raise ConfigurationError(f"device (--device) must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigurationError(f"device {name!r} was asked for, but no CUDA device is available")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigurationError(f"device {name!r} was asked for, but this machine has "
+                                     f"{torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigurationError("device 'mps' was asked for, but no MPS device is available")
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> the local CUDA device when there is one, else the CPU."""
+    """'auto' -> the local CUDA device when there is one, else the CPU; other names are checked first."""
+    check_device(name)
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError("device 'cuda' was asked for, but no CUDA device is available")
-    return device
+    return torch.device(name)
 
 
 def setup(device: str = "auto") -> DistContext:

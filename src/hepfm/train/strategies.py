@@ -12,6 +12,7 @@ from __future__ import annotations
 from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.train import defaults
+from hepfm.train.trainer import check_learning_rate
 
 STRATEGIES = ("scratch", "finetune", "frozen")
 DEFAULT_LR = defaults.LR
@@ -23,6 +24,8 @@ def prepare(model: Backbone, strategy: str, n_outputs: int, lr: float = DEFAULT_
     """Set up ``model`` for ``strategy`` (new head etc.) and return the optimiser's parameter groups."""
     if strategy not in STRATEGIES:
         raise ConfigurationError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    check_learning_rate(lr, "lr")
+    check_learning_rate(backbone_lr, "backbone_lr", allow_zero=True)
     if strategy == "scratch":
         if model.n_outputs != n_outputs:
             model.replace_head(n_outputs)

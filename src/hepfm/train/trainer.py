@@ -107,14 +107,54 @@ class TrainConfig:
             raise ConfigurationError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigurationError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigurationError("epochs and batch size must be positive")
         if self.lr_scaling not in LR_SCALINGS:
             raise ConfigurationError(f"unknown learning-rate scaling {self.lr_scaling!r}; choose from "
                                      f"{', '.join(LR_SCALINGS)}")
-        if self.warmup_steps < 0 or self.lr_reference_batch < 1 or self.read_ahead < 0:
-            raise ConfigurationError("warm-up steps and read-ahead must be >= 0, the reference batch positive")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("lr_reference_batch", 1),
+                          ("eval_batch_size", 1), ("warmup_steps", 0), ("read_ahead", 0), ("checkpoint_every", 0),
+                          ("seed", 0)):
+            check_count(getattr(self, name), name, low)
+        for name, low, high in (("weight_decay", 0.0, 1.0), ("momentum", 0.0, 1.0), ("lr_decay", 1e-6, 1.0),
+                                ("min_delta", 0.0, 1e6)):
+            check_number(getattr(self, name), name, low, high)
         self.augment = tuple(self.augment)
+
+
+_SPOKEN = {"warmup_steps": "warm-up steps"}  # where the field's name is not how the docs say it
+
+
+def _option(name: str) -> str:
+    return f"{_SPOKEN.get(name, name)} (--{name.replace('_', '-')})"
+
+
+def check_count(value, name: str, low: int = 1, high: int = 2**62) -> None:
+    """Refuse a count setting (epochs, batch size, patience...) that is not an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{_option(name)} must be an integer of at least {low}"
+                                 f"{'' if high == 2**62 else f' and at most {high}'}, got {value!r}")
+
+
+def check_number(value, name: str, low: float, high: float, low_open: bool = False) -> None:
+    """Refuse a real setting that is not a finite number in [low, high] (``low_open``: (low, high])."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > high or value < low or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ConfigurationError(f"{_option(name)} must be a finite number in {interval}, got {value!r}")
+
+
+#: Learning rates above this diverge for every model here; a typo such as 1e30 is refused, not trained.
+MAX_LR = 10.0
+
+
+def check_learning_rate(value, name: str = "lr", allow_zero: bool = False) -> None:
+    """Refuse a learning rate that is not a finite number in (0, 10] (``allow_zero``: [0, 10], a frozen group)."""
+    check_number(value, name, 0.0, MAX_LR, low_open=not allow_zero)
+
+
+def check_max_events(value, name: str = "max_events") -> None:
+    """Refuse an event cap that is not None (all events) or a positive integer."""
+    if value is not None:
+        check_count(value, name, 1)
 
 
 class SimulatedKill(Exception):
@@ -130,6 +170,7 @@ class FitResult:
     best_val_loss: float
     train_time_s: float
     stopped_early: bool
+    initial_val_loss: float | None = None  # before any training step (None for runs resumed from older hepfm)
 
 
 def optimizer_defaults(optimizer: str, lr: float | None, batch_size: int | None) -> tuple[float, int]:
@@ -407,7 +448,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     sched = _scheduler(opt, cfg)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
     state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
-             "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False}
+             "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False, "initial_loss": None}
     current = {**run_settings(cfg, settings), "n_train": len(train),
                "group_lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(groups)}}
     saved = load_checkpoint(run_dir)
@@ -424,7 +465,11 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         aug_gen.set_state(saved["aug_rng"])
-        state = saved["state"]
+        if "torch_rng" in saved:  # dropout draws from the global generators: resume them where they were
+            torch.set_rng_state(saved["torch_rng"])
+            if saved.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        state = {"initial_loss": None, **saved["state"]}
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -446,6 +491,8 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
         if ctx.is_main:
             save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "aug_rng": aug_gen.get_state(),
+                                      "torch_rng": torch.get_rng_state(),
+                                      "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                                       "state": state, "config": asdict(cfg), "settings": current})
         ctx.barrier()
 
@@ -456,6 +503,9 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     if embedded:
         model.embedded_inputs = True
     try:
+        if state["initial_loss"] is None and state["epoch"] == 0 and state["batch"] == 0:
+            # What the untrained model scores: a run that never beats it is refused, not saved as trained.
+            state["initial_loss"] = evaluate(eval_net, task, val, cfg.eval_batch_size)["loss"]
         while state["epoch"] < cfg.epochs and not state["done"]:
             epoch = state["epoch"]
             t0 = epoch_start = time.perf_counter()
@@ -532,4 +582,5 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
-                     train_time_s=state["elapsed"], stopped_early=stopped_early or state["done"])
+                     train_time_s=state["elapsed"], stopped_early=stopped_early or state["done"],
+                     initial_val_loss=state["initial_loss"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -38,6 +38,8 @@ from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
+from hepfm.io.atomic import remove_stale_temporaries
+from hepfm.io.locking import LOCK, exclusive_lock
 from hepfm.io.schema import FEATURE_INDEX
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.pretrained import data_schema, schema_differences
@@ -45,14 +47,45 @@ from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
-from hepfm.train.checkpoint import CHECKPOINT, remove_checkpoint
+from hepfm.train.checkpoint import CHECKPOINT, BadCheckpointError, remove_checkpoint
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
-from hepfm.train.trainer import TrainConfig, evaluate, fit, predict
+from hepfm.train.trainer import (
+    TrainConfig,
+    check_learning_rate,
+    check_max_events,
+    evaluate,
+    fit,
+    predict,
+)
 
 
 class OverlapWarning(UserWarning):
     """Held-out events that the pretrained model trained on (only with ``allow_overlap``)."""
+
+
+class NotImprovedWarning(UserWarning):
+    """A finished run whose best validation loss is no better than the untrained model's."""
+
+
+class UntrainedModelError(HepfmError):
+    """Training gave no usable model (non-finite weights, or never better than the untrained model)."""
+
+
+# What a run writes into its folder; interrupted atomic writes of these leave NAME.*.tmp files behind.
+_RUN_FILES = (CONFIG, WEIGHTS, "history.csv", CHECKPOINT, STREAM_PLAN)
+# Kept when a run fails after checkpointing, so rerunning the command resumes it exactly.
+_RESUME_FILES = (CHECKPOINT, STREAM_PLAN)
+
+
+def _check_run_options(lr=None, backbone_lr=None, max_events=None, device="auto") -> None:
+    """Refuse a bad learning rate, event cap or device before anything is written."""
+    if lr is not None:
+        check_learning_rate(lr, "lr")
+    if backbone_lr is not None:
+        check_learning_rate(backbone_lr, "backbone_lr", allow_zero=True)
+    check_max_events(max_events)
+    distributed.check_device(device)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -74,27 +107,41 @@ def _clear_out(out: Path, overwrite: bool) -> None:
 
 @contextmanager
 def _output_guard(out: Path):
-    """Create ``out``; on an input error remove what this run added (the folder itself if it made it).
+    """Create and lock ``out``; on any failure (an input error, a full disk, an interrupt) remove what this run
+    added (the folder itself if it made it).
 
-    A run that fails after writing its own checkpoint (e.g. a non-finite loss) keeps it, unless the cause
-    is a damaged store.
+    A run that fails after writing its own checkpoint (e.g. a non-finite loss, Ctrl-C) keeps it and its data
+    plan, so rerunning resumes, unless the cause is a damaged store or a model not worth keeping. Under
+    torchrun only rank 0 locks and cleans (the others share its folder).
     """
+    main = distributed.rank() == 0
     existed = out.exists()
-    before = {p.name for p in out.iterdir()} if existed else set()
-    had_checkpoint = (out / CHECKPOINT).exists()
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except (HepfmError, ValueError) as exc:  # ValueError: a bad option found by a constructor
-        keep = (out / CHECKPOINT).exists() and not isinstance(exc, DamagedStoreError)
-        if not keep and distributed.rank() == 0:
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
-            else:
-                for p in out.iterdir():
-                    if p.name not in before or (p.name == CHECKPOINT and not had_checkpoint):
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        raise
+    with exclusive_lock(out, "run folder") if main else nullcontext():
+        before = {p.name for p in out.iterdir()}
+        had_checkpoint = (out / CHECKPOINT).exists()
+        if main:
+            for name in _RUN_FILES:  # left by a run killed while writing (we hold the lock: nobody else is)
+                remove_stale_temporaries(out / name)
+        try:
+            yield
+        except BaseException as exc:
+            if main:
+                keep = (out / CHECKPOINT).exists() and not isinstance(
+                    exc, (DamagedStoreError, UntrainedModelError, BadCheckpointError))
+                _remove_added(out, existed, before, had_checkpoint, keep)
+            raise
+
+
+def _remove_added(out: Path, existed: bool, before: set[str], had_checkpoint: bool, keep: bool) -> None:
+    if not existed and not keep:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.name.startswith(LOCK) or (keep and p.name in _RESUME_FILES):
+            continue
+        if p.name not in before or (p.name == CHECKPOINT and not had_checkpoint):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test")) -> dict | None:
@@ -127,7 +174,22 @@ def _fit_scaling(model: Backbone, train) -> None:
     model.scaling.set(mean, std)
 
 
+def _check_trained(model, result, out: Path) -> None:
+    """Refuse to save a model with non-finite weights; warn about one never better than before training."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise UntrainedModelError(f"{out}: training gave non-finite weights ({bad[0]}); nothing was saved (try a "
+                                  "lower learning rate)")
+    initial = result.initial_val_loss
+    if result.best_epoch < 1 or (initial is not None and not result.best_val_loss < initial):
+        # A warning, not a refusal: a study's tuning grid and its collapse check must see such runs to rank them.
+        before = "" if initial is None else f" ({initial:.6g}; best after training {result.best_val_loss:.6g})"
+        warnings.warn(f"{out}: training never improved on the untrained model's validation loss{before}; try "
+                      "another learning rate or more epochs", NotImprovedWarning, stacklevel=3)
+
+
 def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx, metadata: dict) -> dict:
+    _check_trained(model, result, out)
     test, detail = {}, {}
     if len(splits["test"]):
         data = splits["test"].to(ctx.device)
@@ -161,6 +223,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
+    _check_run_options(lr, None, max_events, device)
     if task in JET_TASKS:
         if stream:
             raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
@@ -244,6 +307,7 @@ def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transform
     from hepfm.models.jets import fit_constituent_scaling
 
     cfg, out = cfg or TrainConfig(), Path(out)
+    _check_run_options(lr, None, max_events, device)
     check_inputs(model, "constituents", "jet tagging")
     if cfg.augment:
         raise HepfmError("jet tagging takes no augmentation (the constituents are relative to their jet axis)")
@@ -302,6 +366,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
     """
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    _check_run_options(lr, backbone_lr, max_events, device)
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
@@ -350,6 +415,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
         return _finish(net, task, result, splits, cfg, out, ctx,
                        {"strategy": strategy, "signal": str(signal), "background": str(background),
+                        "data_paths": {"signal": _abs(signal), "background": _abs(background)},
                         "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
                         "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr, "frozen_part": frozen_part,
                         "pretraining_data": record, "pretraining_overlap": overlap,
@@ -376,6 +442,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     from hepfm.models.jets import fit_constituent_scaling
 
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    _check_run_options(lr, backbone_lr, max_events, device)
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if strategy in ("finetune", "frozen") and init_from is None:
@@ -435,6 +502,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
         return _finish(net, task, result, splits, cfg, out, ctx,
                        {"strategy": strategy, "hierarchical": True, "signal": str(signal),
                         "background": str(background), "inputs": "objects+constituents",
+                        "data_paths": {"signal": _abs(signal), "background": _abs(background)},
                         "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
                         "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr,
                         "data_schema": data_schema(open_source(signal)[0])})
@@ -450,6 +518,7 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    _check_run_options(max_events=max_events, device=device)
     net = load_model(resolve_model(run), distributed.resolve_device(device))
     meta = net.metadata
     if meta.get("task") != "binary":
@@ -465,7 +534,9 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     overlapping = bool(overlap and overlap["overlap"]) or bool(meta.get("overlap"))
     # Held out only on the very events the split was planned on: the same stores and the same --max-events.
-    same = (_abs(signal) == _abs(meta.get("signal")) and _abs(background) == _abs(meta.get("background"))
+    # The paths as resolved when training (a model saved before they were recorded: as typed, from here).
+    trained_on = meta.get("data_paths") or {k: _abs(meta.get(k)) for k in ("signal", "background")}
+    same = (_abs(signal) == trained_on.get("signal") and _abs(background) == trained_on.get("background")
             and (max_events is None or max_events == meta.get("max_events")))
     return {"accuracy": float(((s >= 0.5) == (y == 1)).mean()), "auc": float(roc_auc_score(y, s)),
             "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same and not overlapping,
