@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -29,11 +30,27 @@ def _cli_markdown() -> str:
     command = typer.main.get_command(app)
     raw = get_docs_for_click(obj=command, ctx=typer.Context(command), name="hepfm")
     text = tree_to_markdown(parse_markdown_to_tree(raw))
-    # The page has its own title: the generated one becomes a section.
-    lines = text.splitlines()
-    if lines and lines[0].startswith("# "):
-        lines = lines[1:]
-    return "\n".join(lines)
+    # The page has its own title, and its table of contents lists the commands only: the per-command
+    # Usage / Arguments / Options / Commands headings become bold labels, "Subcommands" the section of commands,
+    # and a group's own subcommands one level below the group.
+    out = []
+    for line in text.splitlines()[1:] if text.startswith("# ") else text.splitlines():
+        match = re.match(r"(#+)\s+(.*)$", line)
+        if match is None:
+            out.append(line)
+            continue
+        level, title = len(match.group(1)), match.group(2).strip()
+        if title in _LABELS:
+            out.append(f"**{title}**\n")
+        elif title == "Subcommands":
+            if level == 2:
+                out.append("## The commands")
+        else:
+            out.append(f"{'#' * min(level, 4)} {title}")
+    return "\n".join(out)
+
+
+_LABELS = ("Usage", "Arguments", "Options", "Commands")
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
