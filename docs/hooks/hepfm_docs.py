@@ -5,6 +5,8 @@
   mkdocs-typer2's renderer. The plugin's ``::: mkdocs-typer2`` directive is not used: its native engine
   does not run on typer's vendored click, and its legacy engine's HTML is re-parsed as Markdown, so the
   ``[OPTIONS] [process]`` of a usage line reads as a broken cross-reference.
+* A page holding ``<!-- hepfm-api: PACKAGE -->`` gets the API reference of every public module of
+  ``hepfm.PACKAGE`` (mkdocstrings), listed from the source tree when the site is built.
 * The PNG plots committed under ``results/`` are added to the site under ``assets/results/``, so that the
   results pages show them without copies in ``docs/``.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 CLI_MARKER = "<!-- hepfm-cli-reference -->"
+API_MARKER = re.compile(r"<!-- hepfm-api: ([a-z_]+) -->")
 RESULTS_PREFIX = "assets/results"
 
 
@@ -53,11 +56,24 @@ def _cli_markdown() -> str:
 _LABELS = ("Usage", "Arguments", "Options", "Commands")
 
 
+def _api_markdown(package: str, src: Path) -> str:
+    """mkdocstrings blocks for every public module of ``hepfm.<package>``, found on disk at build time, so that a
+    module added, renamed or removed changes the page without an edit; the package itself contributes only its
+    docstring (its re-exports are documented where they are defined)."""
+    folder = src / "hepfm" / package
+    modules = sorted(p.stem if p.is_file() else p.name for p in folder.iterdir()
+                     if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").is_file()))
+    blocks = [f"::: hepfm.{package}\n    options:\n      members: false\n      show_root_heading: false\n"]
+    blocks += [f"::: hepfm.{package}.{name}\n" for name in modules]
+    return "\n".join(blocks)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    """Replace the CLI marker with the generated command reference."""
+    """Replace the CLI marker with the generated command reference, an API marker with its package's modules."""
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, _cli_markdown())
-    return markdown
+    src = Path(config["config_file_path"]).parent / "src"
+    return API_MARKER.sub(lambda m: _api_markdown(m.group(1), src), markdown)
 
 
 def on_files(files: Files, config) -> Files:
