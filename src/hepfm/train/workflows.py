@@ -42,6 +42,7 @@ from hepfm.io.atomic import remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
 from hepfm.io.schema import FEATURE_INDEX
 from hepfm.models.base import Backbone, count_parameters
+from hepfm.models.batched import predict
 from hepfm.models.pretrained import data_schema, schema_differences
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.registry import check_inputs, create_model
@@ -56,7 +57,6 @@ from hepfm.train.trainer import (
     check_max_events,
     evaluate,
     fit,
-    predict,
 )
 
 
