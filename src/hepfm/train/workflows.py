@@ -33,14 +33,14 @@ from hepfm.data.datasets import (
     open_for_training,
     open_source,
 )
-from hepfm.data.features import TYPE, fit_scaling
+from hepfm.data.features import fit_scaling
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
 from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.atomic import remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
-from hepfm.io.schema import FEATURE_INDEX
+from hepfm.io.schema import TYPE, constituent_counts, is_type
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.batched import predict
 from hepfm.models.pretrained import data_schema, schema_differences
@@ -486,8 +486,8 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
             state = {key: v for key, v in load_model(init_from).state_dict().items() if not key.startswith("head.")}
             net.jet.load_state_dict(state)
         else:
-            rows = train.x[(train.x[..., FEATURE_INDEX["type"]] == 1)][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
-            counts = (rows[..., -1] > 0).sum(dim=1)
+            rows = train.x[is_type(train.x, "jet")][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
+            counts = constituent_counts(rows)
             net.jet.scaling.set(*fit_constituent_scaling(rows.numpy(), counts.numpy()))
         jet_ids = {id(p) for p in net.jet.parameters()}
         rest = [p for p in net.parameters() if id(p) not in jet_ids]
