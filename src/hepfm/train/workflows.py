@@ -36,7 +36,7 @@ from hepfm.data.datasets import (
 from hepfm.data.features import fit_scaling
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
-from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
+from hepfm.data.streaming import StreamingEvents, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.atomic import remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
@@ -49,6 +49,7 @@ from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, BadCheckpointError, remove_checkpoint
+from hepfm.train.loading import STREAM_PLAN, pretraining_data
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
 from hepfm.train.trainer import (
@@ -220,7 +221,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     object's kinematics).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
-    None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
+    None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
     _check_run_options(lr, None, max_events, device)
