@@ -37,8 +37,8 @@ def pretraining_data(data, task: str, split_seed: int, max_events: int | None, s
 
     ``stream`` None decides: stream when :func:`~hepfm.data.streaming.in_memory_bytes` exceeds
     :func:`memory_budget`. The main process decides and writes the plan; a resumed run with no explicit
-    choice reuses the saved plan, so an interruption never switches the data source. When streaming, validation and test events are
-    capped per process so that they fit in the budget.
+    choice reuses the saved plan, so an interruption never switches the data source. When streaming,
+    validation and test events are capped per process so that they fit in the budget.
     """
     path = Path(run_dir) / STREAM_PLAN
     if ctx.is_main and not (resume and stream is None and path.exists()):
