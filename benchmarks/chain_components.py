@@ -19,9 +19,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from hepfm.io.generate import catalog_source, make_pythia, plan_shards
+from hepfm.io.generate import catalog_source, plan_shards
 from hepfm.physics import detector as det
 from hepfm.physics import kinematics as kin
+from hepfm.physics.generation import make_pythia
 from hepfm.physics.record import FlatRecord
 from hepfm.physics.truth import truth_labels
 

@@ -19,11 +19,11 @@ import dataclasses
 
 import numpy as np
 
-from hepfm.io.generate import make_pythia
 from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
 from hepfm.physics import kinematics as kin
 from hepfm.physics import validation as val
 from hepfm.physics.detector import DetectorConfig, reconstruct
+from hepfm.physics.generation import make_pythia
 from hepfm.physics.processes import get_process
 from hepfm.physics.record import FlatRecord
 

@@ -24,7 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import dataclasses
 
-from hepfm.io.generate import catalog_source, make_pythia, plan_shards, produce_shard
+from hepfm.io.generate import catalog_source, plan_shards, produce_shard
+from hepfm.physics.generation import make_pythia
 
 
 def _rates(run, n_events: int) -> tuple[float, float]:
@@ -44,15 +45,15 @@ def bare_pythia(task) -> tuple[float, float]:
 
 
 def full_chain(task) -> tuple[float, float]:
-    import hepfm.io.generate as gen
+    import hepfm.physics.generation as sim
 
     pythia = make_pythia(task.pythia_settings(), "chain")
-    original = gen.make_pythia
-    gen.make_pythia = lambda settings, where: pythia
+    original = sim.make_pythia
+    sim.make_pythia = lambda settings, where: pythia
     try:
         return _rates(lambda: produce_shard(task), task.n_events)
     finally:
-        gen.make_pythia = original
+        sim.make_pythia = original
 
 
 def main() -> None:

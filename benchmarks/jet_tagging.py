@@ -26,7 +26,7 @@ import torch
 import hepfm
 from hepfm.data.jets import jet_tagging_data
 from hepfm.eval.metrics import accuracy_error, tagging_rejections
-from hepfm.train.trainer import predict
+from hepfm.models.batched import predict
 
 
 def main() -> None:

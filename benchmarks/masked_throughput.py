@@ -20,6 +20,7 @@ import torch
 from hepfm.data.datasets import pretraining_split
 from hepfm.data.features import fit_scaling
 from hepfm.data.masking import object_classes
+from hepfm.io.schema import TYPE
 from hepfm.models.registry import create_model
 from hepfm.train.distributed import DistContext
 from hepfm.train.strategies import prepare
@@ -52,7 +53,7 @@ def main() -> None:
     splits, names = pretraining_split(args.data, "multiclass", max_events=args.max_events)
     train, val = splits["train"].to(device), splits["val"].subset(torch.arange(min(256, len(splits["val"]))))
     mask = torch.arange(train.x.shape[1])[None, :] < train.n_objects.cpu()[:, None]
-    classes = object_classes(None, torch.unique(train.x.cpu()[..., 6][mask]).tolist())
+    classes = object_classes(None, torch.unique(train.x.cpu()[..., TYPE][mask]).tolist())
     tasks = {"multiclass": Task("multiclass", names), "masked": Task("masked", classes)}
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs, progress=False,
                       tensorboard=False, compile=args.compile)

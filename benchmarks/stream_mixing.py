@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hepfm.data.streaming import StreamingEvents
+from hepfm.io.schema import TYPE, TYPE_CODES
 from hepfm.io.store import shard_name, write_manifest, write_shard
 
 
@@ -29,7 +30,7 @@ def write_store(root: Path, processes: int, events: int) -> Path:
         (root / name).mkdir(parents=True)
         objects = np.zeros((events, 2, 7), np.float32)
         objects[:, 0, :4] = rng.random((events, 4))
-        objects[:, 0, 6] = 1
+        objects[:, 0, TYPE] = TYPE_CODES["jet"]
         arrays = {"objects": objects, "n_objects": np.ones(events, np.int64), "n_dropped": np.zeros(events, np.int32),
                   "process": np.zeros(events, np.int32), "weight": np.ones(events, np.float32),
                   "event_id": np.arange(events, dtype=np.int64)}

@@ -12,6 +12,7 @@ from hepfm.io import generate as gen
 from hepfm.io import store
 from hepfm.io.generate import catalog_source, generate, lhe_source
 from hepfm.io.store import EventStore
+from hepfm.physics import generation as sim
 
 pytestmark = pytest.mark.pythia
 pytest.importorskip("pythia8mc")
@@ -72,7 +73,7 @@ def test_batch_system_shards_add_up_to_the_full_run(tmp_path):
 def test_interrupted_run_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
     out = tmp_path / "s"
     calls = {"n": 0}
-    original = gen.reconstruct
+    original = sim.reconstruct
 
     def reconstruct_then_die(*args, **kwargs):
         calls["n"] += 1
@@ -81,7 +82,7 @@ def test_interrupted_run_leaves_no_complete_looking_shard(tmp_path, monkeypatch)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(gen, "BATCH_EVENTS", 10)
-    monkeypatch.setattr(gen, "reconstruct", reconstruct_then_die)
+    monkeypatch.setattr(sim, "reconstruct", reconstruct_then_die)
     with pytest.raises(KeyboardInterrupt):
         generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
     assert not out.exists()  # the run created it and completed nothing
@@ -90,7 +91,7 @@ def test_interrupted_run_leaves_no_complete_looking_shard(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
     assert list(out.iterdir()) == []  # the user's folder stays, with nothing half-made inside
-    monkeypatch.setattr(gen, "reconstruct", original)
+    monkeypatch.setattr(sim, "reconstruct", original)
     report = generate([catalog_source("ttbar")], out, events=30, seed=1, progress=False)
     assert len(report.written) == 1 and EventStore(out).counts() == {"ttbar": 30}
 

@@ -17,6 +17,7 @@ from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
 from hepfm.data.streaming import StreamingEvents, held_out_splits
 from hepfm.io.store import EventStore
 from hepfm.models import create_model
+from hepfm.train import loading
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
@@ -169,7 +170,7 @@ def test_pretrain_chooses_streaming_by_size_and_records_it(store, tmp_path, monk
     cfg = TrainConfig(epochs=1, batch_size=128, progress=False, tensorboard=False)
     summary = pretrain(store, tmp_path / "auto", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
     assert summary["stream"] is False
-    monkeypatch.setattr(streaming, "memory_budget", lambda device: 10_000)  # far less than the store's ~1 MB
+    monkeypatch.setattr(loading, "memory_budget", lambda device: 10_000)  # far less than the store's ~1 MB
     summary = pretrain(store, tmp_path / "small_ram", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
     assert summary["stream"] is True and summary["n_train"] + summary["n_val"] + summary["n_test"] <= 200
     meta = hepfm.load(tmp_path / "small_ram").metadata
@@ -193,7 +194,7 @@ def test_streamed_batches_mix_every_process(tmp_path):
 
 def test_torchrun_processes_share_the_memory_budget(store, tmp_path, monkeypatch):
     need = streaming.in_memory_bytes(store, 100)[0]
-    monkeypatch.setattr(streaming, "memory_budget", lambda device: int(need * 1.5))  # one copy fits, two do not
+    monkeypatch.setattr(loading, "memory_budget", lambda device: int(need * 1.5))  # one copy fits, two do not
     cfg = TrainConfig(epochs=1, batch_size=128, progress=False, tensorboard=False)
     one = pretrain(store, tmp_path / "one", model_config={"share_blocks": True}, cfg=cfg, max_events=100)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun --nproc-per-node 2 sets it for each process

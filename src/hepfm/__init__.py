@@ -6,7 +6,7 @@ require the optional generator stack (Pythia 8, FastJet).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from hepfm._version import __version__
 
 __all__ = ["EventStore", "__version__", "create_model", "list_models", "load", "load_pretrained"]
 

@@ -184,8 +184,8 @@ def cka(
     import torch
 
     from hepfm.data.datasets import EventData, read_events
+    from hepfm.models.batched import encode
     from hepfm.models.pretrained import load as load_pretrained_or_folder
-    from hepfm.train.trainer import encode
 
     arrays = read_events(data, ("objects", "n_objects"), events)[0]
     subset = EventData(torch.from_numpy(arrays["objects"][:events]), torch.from_numpy(arrays["n_objects"][:events]

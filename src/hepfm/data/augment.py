@@ -20,9 +20,8 @@ import math
 
 import torch
 
-from hepfm.data.features import ENERGY, ETA, PHI, PT, TYPE
 from hepfm.errors import HepfmError
-from hepfm.io.schema import TYPE_CODES
+from hepfm.io.schema import ENERGY, ETA, PHI, PT, TYPE, TYPE_CODES
 from hepfm.physics import kinematics as kin
 
 AUGMENTATIONS = ("phi", "eta_flip", "boost")

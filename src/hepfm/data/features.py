@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hepfm.io.schema import FEATURE_INDEX, FEATURES, TYPE_CODES
+from hepfm.io.schema import BTAG, CHARGE, ENERGY, ETA, FEATURES, PHI, PT, TYPE, TYPE_CODES
 from hepfm.physics import kinematics as kin
 
 N_FEATURES = len(FEATURES)
@@ -24,9 +24,6 @@ EDGE_INPUTS = 3  # d_eta, d_phi, dR
 GLOBAL_INPUTS = 1  # number of objects
 _MIN_LOG = 1e-3  # GeV; keeps log finite on padding rows (which are zeroed afterwards anyway)
 _COUNT_SCALE = 10.0
-
-PT, ETA, PHI, ENERGY = (FEATURE_INDEX[k] for k in ("pt", "eta", "phi", "energy"))
-BTAG, CHARGE, TYPE = (FEATURE_INDEX[k] for k in ("btag", "charge", "type"))
 
 
 def _raw_scaled(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from hepfm.data.datasets import epoch_permutation, open_for_training, read_shard, trimmed
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
 from hepfm.errors import HepfmError
-from hepfm.io.schema import FEATURE_INDEX, JET_FLAVOURS, TYPE_CODES
+from hepfm.io.schema import JET_FLAVOURS, is_type
 from hepfm.io.store import read_attrs
 
 #: Batches whose jets are sorted by constituent count together (bucketing window).
@@ -94,7 +94,7 @@ def _read_jets(store, shard: dict, rows: int, split_seed: int, chunk: int = 4096
     for start in range(0, rows, chunk):
         stop = min(start + chunk, rows)
         arrays = read_shard(store, shard, ("objects", "constituents", "n_constituents", "jet_flavour"), start, stop)
-        is_jet = arrays["objects"][..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"]
+        is_jet = is_type(arrays["objects"], "jet")
         flavour = arrays["jet_flavour"]
         ev, slot = np.nonzero(is_jet & ~np.isin(flavour, _NOT_CLASSES))
         split = assign_splits(split_seed, key, np.arange(start, stop))[ev]

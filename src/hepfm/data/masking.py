@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from hepfm.data.features import BTAG, ENERGY, ETA, PHI, PT, TYPE
-from hepfm.io.schema import TYPE_CODES
+from hepfm.io.schema import ENERGY, ETA, PHI, PT, TYPE, TYPE_CODES, b_tagged
 
 #: Every class the task knows, in output order; a store uses the subset :func:`object_classes` gives.
 OBJECT_CLASSES: tuple[str, ...] = ("light_jet", "b_jet", "electron", "muon", "photon", "tau", "met")
@@ -64,7 +63,7 @@ def class_table(classes: list[str], device=None) -> torch.Tensor:
 def object_class(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Class index of every stored row of ``x`` [..., 7] (IGNORE for padding and absent classes)."""
     code = x[..., TYPE].long().clamp(0, _B_JET_CODE - 1)
-    code = torch.where((code == TYPE_CODES["jet"]) & (x[..., BTAG] > 0.5), _B_JET_CODE, code)
+    code = torch.where((code == TYPE_CODES["jet"]) & b_tagged(x), _B_JET_CODE, code)
     return table.to(x.device)[code]
 
 

@@ -27,9 +27,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 from pathlib import Path
 
 import h5py
@@ -41,16 +39,12 @@ from hepfm.data.datasets import (
     EventData,
     open_for_training,
     open_source,
-    pretraining_split,
     read_shard,
 )
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
 from hepfm.errors import HepfmError
-from hepfm.io.atomic import atomic_write_text
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
-
-STREAM_PLAN = "stream.json"
 
 
 def _take(data: dict, index) -> dict:
@@ -349,15 +343,6 @@ def pretraining_data_record(path: str | Path, split_seed: int, max_events: int |
     return pretraining_record(store, used, split_seed, fractions)
 
 
-def memory_budget(device) -> int:
-    """Bytes the in-memory path may use: 25% of physical RAM and, on CUDA, at most 50% of free GPU memory."""
-    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    device = torch.device(device)
-    if device.type == "cuda":
-        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
-    return int(budget)
-
-
 def in_memory_bytes(path: str | Path, max_events: int | None = None) -> tuple[int, int]:
     """(estimated bytes of the store's events as tensors: n_events x M x 7 x 4, bytes per event)."""
     store, _, used = open_for_training(path, max_events)
@@ -368,33 +353,3 @@ def in_memory_bytes(path: str | Path, max_events: int | None = None) -> tuple[in
     except (OSError, IndexError) as exc:
         raise HepfmError(f"{path}: cannot read the store's first shard ({exc})") from None
     return n * per_event, per_event
-
-
-def pretraining_data(data, task: str, split_seed: int, max_events: int | None, stream: bool | None, ctx,
-                     run_dir: str | Path, resume: bool = False):
-    """Pretraining splits held in memory or streamed, the names, and the loading plan (saved in ``run_dir``).
-
-    ``stream`` None decides: stream when :func:`in_memory_bytes` exceeds :func:`memory_budget`. The main
-    process decides and writes the plan; a resumed run with no explicit choice reuses the saved plan, so
-    an interruption never switches the data source. When streaming, validation and test events are
-    capped per process so that they fit in the budget.
-    """
-    path = Path(run_dir) / STREAM_PLAN
-    if ctx.is_main and not (resume and stream is None and path.exists()):
-        need, per_event = in_memory_bytes(data, max_events)
-        # Each torchrun process on this machine holds its own copy of the data: they share the budget.
-        budget = memory_budget(ctx.device) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        store, processes = open_source(data)
-        n_proc = len(processes or store.process_names)
-        plan = {"stream": need > budget if stream is None else bool(stream), "auto": stream is None,
-                "in_memory_bytes": need, "budget_bytes": budget,
-                "max_eval_events": max(1, budget // per_event // (2 * n_proc))}
-        atomic_write_text(path, json.dumps(plan))
-    ctx.barrier()
-    plan = json.loads(path.read_text())
-    if not plan["stream"]:
-        splits, names = pretraining_split(data, task, split_seed, max_events=max_events)
-        return splits, names, plan
-    train, held, names = stream_pretraining_split(data, task, split_seed, max_events=max_events,
-                                                  max_eval_events=plan["max_eval_events"])
-    return {"train": train, **held}, names, plan

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hepfm import __version__
+from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
 from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, FEATURES

@@ -317,9 +317,9 @@ def score_names(config: dict) -> list[str]:
 
 def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: int,
            device: torch.device) -> np.ndarray:
-    """Scores [n, n_outputs] of a chunk, through the trainer's batched, multiplicity-trimmed forward pass."""
+    """Scores [n, n_outputs] of a chunk, through the batched, multiplicity-trimmed forward pass."""
     from hepfm.data.datasets import EventData
-    from hepfm.train.trainer import predict
+    from hepfm.models.batched import predict
 
     data = EventData(torch.from_numpy(np.ascontiguousarray(objects, dtype=np.float32)),
                      torch.from_numpy(n_objects.astype(np.int64)), torch.zeros(len(objects))).to(device)

@@ -42,7 +42,16 @@ from hepfm.io.locking import exclusive_lock
 from hepfm.names import check_name
 from hepfm.physics import kinematics as kin
 from hepfm.physics.detector import DetectorConfig
-from hepfm.physics.objects import TYPE_CODES, Objects, ReconstructedEvents, assemble, jet_slots, pack_constituents
+from hepfm.physics.objects import (
+    TYPE_CODES,
+    Objects,
+    ReconstructedEvents,
+    assemble,
+    b_tagged,
+    is_type,
+    jet_slots,
+    pack_constituents,
+)
 
 DEFAULT_SHARD_SIZE = 50_000
 #: Entries read per step; a NanoAOD chunk of the branches used here takes ~10 MB per 10k entries.
@@ -103,10 +112,9 @@ class Preselection:
     def passes(self, objects: np.ndarray, n_objects: np.ndarray) -> np.ndarray:
         """Boolean [n]: which events of store arrays (``objects`` [n, M, 7], ``n_objects`` [n]) pass."""
         real = np.arange(objects.shape[1])[None, :] < np.asarray(n_objects)[:, None]
-        kind = objects[..., 6]
-        jets = real & (kind == TYPE_CODES["jet"])
-        leptons = real & ((kind == TYPE_CODES["electron"]) | (kind == TYPE_CODES["muon"]))
-        bjets = jets & (objects[..., 4] > 0.5)
+        jets = real & is_type(objects, "jet")
+        leptons = real & is_type(objects, "electron", "muon")
+        bjets = jets & b_tagged(objects)
         return ((leptons.sum(axis=1) >= self.min_leptons) & (jets.sum(axis=1) >= self.min_jets)
                 & (bjets.sum(axis=1) >= self.min_bjets))
 

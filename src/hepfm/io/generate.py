@@ -1,4 +1,8 @@
-"""Event generation: Pythia 8 (or an LHE file through Pythia) -> detector -> truth -> HDF5 shards.
+"""The event-generation job: simulated events written into an event store, shard by shard.
+
+The simulation itself (Pythia 8, or an LHE file showered by Pythia -> detector -> truth labels) is
+:mod:`hepfm.physics.generation`; this module plans the shards, seeds them, runs them in worker processes
+and writes them into the store.
 
 The unit of work is a shard. A shard's seed is derived from (base seed, process, shard index), so a
 rerun reproduces it bit for bit, shards that are already complete are skipped, and a batch system can
@@ -10,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import shutil
 import signal
 import time
@@ -27,10 +30,10 @@ from hepfm.io.lhe import count_lhe_events
 from hepfm.io.locking import exclusive_lock
 from hepfm.io.schema import constituent_attrs
 from hepfm.names import check_name
-from hepfm.physics.detector import DetectorConfig, reconstruct
+from hepfm.physics.detector import DetectorConfig
+from hepfm.physics.generation import EventSource, check_settings, simulate
 from hepfm.physics.processes import COMMON_SETTINGS, get_process
-from hepfm.physics.record import FlatRecord
-from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES, jet_flavours, truth_labels
+from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
 
 #: Events per ``nextBatch`` call: large enough to amortise the columnar overheads, small enough for
 #: smooth progress and ~100 MB of generator records in memory.
@@ -107,128 +110,24 @@ def lhe_source(path: str | Path, label: str, extra_settings: Sequence[str] = ())
     return Source(name=label, settings=settings, lhe_file=str(Path(path).resolve()), lhe_events=n)
 
 
-# ------------------------------------------------------------------------------------------- Pythia
-
-
-def _new_pythia():
-    try:
-        import pythia8mc
-    except ImportError:
-        raise HepfmError("event generation needs Pythia 8: pip install 'hepfm[gen]'") from None
-    return pythia8mc.Pythia("", False)
-
-
-_FLAG_VALUES = {"on", "off", "true", "false", "yes", "no", "1", "0"}
-# Pythia reads a line that does not start with a letter or digit as a comment and ignores it.
-_SETTING = re.compile(r"^\s*[A-Za-z0-9][^=]*=\s*\S")
-
-
-def _read_settings(pythia, settings: Sequence[str], where: str) -> None:
-    for s in settings:
-        if not _SETTING.match(s):
-            raise HepfmError(f"{where}: {s!r} is not a Pythia setting of the form 'Key = value'")
-        key, _, value = s.partition("=")
-        # Pythia silently reads an unrecognised flag value as "off"; treat it as the error it is.
-        if value and pythia.settings.isFlag(key.strip()) and value.strip().lower() not in _FLAG_VALUES:
-            raise HepfmError(f"{where}: Pythia rejected the setting {s!r} (a flag takes on/off)")
-        if not pythia.readString(s):
-            raise HepfmError(f"{where}: Pythia rejected the setting {s!r}")
-
-
-def validate_source(source: Source) -> None:
-    """Check that Pythia accepts every setting of a source (cheap: no initialisation)."""
-    _read_settings(_new_pythia(), source.settings, source.name)
-
-
-def make_pythia(settings: Sequence[str], where: str):
-    """An initialised Pythia instance; a rejected setting or failed init raises HepfmError."""
-    pythia = _new_pythia()
-    _read_settings(pythia, settings, where)
-    if not pythia.init():
-        raise HepfmError(f"{where}: Pythia initialisation failed (check the settings or the input file)")
-    return pythia
-
-
 # -------------------------------------------------------------------------------------------- shards
 
 
-class _EventSource:
-    """Batches of generator events of one shard: one Pythia instance, or two mixed event by event."""
-
-    def __init__(self, task: ShardTask, where: str):
-        self.where = where
-        self.lhe = bool(task.source.lhe_file)
-        if task.source.mixture:
-            self.instances = [make_pythia(task.pythia_settings(k), f"{where} (instance {k})") for k in (0, 1)]
-        else:
-            self.instances = [make_pythia(task.pythia_settings(), where)]
-        self.choice_rng = np.random.default_rng([task.seed, 2])  # independent of Pythia's and the detector's
-
-    def next_batch(self, n: int):
-        """Up to ``n`` events as (record, weights); a mixture draws each event's instance at random."""
-        import awkward as ak
-
-        if len(self.instances) == 1:
-            parts, order = [self.instances[0].nextBatch(n)], None
-        else:
-            from_second = self.choice_rng.random(n) < 0.5
-            parts, slots = [], []
-            for pythia, chosen in zip(self.instances, (~from_second, from_second), strict=True):
-                if chosen.any():  # nextBatch(0) returns records without field names: never ask for none
-                    parts.append(pythia.nextBatch(int(chosen.sum())))
-                    # Put each instance's events back at the positions drawn for it (fewer if Pythia fell short).
-                    slots.append(np.flatnonzero(chosen)[:len(parts[-1])])
-            order = np.argsort(np.concatenate(slots), kind="stable")
-        prt = ak.concatenate([b.prt for b in parts]) if len(parts) > 1 else parts[0].prt
-        weights = np.concatenate([ak.to_numpy(ak.fill_none(ak.firsts(b.info.weights), 1.0)) for b in parts])
-        if order is not None:
-            prt, weights = prt[order], weights[order]
-        if len(weights) == 0 and not self.lhe:
-            raise HepfmError(f"{self.where}: Pythia produced no events (too many errors?)")
-        return FlatRecord.from_batch(prt), weights.astype(np.float32)
-
-    def cross_section(self) -> tuple[float, float, list[float]]:
-        """Cross section of the whole sample in pb (the sum over instances), its error and each instance's."""
-        infos = [p.infoPython() for p in self.instances]
-        parts = [i.sigmaGen() * 1e9 for i in infos]
-        err = float(np.sqrt(sum((i.sigmaErr() * 1e9) ** 2 for i in infos)))
-        return float(sum(parts)), err, parts
-
-
 def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> int:
-    """Generate, reconstruct and label one shard and write it atomically; returns its event count."""
+    """Simulate one shard (:func:`hepfm.physics.generation.simulate`) and write it atomically; returns its event
+    count."""
     where = f"{task.source.name} shard {task.shard_index}"
-    events = _EventSource(task, where)
+    events = EventSource(task.mixture_settings() or [task.pythia_settings()], task.seed, where,
+                         lhe=bool(task.source.lhe_file))
     cfg = DetectorConfig.from_dict(task.detector) if task.detector else DetectorConfig()
     rng = np.random.default_rng([task.seed, 1])  # independent stream from Pythia's own
-    parts: list[dict[str, np.ndarray]] = []
-    done = 0
-    while done < task.n_events:
-        record, weights = events.next_batch(min(BATCH_EVENTS, task.n_events - done))
-        n = record.n_events
-        if n == 0:
-            break  # end of the LHE file
-        reco = reconstruct(record, cfg, rng, constituents=task.constituents)
-        parts.append({
-            "objects": reco.objects,
-            "n_objects": reco.n_objects,
-            "n_dropped": reco.n_dropped,
-            "truth": truth_labels(record),
-            "weight": weights,
-            "event_id": np.arange(task.first_event + done, task.first_event + done + n, dtype=np.int64),
-        })
-        if task.constituents:
-            parts[-1].update(constituents=reco.constituents, n_constituents=reco.n_constituents,
-                             jet_flavour=jet_flavours(record, reco.objects, cfg.jet_radius))
-        done += n
-        if progress is not None:
-            progress(n)
-    if not parts:
+    arrays = simulate(events, task.n_events, task.first_event, cfg, rng, constituents=task.constituents,
+                      batch_events=BATCH_EVENTS, progress=progress)
+    if not arrays:
         raise HepfmError(f"{where}: no events to write (the LHE file has none left from event {task.first_event})")
-    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    done = len(arrays["event_id"])
     arrays["process"] = np.zeros(done, dtype=np.int32)
     sigma, sigma_err, sigma_parts = events.cross_section()
-    pythia = events.instances[0]
     attrs = {
         "process_name": task.source.name,
         "process_names": [task.source.name],
@@ -237,7 +136,7 @@ def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None
         "seed": task.seed,
         "base_seed": task.base_seed,
         "generator": task.source.generator,
-        "generator_version": f"{pythia.settings.parm('Pythia:versionNumber'):.3f}",
+        "generator_version": events.generator_version(),
         "generator_settings": task.pythia_settings(),
         "mixture_settings": task.mixture_settings(),
         "mixture_sigma_pb": sigma_parts if task.source.mixture else [],
@@ -387,7 +286,7 @@ def _generate_locked(sources: Sequence[Source], tasks: list[ShardTask], out: Pat
     todo = [t for t in tasks if not _is_done(t)]
     if todo:  # a complete store is reused without Pythia (e.g. on a machine that only trains)
         for src in sources:
-            validate_source(src)
+            check_settings(src.settings, src.name)
     new_dirs = [d for d in {Path(t.path).parent for t in tasks} if not d.exists()]
     try:
         skipped = [t.path for t in tasks if t not in todo]

@@ -1,21 +1,35 @@
 """The event-store schema: the object record's columns and type codes, and the store's schema version.
 
-The object record itself (feature columns, type codes, M) is defined with the reconstruction in
-:mod:`hepfm.physics.objects`; this module adds the version of the on-disk layout and is what store
-readers and data loaders import.
+The object record itself (feature columns, their named indices such as :data:`TYPE` and :data:`BTAG`,
+type codes, M, and the accessors :func:`is_type`, :func:`b_tagged` and :func:`constituent_counts`) is
+defined with the reconstruction in :mod:`hepfm.physics.objects`, the one place the layers below the store
+can see; this module adds the version of the on-disk layout and is what store readers, data loaders,
+models and training import. Code indexes record columns by these names, never by number.
 """
 
 from __future__ import annotations
 
 from hepfm.physics.objects import (
+    BTAG,
+    BTAG_THRESHOLD,
+    CHARGE,
+    CONSTITUENT_CLASS,
     CONSTITUENT_CLASSES,
     CONSTITUENT_FEATURES,
     CONSTITUENT_INDEX,
     DEFAULT_MAX_OBJECTS,
+    ENERGY,
+    ETA,
     FEATURE_INDEX,
     FEATURES,
+    PHI,
+    PT,
+    TYPE,
     TYPE_CODES,
     TYPE_NAMES,
+    b_tagged,
+    constituent_counts,
+    is_type,
 )
 from hepfm.physics.truth import JET_FLAVOURS
 
@@ -23,8 +37,10 @@ from hepfm.physics.truth import JET_FLAVOURS
 #: ``n_constituents``, ``jet_flavour``): they are additions every reader ignores unless it asks for them.
 SCHEMA_VERSION = 1
 
-__all__ = ["CONSTITUENT_CLASSES", "CONSTITUENT_FEATURES", "CONSTITUENT_INDEX", "DEFAULT_MAX_OBJECTS", "FEATURES",
-           "FEATURE_INDEX", "JET_FLAVOURS", "SCHEMA_VERSION", "TYPE_CODES", "TYPE_NAMES", "constituent_attrs"]
+__all__ = ["BTAG", "BTAG_THRESHOLD", "CHARGE", "CONSTITUENT_CLASS", "CONSTITUENT_CLASSES", "CONSTITUENT_FEATURES",
+           "CONSTITUENT_INDEX", "DEFAULT_MAX_OBJECTS", "ENERGY", "ETA", "FEATURES", "FEATURE_INDEX", "JET_FLAVOURS",
+           "PHI", "PT", "SCHEMA_VERSION", "TYPE", "TYPE_CODES", "TYPE_NAMES", "b_tagged", "constituent_attrs",
+           "constituent_counts", "is_type"]
 
 
 def constituent_attrs(k: int) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import h5py
 import numpy as np
 
-from hepfm import __version__
+from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_bytes, atomic_write_text
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION, TYPE_CODES

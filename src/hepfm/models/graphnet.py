@@ -47,8 +47,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from hepfm.data.features import EDGE_INPUTS, ETA, GLOBAL_INPUTS, NODE_INPUTS, PHI, edge_features, global_features
+from hepfm.data.features import EDGE_INPUTS, GLOBAL_INPUTS, NODE_INPUTS, edge_features, global_features
 from hepfm.errors import ConfigurationError
+from hepfm.io.schema import ETA, PHI
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hepfm.errors import ConfigurationError, HepfmError
-from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURE_INDEX, FEATURES, TYPE_CODES
+from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURES, constituent_counts, is_type
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM
 
@@ -23,7 +23,6 @@ N_OBJECT = len(FEATURES)
 JET_BUCKETS = 4  # groups of count-sorted jets per batch, each padded to its own largest jet
 MIN_BUCKET = 64  # jets per group at least (smaller groups cost more in calls than they save in padding)
 N_CONSTITUENT = len(CONSTITUENT_FEATURES)
-_CLASS = CONSTITUENT_FEATURES.index("class")
 
 
 def jet_groups(n: torch.Tensor, buckets: int = JET_BUCKETS) -> list[tuple[torch.Tensor, int]]:
@@ -108,11 +107,11 @@ class HierarchicalModel(Backbone):
     def jet_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-slot jet mask [B, M], jet-backbone embeddings [N_jets, 64] of those slots, in order)."""
         self._check_width(x)
-        is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+        is_jet = mask.bool() & is_type(x, "jet")
         constituents = x[is_jet][:, N_OBJECT:].reshape(-1, self.max_constituents, N_CONSTITUENT)
         if not len(constituents):  # a batch without jets (attention over zero sequences fails)
             return is_jet, x.new_zeros((0, LATENT_DIM))
-        n = (constituents[..., _CLASS] > 0).sum(dim=1)
+        n = constituent_counts(constituents)
         groups = jet_groups(n, self.jet_buckets)
         if len(groups) == 1:
             return is_jet, self.jet.encode(constituents[:, :groups[0][1]], self._constituent_mask(n, groups[0][1]))
@@ -127,9 +126,9 @@ class HierarchicalModel(Backbone):
         traced (ONNX export); equal to :meth:`jet_embeddings`'s to float rounding, at more arithmetic."""
         self._check_width(x)
         b, m = mask.shape
-        is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+        is_jet = mask.bool() & is_type(x, "jet")
         constituents = x[..., N_OBJECT:].reshape(b * m, self.max_constituents, N_CONSTITUENT)
-        n = (constituents[..., _CLASS] > 0).sum(dim=1)
+        n = constituent_counts(constituents)
         embeddings = self.jet.encode(constituents, self._constituent_mask(n, self.max_constituents))
         projected = self.jet_projection(embeddings).reshape(b, m, -1).to(x.dtype)
         return torch.where(is_jet[..., None], projected, torch.zeros_like(projected))
@@ -152,7 +151,7 @@ class HierarchicalModel(Backbone):
         """:meth:`jet_embeddings`' result read from rows made by :meth:`with_jet_embeddings`."""
         if x.shape[-1] != N_OBJECT + LATENT_DIM:
             raise HepfmError(f"embedded inputs need {N_OBJECT + LATENT_DIM} columns, got {x.shape[-1]}")
-        is_jet = mask.bool() & (x[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+        is_jet = mask.bool() & is_type(x, "jet")
         return is_jet, x[..., N_OBJECT:][is_jet]
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hepfm import __version__
+from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write, atomic_write_text
 from hepfm.models.base import Backbone

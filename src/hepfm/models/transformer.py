@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hepfm.data.features import ETA, NODE_INPUTS, PHI, PT, edge_features
+from hepfm.data.features import NODE_INPUTS, edge_features
 from hepfm.errors import ConfigurationError
+from hepfm.io.schema import ETA, PHI, PT
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
 from hepfm.physics import kinematics as kin

@@ -20,9 +20,15 @@ from hepfm.physics import kinematics as kin
 FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "energy", "btag", "charge", "type")
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURES)}
 
+#: Column indices of the ``objects`` array, by name: ``objects[..., BTAG]`` rather than a bare 4.
+PT, ETA, PHI, ENERGY, BTAG, CHARGE, TYPE = (FEATURE_INDEX[k] for k in
+                                            ("pt", "eta", "phi", "energy", "btag", "charge", "type"))
+
 #: Object type codes stored in the ``type`` column; 0 marks padding rows (all-zero rows).
 TYPE_CODES: dict[str, int] = {"padding": 0, "jet": 1, "electron": 2, "muon": 3, "photon": 4, "tau": 5, "met": 6}
 TYPE_NAMES: dict[int, str] = {v: k for k, v in TYPE_CODES.items()}
+#: A jet is b-tagged when its ``btag`` column exceeds this.
+BTAG_THRESHOLD = 0.5
 
 #: Default maximum number of objects per event (the M of x[B, M, F]).
 DEFAULT_MAX_OBJECTS = 20
@@ -32,9 +38,31 @@ DEFAULT_MAX_OBJECTS = 20
 #: charge and its particle class.
 CONSTITUENT_FEATURES: tuple[str, ...] = ("pt", "deta", "dphi", "energy", "charge", "class")
 CONSTITUENT_INDEX = {name: i for i, name in enumerate(CONSTITUENT_FEATURES)}
+#: Column index of the particle class in the ``constituents`` array (0 marks padding).
+CONSTITUENT_CLASS = CONSTITUENT_INDEX["class"]
 #: Particle class codes of the ``class`` column; 0 marks padding rows (all-zero rows).
 CONSTITUENT_CLASSES: dict[str, int] = {"padding": 0, "charged_hadron": 1, "neutral_hadron": 2, "photon": 3,
                                        "electron": 4, "muon": 5}
+
+
+def is_type(objects, *kinds: str):
+    """Boolean [...]: which rows of ``objects`` [..., F] (NumPy or torch; F may extend the record) are of one
+    of the named ``kinds`` (keys of :data:`TYPE_CODES`)."""
+    kind = objects[..., TYPE]
+    out = kind == TYPE_CODES[kinds[0]]
+    for name in kinds[1:]:
+        out = out | (kind == TYPE_CODES[name])
+    return out
+
+
+def b_tagged(objects):
+    """Boolean [...]: which rows of ``objects`` [..., F] carry a b tag (:data:`BTAG_THRESHOLD`)."""
+    return objects[..., BTAG] > BTAG_THRESHOLD
+
+
+def constituent_counts(constituents):
+    """Number of real constituents per jet of ``constituents`` [..., K, F] (padding rows have class 0)."""
+    return (constituents[..., CONSTITUENT_CLASS] > 0).sum(-1)
 
 
 def offsets(ev: np.ndarray, n_events: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +114,7 @@ def constituent_class(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
 def jet_slots(source: np.ndarray, objects: np.ndarray, n_jets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(event, slot, row) of every jet slot of assembled ``objects``: ``source`` maps slots to rows of the
     collections given to :func:`assemble`, the jets first (``n_jets`` rows; a tau-tagged jet is another type)."""
-    is_jet = (source >= 0) & (source < n_jets) & (objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+    is_jet = (source >= 0) & (source < n_jets) & is_type(objects, "jet")
     ev, slot = np.nonzero(is_jet)
     return ev, slot, source[ev, slot]
 

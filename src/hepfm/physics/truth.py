@@ -19,7 +19,7 @@ import awkward as ak
 import numpy as np
 
 from hepfm.physics import kinematics as kin
-from hepfm.physics.objects import FEATURE_INDEX, TYPE_CODES, same_event_pairs
+from hepfm.physics.objects import ETA, PHI, is_type, same_event_pairs
 from hepfm.physics.record import FlatRecord
 
 COUNT_LABELS: tuple[str, ...] = ("n_higgs", "n_tops", "n_V", "n_W", "n_Z")
@@ -208,11 +208,11 @@ def jet_flavours(prt: ak.Array | FlatRecord, objects: np.ndarray, radius: float)
     rec = FlatRecord.from_batch(prt)
     n_events, m = objects.shape[:2]
     out = np.zeros((n_events, m), dtype=np.int8)
-    ev, slot = np.nonzero(objects[..., FEATURE_INDEX["type"]] == TYPE_CODES["jet"])
+    ev, slot = np.nonzero(is_type(objects, "jet"))
     if len(ev) == 0:
         return out
-    j_eta = objects[ev, slot, FEATURE_INDEX["eta"]].astype(np.float64)
-    j_phi = objects[ev, slot, FEATURE_INDEX["phi"]].astype(np.float64)
+    j_eta = objects[ev, slot, ETA].astype(np.float64)
+    j_phi = objects[ev, slot, PHI].astype(np.float64)
 
     aid = np.abs(rec.pid)
     p_pt = kin.pt(rec.px, rec.py)

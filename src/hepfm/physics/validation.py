@@ -9,27 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from hepfm.physics import kinematics as kin
-from hepfm.physics.objects import FEATURE_INDEX, TYPE_CODES
-
-_PT, _ETA, _PHI = FEATURE_INDEX["pt"], FEATURE_INDEX["eta"], FEATURE_INDEX["phi"]
-_TYPE, _BTAG, _CHARGE = FEATURE_INDEX["type"], FEATURE_INDEX["btag"], FEATURE_INDEX["charge"]
+from hepfm.physics.objects import CHARGE, ETA, PHI, PT, b_tagged, is_type
 
 MULTIPLICITY_KINDS = ("jet", "electron", "muon", "photon", "tau")
 
 
 def multiplicity(objects: np.ndarray, kind: str) -> np.ndarray:
     """Number of objects of a type per event."""
-    return (objects[..., _TYPE] == TYPE_CODES[kind]).sum(axis=1)
+    return is_type(objects, kind).sum(axis=1)
 
 
 def n_btags(objects: np.ndarray) -> np.ndarray:
     """Number of b-tagged jets per event."""
-    return ((objects[..., _TYPE] == TYPE_CODES["jet"]) & (objects[..., _BTAG] > 0.5)).sum(axis=1)
+    return (is_type(objects, "jet") & b_tagged(objects)).sum(axis=1)
 
 
 def nth_object(objects: np.ndarray, kind: str, n: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows [N, F] of the n-th hardest object of a type, and a mask of events that have it."""
-    is_kind = objects[..., _TYPE] == TYPE_CODES[kind]
+    is_kind = is_type(objects, kind)
     rank = np.cumsum(is_kind, axis=1) - 1
     sel = is_kind & (rank == n)
     has = sel.any(axis=1)
@@ -40,7 +37,7 @@ def nth_object(objects: np.ndarray, kind: str, n: int = 0) -> tuple[np.ndarray, 
 def met(objects: np.ndarray) -> np.ndarray:
     """Missing transverse energy per event (0 where the MET object is absent)."""
     rows, has = nth_object(objects, "met")
-    return np.where(has, rows[:, _PT], 0.0)
+    return np.where(has, rows[:, PT], 0.0)
 
 
 def pair_mass(objects: np.ndarray, kind: str, opposite_charge: bool = False) -> np.ndarray:
@@ -49,8 +46,8 @@ def pair_mass(objects: np.ndarray, kind: str, opposite_charge: bool = False) -> 
     b, has_b = nth_object(objects, kind, 1)
     ok = has_a & has_b
     if opposite_charge:
-        ok &= a[:, _CHARGE] * b[:, _CHARGE] < 0
-    m = kin.pair_mass(a[:, _PT], a[:, _ETA], a[:, _PHI], b[:, _PT], b[:, _ETA], b[:, _PHI])
+        ok &= a[:, CHARGE] * b[:, CHARGE] < 0
+    m = kin.pair_mass(a[:, PT], a[:, ETA], a[:, PHI], b[:, PT], b[:, ETA], b[:, PHI])
     return np.where(ok, m, np.nan)
 
 
@@ -99,7 +96,7 @@ def leading_lepton_pt(objects: np.ndarray) -> np.ndarray:
     """pT of the hardest electron or muon per event, NaN for events without one."""
     e, has_e = nth_object(objects, "electron")
     m, has_m = nth_object(objects, "muon")
-    pt = np.maximum(np.where(has_e, e[:, _PT], -np.inf), np.where(has_m, m[:, _PT], -np.inf))
+    pt = np.maximum(np.where(has_e, e[:, PT], -np.inf), np.where(has_m, m[:, PT], -np.inf))
     return np.where(has_e | has_m, pt, np.nan)
 
 
@@ -113,7 +110,7 @@ def summary_with_errors(objects: np.ndarray) -> dict[str, tuple[float, float]]:
     for kind in MULTIPLICITY_KINDS:
         out[f"n_{kind}"] = _mean_err(multiplicity(objects, kind))
     lead_jet, has_jet = nth_object(objects, "jet")
-    out["lead_jet_pt"] = _mean_err(lead_jet[has_jet, _PT])
+    out["lead_jet_pt"] = _mean_err(lead_jet[has_jet, PT])
     lep = leading_lepton_pt(objects)
     out["lead_lepton_pt"] = _mean_err(lep[np.isfinite(lep)])
     jets, tags = multiplicity(objects, "jet").astype(float), n_btags(objects).astype(float)

@@ -49,6 +49,7 @@ from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
+from hepfm.models.batched import encode, predict
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.saving import CONFIG, load_model, read_config
 from hepfm.study.config import (
@@ -62,7 +63,7 @@ from hepfm.study.config import (
 from hepfm.train import defaults
 from hepfm.train.checkpoint import CHECKPOINT
 from hepfm.train.tasks import Task
-from hepfm.train.trainer import TrainConfig, encode, predict
+from hepfm.train.trainer import TrainConfig
 
 RESULT = "result.json"
 TUNING = "tuning.json"

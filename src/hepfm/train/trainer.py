@@ -60,6 +60,8 @@ from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.atomic import atomic_write
+from hepfm.models.batched import autocast as _autocast
+from hepfm.models.batched import in_batches
 from hepfm.progress import EventProgress
 from hepfm.train import defaults
 from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
@@ -269,49 +271,23 @@ def pad_width(x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None =
             None if hidden is None else nn.functional.pad(hidden, (0, pad)))
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+def _masked_inputs(task: Task, model: nn.Module, data: EventData):
+    """Batch inputs of a masked task's evaluation: every event masked with its fixed numbers."""
+    u = task.eval_uniforms(len(data)).to(data.x.device)
 
+    def inputs(idx, x, mask, y):
+        x, hidden, y = task.mask(x, mask, u[idx], model.scaling)
+        return (x, mask, hidden), y
 
-@torch.no_grad()
-def _in_batches(model: nn.Module, call, data: EventData, batch_size: int, bf16: bool,
-                task: Task | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(outputs, targets) of every event; with a masked ``task`` the events are masked first (fixed masks)."""
-    was_training = model.training
-    model.eval()
-    outs, ys = [], []
-    masked = task is not None and task.masked
-    if masked:
-        u = task.eval_uniforms(len(data)).to(data.x.device)
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
-        x, mask, y = data.batch(idx)
-        if masked:
-            x, hidden, y = task.mask(x, mask, u[idx], model.scaling)
-        with _autocast(data.x.device, bf16):
-            outs.append((call(x, mask, hidden) if masked else call(x, mask)).float())
-        ys.append(y)
-    model.train(was_training)
-    if not outs:
-        return torch.empty(0), data.y[:0]
-    return torch.cat(outs), torch.cat(ys)
-
-
-def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:
-    """Model outputs for every event of ``data`` (float32, on the data's device), in order."""
-    return _in_batches(model, model, data, batch_size, bf16)[0]
-
-
-def encode(model: nn.Module, data: EventData, batch_size: int = 8192) -> torch.Tensor:
-    """The 64-d latent of every event of ``data``, in order."""
-    model = getattr(model, "module", model)
-    return _in_batches(model, model.encode, data, batch_size, False)[0]
+    return inputs
 
 
 def evaluate(model: nn.Module, task: Task, data: EventData, batch_size: int = 8192,
              bf16: bool = False) -> dict[str, float]:
     """Mean loss and the task's metrics on ``data`` (masked task: every event masked, with fixed masks)."""
-    out, y = _in_batches(getattr(model, "module", model), model, data, batch_size, bf16, task)
+    net = getattr(model, "module", model)
+    inputs = _masked_inputs(task, net, data) if task.masked else None
+    out, y = in_batches(net, model, data, batch_size, bf16, inputs)
     return {"loss": float(task.loss(out, y).mean()), **task.metrics(out, y)}
 
 

@@ -33,21 +33,23 @@ from hepfm.data.datasets import (
     open_for_training,
     open_source,
 )
-from hepfm.data.features import TYPE, fit_scaling
+from hepfm.data.features import fit_scaling
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
-from hepfm.data.streaming import STREAM_PLAN, StreamingEvents, pretraining_data, pretraining_data_record
+from hepfm.data.streaming import StreamingEvents, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.atomic import remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
-from hepfm.io.schema import FEATURE_INDEX
+from hepfm.io.schema import TYPE, constituent_counts, is_type
 from hepfm.models.base import Backbone, count_parameters
+from hepfm.models.batched import predict
 from hepfm.models.pretrained import data_schema, schema_differences
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, BadCheckpointError, remove_checkpoint
+from hepfm.train.loading import STREAM_PLAN, pretraining_data
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
 from hepfm.train.trainer import (
@@ -56,7 +58,6 @@ from hepfm.train.trainer import (
     check_max_events,
     evaluate,
     fit,
-    predict,
 )
 
 
@@ -220,7 +221,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     object's kinematics).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
-    None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
+    None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
     _check_run_options(lr, None, max_events, device)
@@ -486,8 +487,8 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
             state = {key: v for key, v in load_model(init_from).state_dict().items() if not key.startswith("head.")}
             net.jet.load_state_dict(state)
         else:
-            rows = train.x[(train.x[..., FEATURE_INDEX["type"]] == 1)][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
-            counts = (rows[..., -1] > 0).sum(dim=1)
+            rows = train.x[is_type(train.x, "jet")][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
+            counts = constituent_counts(rows)
             net.jet.scaling.set(*fit_constituent_scaling(rows.numpy(), counts.numpy()))
         jet_ids = {id(p) for p in net.jet.parameters()}
         rest = [p for p in net.parameters() if id(p) not in jet_ids]
