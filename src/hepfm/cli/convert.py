@@ -11,8 +11,8 @@ from rich.console import Console
 from hepfm.cli.app import app, console
 from hepfm.errors import HepfmError
 
-convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment ROOT files (CMS NanoAOD, ATLAS PHYSLITE, Delphes) "
-                          "into an event store (objects only, no truth labels).")
+convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment ROOT files (CMS NanoAOD, ATLAS "
+                          "PHYSLITE, Delphes, analysis ntuples) into an event store (objects only, no truth labels).")
 app.add_typer(convert_app, name="convert")
 
 

@@ -255,7 +255,8 @@ def _plan_ids(names: set[str], path: Path, sel: PhysliteSelection, plan: _FilePl
     need("electron_id", "the electron ID", [_branch(ELECTRONS, f"DFCommonElectronsLH{sel.electron_id}")],
          f"LH{sel.electron_id}")
     need("electron_isolation", "the electron isolation", [_branch(ELECTRONS, v) for v in _ELECTRON_ISO],
-         f"Loose_VarRad (track/pT < {sel.electron_track_isolation_max:g}, calo/pT < {sel.electron_calo_isolation_max:g})")
+         f"Loose_VarRad (track/pT < {sel.electron_track_isolation_max:g}, "
+         f"calo/pT < {sel.electron_calo_isolation_max:g})")
     need("muon_id", "the muon ID", [_branch(MUONS, "quality"), _branch(MUONS, "muonType")],
          f"quality <= {sel.muon_quality_max} (Medium), muonType in {tuple(sel.muon_types)}")
     need("muon_isolation", "the muon isolation", [_branch(MUONS, v) for v in _MUON_ISO],
@@ -358,7 +359,8 @@ def _convert_chunk(chunk, entry_start, cfg: DetectorConfig, sel: PhysliteSelecti
             ("id", (p["DFCommonPhotonsIsEMTight"] > 0) & (p["DFCommonPhotonsCleaning"] > 0)
              if on["photon_id"] else yes(pho)),
             ("isolation", (p["topoetcone20"] * MEV < sel.photon_calo_isolation_max * pho.pt)
-             & (p["ptcone20"] * MEV < sel.photon_track_isolation_max * pho.pt) if on["photon_isolation"] else yes(pho))])
+             & (p["ptcone20"] * MEV < sel.photon_track_isolation_max * pho.pt)
+             if on["photon_isolation"] else yes(pho))])
         selected.append(cv.tag(pho[keep], "photon"))
     leptons = cv.merge(selected)
 

@@ -96,8 +96,17 @@ class RNTupleSource:
             stop = min(start + int(step_size), self.num_entries)
             chunk = self.ntuple.arrays(stored, entry_start=start, entry_stop=stop, library=library)
             # uproot adds the collections' own fields (``_collection1``...): keep only the fields asked for
-            chunk = ak.zip({name: chunk[field] for name, field in zip(names, stored)}, depth_limit=1)
+            columns = {name: _field_of(chunk, field) for name, field in zip(names, stored, strict=True)}
+            chunk = ak.zip(columns, depth_limit=1)
             yield (chunk, _Report(start, stop)) if report else chunk
+
+
+def _field_of(chunk, name: str):
+    """A field of an RNTuple chunk; a subfield (``link.m_persIndex``) comes back inside its parent's records."""
+    if name in chunk.fields:
+        return chunk[name]
+    parent, child = name.rsplit(".", 1)
+    return _field_of(chunk, parent)[child]
 
 
 def open_events(path: Path, tree_name: str):
