@@ -190,3 +190,44 @@ def convert_physlite_cmd(
                       f"{info.get('electron_isolation')}; muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
                       f"jets {info.get('jet_vertex_tagger')}; MET {info['met']}; event quality {info['event_quality']}")
     _print_counts(report)
+
+
+@convert_app.command("ntuple")
+def convert_ntuple_cmd(
+    files: list[str] = typer.Argument(..., help="Analysis ntuple ROOT files or glob patterns (TTree or RNTuple)."),
+    mapping: str = typer.Option(..., "--mapping", "-m", help="YAML mapping of the ntuple's branches, or the name of a "
+                                "shipped one: atlas_opendata_13tev, cms_nanoaod, delphes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
+    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
+    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    preselect: Optional[str] = _PRESELECT,
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Convert flat analysis ntuples into an event store through a mapping of their branches (per collection:
+    pT, eta, phi, energy or mass, charge, b-tag, ID requirements, units; the weight and identity branches).
+
+    Example: hepfm convert ntuple 'mc_*.root' --mapping atlas_opendata_13tev --out opendata --label ttbar
+    """
+    from hepfm.io.convert import check_label, preselecting
+    from hepfm.io.ntuple import convert_ntuple, load_mapping
+    from hepfm.physics.detector import DetectorConfig
+
+    if label is not None:
+        check_label(label)
+    detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    selection = _preselection(preselect)
+    parsed = load_mapping(mapping)
+    try:
+        with preselecting(selection):
+            report = convert_ntuple(files, out, parsed, label, detector=detector, shard_size=shard_size,
+                                    progress=progress)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
+        raise typer.Exit(130) from None
+    _print_conversion(report)
+    for path, info in report.source_info.items():
+        parts = "; ".join(f"{name} ({', '.join(c['kinds'])}): {' and '.join(c['require'])}"
+                          for name, c in info["collections"].items())
+        console.print(f"  {path}: mapping {info['mapping']}; {parts}; b-tag {info['btag']}")
+    _print_counts(report)
