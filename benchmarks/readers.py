@@ -87,7 +87,7 @@ def _rates(path: Path, tree_name: str, convert, plan, copies: int, repeats: int,
     p = plan(path)
     n = p.tree.num_entries * copies
     reader, bare = [], []
-    for r in range(repeats):
+    for _ in range(repeats):
         out = tmp / f"rate-{len(list(tmp.iterdir()))}"
         start = time.perf_counter()
         convert(links, out)

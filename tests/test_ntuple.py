@@ -221,3 +221,26 @@ def test_unit_mismatches_are_refused(tmp_path):
     with pytest.raises(HepfmError, match="unknown kind 'gluon'"):
         parse_mapping({**raw, "collections": {"g": {"kind": "gluon", "pt": "a", "eta": "b", "phi": "c"}}})
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_predict_scores_an_ntuple_through_its_mapping(opendata, tmp_path):
+    import pyarrow.parquet as pq
+    import torch
+
+    from hepfm.models.registry import create_model
+    from hepfm.models.saving import save_model
+
+    events, _, a = opendata
+    torch.manual_seed(0)
+    save_model(create_model("graphnet", 2, share_blocks=True), tmp_path / "m", {"task": "multiclass",
+                                                                                 "names": ["a", "b"]})
+    path = write_tree(tmp_path / "mc.root", events)
+    r = hepfm("predict", tmp_path / "m", "--data", path, "--format", "ntuple", "--mapping", "atlas_opendata_13tev",
+              "--out", tmp_path / "s.parquet", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert table.num_rows == N
+    np.testing.assert_array_equal(table["event"].to_numpy(), a["event_id"].astype(np.uint64))
+    r = hepfm("predict", tmp_path / "m", "--data", path, "--format", "ntuple", "--out", tmp_path / "t.parquet")
+    one_line_error(r, "--format ntuple needs --mapping")
+    assert not (tmp_path / "t.parquet").exists()

@@ -183,3 +183,37 @@ def test_not_a_physlite_file(shared_data, tmp_path):
     r = hepfm("convert", "physlite", text, "--out", tmp_path / "s")
     one_line_error(r, "notes.root", "not a readable ROOT file")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import torch
+
+    from hepfm.models.registry import create_model
+    from hepfm.models.saving import save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "m"
+    save_model(create_model("graphnet", 2, share_blocks=True), folder, {"task": "multiclass", "names": ["a", "b"]})
+    return folder
+
+
+def test_predict_scores_physlite_with_identities(model_dir, converted, shared_data, tmp_path):
+    """Scores read straight from the PHYSLITE file equal the scores of its converted store, row for row."""
+    import pyarrow.parquet as pq
+
+    _, a = converted
+    r = hepfm("predict", model_dir, "--data", shared_data / PHYSLITE, "--format", "physlite",
+              "--out", tmp_path / "direct.parquet", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    direct = pq.read_table(tmp_path / "direct.parquet")
+    assert direct.num_rows == 100 and {"file", "entry", "run", "luminosityBlock", "event"} <= set(direct.column_names)
+    np.testing.assert_array_equal(direct["event"].to_numpy(), a["event_id"].astype(np.uint64))
+    np.testing.assert_array_equal(direct["entry"].to_numpy(), np.arange(100))
+    assert (direct["run"].to_numpy() == 300000).all()
+    store = convert_physlite([shared_data / PHYSLITE], tmp_path / "store", "zee", progress=False).out
+    r = hepfm("predict", model_dir, "--data", store, "--out", tmp_path / "stored.parquet", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    stored = pq.read_table(tmp_path / "stored.parquet")
+    for name in ("score_a", "score_b"):
+        np.testing.assert_allclose(direct[name].to_numpy(), stored[name].to_numpy(), rtol=1e-6, atol=1e-7)
