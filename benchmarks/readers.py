@@ -1,14 +1,17 @@
 """Every reader on the shared files, next to simulation: objects per event by type and b-tags per jet, and
 each reader's conversion rate (events/s) against uproot's bare read of the same branches.
 
-    python benchmarks/readers.py [--data ../shared/data] [--sim STORE] [--copies 20]
+    python benchmarks/readers.py [--data ../shared/data] [--sim STORE] [--copies 20] [--large 20000]
 
 ``--sim``: a generated store with ``ttbar`` and ``zjets`` (e.g. ``hepfm generate ttbar zjets -n 500 -o
 STORE -j 2``, about a minute); without it the simulation columns are left out. Rates: each file is
 converted ``--copies`` times in one call (copies are symbolic links, so the reader sees that many files),
 wall time of the whole call (opening, planning, reading, selecting, writing shards), against opening the
 same copies with uproot and reading the branches the reader's plan names (``tree.arrays``), alternated
-over ``--repeats`` and the median taken. Small files make both rates overhead-bound; compare the ratio.
+over ``--repeats`` and the median taken. Small files make both rates overhead-bound (opening a PHYSLITE
+file's 1,500 branches, or parsing the NanoAOD RNTuple's 1,300 fields, costs more than reading its events);
+``--large N`` also times one file of about N events per reader (the shared file's events repeated, written
+as a NanoAOD TTree and as a PHYSLITE RNTuple), where the per-event cost shows.
 """
 
 from __future__ import annotations
@@ -101,12 +104,75 @@ def _rates(path: Path, tree_name: str, convert, plan, copies: int, repeats: int,
     return statistics.median(reader), statistics.median(bare)
 
 
+def _large_file(path: Path, tree_name: str, plan, copies: int, rntuple: bool, dst: Path) -> Path:
+    """One file holding the plan's branches of ``path``, its events repeated ``copies`` times: a TTree in
+    NanoAOD's layout (``nX`` counters), or an RNTuple with ATLAS's ``Container:var`` field names."""
+    import awkward as ak
+    import uproot
+
+    tree = plan.tree
+    # PHYSLITE's planning also reads the simulation bit
+    names = [*plan.branches, *(["EventInfoAuxDyn.eventTypeBitmask"] if tree_name == "CollectionTree" else [])]
+    if isinstance(tree, uproot.TTree):
+        arrays = tree.arrays(names, library="ak")
+    else:
+        arrays = tree.ntuple.arrays([tree.stored_name(b) for b in names])
+        arrays = ak.zip({b: arrays[tree.stored_name(b)] for b in names}, depth_limit=1)
+    arrays = ak.concatenate([arrays] * copies)
+    with uproot.recreate(dst) as f:
+        if rntuple:
+            fields = {}
+            for name in names:
+                if name.endswith(".m_persIndex"):  # an ElementLink: a record of key and index
+                    index = ak.values_astype(arrays[name], np.uint32)
+                    fields[name.rsplit(".", 1)[0].replace(".", ":", 1)] = ak.zip(
+                        {"m_persKey": index * 0, "m_persIndex": index})
+                else:
+                    fields[name.replace(".", ":", 1)] = arrays[name]
+            f.mkrntuple(tree_name, ak.Array(fields))
+        else:
+            columns, groups = {}, {}
+            for name in names:
+                if arrays[name].ndim > 1:
+                    prefix, field = name.split("_", 1)
+                    groups.setdefault(prefix, {})[field] = arrays[name]
+                else:
+                    columns[name] = arrays[name]
+            columns.update({prefix: ak.zip(fields) for prefix, fields in groups.items()})
+            f.mktree(tree_name, {k: v.type.content for k, v in columns.items()})
+            f[tree_name].extend(columns)
+    return dst
+
+
+def large_file_rates(data: Path, tmp: Path, events: int, repeats: int) -> list[tuple[str, int, float, float]]:
+    """(description, events, reader events/s, bare uproot events/s) on one large file per reader."""
+    from hepfm.io import nanoaod, physlite
+    from hepfm.physics.detector import DetectorConfig
+
+    cfg = DetectorConfig()
+    cases = [("nanoaod TTree (ttbar 2015 x k)", data / "nanoAOD_2015_CMS_Open_Data_ttbar.root", "Events", False,
+              lambda p: nanoaod.plan_files([p], cfg)[1][0],
+              lambda paths, out: nanoaod.convert_nanoaod(paths, out, "x", progress=False)),
+             ("physlite RNTuple (Z->ee x k)", data / "physlite_example.root", "CollectionTree", True,
+              lambda p: physlite.plan_files([p], cfg)[1][0],
+              lambda paths, out: physlite.convert_physlite(paths, out, "x", progress=False))]
+    rows = []
+    for label, path, tree_name, rntuple, plan, convert in cases:
+        p = plan(path)
+        big = _large_file(path, tree_name, p, max(1, events // p.tree.num_entries), rntuple, tmp / f"large-{path.name}")
+        reader, bare = _rates(big, tree_name, convert, plan, 1, repeats, tmp)
+        rows.append((label, plan(big).tree.num_entries, reader, bare))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--sim", type=Path, default=None, help="generated store with ttbar and zjets")
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--large", type=int, default=0, help="also time one file of about this many events per "
+                        "reader (the shared file's events repeated)")
     args = parser.parse_args()
 
     rows = []
@@ -120,6 +186,7 @@ def main() -> None:
             tree_name = "CollectionTree" if fmt == "physlite" else "Events"
             reader, bare = _rates(path, tree_name, convert, plan, args.copies, args.repeats, tmp)
             rows.append((fmt, label, figures, info.get("btag", ""), reader, bare))
+        large = large_file_rates(args.data.resolve(), tmp, args.large, args.repeats) if args.large else []
     sim = {}
     if args.sim is not None:
         from hepfm.io.store import EventStore
@@ -141,6 +208,9 @@ def main() -> None:
         print(f"{'simulation':<20} {name:<24} {f['events']:>6} {f['jet']:>5.2f} {f['electron']:>5.2f} "
               f"{f['muon']:>5.2f} {f['photon']:>5.2f} {f['tau']:>4.2f} {f['btag_per_jet']:>6.3f}  "
               f"{'':>11} {'':>11} {'':>6}  detector b/c/light efficiency 0.70/0.112/0.0033")
+    for label, n, reader, bare in large:
+        print(f"large file: {label:<32} {n:>7} events  reader {reader:>9,.0f} ev/s  uproot {bare:>9,.0f} ev/s  "
+              f"ratio {reader / bare:.2f}")
 
 
 if __name__ == "__main__":
