@@ -1,4 +1,4 @@
-"""hepfm convert nanoaod|delphes: real-experiment ROOT files into the store."""
+"""hepfm convert nanoaod|physlite|delphes: real-experiment ROOT files (TTree or RNTuple) into the store."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rich.console import Console
 from hepfm.cli.app import app, console
 from hepfm.errors import HepfmError
 
-convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment ROOT files (CMS NanoAOD, Delphes) "
-                          "into an event store (objects only, no truth labels).")
+convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment ROOT files (CMS NanoAOD, ATLAS "
+                          "PHYSLITE, Delphes, analysis ntuples) into an event store (objects only, no truth labels).")
 app.add_typer(convert_app, name="convert")
 
 
@@ -135,3 +135,99 @@ def convert_delphes_cmd(
         Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
         raise typer.Exit(130) from None
     _print_conversion(report)
+
+
+def _print_counts(report) -> None:
+    """Per file, the objects each cut removed (the reader's cut flow), one line per file."""
+    for path, counts in report.counts.items():
+        removed = ", ".join(f"{name} {n}" for name, n in counts.items())
+        console.print(f"  {path}: objects removed by cut: {removed}")
+
+
+@convert_app.command("physlite")
+def convert_physlite_cmd(
+    files: list[str] = typer.Argument(..., help="ATLAS DAOD_PHYSLITE ROOT files or glob patterns (tree or RNTuple "
+                                      "'CollectionTree')."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
+    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    tagger: Optional[str] = typer.Option(None, help="b-tagger: GN2v00 or DL1dv01 (default: GN2v00 where the file "
+                                         "has it, else DL1dv01)."),
+    btag_cut: Optional[float] = typer.Option(None, help="Cut on the tagger's discriminant (default: the fixed-cut "
+                                             "working point closest to the simulated detector's b-efficiency)."),
+    electron_id: str = typer.Option("Medium", help="Electron likelihood ID level: VeryLoose, Loose, LooseBL, Medium "
+                                    "or Tight."),
+    require_ids: bool = typer.Option(True, help="Refuse files missing an object ID's branches (--no-require-ids: "
+                                     "convert them and record the ID as not applied)."),
+    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
+    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    preselect: Optional[str] = _PRESELECT,
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Convert ATLAS DAOD_PHYSLITE files (MeV -> GeV) into an event store, with the detector configuration's
+    object selection, b-tagging through the jets' links and MET rebuilt from the objects and the track soft term.
+
+    Example: hepfm convert physlite 'DAOD_PHYSLITE.*.root' --out atlas --label zee
+    """
+    from hepfm.io.convert import check_label, preselecting
+    from hepfm.io.physlite import PhysliteSelection, convert_physlite
+    from hepfm.physics.detector import DetectorConfig
+
+    if label is not None:
+        check_label(label)
+    detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    selection = _preselection(preselect)
+    try:
+        with preselecting(selection):
+            report = convert_physlite(files, out, label, tagger=tagger, btag_cut=btag_cut, detector=detector,
+                                      selection=PhysliteSelection(electron_id=electron_id, require_ids=require_ids),
+                                      shard_size=shard_size, progress=progress)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
+        raise typer.Exit(130) from None
+    _print_conversion(report)
+    for path, info in report.source_info.items():
+        console.print(f"  {path}: {info['data']}; b-tag {info['btag']}; electrons {info.get('electron_id')}, "
+                      f"{info.get('electron_isolation')}; muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
+                      f"jets {info.get('jet_vertex_tagger')}; MET {info['met']}; event quality {info['event_quality']}")
+    _print_counts(report)
+
+
+@convert_app.command("ntuple")
+def convert_ntuple_cmd(
+    files: list[str] = typer.Argument(..., help="Analysis ntuple ROOT files or glob patterns (TTree or RNTuple)."),
+    mapping: str = typer.Option(..., "--mapping", "-m", help="YAML mapping of the ntuple's branches, or the name of a "
+                                "shipped one: atlas_opendata_13tev, cms_nanoaod, delphes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
+    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
+    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    preselect: Optional[str] = _PRESELECT,
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Convert flat analysis ntuples into an event store through a mapping of their branches (per collection:
+    pT, eta, phi, energy or mass, charge, b-tag, ID requirements, units; the weight and identity branches).
+
+    Example: hepfm convert ntuple 'mc_*.root' --mapping atlas_opendata_13tev --out opendata --label ttbar
+    """
+    from hepfm.io.convert import check_label, preselecting
+    from hepfm.io.ntuple import convert_ntuple, load_mapping
+    from hepfm.physics.detector import DetectorConfig
+
+    if label is not None:
+        check_label(label)
+    detector = DetectorConfig.from_file(detector_config) if detector_config else None
+    selection = _preselection(preselect)
+    parsed = load_mapping(mapping)
+    try:
+        with preselecting(selection):
+            report = convert_ntuple(files, out, parsed, label, detector=detector, shard_size=shard_size,
+                                    progress=progress)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("hepfm: interrupted; the shards of this conversion were removed")
+        raise typer.Exit(130) from None
+    _print_conversion(report)
+    for path, info in report.source_info.items():
+        parts = "; ".join(f"{name} ({', '.join(c['kinds'])}): {' and '.join(c['require'])}"
+                          for name, c in info["collections"].items())
+        console.print(f"  {path}: mapping {info['mapping']}; {parts}; b-tag {info['btag']}")
+    _print_counts(report)

@@ -17,8 +17,10 @@ def predict(
                                                         "(hierarchical models: a store with constituents, or "
                                                         "Delphes files whose jets keep them)."),
     out: Path = typer.Option(..., help="Output file: .parquet, .h5 or .root (TTree 'Events')."),
-    input_format: Optional[str] = typer.Option(None, "--format", help="ROOT input format: nanoaod (default) or "
-                                                                      "delphes."),
+    input_format: Optional[str] = typer.Option(None, "--format", help="ROOT input format: nanoaod (default), "
+                                                                      "physlite, ntuple (with --mapping) or delphes."),
+    mapping: Optional[str] = typer.Option(None, help="--format ntuple: the YAML mapping of the ntuple's branches "
+                                          "(a file or a shipped name, as for hepfm convert ntuple)."),
     batch_size: int = typer.Option(8192, help="Events per forward pass."),
     chunk_size: Optional[int] = typer.Option(None, help="Events read and written at a time (bounds memory; default "
                                                          "65,536, fewer for hierarchical models' wider rows)."),
@@ -33,7 +35,7 @@ def predict(
 
     det = DetectorConfig.from_file(detector_config) if detector_config else None
     rep = predict_file(model, data, out, input_format=input_format, batch_size=batch_size, chunk_size=chunk_size,
-                       device=device, detector=det, progress=progress, overwrite=overwrite)
+                       device=device, detector=det, progress=progress, overwrite=overwrite, mapping=mapping)
     skipped = f", {rep.n_skipped} skipped (non-finite inputs or event-quality cuts)" if rep.n_skipped else ""
     console.print(f"wrote {rep.out}: {rep.n_events:,} events{skipped}, columns {', '.join(rep.columns)}; "
                   f"{rep.events_per_second:,.0f} events/s")

@@ -11,8 +11,9 @@ Each row carries the event's identity and one ``score_<class>`` column per outpu
 
 * from a store: ``process`` (index into the ``process_names`` metadata), ``shard`` (index into
   ``shard_paths``), ``index`` (row within the shard), ``event_id`` and ``weight``;
-* from NanoAOD: ``file`` (index into ``source_files``), ``entry``, ``run``, ``luminosityBlock``,
-  ``event`` and ``weight``; from Delphes the same without run and luminosity block.
+* from NanoAOD, PHYSLITE and analysis ntuples (``--format nanoaod|physlite|ntuple``, ntuples with their
+  ``--mapping``): ``file`` (index into ``source_files``), ``entry``, ``run``, ``luminosityBlock``, ``event``
+  and ``weight``; from Delphes the same without run and luminosity block.
 
 Formats by file extension: ``.parquet`` (pyarrow), ``.h5``/``.hdf5`` (one dataset per column) and
 ``.root`` (a TTree ``Events`` with one branch per column, as weaver writes its predictions; the
@@ -41,6 +42,8 @@ from hepfm.io.atomic import atomic_write_bytes
 FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
 #: Events per chunk read, scored and written.
 DEFAULT_CHUNK = 65_536
+#: ROOT input formats predict reads directly (the readers of ``hepfm convert``).
+ROOT_FORMATS = ("nanoaod", "physlite", "ntuple", "delphes")
 ROOT_TREE = "Events"
 
 
@@ -118,14 +121,24 @@ class _StoreInput:
 
 
 class _RootInput:
-    """NanoAOD or Delphes ROOT files, read with the same selection as ``hepfm convert``."""
+    """NanoAOD, PHYSLITE, analysis-ntuple or Delphes ROOT files, read with the same selection as ``hepfm convert``."""
 
-    def __init__(self, paths: list[str], fmt: str, chunk_size: int, detector, constituents: int | None = None):
+    def __init__(self, paths: list[str], fmt: str, chunk_size: int, detector, constituents: int | None = None,
+                 mapping: str | Path | None = None):
         from hepfm.io import convert as cv
 
         if fmt == "nanoaod":
             from hepfm.io.nanoaod import TREE, plan_files
             self.paths, self.plans, _ = plan_files(paths, detector)
+        elif fmt == "physlite":
+            from hepfm.io.physlite import TREE, plan_files
+            self.paths, self.plans, _ = plan_files(paths, detector)
+        elif fmt == "ntuple":
+            from hepfm.io import ntuple
+
+            parsed = ntuple.load_mapping(mapping)
+            TREE = parsed.tree
+            self.paths, self.plans, _ = ntuple.plan_files(paths, detector, parsed)
         else:
             from hepfm.io.delphes import TREE, plan_files
             self.paths, self.plans, _ = plan_files(paths, detector, constituents=constituents or 0)
@@ -143,7 +156,7 @@ class _RootInput:
             n = len(keep)
             identity = {"file": np.full(n, file_index[str(plan.path)], np.int32),
                         "entry": np.arange(entry_start, entry_start + n, dtype=np.int64)}
-            if self.fmt == "nanoaod":
+            if self.fmt != "delphes":
                 identity["run"] = arrays["run"].astype(np.uint32)
                 identity["luminosityBlock"] = arrays["luminosity_block"].astype(np.uint32)
                 identity["event"] = arrays["event_id"].astype(np.uint64)
@@ -161,20 +174,24 @@ class _RootInput:
         return self.n_skipped
 
 
-def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, constituents: int | None = None):
+def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, constituents: int | None = None,
+                mapping: str | Path | None = None):
     if len(data) == 1 and Path(data[0]).is_dir():
         return _StoreInput(Path(data[0]), chunk_size, constituents)
     if fmt is None:
         fmt = "nanoaod"
-    if fmt not in ("nanoaod", "delphes"):
-        raise HepfmError(f"unknown input format {fmt!r}: ROOT inputs are 'nanoaod' or 'delphes'")
-    if constituents is not None and fmt == "nanoaod":
-        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and NanoAOD files carry "
+    if fmt not in ROOT_FORMATS:
+        raise HepfmError(f"unknown input format {fmt!r}: ROOT inputs are {', '.join(map(repr, ROOT_FORMATS))}")
+    if (mapping is None) == (fmt == "ntuple"):
+        raise HepfmError("--format ntuple needs --mapping (a YAML mapping of the ntuple's branches)" if mapping is None
+                         else f"--mapping is for --format ntuple, not {fmt}")
+    if constituents is not None and fmt != "delphes":
+        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and {fmt} files carry "
                          "none; score a store with constituents, or Delphes files that keep them (format delphes)")
     for d in data:
         if Path(d).is_dir():
             raise HepfmError(f"{d}: give one store folder, or ROOT files, not both")
-    return _RootInput(data, fmt, chunk_size, detector, constituents)
+    return _RootInput(data, fmt, chunk_size, detector, constituents, mapping)
 
 
 # -------------------------------------------------------------------------------------------- writers
@@ -329,7 +346,8 @@ def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: 
 
 def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,
                  batch_size: int = 8192, chunk_size: int | None = None, device: str = "cpu",
-                 detector=None, progress: bool = True, overwrite: bool = False) -> PredictionReport:
+                 detector=None, progress: bool = True, overwrite: bool = False,
+                 mapping: str | Path | None = None) -> PredictionReport:
     """Score every event of ``data`` (a store folder, or ROOT files) with a model and write ``out``.
 
     ``out`` must not be an input, nor lie inside an input store; an existing ``out`` is replaced only with
@@ -365,7 +383,8 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
 
         width = N_OBJECT + (N_CONSTITUENT * model.max_constituents if hierarchical else 0)
         chunk_size = max(1024, DEFAULT_CHUNK * N_OBJECT // width)
-    source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None)
+    source = _open_input(data, input_format, chunk_size, detector, model.max_constituents if hierarchical else None,
+                         mapping)
     inputs = [source.store.root] if isinstance(source, _StoreInput) else list(source.paths)
     check_output(out, [Path(p) for p in inputs], overwrite)  # the files the patterns matched, the store's root
     if isinstance(source, _StoreInput):

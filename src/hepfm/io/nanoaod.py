@@ -70,6 +70,7 @@ from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
 from hepfm.io.cms_eras import TAGGERS, Era, closest_level, detect_era
 from hepfm.io.lumimask import LumiMask
+from hepfm.io.readers import open_events
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.objects import any_within, in_crack
 
@@ -449,7 +450,7 @@ def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, selection: Nan
     mask = LumiMask.from_file(lumi_json) if lumi_json is not None else None
     plans = []
     for p in paths:
-        tree = cv.open_tree(p, TREE)
+        tree = open_events(p, TREE)  # a TTree, or an RNTuple with the same field names
         try:
             plans.append(plan_file(tree, p, cfg, sel, btag_branch, btag_cut, era, mask))
         except HepfmError:
