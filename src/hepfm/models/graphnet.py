@@ -51,6 +51,7 @@ from hepfm.data.features import EDGE_INPUTS, ETA, GLOBAL_INPUTS, NODE_INPUTS, PH
 from hepfm.errors import ConfigurationError
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
+from hepfm.models.registry import register_model
 
 AGGREGATIONS = ("sum", "mean")
 PAPER_OPTIONS = {"aggregation": "sum", "residual": False}  # the published architecture (arXiv:2412.10665)
@@ -178,6 +179,7 @@ class PackedGraph:
         return cls._pairs_cache[key]
 
 
+@register_model
 class GraphNet(Backbone):
     """The graph network of arXiv:2412.10665; 372,556 parameters with 12 outputs and separate blocks.
 

@@ -18,6 +18,7 @@ from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURE_INDEX, FEATURES, TYPE_CODES
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM
+from hepfm.models.registry import MODELS, create_model, register_model
 
 N_OBJECT = len(FEATURES)
 JET_BUCKETS = 4  # groups of count-sorted jets per batch, each padded to its own largest jet
@@ -44,6 +45,7 @@ def jet_groups(n: torch.Tensor, buckets: int = JET_BUCKETS) -> list[tuple[torch.
     return [(idx, max(int(w), 1)) for idx, w in zip(parts, widths, strict=True)]
 
 
+@register_model
 class HierarchicalModel(Backbone):
     """A jet backbone whose embeddings feed an event backbone; see the module docstring."""
 
@@ -52,8 +54,6 @@ class HierarchicalModel(Backbone):
 
     def __init__(self, n_outputs: int = 1, event_model: str = "transformer", event_config: dict | None = None,
                  jet_model: str = "jet_transformer", jet_config: dict | None = None, max_constituents: int = 32):
-        from hepfm.models.registry import MODELS, create_model  # the registry lists this model too
-
         super().__init__(n_outputs, dict(event_model=event_model, event_config=dict(event_config or {}),
                                          jet_model=jet_model, jet_config=dict(jet_config or {}),
                                          max_constituents=max_constituents))

@@ -28,6 +28,7 @@ from hepfm.errors import ConfigurationError
 from hepfm.io.schema import CONSTITUENT_CLASSES, CONSTITUENT_INDEX
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
+from hepfm.models.registry import register_model
 from hepfm.models.transformer import AttentionBlock
 
 N_CLASSES = len(CONSTITUENT_CLASSES)  # including padding (0)
@@ -105,6 +106,7 @@ def pair_features(x: torch.Tensor) -> torch.Tensor:
                         m2.clamp_min(_EPS).log()], dim=-1)
 
 
+@register_model
 class JetTransformer(Backbone):
     """Particle-Transformer-style jet backbone; the default ("small") has dim 64, 4 heads, 4 blocks."""
 
@@ -153,6 +155,7 @@ class JetTransformer(Backbone):
         return self.decoder(cls[:, 0])
 
 
+@register_model
 class DeepSets(Backbone):
     """Particle-flow network: per-constituent MLP (``width``, ``depth``), sum over the jet, then an MLP."""
 

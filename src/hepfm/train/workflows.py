@@ -194,7 +194,7 @@ def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx,
     if len(splits["test"]):
         data = splits["test"].to(ctx.device)
         test = evaluate(model, task, data, cfg.eval_batch_size)
-        if task.name in ("multiclass", "multilabel"):  # the model card's confusion matrix / per-label AUCs
+        if task.card_detail:  # the model card's confusion matrix / per-label AUCs
             detail = task.report(predict(model, data, cfg.eval_batch_size), data.y)
     summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "train_time_s": round(result.train_time_s, 3),
