@@ -47,10 +47,9 @@ from hepfm.data.datasets import (
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_text
+from hepfm.io.rundir import STREAM_PLAN
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
-
-STREAM_PLAN = "stream.json"
 
 
 def _take(data: dict, index) -> dict:

@@ -189,7 +189,7 @@ class GraphNet(Backbone):
 
     name = "graphnet"
     saved_without: ClassVar[dict] = PAPER_OPTIONS  # models saved before these options existed
-    bucket_shapes = False  # pad packed sizes to buckets (compiled training); not saved, outputs unchanged
+    compile_bucketed = True  # compiled training pads packed sizes to buckets (bucket_shapes)
 
     def __init__(self, n_outputs: int = 1, width: int = LATENT_DIM, depth: int = 4, n_blocks: int = 4,
                  share_blocks: bool = False, aggregation: str = "mean", residual: bool = True,

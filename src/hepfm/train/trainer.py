@@ -33,13 +33,13 @@ masking, in-memory data, one process): a run that trains only the output head of
 on the backbone's latents of its training and validation events, and a hierarchical model whose jet backbone
 is frozen reads each jet's embedding from its row. The same steps on the same numbers, without the frozen
 part's pass per step.
-``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
-to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
-compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile``'s
-defaults). In-memory training data are moved to the device once (``train.to(device)``): on a GPU every
-batch is then indexed there. Streamed sources are read ahead by a background thread
-(:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously) that also does
-the pinned-memory copy and non-blocking transfer; the batches are identical either way.
+``compile`` switches on ``bucket_shapes`` of a backbone with ``compile_bucketed`` (GraphNet: packed sizes
+padded to a few buckets, inputs to a multiple of 8 objects; outputs unchanged) and wraps it in
+``torch.compile(dynamic=False)``, so a compiled GraphNet recompiles once per bucket, not per batch (other
+backbones: ``torch.compile``'s defaults). In-memory training data are moved to the device once
+(``train.to(device)``): on a GPU every batch is then indexed there. Streamed sources are read ahead by a
+background thread (:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously)
+that also does the pinned-memory copy and non-blocking transfer; the batches are identical either way.
 """
 
 from __future__ import annotations
@@ -60,13 +60,14 @@ from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.atomic import atomic_write
+from hepfm.io.rundir import HISTORY, TENSORBOARD
+from hepfm.models.base import Backbone
 from hepfm.progress import EventProgress
 from hepfm.train import defaults
 from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
 from hepfm.train.distributed import DistContext
 from hepfm.train.tasks import Task
 
-HISTORY = "history.csv"
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-cosine")
 #: Seed 002 (the KEK study): SGD with the learning rate annealed from 1e-2 to 1e-4 (cosine), batch 512.
 SGD_COSINE = {"lr": 1e-2, "min_lr": 1e-4, "batch_size": 512}
@@ -327,7 +328,7 @@ class _Logger:
             except ImportError:  # tensorboard not installed: CSV only
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(run_dir / TENSORBOARD))
 
     def log(self, history: list[dict]) -> None:
         if not self.enabled:
@@ -373,7 +374,7 @@ class _HeadOnLatents(nn.Module):
 
 def _only_head_trains(model: nn.Module) -> bool:
     head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module) or not hasattr(model, "encode"):
+    if not isinstance(head, nn.Module) or not isinstance(model, Backbone):
         return False
     head_ids = {id(p) for p in head.parameters()}
     return all(p.requires_grad == (id(p) in head_ids) for p in model.parameters())
@@ -407,7 +408,7 @@ def _latent_rows(model: nn.Module):
     return lambda x, mask: model.encode(x, mask)[:, None, :]
 
 
-def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
+def _cache_frozen(model: Backbone, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
     """(net, train, val) with what the model's frozen part computes done once per event, or None where nothing
     is cached (see the module docstring)."""
     if (not cfg.cache_frozen or cfg.augment or task.masked or cfg.compile or ctx.distributed
@@ -415,15 +416,15 @@ def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ct
         return None
     if _only_head_trains(model):
         net, rows, one_row = _HeadOnLatents(model), _latent_rows(model), True
-    elif hasattr(model, "with_jet_embeddings") and model.jet_backbone_frozen():
-        net, rows, one_row = model, model.with_jet_embeddings, False
+    elif (rows := model.frozen_rows()) is not None:  # the model reads these rows while embedded_inputs is set
+        net, one_row = model, False
     else:
         return None
     return net, _once_per_event(model, rows, train, cfg.eval_batch_size, bf16, one_row), \
         _once_per_event(model, rows, val, cfg.eval_batch_size, False, one_row)
 
 
-def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
+def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
         run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
 
@@ -473,7 +474,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bucketed = cfg.compile and hasattr(model, "bucket_shapes")
+    bucketed = cfg.compile and model.compile_bucketed
     if bucketed:
         model.bucket_shapes = True  # a few padded shapes, not one per batch
     if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
@@ -481,7 +482,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     eval_net = model
     # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
     cached = None if state["done"] else _cache_frozen(model, task, train, val, cfg, ctx, bf16)
-    embedded = cached is not None and cached[0] is model  # the hierarchical model reads embedded rows
+    embedded = cached is not None and cached[0] is model  # the model reads its frozen_rows()
     if cached is not None:
         net, train, val = cached  # the original rows are not kept: no second copy on the device
         eval_net = net
