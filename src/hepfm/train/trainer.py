@@ -33,13 +33,13 @@ masking, in-memory data, one process): a run that trains only the output head of
 on the backbone's latents of its training and validation events, and a hierarchical model whose jet backbone
 is frozen reads each jet's embedding from its row. The same steps on the same numbers, without the frozen
 part's pass per step.
-``compile`` switches on ``bucket_shapes`` of a backbone with ``compile_bucketed`` (GraphNet: packed sizes
-padded to a few buckets, inputs to a multiple of 8 objects; outputs unchanged) and wraps it in
-``torch.compile(dynamic=False)``, so a compiled GraphNet recompiles once per bucket, not per batch (other
-backbones: ``torch.compile``'s defaults). In-memory training data are moved to the device once
-(``train.to(device)``): on a GPU every batch is then indexed there. Streamed sources are read ahead by a
-background thread (:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously)
-that also does the pinned-memory copy and non-blocking transfer; the batches are identical either way.
+``compile`` switches on GraphNet's ``bucket_shapes`` (packed sizes padded to a few buckets, inputs
+to a multiple of 8 objects; outputs unchanged) and wraps it in ``torch.compile(dynamic=False)``, so a
+compiled GraphNet recompiles once per bucket, not per batch (other backbones: ``torch.compile``'s
+defaults). In-memory training data are moved to the device once (``train.to(device)``): on a GPU every
+batch is then indexed there. Streamed sources are read ahead by a background thread
+(:class:`~hepfm.data.prefetch.ReadAhead`, ``read_ahead`` batches; 0 reads synchronously) that also does
+the pinned-memory copy and non-blocking transfer; the batches are identical either way.
 """
 
 from __future__ import annotations
