@@ -22,7 +22,7 @@ from hepfm.errors import HepfmError
 from hepfm.io import atomic
 from hepfm.io.locking import exclusive_lock
 from hepfm.models import create_model
-from hepfm.train import checkpoint, workflows
+from hepfm.train import checkpoint, lifecycle, workflows
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import FitResult, SimulatedKill, TrainConfig, check_learning_rate, fit
@@ -170,7 +170,7 @@ def test_any_failure_removes_partial_outputs(store, tmp_path, monkeypatch, case,
         (args[6] / "history.csv").write_text("epoch\n1\n")  # fit(model, task, train, val, groups, cfg, run_dir)
         raise error
 
-    monkeypatch.setattr(workflows, "fit", failing_fit)
+    monkeypatch.setattr(lifecycle, "fit", failing_fit)  # the one training call under every workflow
     with pytest.raises(type(error)):
         _pretrain(store, tmp_path / "run")
     assert not (tmp_path / "run").exists()

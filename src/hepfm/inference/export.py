@@ -32,7 +32,7 @@ from torch import nn
 from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
-from hepfm.physics.objects import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, FEATURES
+from hepfm.physics.objects import FEATURES
 
 #: Shapes the model is traced with; the exported dimensions stay free.
 _TRACE_BATCH, _TRACE_OBJECTS = 4, 6
@@ -51,20 +51,10 @@ class _Scored(nn.Module):
         return logits, scores[:, None] if scores.ndim == 1 else scores
 
 
-def _trace_constituents(n_jets: int, k: int, g: torch.Generator) -> torch.Tensor:
-    """Plausible constituents [n_jets, k, 6] of jets, between 1 and k of them per jet, zeros after."""
-    n = torch.randint(1, k + 1, (n_jets,), generator=g)
-    pt = 1 + 10 * torch.rand(n_jets, k, generator=g)
-    deta, dphi = (0.2 * torch.rand(n_jets, k, generator=g) - 0.1 for _ in range(2))
-    charge = torch.randint(-1, 2, (n_jets, k), generator=g).float()
-    kind = torch.randint(1, len(CONSTITUENT_CLASSES), (n_jets, k), generator=g).float()
-    rows = torch.stack([pt, deta, dphi, pt * torch.cosh(deta), charge, kind], dim=-1)
-    return rows * (torch.arange(k)[None, :] < n[:, None])[..., None]
-
-
-def _trace_inputs(max_constituents: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A small batch of plausible events (jets and MET with varying multiplicity) to trace with; with
-    ``max_constituents`` = K, each row has its K constituents appended (a hierarchical model's input)."""
+def _trace_inputs(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small batch of plausible events (jets and MET with varying multiplicity) to trace ``model`` with, as
+    the model reads them (:meth:`~hepfm.models.base.Backbone.trace_rows`: a hierarchical model's rows carry
+    their constituents)."""
     g = torch.Generator().manual_seed(0)
     n = torch.tensor([2, 3, 5, 6])
     mask = torch.arange(_TRACE_OBJECTS)[None] < n[:, None]
@@ -73,10 +63,7 @@ def _trace_inputs(max_constituents: int | None = None) -> tuple[torch.Tensor, to
     phi = torch.rand(_TRACE_BATCH, _TRACE_OBJECTS, generator=g) * 6 - 3
     x = torch.stack([pt, eta, phi, pt * torch.cosh(eta), torch.zeros_like(pt), torch.zeros_like(pt),
                      torch.ones_like(pt)], dim=-1)
-    if max_constituents:
-        constituents = _trace_constituents(_TRACE_BATCH * _TRACE_OBJECTS, max_constituents, g)
-        x = torch.cat([x, constituents.reshape(_TRACE_BATCH, _TRACE_OBJECTS, -1)], dim=-1)
-    return x * mask[..., None], mask
+    return model.trace_rows(x, g) * mask[..., None], mask
 
 
 def opset_range() -> tuple[int, int]:
@@ -126,11 +113,9 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
         task = Task(config["task"], list(config["names"]))
     except ValueError as exc:
         raise HepfmError(f"{folder / CONFIG}: {exc}") from None
-    hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
-    if hierarchical:
-        model.fixed_width = True  # the batch-trimmed constituent width depends on the values: untraceable
+    model.for_export()  # e.g. the hierarchical model's batch-trimmed constituent width: untraceable
     wrapped = _Scored(model, task).eval()
-    x, mask = _trace_inputs(model.max_constituents if hierarchical else None)
+    x, mask = _trace_inputs(model)
     batch, objects = torch.export.Dim("batch"), torch.export.Dim("n_objects", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -145,10 +130,7 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
     meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
             "features": json.dumps(list(FEATURES)), "source": str(model_ref),
             "data_schema": json.dumps(config.get("data_schema", {})),
-            "inputs": getattr(model, "inputs", "objects")}
-    if hierarchical:
-        meta.update(max_constituents=str(model.max_constituents),
-                    constituent_features=json.dumps(list(CONSTITUENT_FEATURES)))
+            "inputs": model.inputs, **model.export_metadata()}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

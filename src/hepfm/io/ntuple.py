@@ -143,7 +143,7 @@ def shipped_mappings() -> dict[str, Path]:
 
 def load_mapping(path: str | Path) -> Mapping:
     """Read and check a mapping file, or a shipped one by name; every mistake is a one-line HepfmError."""
-    from hepfm.study.config import safe_yaml
+    from hepfm.files import safe_yaml
 
     shipped = shipped_mappings()
     if str(path) in shipped and not Path(path).exists():

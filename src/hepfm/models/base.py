@@ -1,13 +1,25 @@
-"""What every backbone shares: feature scaling buffers, a 64-d latent, a separate output head."""
+"""What every backbone shares: feature scaling buffers, a 64-d latent, a separate output head, and the hooks
+the trainer and the exporter call instead of asking which model they hold.
+
+Hooks (each with the event backbones' behaviour here; a backbone overrides what it does differently):
+
+* :meth:`Backbone.fit_scaling`: fit the feature scaling on the training data;
+* :meth:`Backbone.parameter_groups`: set the model up for a training strategy (new head, frozen parts) and
+  give the optimiser's parameter groups;
+* :meth:`Backbone.frozen_rows`: what a frozen part computes, done once per event (the trainer's cache);
+* :attr:`Backbone.compile_bucketed` / :attr:`Backbone.bucket_shapes`: compiled training at a few static shapes;
+* :meth:`Backbone.for_export`, :meth:`Backbone.trace_rows`, :meth:`Backbone.export_metadata`: ONNX export.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from hepfm.data.features import FeatureScaling
+from hepfm.data.features import FeatureScaling, fit_scaling
 from hepfm.errors import ConfigurationError
 from hepfm.models.layers import LATENT_DIM
 
@@ -31,6 +43,13 @@ class Backbone(nn.Module):
     # Options added after models were first saved, with the value that reproduces the architecture those
     # models were saved with: a config.json without the key means this value, not the current default.
     saved_without: ClassVar[dict] = {}
+    #: Compiled training pads the inputs to a few shapes (:attr:`bucket_shapes`) and compiles for static
+    #: shapes; otherwise ``torch.compile``'s defaults.
+    compile_bucketed: ClassVar[bool] = False
+    #: Set by the trainer while compiled (with :attr:`compile_bucketed`); not saved, outputs unchanged.
+    bucket_shapes = False
+    #: Set by the trainer while the model reads the rows of :meth:`frozen_rows` in place of its inputs.
+    embedded_inputs = False
 
     def __init__(self, n_outputs: int, config: dict):
         super().__init__()
@@ -79,6 +98,58 @@ class Backbone(nn.Module):
         for m in self.decoder.modules():
             if hasattr(m, "reset_parameters") and m is not self.decoder:
                 m.reset_parameters()
+
+    # Hooks (see the module docstring).
+
+    def fit_scaling(self, train) -> None:
+        """Fit the feature scaling on training data ``train`` (``x`` [N, M, 7] rows, ``n_objects`` [N])."""
+        self.scaling.set(*fit_scaling(train.x.numpy(), train.n_objects.numpy()))
+
+    def parameter_groups(self, strategy: str, n_outputs: int, lr: float, backbone_lr: float,
+                         frozen_part: str = "head") -> list[dict]:
+        """Set the model up for ``strategy`` and return the optimiser's named parameter groups.
+
+        ``scratch``: every parameter at ``lr`` (a new head only when the width changes); ``finetune``: a new
+        head at ``lr``, the rest at ``backbone_lr``; ``frozen``: a new head (and, with ``frozen_part``
+        "decoder", a re-initialised decoder) at ``lr``, the rest frozen.
+        """
+        if strategy == "scratch":
+            if self.n_outputs != n_outputs:
+                self.replace_head(n_outputs)
+            return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
+        self.replace_head(n_outputs)
+        head = list(self.head.parameters())
+        head_ids = {id(p) for p in head}
+        if strategy == "finetune":
+            rest = [p for p in self.parameters() if id(p) not in head_ids]
+            return [{"params": head, "lr": lr, "name": "head"}, {"params": rest, "lr": backbone_lr, "name": "backbone"}]
+        if frozen_part not in ("head", "decoder"):
+            raise ConfigurationError(f"frozen_part must be 'head' or 'decoder', got {frozen_part!r}")
+        trainable = head
+        if frozen_part == "decoder":
+            self.reset_decoder()
+            trainable = head + list(self.decoder.parameters())
+        train_ids = {id(p) for p in trainable}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in train_ids)
+        return [{"params": trainable, "lr": lr, "name": frozen_part}]
+
+    def frozen_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """A function (x, mask) -> rows giving, once per event, what a frozen part of this model computes; the
+        model reads such rows in place of its inputs while :attr:`embedded_inputs` is set. None: no such part
+        (a frozen backbone under a training head is cached by the trainer for every model)."""
+        return None
+
+    def for_export(self) -> None:
+        """Switch to a forward pass whose shapes do not depend on the input values (ONNX tracing)."""
+
+    def trace_rows(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Input rows to trace with, from plausible event rows ``x`` [B, M, 7] (drawing from ``generator``)."""
+        return x
+
+    def export_metadata(self) -> dict[str, str]:
+        """Entries this model adds to an exported graph's metadata."""
+        return {}
 
     def describe(self) -> dict:
         """Architecture description saved in config.json: registry name, outputs and constructor options."""

@@ -52,6 +52,7 @@ from hepfm.errors import ConfigurationError
 from hepfm.io.schema import ETA, PHI
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
+from hepfm.models.registry import register_model
 
 AGGREGATIONS = ("sum", "mean")
 PAPER_OPTIONS = {"aggregation": "sum", "residual": False}  # the published architecture (arXiv:2412.10665)
@@ -179,6 +180,7 @@ class PackedGraph:
         return cls._pairs_cache[key]
 
 
+@register_model
 class GraphNet(Backbone):
     """The graph network of arXiv:2412.10665; 372,556 parameters with 12 outputs and separate blocks.
 
@@ -188,7 +190,7 @@ class GraphNet(Backbone):
 
     name = "graphnet"
     saved_without: ClassVar[dict] = PAPER_OPTIONS  # models saved before these options existed
-    bucket_shapes = False  # pad packed sizes to buckets (compiled training); not saved, outputs unchanged
+    compile_bucketed = True  # compiled training pads packed sizes to buckets (bucket_shapes)
 
     def __init__(self, n_outputs: int = 1, width: int = LATENT_DIM, depth: int = 4, n_blocks: int = 4,
                  share_blocks: bool = False, aggregation: str = "mean", residual: bool = True,

@@ -11,13 +11,17 @@ MET enter as objects, as in the event models. The jet backbone's own output head
 
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import nn
 
+from hepfm.data.features import fit_scaling
 from hepfm.errors import ConfigurationError, HepfmError
-from hepfm.io.schema import CONSTITUENT_FEATURES, FEATURES, constituent_counts, is_type
+from hepfm.io.schema import CONSTITUENT_CLASSES, CONSTITUENT_FEATURES, FEATURES, constituent_counts, is_type
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM
+from hepfm.models.registry import MODELS, create_model, register_model
 
 N_OBJECT = len(FEATURES)
 JET_BUCKETS = 4  # groups of count-sorted jets per batch, each padded to its own largest jet
@@ -43,6 +47,7 @@ def jet_groups(n: torch.Tensor, buckets: int = JET_BUCKETS) -> list[tuple[torch.
     return [(idx, max(int(w), 1)) for idx, w in zip(parts, widths, strict=True)]
 
 
+@register_model
 class HierarchicalModel(Backbone):
     """A jet backbone whose embeddings feed an event backbone; see the module docstring."""
 
@@ -51,8 +56,6 @@ class HierarchicalModel(Backbone):
 
     def __init__(self, n_outputs: int = 1, event_model: str = "transformer", event_config: dict | None = None,
                  jet_model: str = "jet_transformer", jet_config: dict | None = None, max_constituents: int = 32):
-        from hepfm.models.registry import MODELS, create_model  # the registry lists this model too
-
         super().__init__(n_outputs, dict(event_model=event_model, event_config=dict(event_config or {}),
                                          jet_model=jet_model, jet_config=dict(jet_config or {}),
                                          max_constituents=max_constituents))
@@ -77,6 +80,7 @@ class HierarchicalModel(Backbone):
         #: True: inputs carry each jet's jet-backbone embedding in place of its constituents
         #: (:meth:`with_jet_embeddings`); set by the trainer while the jet backbone is frozen, not saved.
         self.embedded_inputs = False
+        self._jet_pretrained = False
 
     # Properties, not attributes: a module registered under two names would be saved twice.
     @property
@@ -168,3 +172,69 @@ class HierarchicalModel(Backbone):
         for m in self.event.decoder.modules():
             if hasattr(m, "reset_parameters") and m is not self.event.decoder:
                 m.reset_parameters()
+
+    # Backbone hooks.
+
+    def load_jet_backbone(self, state: dict) -> None:
+        """Take the jet backbone's weights and scaling from a jet-tagging model's ``state`` (its head left out)."""
+        self.jet.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
+        self._jet_pretrained = True
+
+    def fit_scaling(self, train) -> None:
+        """Fit the event backbone's scaling on the objects of ``train`` and, unless the jet backbone is a
+        pretrained one (:meth:`load_jet_backbone`), the jet backbone's on the training jets' constituents."""
+        self.scaling.set(*fit_scaling(train.x[..., :N_OBJECT].numpy(), train.n_objects.numpy()))
+        if not self._jet_pretrained:
+            from hepfm.models.jets import fit_constituent_scaling
+
+            k = self.max_constituents
+            rows = train.x[is_type(train.x, "jet")][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
+            counts = constituent_counts(rows)
+            self.jet.scaling.set(*fit_constituent_scaling(rows.numpy(), counts.numpy()))
+
+    def parameter_groups(self, strategy: str, n_outputs: int, lr: float, backbone_lr: float,
+                         frozen_part: str = "head") -> list[dict]:
+        """The event part (event backbone, projection, head) always trains, at ``lr``; the jet backbone is
+        frozen (``frozen``), trained at ``backbone_lr`` (``finetune``) or at ``lr`` (``scratch``).
+        ``frozen_part`` does not apply (the event part is never frozen)."""
+        if n_outputs != self.n_outputs:
+            raise ConfigurationError(f"the hierarchical model was built with {self.n_outputs} outputs, not {n_outputs}")
+        jet_ids = {id(p) for p in self.jet.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in jet_ids], "lr": lr, "name": "event"}]
+        if strategy == "frozen":
+            for p in self.jet.parameters():
+                p.requires_grad_(False)
+        else:
+            groups.append({"params": list(self.jet.parameters()), "name": "jet",
+                           "lr": backbone_lr if strategy == "finetune" else lr})
+        return groups
+
+    def frozen_rows(self):
+        """With the jet backbone frozen: :meth:`with_jet_embeddings` (each jet's embedding computed once)."""
+        return self.with_jet_embeddings if self.jet_backbone_frozen() else None
+
+    def for_export(self) -> None:
+        """Every slot's constituents at the full width K (:meth:`fixed_width_jet_extra`): no value-dependent shape."""
+        self.fixed_width = True
+
+    def trace_rows(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``x`` with plausible constituents (1 to K per row, zeros after) appended to every row."""
+        b, m, _ = x.shape
+        constituents = _trace_constituents(b * m, self.max_constituents, generator)
+        return torch.cat([x, constituents.reshape(b, m, -1)], dim=-1)
+
+    def export_metadata(self) -> dict[str, str]:
+        """``max_constituents`` and ``constituent_features``, for the reader of the exported graph."""
+        return {"max_constituents": str(self.max_constituents),
+                "constituent_features": json.dumps(list(CONSTITUENT_FEATURES))}
+
+
+def _trace_constituents(n_jets: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """Plausible constituents [n_jets, k, 6] of jets, between 1 and k of them per jet, zeros after."""
+    n = torch.randint(1, k + 1, (n_jets,), generator=g)
+    pt = 1 + 10 * torch.rand(n_jets, k, generator=g)
+    deta, dphi = (0.2 * torch.rand(n_jets, k, generator=g) - 0.1 for _ in range(2))
+    charge = torch.randint(-1, 2, (n_jets, k), generator=g).float()
+    kind = torch.randint(1, len(CONSTITUENT_CLASSES), (n_jets, k), generator=g).float()
+    rows = torch.stack([pt, deta, dphi, pt * torch.cosh(deta), charge, kind], dim=-1)
+    return rows * (torch.arange(k)[None, :] < n[:, None])[..., None]

@@ -28,6 +28,7 @@ from hepfm.errors import ConfigurationError
 from hepfm.io.schema import CONSTITUENT_CLASSES, CONSTITUENT_INDEX
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
+from hepfm.models.registry import register_model
 from hepfm.models.transformer import AttentionBlock
 
 N_CLASSES = len(CONSTITUENT_CLASSES)  # including padding (0)
@@ -105,11 +106,21 @@ def pair_features(x: torch.Tensor) -> torch.Tensor:
                         m2.clamp_min(_EPS).log()], dim=-1)
 
 
-class JetTransformer(Backbone):
+class JetBackbone(Backbone):
+    """What the jet backbones share: constituent inputs and their scaling."""
+
+    inputs = "constituents"
+
+    def fit_scaling(self, train) -> None:
+        """Fit the constituent scaling on training jets (``x`` [N, K, 6], ``n_constituents`` [N])."""
+        self.scaling.set(*fit_constituent_scaling(train.x.numpy(), train.n_constituents.numpy()))
+
+
+@register_model
+class JetTransformer(JetBackbone):
     """Particle-Transformer-style jet backbone; the default ("small") has dim 64, 4 heads, 4 blocks."""
 
     name = "jet_transformer"
-    inputs = "constituents"
 
     def __init__(self, n_outputs: int = 1, dim: int = 64, heads: int = 4, layers: int = 4, ff_mult: int = 4,
                  pair_bias: bool = True, dropout: float = 0.0):
@@ -153,11 +164,11 @@ class JetTransformer(Backbone):
         return self.decoder(cls[:, 0])
 
 
-class DeepSets(Backbone):
+@register_model
+class DeepSets(JetBackbone):
     """Particle-flow network: per-constituent MLP (``width``, ``depth``), sum over the jet, then an MLP."""
 
     name = "deepsets"
-    inputs = "constituents"
 
     def __init__(self, n_outputs: int = 1, width: int = 128, depth: int = 3):
         super().__init__(n_outputs, dict(width=width, depth=depth))

@@ -1,5 +1,9 @@
 """Model registry: backbones by name, so configs and the command line name models by string.
 
+Backbones register themselves with the :func:`register_model` class decorator; this module imports no
+model. Looking a name up in ``MODELS`` first imports the modules of the built-in backbones
+(:data:`BUILTIN_MODULES`), so every lookup sees them whichever module was imported first.
+
 Besides the backbones (``MODELS``), named configurations (``PRESETS``) give a backbone at a given size: a
 preset builds its backbone with the preset's options (options given with it override them), and the saved
 model records the backbone and its full options, so it reloads without the preset.
@@ -7,16 +11,79 @@ model records the backbone and its full options, so it reloads without the prese
 
 from __future__ import annotations
 
-from hepfm.errors import ConfigurationError
-from hepfm.models.base import Backbone
-from hepfm.models.graphnet import GraphNet
-from hepfm.models.hierarchical import HierarchicalModel
-from hepfm.models.jets import DeepSets, JetTransformer
-from hepfm.models.transformer import ObjectTransformer
+import importlib
+from typing import TYPE_CHECKING, TypeVar
 
-MODELS: dict[str, type[Backbone]] = {GraphNet.name: GraphNet, ObjectTransformer.name: ObjectTransformer,
-                                     JetTransformer.name: JetTransformer, DeepSets.name: DeepSets,
-                                     HierarchicalModel.name: HierarchicalModel}
+from hepfm.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from hepfm.models.base import Backbone
+
+#: Modules whose backbones every lookup sees (imported on the first lookup, not when this module loads).
+BUILTIN_MODULES = ("hepfm.models.graphnet", "hepfm.models.transformer", "hepfm.models.jets",
+                   "hepfm.models.hierarchical")
+
+B = TypeVar("B", bound="type[Backbone]")
+
+
+class _ModelTable(dict):
+    """name -> backbone class; every read first makes sure the built-in backbones are registered."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not _ModelTable._loaded:
+            _ModelTable._loaded = True  # before importing: the modules register into this table as they load
+            for module in BUILTIN_MODULES:
+                importlib.import_module(module)
+
+    def add(self, cls) -> None:
+        dict.__setitem__(self, cls.name, cls)
+
+    def __getitem__(self, key):
+        self._load()
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, key, default=None):
+        self._load()
+        return super().get(key, default)
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+    def items(self):
+        self._load()
+        return super().items()
+
+
+MODELS: dict[str, type[Backbone]] = _ModelTable()
+
+
+def register_model(cls: B) -> B:
+    """Class decorator: register a backbone under its ``name`` (refusing a name taken by another class)."""
+    taken = dict.get(MODELS, cls.name)
+    if taken is not None and taken is not cls:
+        raise ConfigurationError(f"model name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+    MODELS.add(cls)
+    return cls
+
 
 #: Named configurations: name -> (backbone, options). ``transformer-kek``: the ObjectTransformer at the size
 #: of seed 002 (the KEK study's ~11M-parameter transformer encoder): 10.8M parameters with 7 outputs.

@@ -25,11 +25,9 @@ from safetensors.torch import load_file, save_file
 from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write, atomic_write_text
+from hepfm.io.rundir import CONFIG, WEIGHTS
 from hepfm.models.base import Backbone
 from hepfm.models.registry import MODELS, create_model
-
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 #: Bounds on a config.json's sizes, checked before any model is built (even on the meta device, a model of a
 #: million layers takes minutes to build): outputs, any other size, and the options that count modules.

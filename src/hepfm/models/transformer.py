@@ -16,6 +16,7 @@ from hepfm.errors import ConfigurationError
 from hepfm.io.schema import ETA, PHI, PT
 from hepfm.models.base import Backbone
 from hepfm.models.layers import LATENT_DIM, MLP
+from hepfm.models.registry import register_model
 from hepfm.physics import kinematics as kin
 
 PAIR_INPUTS = 4
@@ -43,6 +44,7 @@ class AttentionBlock(nn.Module):
         return h + self.ff(self.norm2(h))
 
 
+@register_model
 class ObjectTransformer(Backbone):
     """Transformer backbone; ``dim``, ``heads``, ``layers`` set its size (defaults ~0.2M parameters)."""
 

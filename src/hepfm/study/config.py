@@ -11,10 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hepfm.errors import ConfigurationError, HepfmError
-from hepfm.files import read_bounded_text
+from hepfm.files import safe_yaml
 from hepfm.names import check_name
 from hepfm.physics.processes import PRETRAINING, PROCESSES
 from hepfm.train import defaults
@@ -502,41 +500,6 @@ def block_events(size: int) -> int:
 def disjoint_seeds(cfg: StudyConfig, size: int, available: int) -> bool:
     """Whether ``available`` events per class hold the test set and a disjoint block for every seed."""
     return cfg.test_size + cfg.seeds * block_events(size) <= available
-
-
-#: Largest configuration file read (a study configuration is a few kB).
-MAX_YAML_BYTES = 1_000_000
-
-
-class _SafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader without aliases: ``*name`` can expand a few hundred bytes into gigabytes (the "billion
-    laughs"), and no hepfm configuration needs them."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in hepfm "
-                                              "configurations; write the value out", mark)
-        return super().compose_node(parent, index)
-
-
-def safe_yaml(path: str | Path, what: str = "configuration"):
-    """The parsed content of a hepfm YAML file: at most MAX_YAML_BYTES, no aliases, plain data only; a
-    missing, oversized or malformed file is a one-line HepfmError naming it (with a bounded excerpt)."""
-    path = Path(path)
-    text = read_bounded_text(path, MAX_YAML_BYTES, what)
-    try:
-        return yaml.load(text, Loader=_SafeLoader)  # _SafeLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise HepfmError(f"{path}: not valid YAML ({show_text(str(exc))})") from None
-    except RecursionError:
-        raise HepfmError(f"{path}: nested too deeply; not a {what}") from None
-
-
-def show_text(text: str, limit: int = 200) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def read_yaml(path: str | Path):

@@ -18,8 +18,7 @@ import torch
 
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_bytes
-
-CHECKPOINT = "checkpoint.pt"
+from hepfm.io.rundir import CHECKPOINT
 
 
 class BadCheckpointError(HepfmError):

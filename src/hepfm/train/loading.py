@@ -17,9 +17,9 @@ import torch
 from hepfm.data.datasets import open_source, pretraining_split
 from hepfm.data.streaming import in_memory_bytes, stream_pretraining_split
 from hepfm.io.atomic import atomic_write_text
+from hepfm.io.rundir import STREAM_PLAN
 
 #: The loading plan of a run, in its folder.
-STREAM_PLAN = "stream.json"
 
 
 def memory_budget(device) -> int:

@@ -1,5 +1,9 @@
 """Training tasks: their output size, per-event loss, scores and metrics.
 
+Each kind of task is a class registered under its name (:func:`register_task`, :data:`TASKS`);
+``Task(name, names, **options)`` builds the registered class of that name, so configs and saved models
+name tasks by string. The kinds:
+
 * ``multiclass``: cross entropy over the pretraining processes.
 * ``multilabel``: the 41 truth labels; binary labels use binary cross entropy on logits, the 5 count
   labels use mean squared error; the event loss is the equal-weighted mean of the 41 per-label losses.
@@ -10,11 +14,14 @@
   log E and cos/sin phi), added to the cross entropy with weight ``regress_weight``. Events too small to
   mask (fewer than 2 objects) have no loss and are left out of the accuracy.
 * ``jet-tagging``: cross entropy over the truth flavours of jets (a multiclass task on jets).
+
+:class:`MultiTask` combines several tasks as heads of one output layer: each head reads its own slice
+of the outputs and its own targets, and the event loss is the weighted sum of the heads' losses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,139 +31,165 @@ from hepfm.data import masking
 from hepfm.errors import ConfigurationError
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
 
-TASKS = ("multiclass", "multilabel", "binary", "masked", "jet-tagging")
-PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")  # event-level pretraining (jets: JET_TASKS)
-#: Tasks whose examples are jets (constituents) rather than events (objects).
-JET_TASKS = ("jet-tagging",)
 #: Seed of the masks of evaluation (validation, test) events: the same events get the same masks in every
 #: epoch and run, whatever the batch size.
 EVAL_MASK_SEED = 20_240_601
 
+_REGISTRY: dict[str, type[Task]] = {}
 
-@dataclass
-class Task:
-    """A task: ``name``, the class or label names it predicts, and how to score it.
 
-    ``regress`` and ``regress_weight`` apply to the masked task only.
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task kind buildable by its ``name`` (``Task(name, names)``)."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ConfigurationError(f"task name {cls.name!r} is taken by {_REGISTRY[cls.name].__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+class _ByName(type):
+    """``Task("binary", names, ...)`` builds the task class registered as "binary"; a subclass builds itself."""
+
+    def __call__(cls, *args, **kwargs):
+        if cls is Task:
+            if not args:
+                raise ConfigurationError("Task needs the task's name")
+            name, *args = args
+            if name not in _REGISTRY:
+                raise ConfigurationError(f"unknown task {name!r}; choose from {', '.join(_REGISTRY)}")
+            cls = _REGISTRY[name]
+        return super().__call__(*args, **kwargs)
+
+
+class Task(metaclass=_ByName):
+    """A task: its ``name`` (the registry key), the class or label ``names`` it predicts, and how to score it.
+
+    A subclass sets ``name`` and implements :attr:`n_outputs`, :meth:`loss`, :meth:`scores` and
+    :meth:`metrics`; ``outputs`` are the model's outputs [B, n_outputs] and ``y`` the batch's targets.
+    ``regress`` and ``regress_weight`` are options of the masked task; every other task refuses ``regress``.
     """
 
-    name: str
-    names: list[str]
-    regress: bool = False
-    regress_weight: float = 1.0
+    name: ClassVar[str] = "task"
+    #: Whether a finished run records :meth:`report` (the model card's held-out detail).
+    card_detail: ClassVar[bool] = False
+    #: Whether batches must be masked (:meth:`mask`) before the model sees them.
+    masked: ClassVar[bool] = False
 
-    @property
-    def _classes(self) -> bool:
-        return self.name in ("multiclass", "jet-tagging")
-
-    def __post_init__(self):
-        if self.name not in TASKS:
-            raise ConfigurationError(f"unknown task {self.name!r}; choose from {', '.join(TASKS)}")
-        if self.regress and self.name != "masked":
+    def __init__(self, names, regress: bool = False, regress_weight: float = 1.0):
+        if regress:
             raise ConfigurationError("kinematic regression is an option of the masked task only")
-        if self.name == "masked":
-            self._table = masking.class_table(list(self.names))
-        if self.name == "multilabel":
-            if list(self.names) != list(LABEL_NAMES):
-                raise ConfigurationError("multilabel tasks predict the 41 truth labels of hepfm.physics.truth")
-            self._regression = torch.tensor([k == "regression" for k in LABEL_KINDS])
+        self.names = names
+        self.regress = False
+        self.regress_weight = regress_weight
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(names={list(self.names)!r})"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and (other.names, other.regress, other.regress_weight) == (
+            self.names, self.regress, self.regress_weight)
+
+    __hash__ = None
 
     @property
     def n_outputs(self) -> int:
         """Width of the output layer."""
-        if self.name == "masked":
-            return len(self.names) + (len(masking.KINEMATIC_TARGETS) if self.regress else 0)
-        return 1 if self.name == "binary" else len(self.names)
+        return len(self.names)
 
-    @property
-    def masked(self) -> bool:
-        """Whether batches must be masked (:meth:`mask`) before the model sees them."""
-        return self.name == "masked"
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-event loss [B] (float32)."""
+        raise NotImplementedError
 
-    def mask(self, x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor,
-             scaling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(masked x, hidden [B, M], targets [B, 6]) of a batch; ``u`` [B] uniform numbers choose the objects
-        and ``scaling`` (the model's feature scaling) standardises the regression targets."""
-        return masking.mask_objects(x, mask, u, self._table, scaling.mean, scaling.std)
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Probabilities (or values, for regressed outputs) of ``outputs``."""
+        raise NotImplementedError
+
+    def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Accuracy and the task's other figures of ``outputs`` against targets ``y``."""
+        raise NotImplementedError
+
+    def report(self, outputs: torch.Tensor, y: torch.Tensor) -> dict:
+        """The held-out detail a model card shows (none by default)."""
+        return {}
+
+    def summary(self) -> dict:
+        """The task's options, saved with a model (``task_options`` in config.json)."""
+        return {}
+
+    def mask(self, x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, scaling):
+        """(masked x, hidden, targets) of a batch; only for tasks with :attr:`masked` set."""
+        raise ConfigurationError(f"the {self.name} task does not mask its inputs")
 
     def eval_uniforms(self, n: int) -> torch.Tensor:
         """The fixed uniform numbers that choose the hidden objects of ``n`` evaluation events (CPU)."""
         return torch.rand(n, generator=torch.Generator().manual_seed(EVAL_MASK_SEED), dtype=torch.float64)
 
-    def summary(self) -> dict:
-        """The task's options, saved with a model (``task_options`` in config.json)."""
-        if self.name != "masked":
-            return {}
-        return {"regress": self.regress, "regress_weight": self.regress_weight,
-                "kinematic_targets": list(masking.KINEMATIC_TARGETS) if self.regress else [],
-                "min_objects": masking.MIN_OBJECTS}
 
-    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-event loss [B] (float32)."""
+@register_task
+class MulticlassTask(Task):
+    """Cross entropy over ``names`` (one class per example)."""
+
+    name = "multiclass"
+    card_detail = True
+
+    def loss(self, outputs, y):
+        return F.cross_entropy(outputs.float(), y, reduction="none")
+
+    def scores(self, outputs):
+        """Softmax over the classes."""
+        return outputs.float().softmax(dim=1)
+
+    def metrics(self, outputs, y):
+        s = self.scores(outputs).cpu().numpy()
+        return {"accuracy": float((s.argmax(axis=1) == y.cpu().numpy()).mean())}
+
+    def report(self, outputs, y):
+        """The confusion matrix (rows: true class, columns: predicted; counts) and each class's accuracy."""
+        from sklearn.metrics import confusion_matrix
+
+        s = self.scores(outputs).cpu().numpy()
+        matrix = confusion_matrix(y.cpu().numpy(), s.argmax(axis=1), labels=range(len(self.names)))
+        per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+        return {"confusion_matrix": matrix.tolist(),
+                "class_accuracy": dict(zip(self.names, map(float, per_class), strict=True))}
+
+
+@register_task
+class MultilabelTask(Task):
+    """The 41 truth labels of :mod:`hepfm.physics.truth`: flags by binary cross entropy, counts by squared error."""
+
+    name = "multilabel"
+    card_detail = True
+
+    def __init__(self, names, regress: bool = False, regress_weight: float = 1.0):
+        super().__init__(names, regress, regress_weight)
+        if list(self.names) != list(LABEL_NAMES):
+            raise ConfigurationError("multilabel tasks predict the 41 truth labels of hepfm.physics.truth")
+        self._regression = torch.tensor([k == "regression" for k in LABEL_KINDS])
+
+    def loss(self, outputs, y):
         outputs = outputs.float()
-        if self._classes:
-            return F.cross_entropy(outputs, y, reduction="none")
-        if self.name == "binary":
-            return F.binary_cross_entropy_with_logits(outputs[:, 0], y, reduction="none")
-        if self.name == "masked":
-            k = len(self.names)
-            target = y[:, 0].long()
-            loss = F.cross_entropy(outputs[:, :k], target, ignore_index=masking.IGNORE, reduction="none")
-            if self.regress:
-                mse = ((outputs[:, k:] - y[:, 1:]) ** 2).mean(dim=1)
-                loss = loss + self.regress_weight * torch.where(target != masking.IGNORE, mse, 0.0)
-            return loss
         regression = self._regression.to(outputs.device)
         per_label = torch.where(regression, (outputs - y) ** 2,
                                 F.binary_cross_entropy_with_logits(outputs, y, reduction="none"))
         return per_label.mean(dim=1)
 
-    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Probabilities: softmax (multiclass, jet-tagging), sigmoid (binary; [B]), sigmoid or value (multilabel)."""
+    def scores(self, outputs):
+        """Sigmoid of the flags, the counts' values as they are."""
         outputs = outputs.float()
-        if self._classes:
-            return outputs.softmax(dim=1)
-        if self.name == "masked":
-            return outputs[:, :len(self.names)].softmax(dim=1)
-        if self.name == "binary":
-            return outputs[:, 0].sigmoid()
         return torch.where(self._regression.to(outputs.device), outputs, outputs.sigmoid())
 
-    def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Accuracy (and ROC AUC for binary tasks) of ``outputs`` against targets ``y``."""
-        from sklearn.metrics import roc_auc_score
-
-        s = self.scores(outputs).cpu().numpy()
-        t = y.cpu().numpy()
-        if self._classes:
-            return {"accuracy": float((s.argmax(axis=1) == t).mean())}
-        if self.name == "masked":
-            return self._masked_metrics(s, outputs, y)
-        if self.name == "binary":
-            out = {"accuracy": float(((s >= 0.5) == (t == 1)).mean())}
-            if 0 < t.sum() < len(t):
-                out["auc"] = float(roc_auc_score(t, s))
-            return out
+    def metrics(self, outputs, y):
+        s, t = self.scores(outputs).cpu().numpy(), y.cpu().numpy()
         binary = ~self._regression.numpy()
         acc = ((s[:, binary] >= 0.5) == (t[:, binary] >= 0.5)).mean()
         counts = (np.rint(s[:, ~binary]) == t[:, ~binary]).mean()
         return {"accuracy": float(acc), "count_accuracy": float(counts)}
 
-    def report(self, outputs: torch.Tensor, y: torch.Tensor) -> dict:
-        """The held-out detail a model card shows: for multiclass the confusion matrix (rows: true class,
-        columns: predicted; counts) and each class's accuracy; for multilabel each binary label's ROC AUC
-        (None where the test events hold one value only) and each count label's exact-count accuracy."""
-        from sklearn.metrics import confusion_matrix, roc_auc_score
+    def report(self, outputs, y):
+        """Each flag's ROC AUC (None where the test events hold one value only) and each count's exact accuracy."""
+        from sklearn.metrics import roc_auc_score
 
-        s = self.scores(outputs).cpu().numpy()
-        t = y.cpu().numpy()
-        if self._classes:
-            matrix = confusion_matrix(t, s.argmax(axis=1), labels=range(len(self.names)))
-            per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-            return {"confusion_matrix": matrix.tolist(),
-                    "class_accuracy": dict(zip(self.names, map(float, per_class), strict=True))}
-        if self.name in ("binary", "masked"):
-            return {}  # masked: per-class accuracies are among its metrics
+        s, t = self.scores(outputs).cpu().numpy(), y.cpu().numpy()
         out: dict = {"label_auc": {}, "count_accuracy": {}}
         for i, (name, regression) in enumerate(zip(self.names, self._regression.tolist(), strict=True)):
             if regression:
@@ -167,7 +200,81 @@ class Task:
                                           if 0 < positive.sum() < len(positive) else None)
         return out
 
-    def _masked_metrics(self, s: np.ndarray, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+
+@register_task
+class BinaryTask(Task):
+    """One logit, binary cross entropy (signal = 1)."""
+
+    name = "binary"
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    def loss(self, outputs, y):
+        return F.binary_cross_entropy_with_logits(outputs.float()[:, 0], y, reduction="none")
+
+    def scores(self, outputs):
+        """Sigmoid of the logit, [B]."""
+        return outputs.float()[:, 0].sigmoid()
+
+    def metrics(self, outputs, y):
+        """Accuracy at 0.5 and, when both classes are present, ROC AUC."""
+        from sklearn.metrics import roc_auc_score
+
+        s, t = self.scores(outputs).cpu().numpy(), y.cpu().numpy()
+        out = {"accuracy": float(((s >= 0.5) == (t == 1)).mean())}
+        if 0 < t.sum() < len(t):
+            out["auc"] = float(roc_auc_score(t, s))
+        return out
+
+
+@register_task
+class MaskedTask(Task):
+    """The hidden object's class (cross entropy over ``names``, the store's object classes); with ``regress``
+    also its kinematics (squared error, weight ``regress_weight``). Targets y [B, 6]: class, then kinematics."""
+
+    name = "masked"
+    masked = True
+
+    def __init__(self, names, regress: bool = False, regress_weight: float = 1.0):
+        super().__init__(names, False, regress_weight)
+        self.regress = regress
+        self._table = masking.class_table(list(self.names))
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.names) + (len(masking.KINEMATIC_TARGETS) if self.regress else 0)
+
+    def mask(self, x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor,
+             scaling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(masked x, hidden [B, M], targets [B, 6]) of a batch; ``u`` [B] uniform numbers choose the objects
+        and ``scaling`` (the model's feature scaling) standardises the regression targets."""
+        return masking.mask_objects(x, mask, u, self._table, scaling.mean, scaling.std)
+
+    def summary(self) -> dict:
+        return {"regress": self.regress, "regress_weight": self.regress_weight,
+                "kinematic_targets": list(masking.KINEMATIC_TARGETS) if self.regress else [],
+                "min_objects": masking.MIN_OBJECTS}
+
+    def loss(self, outputs, y):
+        outputs = outputs.float()
+        k = len(self.names)
+        target = y[:, 0].long()
+        loss = F.cross_entropy(outputs[:, :k], target, ignore_index=masking.IGNORE, reduction="none")
+        if self.regress:
+            mse = ((outputs[:, k:] - y[:, 1:]) ** 2).mean(dim=1)
+            loss = loss + self.regress_weight * torch.where(target != masking.IGNORE, mse, 0.0)
+        return loss
+
+    def scores(self, outputs):
+        """Softmax over the object classes (the regressed kinematics left out)."""
+        return outputs.float()[:, :len(self.names)].softmax(dim=1)
+
+    def metrics(self, outputs, y):
+        """Accuracy over the events with a hidden object, the chance level, per-class accuracies and, with
+        ``regress``, the kinematics' mean squared error."""
+        s = self.scores(outputs).cpu().numpy()
         t = y[:, 0].long().cpu().numpy()
         used = t != masking.IGNORE
         s, t = s[used], t[used]
@@ -184,3 +291,73 @@ class Task:
             pred, true = outputs[:, k:].float().cpu().numpy()[used], y[:, 1:].cpu().numpy()[used]
             out["kinematics_mse"] = float(((pred - true) ** 2).mean())
         return out
+
+
+@register_task
+class JetTaggingTask(MulticlassTask):
+    """Cross entropy over the truth flavours of jets (a multiclass task whose examples are jets)."""
+
+    name = "jet-tagging"
+    card_detail = False
+
+
+class MultiTask(Task):
+    """Several tasks as heads of one output layer: ``heads`` maps a head's name to (task, loss weight).
+
+    The outputs [B, sum of the heads' widths] are split in the order of ``heads``; the targets are a dict
+    {head: that head's targets}, so heads may have targets of any shape (per event or per object). The
+    event loss is the weighted sum of the heads' per-event losses; scores and metrics are per head (metric
+    names prefixed ``head_``, plus ``accuracy``: the first head's).
+    """
+
+    name = "multitask"
+
+    def __init__(self, heads: dict[str, tuple[Task, float]]):
+        if not heads:
+            raise ConfigurationError("a multi-task needs at least one head")
+        for head, (task, weight) in heads.items():
+            if task.masked:
+                raise ConfigurationError(f"head {head!r}: a masked task cannot be one head of several")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                raise ConfigurationError(f"head {head!r}: the loss weight must be a number >= 0, got {weight!r}")
+        super().__init__([f"{head}:{n}" for head, (task, _) in heads.items() for n in task.names])
+        self.heads = dict(heads)
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(task.n_outputs for task, _ in self.heads.values())
+
+    def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each head's slice of ``outputs``."""
+        parts = torch.split(outputs, [task.n_outputs for task, _ in self.heads.values()], dim=1)
+        return dict(zip(self.heads, parts, strict=True))
+
+    def loss(self, outputs, y: dict):
+        parts = self.split(outputs)
+        return sum(weight * task.loss(parts[head], y[head]) for head, (task, weight) in self.heads.items())
+
+    def scores(self, outputs) -> dict[str, torch.Tensor]:
+        """Each head's scores."""
+        parts = self.split(outputs)
+        return {head: task.scores(parts[head]) for head, (task, _) in self.heads.items()}
+
+    def metrics(self, outputs, y: dict):
+        parts = self.split(outputs)
+        out: dict[str, float] = {}
+        for head, (task, _) in self.heads.items():
+            for key, value in task.metrics(parts[head], y[head]).items():
+                out[f"{head}_{key}"] = value
+        out["accuracy"] = out[f"{next(iter(self.heads))}_accuracy"]
+        return out
+
+    def summary(self) -> dict:
+        return {"heads": {head: {"task": task.name, "names": list(task.names), "weight": weight,
+                                 "options": task.summary()} for head, (task, weight) in self.heads.items()}}
+
+
+#: Every task name ``Task(name, names)`` takes.
+TASKS = tuple(_REGISTRY)
+#: Event-level pretraining tasks (jets: :data:`JET_TASKS`).
+PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")
+#: Tasks whose examples are jets (constituents) rather than events (objects).
+JET_TASKS = ("jet-tagging",)

@@ -60,6 +60,8 @@ from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.io.atomic import atomic_write
+from hepfm.io.rundir import HISTORY, TENSORBOARD
+from hepfm.models.base import Backbone
 from hepfm.models.batched import autocast as _autocast
 from hepfm.models.batched import in_batches
 from hepfm.progress import EventProgress
@@ -68,7 +70,6 @@ from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
 from hepfm.train.distributed import DistContext
 from hepfm.train.tasks import Task
 
-HISTORY = "history.csv"
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-cosine")
 #: Seed 002 (the KEK study): SGD with the learning rate annealed from 1e-2 to 1e-4 (cosine), batch 512.
 SGD_COSINE = {"lr": 1e-2, "min_lr": 1e-4, "batch_size": 512}
@@ -303,7 +304,7 @@ class _Logger:
             except ImportError:  # tensorboard not installed: CSV only
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(run_dir / TENSORBOARD))
 
     def log(self, history: list[dict]) -> None:
         if not self.enabled:
@@ -349,7 +350,7 @@ class _HeadOnLatents(nn.Module):
 
 def _only_head_trains(model: nn.Module) -> bool:
     head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module) or not hasattr(model, "encode"):
+    if not isinstance(head, nn.Module) or not isinstance(model, Backbone):
         return False
     head_ids = {id(p) for p in head.parameters()}
     return all(p.requires_grad == (id(p) in head_ids) for p in model.parameters())
@@ -383,7 +384,7 @@ def _latent_rows(model: nn.Module):
     return lambda x, mask: model.encode(x, mask)[:, None, :]
 
 
-def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
+def _cache_frozen(model: Backbone, task: Task, train, val, cfg: TrainConfig, ctx: DistContext, bf16: bool):
     """(net, train, val) with what the model's frozen part computes done once per event, or None where nothing
     is cached (see the module docstring)."""
     if (not cfg.cache_frozen or cfg.augment or task.masked or cfg.compile or ctx.distributed
@@ -391,15 +392,15 @@ def _cache_frozen(model: nn.Module, task: Task, train, val, cfg: TrainConfig, ct
         return None
     if _only_head_trains(model):
         net, rows, one_row = _HeadOnLatents(model), _latent_rows(model), True
-    elif hasattr(model, "with_jet_embeddings") and model.jet_backbone_frozen():
-        net, rows, one_row = model, model.with_jet_embeddings, False
+    elif (rows := model.frozen_rows()) is not None:  # the model reads these rows while embedded_inputs is set
+        net, one_row = model, False
     else:
         return None
     return net, _once_per_event(model, rows, train, cfg.eval_batch_size, bf16, one_row), \
         _once_per_event(model, rows, val, cfg.eval_batch_size, False, one_row)
 
 
-def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
+def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
         run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
 
@@ -449,7 +450,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bucketed = cfg.compile and hasattr(model, "bucket_shapes")
+    bucketed = cfg.compile and model.compile_bucketed
     if bucketed:
         model.bucket_shapes = True  # a few padded shapes, not one per batch
     if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
@@ -457,7 +458,7 @@ def fit(model: nn.Module, task: Task, train: EventData, val: EventData, groups: 
     eval_net = model
     # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
     cached = None if state["done"] else _cache_frozen(model, task, train, val, cfg, ctx, bf16)
-    embedded = cached is not None and cached[0] is model  # the hierarchical model reads embedded rows
+    embedded = cached is not None and cached[0] is model  # the model reads its frozen_rows()
     if cached is not None:
         net, train, val = cached  # the original rows are not kept: no second copy on the device
         eval_net = net

@@ -15,9 +15,7 @@ pretraining saw, unless ``allow_overlap`` is set: then they warn and mark the re
 
 from __future__ import annotations
 
-import shutil
 import warnings
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,116 +31,40 @@ from hepfm.data.datasets import (
     open_for_training,
     open_source,
 )
-from hepfm.data.features import fit_scaling
-from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.masking import object_classes
 from hepfm.data.streaming import StreamingEvents, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
-from hepfm.io.atomic import remove_stale_temporaries
-from hepfm.io.locking import LOCK, exclusive_lock
-from hepfm.io.schema import TYPE, constituent_counts, is_type
-from hepfm.models.base import Backbone, count_parameters
+from hepfm.io.schema import TYPE
 from hepfm.models.batched import predict
 from hepfm.models.pretrained import data_schema, schema_differences
 from hepfm.models.pretrained import resolve as resolve_model
 from hepfm.models.registry import check_inputs, create_model
-from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
+from hepfm.models.saving import load_model
 from hepfm.train import distributed
-from hepfm.train.checkpoint import CHECKPOINT, BadCheckpointError, remove_checkpoint
-from hepfm.train.loading import STREAM_PLAN, pretraining_data
+from hepfm.train.lifecycle import (
+    NotImprovedWarning,
+    Run,
+    UntrainedModelError,
+    check_run_options,
+    check_trained,
+    initial_model,
+    resolve_parent,
+)
+from hepfm.train.lifecycle import resolved_path as _abs
+from hepfm.train.loading import pretraining_data
+from hepfm.train.record import RunRecord, known
 from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
-from hepfm.train.trainer import (
-    TrainConfig,
-    check_learning_rate,
-    check_max_events,
-    evaluate,
-    fit,
-)
+from hepfm.train.trainer import TrainConfig
+
+__all__ = ["NotImprovedWarning", "OverlapWarning", "UntrainedModelError", "evaluate_run", "finetune",
+           "finetune_hierarchical", "masked_classes", "pretrain", "pretrain_jets"]
+
+_check_trained = check_trained  # the name tests and older callers use
 
 
 class OverlapWarning(UserWarning):
     """Held-out events that the pretrained model trained on (only with ``allow_overlap``)."""
-
-
-class NotImprovedWarning(UserWarning):
-    """A finished run whose best validation loss is no better than the untrained model's."""
-
-
-class UntrainedModelError(HepfmError):
-    """Training gave no usable model (non-finite weights, or never better than the untrained model)."""
-
-
-# What a run writes into its folder; interrupted atomic writes of these leave NAME.*.tmp files behind.
-_RUN_FILES = (CONFIG, WEIGHTS, "history.csv", CHECKPOINT, STREAM_PLAN)
-# Kept when a run fails after checkpointing, so rerunning the command resumes it exactly.
-_RESUME_FILES = (CHECKPOINT, STREAM_PLAN)
-
-
-def _check_run_options(lr=None, backbone_lr=None, max_events=None, device="auto") -> None:
-    """Refuse a bad learning rate, event cap or device before anything is written."""
-    if lr is not None:
-        check_learning_rate(lr, "lr")
-    if backbone_lr is not None:
-        check_learning_rate(backbone_lr, "backbone_lr", allow_zero=True)
-    check_max_events(max_events)
-    distributed.check_device(device)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise HepfmError(f"{out}: exists and is not a folder")
-    if (out / CONFIG).exists() and not (out / CHECKPOINT).exists() and not overwrite:
-        raise HepfmError(f"{out}: already holds a trained model; choose another output folder or overwrite it "
-                         "explicitly")
-
-
-def _clear_out(out: Path, overwrite: bool) -> None:
-    """With ``overwrite``: remove a previous run's outputs (model, history, checkpoint), so the run starts fresh."""
-    if not overwrite:
-        return
-    for name in (CONFIG, WEIGHTS, "history.csv", CHECKPOINT, STREAM_PLAN):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "tensorboard", ignore_errors=True)
-
-
-@contextmanager
-def _output_guard(out: Path):
-    """Create and lock ``out``; on any failure (an input error, a full disk, an interrupt) remove what this run
-    added (the folder itself if it made it).
-
-    A run that fails after writing its own checkpoint (e.g. a non-finite loss, Ctrl-C) keeps it and its data
-    plan, so rerunning resumes, unless the cause is a damaged store or a model not worth keeping. Under
-    torchrun only rank 0 locks and cleans (the others share its folder).
-    """
-    main = distributed.rank() == 0
-    existed = out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out, "run folder") if main else nullcontext():
-        before = {p.name for p in out.iterdir()}
-        had_checkpoint = (out / CHECKPOINT).exists()
-        if main:
-            for name in _RUN_FILES:  # left by a run killed while writing (we hold the lock: nobody else is)
-                remove_stale_temporaries(out / name)
-        try:
-            yield
-        except BaseException as exc:
-            if main:
-                keep = (out / CHECKPOINT).exists() and not isinstance(
-                    exc, (DamagedStoreError, UntrainedModelError, BadCheckpointError))
-                _remove_added(out, existed, before, had_checkpoint, keep)
-            raise
-
-
-def _remove_added(out: Path, existed: bool, before: set[str], had_checkpoint: bool, keep: bool) -> None:
-    if not existed and not keep:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for p in out.iterdir():
-        if p.name.startswith(LOCK) or (keep and p.name in _RESUME_FILES):
-            continue
-        if p.name not in before or (p.name == CHECKPOINT and not had_checkpoint):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test")) -> dict | None:
@@ -164,51 +86,21 @@ def _overlap(splits: dict, source: str, allow_overlap: bool, parts=("val", "test
     return {**counts, "overlap": bool(bad)}
 
 
-def _abs(path) -> str | None:
-    return None if path is None else str(Path(path).resolve())
+def _binary_task() -> Task:
+    return Task("binary", ["background", "signal"])
 
 
-def _fit_scaling(model: Backbone, train) -> None:
-    if isinstance(train, StreamingEvents):
-        train = train.sample()  # a bounded, seeded sample: the stream does not fit in memory
-    mean, std = fit_scaling(train.x.numpy(), train.n_objects.numpy())
-    model.scaling.set(mean, std)
+def _check_strategy(strategy: str, init_from, needs: str) -> None:
+    if strategy not in STRATEGIES:
+        raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy in ("finetune", "frozen") and init_from is None:
+        raise HepfmError(f"strategy {strategy!r} needs {needs}")
 
 
-def _check_trained(model, result, out: Path) -> None:
-    """Refuse to save a model with non-finite weights; warn about one never better than before training."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise UntrainedModelError(f"{out}: training gave non-finite weights ({bad[0]}); nothing was saved (try a "
-                                  "lower learning rate)")
-    initial = result.initial_val_loss
-    if result.best_epoch < 1 or (initial is not None and not result.best_val_loss < initial):
-        # A warning, not a refusal: a study's tuning grid and its collapse check must see such runs to rank them.
-        before = "" if initial is None else f" ({initial:.6g}; best after training {result.best_val_loss:.6g})"
-        warnings.warn(f"{out}: training never improved on the untrained model's validation loss{before}; try "
-                      "another learning rate or more epochs", NotImprovedWarning, stacklevel=3)
-
-
-def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx, metadata: dict) -> dict:
-    _check_trained(model, result, out)
-    test, detail = {}, {}
-    if len(splits["test"]):
-        data = splits["test"].to(ctx.device)
-        test = evaluate(model, task, data, cfg.eval_batch_size)
-        if task.name in ("multiclass", "multilabel"):  # the model card's confusion matrix / per-label AUCs
-            detail = task.report(predict(model, data, cfg.eval_batch_size), data.y)
-    summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "stopped_early": result.stopped_early, "train_time_s": round(result.train_time_s, 3),
-               "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
-               "test": test, "parameters": count_parameters(model)}
-    if detail:
-        summary["test_detail"] = detail
-    if ctx.is_main:
-        save_model(model, out, {**metadata, "task": task.name, "names": list(task.names),
-                                "training": {**summary, "config": asdict(cfg), "world_size": ctx.world}})
-        remove_checkpoint(out)
-    ctx.barrier()
-    return summary
+def _check_continued(parent: RunRecord, folder: Path, task: str, names: list[str], what: str) -> None:
+    """Refuse to continue pretraining a model that was pretrained for another task or label set."""
+    if parent.task != task or list(known(parent.names, [])) != names:
+        raise HepfmError(f"{folder}: pretrained for {known(parent.task)} over {known(parent.names)}, but {what}")
 
 
 def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model: str = "graphnet",
@@ -223,8 +115,8 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
     None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`).
     """
-    cfg, out = cfg or TrainConfig(), Path(out)
-    _check_run_options(lr, None, max_events, device)
+    cfg = cfg or TrainConfig()
+    check_run_options(lr, None, max_events, device)
     if task in JET_TASKS:
         if stream:
             raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
@@ -237,52 +129,48 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
         raise HepfmError("kinematic regression of the hidden object needs the masked task")
     check_inputs(model, "objects", f"the {task} task")
     check_augment(task, cfg.augment)
-    _check_out(out, overwrite)
-    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
-    parent = read_config(init_from) if init_from is not None else None
+    run = Run(out, cfg, device, overwrite)
+    source_name, init_from, parent = resolve_parent(init_from)
     open_for_training(data, max_events)  # damaged shards are refused before anything is written
     schema = data_schema(open_source(data)[0])
     if parent is not None:
         _check_schema(parent, data, source_name)
-    record = pretraining_data_record(data, split_seed, max_events)
+    pretraining_events = pretraining_data_record(data, split_seed, max_events)
     if parent is not None:
-        record = list(parent.get("pretraining_data") or []) + record
+        pretraining_events = parent.inherited_pretraining_data() + pretraining_events
     settings = {"command": "pretrain", "data": _abs(data), "task": task, "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
                 "split_seed": split_seed, "max_events": max_events, "stream": stream}
     if task == "masked":
         settings["regress"] = regress
         model_config = {**(model_config or {}), "mask_token": True}
-    with _output_guard(out):
-        _clear_out(out, overwrite)
-        ctx = distributed.setup(device)
-        splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, out,
-                                                  resume=(out / CHECKPOINT).exists())
+    with run.guard():
+        ctx = run.start()
+        splits, names, loading = pretraining_data(data, task, split_seed, max_events, stream, ctx, run.out,
+                                                  resume=run.resuming)
         if task == "masked":
             names = masked_classes(data, splits["train"])
         task_ = Task(task, names, regress=regress)
-        torch.manual_seed(cfg.seed)
-        if init_from is not None:
-            net = load_model(init_from)
-            meta = net.metadata
-            if meta.get("task") != task or list(meta.get("names", [])) != names:
-                raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but this "
-                                 f"task is {task} over {names}; the label sets must match to continue pretraining")
-            if meta.get("task_options", {}).get("regress", False) != regress:
+        run.seed()
+        net = initial_model(model, task_.n_outputs, model_config, splits["train"], init_from, parent is not None)
+        if parent is not None:
+            _check_continued(parent, init_from, task, names, f"this task is {task} over {names}; the label sets "
+                             "must match to continue pretraining")
+            if known(parent.task_options, {}).get("regress", False) != regress:
                 raise HepfmError(f"{init_from}: pretrained with regress={not regress}; continue with the same "
                                  "regress setting")
-        else:
-            net = create_model(model, task_.n_outputs, **(model_config or {}))
-            _fit_scaling(net, splits["train"])
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
-        result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
-        summary = _finish(net, task_, result, splits, cfg, out, ctx,
-                          {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
-                           "max_events": max_events, "lr": lr,
-                           "init_from": str(source_name) if source_name is not None else None,
-                           "data_loading": loading, "pretraining_data": record, "data_schema": schema,
-                           "task_options": task_.summary()})
+        result = run.fit(net, task_, splits, groups, settings)
+        summary = run.finish(net, task_, result, splits, RunRecord(
+            strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
+            init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
+            data_schema=schema, task_options=task_.summary()))
     return {**summary, "stream": loading["stream"]}
+
+
+def _given(source_name) -> str | None:
+    """The starting model as the caller named it (recorded so), or None."""
+    return str(source_name) if source_name is not None else None
 
 
 def masked_classes(data: str | Path, train) -> list[str]:
@@ -305,53 +193,43 @@ def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transform
     and true classes (numpy arrays, not saved) for rejection figures.
     """
     from hepfm.data.jets import jet_tagging_data, padding_fraction
-    from hepfm.models.jets import fit_constituent_scaling
 
-    cfg, out = cfg or TrainConfig(), Path(out)
-    _check_run_options(lr, None, max_events, device)
+    cfg = cfg or TrainConfig()
+    check_run_options(lr, None, max_events, device)
     check_inputs(model, "constituents", "jet tagging")
     if cfg.augment:
         raise HepfmError("jet tagging takes no augmentation (the constituents are relative to their jet axis)")
-    _check_out(out, overwrite)
+    run = Run(out, cfg, device, overwrite)
     source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
     settings = {"command": "pretrain", "data": _abs(data), "task": "jet-tagging", "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
                 "split_seed": split_seed, "max_events": max_events, "classes": classes}
-    with _output_guard(out):
-        _clear_out(out, overwrite)
-        ctx = distributed.setup(device)
+    with run.guard():
+        ctx = run.start()
         splits, names = jet_tagging_data(data, split_seed, max_events, classes)
         task_ = Task("jet-tagging", names)
-        torch.manual_seed(cfg.seed)
+        run.seed()
+        net = initial_model(model, task_.n_outputs, model_config, splits["train"], init_from, init_from is not None)
         if init_from is not None:
-            net = load_model(init_from)
-            meta = net.metadata
-            if meta.get("task") != "jet-tagging" or list(meta.get("names", [])) != names:
-                raise HepfmError(f"{init_from}: pretrained for {meta.get('task')} over {meta.get('names')}, but "
-                                 f"this is jet-tagging over {names}; the classes must match to continue")
-        else:
-            net = create_model(model, task_.n_outputs, **(model_config or {}))
-            train = splits["train"]
-            net.scaling.set(*fit_constituent_scaling(train.x.numpy(), train.n_constituents.numpy()))
+            _check_continued(RunRecord.from_json(net.metadata), init_from, "jet-tagging", names,
+                             f"this is jet-tagging over {names}; the classes must match to continue")
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
         bucketed, unsorted = padding_fraction(splits["train"], cfg.batch_size, cfg.seed)
-        result = fit(net, task_, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
+        result = run.fit(net, task_, splits, groups, settings)
         loading = {"jets": {k: len(v) for k, v in splits.items()},
                    "padding_per_real_constituent": {"bucketed": round(bucketed, 4), "unsorted": round(unsorted, 4)}}
-        summary = _finish(net, task_, result, splits, cfg, out, ctx,
-                          {"strategy": "pretrain", "data": str(data), "split_seed": split_seed,
-                           "max_events": max_events, "lr": lr, "inputs": "constituents",
-                           "init_from": str(source_name) if source_name is not None else None,
-                           "data_loading": loading})
+        summary = run.finish(net, task_, result, splits, RunRecord(
+            strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
+            inputs="constituents", init_from=_given(source_name), data_loading=loading))
         test = splits["test"].to(ctx.device)
         summary["test_outputs"] = {"scores": task_.scores(predict(net, test, cfg.eval_batch_size)).cpu().numpy(),
                                    "y": test.y.cpu().numpy(), "names": names}
     return {**summary, **loading}
 
 
-def _check_schema(parent: dict, data: str | Path, name) -> None:
+def _check_schema(parent: RunRecord, data: str | Path, name) -> None:
     """Refuse events whose features or detector differ from those the model was pretrained on."""
-    diffs = schema_differences(parent, open_source(data)[0])
+    diffs = schema_differences(parent.to_json(), open_source(data)[0])
     if diffs:
         raise HepfmError(f"{data}: these events differ from those {name} was pretrained on: {'; '.join(diffs)}")
 
@@ -366,61 +244,50 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     Validation or test events that the pretrained model (``init_from``, finetune/frozen) trained on are
     refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
     """
-    cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
-    _check_run_options(lr, backbone_lr, max_events, device)
-    if strategy not in STRATEGIES:
-        raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if strategy in ("finetune", "frozen") and init_from is None:
-        raise HepfmError(f"strategy {strategy!r} needs a pretrained model to start from (a run folder or a "
-                         "shipped model's name)")
+    cfg, plan = cfg or TrainConfig(), plan or BinarySplitPlan()
+    check_run_options(lr, backbone_lr, max_events, device)
+    _check_strategy(strategy, init_from, "a pretrained model to start from (a run folder or a shipped model's name)")
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
-    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
-    parent = read_config(init_from) if init_from is not None else None  # fail early on an unreadable model
-    if model == "hierarchical" or (parent is not None and parent.get("task") in JET_TASKS):
+    source_name, init_from, parent = resolve_parent(init_from)  # fail early on an unreadable model
+    if model == "hierarchical" or (parent is not None and parent.task in JET_TASKS):
         return finetune_hierarchical(signal, background, out, strategy=strategy, init_from=source_name,
                                      model=model, model_config=model_config, plan=plan, cfg=cfg, lr=lr,
                                      backbone_lr=backbone_lr, max_events=max_events, device=device,
                                      overwrite=overwrite)
-    check_inputs(parent["architecture"]["model"] if parent is not None else model, "objects", "an event classifier")
-    _check_out(out, overwrite)
+    check_inputs(parent.model if parent is not None else model, "objects", "an event classifier")
+    run = Run(out, cfg, device, overwrite)
+    transfer = parent is not None and strategy != "scratch"
     for source in (signal, background):
         open_for_training(source, max_events)  # damaged shards are refused before anything is written
-        if parent is not None and strategy != "scratch":
+        if transfer:
             _check_schema(parent, source, source_name)
-    schema = (parent or {}).get("data_schema") if strategy != "scratch" else None
-    schema = schema or data_schema(open_source(signal)[0])
-    record = (parent.get("pretraining_data") or []) if parent is not None and strategy != "scratch" else None
+    schema = (known(parent.data_schema) if transfer else None) or data_schema(open_source(signal)[0])
+    pretraining_events = parent.inherited_pretraining_data() if transfer else None
     settings = {"command": "finetune", "signal": _abs(signal), "background": _abs(background), "strategy": strategy,
                 "init_from": _abs(init_from), "model": model,
                 "model_config": model_config or {}, "split": asdict(plan), "lr": lr, "backbone_lr": backbone_lr,
                 "frozen_part": frozen_part, "max_events": max_events, "allow_overlap": allow_overlap}
-    with _output_guard(out):
-        splits = binary_split(signal, background, plan, max_events, record=record)
+    if parent is not None and not transfer:  # same architecture as the pretrained model, fresh weights
+        model = parent.model
+        model_config = {k: v for k, v in parent.model_config.items() if k != "mask_token"}
+    with run.guard():
+        splits = binary_split(signal, background, plan, max_events, record=pretraining_events)
         overlap = _overlap(splits, str(init_from), allow_overlap)
-        _clear_out(out, overwrite)
-        ctx = distributed.setup(device)
-        task = Task("binary", ["background", "signal"])
-        torch.manual_seed(cfg.seed)
-        if strategy == "scratch":
-            if init_from is not None:  # same architecture as the pretrained model, fresh weights
-                arch = parent["architecture"]
-                model = arch["model"]
-                model_config = {k: v for k, v in arch.get("config", {}).items() if k != "mask_token"}
-            net = create_model(model, task.n_outputs, **(model_config or {}))
-            _fit_scaling(net, splits["train"])
-        else:
-            net = load_model(init_from)
+        run.start()
+        task = _binary_task()
+        run.seed()
+        net = initial_model(model, task.n_outputs, model_config, splits["train"], init_from, transfer)
+        if transfer:
             net.drop_mask_token()  # a masked-pretrained backbone: embedding + backbone transfer, not the dummy
         groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part)
-        result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
-        return _finish(net, task, result, splits, cfg, out, ctx,
-                       {"strategy": strategy, "signal": str(signal), "background": str(background),
-                        "data_paths": {"signal": _abs(signal), "background": _abs(background)},
-                        "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
-                        "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr, "frozen_part": frozen_part,
-                        "pretraining_data": record, "pretraining_overlap": overlap,
-                        "overlap": bool(overlap and overlap["overlap"]), "data_schema": schema})
+        result = run.fit(net, task, splits, groups, settings)
+        return run.finish(net, task, result, splits, RunRecord(
+            strategy=strategy, signal=str(signal), background=str(background),
+            data_paths={"signal": _abs(signal), "background": _abs(background)}, init_from=_given(source_name),
+            split=asdict(plan), max_events=max_events, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part,
+            pretraining_data=pretraining_events, pretraining_overlap=overlap,
+            overlap=bool(overlap and overlap["overlap"]), data_schema=schema))
 
 
 def finetune_hierarchical(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
@@ -438,75 +305,51 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     "hierarchical") is always trained from scratch, at ``lr``.
     """
     from hepfm.data.datasets import stored_constituents
-    from hepfm.data.features import fit_scaling
-    from hepfm.models.hierarchical import N_CONSTITUENT, N_OBJECT
-    from hepfm.models.jets import fit_constituent_scaling
 
-    cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
-    _check_run_options(lr, backbone_lr, max_events, device)
-    if strategy not in STRATEGIES:
-        raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if strategy in ("finetune", "frozen") and init_from is None:
-        raise HepfmError(f"strategy {strategy!r} needs a jet-tagging run to take the jet backbone from")
+    cfg, plan = cfg or TrainConfig(), plan or BinarySplitPlan()
+    check_run_options(lr, backbone_lr, max_events, device)
+    _check_strategy(strategy, init_from, "a jet-tagging run to take the jet backbone from")
     if cfg.augment:
         raise HepfmError("the hierarchical model takes no augmentation (its constituents would not follow)")
     check_sources(signal, background)
-    source_name, init_from = init_from, resolve_model(init_from) if init_from is not None else None
-    parent = read_config(init_from) if init_from is not None else None
-    if parent is not None and parent.get("task") not in JET_TASKS:
+    source_name, init_from, parent = resolve_parent(init_from)
+    if parent is not None and parent.task not in JET_TASKS:
         raise HepfmError(f"{source_name}: the hierarchical model takes its jet backbone from a jet-tagging run, "
-                         f"this one was trained for {parent.get('task')}")
+                         f"this one was trained for {known(parent.task)}")
     options = dict(model_config or {})
     event_model = options.pop("event_model", "transformer") if model == "hierarchical" else model
     event_config = options.pop("event_config", options if model != "hierarchical" else {})
     if parent is not None:
-        jet_model, jet_config = parent["architecture"]["model"], parent["architecture"].get("config", {})
+        jet_model, jet_config = parent.model, parent.model_config
     else:
         jet_model, jet_config = options.pop("jet_model", "jet_transformer"), options.pop("jet_config", {})
     k = stored_constituents(signal)
     if stored_constituents(background) != k:
         raise HepfmError(f"{signal} and {background} keep different numbers of constituents per jet")
-    _check_out(out, overwrite)
+    run = Run(out, cfg, device, overwrite)
     for source in (signal, background):
         open_for_training(source, max_events)
     settings = {"command": "finetune", "hierarchical": True, "signal": _abs(signal), "background": _abs(background),
                 "strategy": strategy, "init_from": _abs(init_from), "event_model": event_model,
                 "event_config": event_config, "jet_model": jet_model, "jet_config": jet_config,
                 "split": asdict(plan), "lr": lr, "backbone_lr": backbone_lr, "max_events": max_events}
-    with _output_guard(out):
+    with run.guard():
         splits = binary_split(signal, background, plan, max_events, constituents=True)
-        _clear_out(out, overwrite)
-        ctx = distributed.setup(device)
-        task = Task("binary", ["background", "signal"])
-        torch.manual_seed(cfg.seed)
-        net = create_model("hierarchical", 1, event_model=event_model, event_config=event_config,
+        run.start()
+        task = _binary_task()
+        run.seed()
+        net = create_model("hierarchical", task.n_outputs, event_model=event_model, event_config=event_config,
                            jet_model=jet_model, jet_config=jet_config, max_constituents=k)
-        train = splits["train"]
-        net.scaling.set(*fit_scaling(train.x[..., :N_OBJECT].numpy(), train.n_objects.numpy()))
         if strategy != "scratch":
-            state = {key: v for key, v in load_model(init_from).state_dict().items() if not key.startswith("head.")}
-            net.jet.load_state_dict(state)
-        else:
-            rows = train.x[is_type(train.x, "jet")][:, N_OBJECT:].reshape(-1, k, N_CONSTITUENT)
-            counts = constituent_counts(rows)
-            net.jet.scaling.set(*fit_constituent_scaling(rows.numpy(), counts.numpy()))
-        jet_ids = {id(p) for p in net.jet.parameters()}
-        rest = [p for p in net.parameters() if id(p) not in jet_ids]
-        groups = [{"params": rest, "lr": lr, "name": "event"}]
-        if strategy == "frozen":
-            for p in net.jet.parameters():
-                p.requires_grad_(False)
-        else:
-            groups.append({"params": list(net.jet.parameters()), "name": "jet",
-                           "lr": backbone_lr if strategy == "finetune" else lr})
-        result = fit(net, task, splits["train"], splits["val"], groups, cfg, out, ctx, settings=settings)
-        return _finish(net, task, result, splits, cfg, out, ctx,
-                       {"strategy": strategy, "hierarchical": True, "signal": str(signal),
-                        "background": str(background), "inputs": "objects+constituents",
-                        "data_paths": {"signal": _abs(signal), "background": _abs(background)},
-                        "init_from": str(source_name) if source_name is not None else None, "split": asdict(plan),
-                        "max_events": max_events, "lr": lr, "backbone_lr": backbone_lr,
-                        "data_schema": data_schema(open_source(signal)[0])})
+            net.load_jet_backbone(load_model(init_from).state_dict())
+        net.fit_scaling(splits["train"])
+        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr)
+        result = run.fit(net, task, splits, groups, settings)
+        return run.finish(net, task, result, splits, RunRecord(
+            strategy=strategy, hierarchical=True, signal=str(signal), background=str(background),
+            inputs=net.inputs, data_paths={"signal": _abs(signal), "background": _abs(background)},
+            init_from=_given(source_name), split=asdict(plan), max_events=max_events, lr=lr,
+            backbone_lr=backbone_lr, data_schema=data_schema(open_source(signal)[0])))
 
 
 def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, device: str = "auto",
@@ -519,26 +362,27 @@ def evaluate_run(run: str | Path, signal: str | Path, background: str | Path, de
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    _check_run_options(max_events=max_events, device=device)
+    check_run_options(max_events=max_events, device=device)
     net = load_model(resolve_model(run), distributed.resolve_device(device))
-    meta = net.metadata
-    if meta.get("task") != "binary":
-        raise HepfmError(f"{run}: a {meta.get('task')} model; evaluate takes binary (fine-tuned) models")
-    split = meta.get("split", {})
+    meta = RunRecord.from_json(net.metadata, str(run))
+    if meta.task != "binary":
+        raise HepfmError(f"{run}: a {known(meta.task)} model; evaluate takes binary (fine-tuned) models")
+    split = known(meta.split, {})
     plan = BinarySplitPlan(**{k: split[k] for k in ("test_fraction", "test_size", "split_seed") if k in split})
-    record = meta.get("pretraining_data")
-    test = binary_test_set(signal, background, plan, meta.get("max_events") if max_events is None else max_events,
-                           record=record, constituents=net.inputs == "objects+constituents")
-    overlap = _overlap({"test": test}, str(meta.get("init_from")), allow_overlap, parts=("test",))
-    scores = Task("binary", ["background", "signal"]).scores(predict(net, test.to(next(net.parameters()).device)))
+    trained_max_events = known(meta.max_events)
+    test = binary_test_set(signal, background, plan, trained_max_events if max_events is None else max_events,
+                           record=known(meta.pretraining_data), constituents=net.inputs != "objects")
+    overlap = _overlap({"test": test}, str(known(meta.init_from)), allow_overlap, parts=("test",))
+    scores = _binary_task().scores(predict(net, test.to(next(net.parameters()).device)))
     s, y = scores.cpu().numpy().astype(np.float64), test.y.numpy()
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    overlapping = bool(overlap and overlap["overlap"]) or bool(meta.get("overlap"))
+    overlapping = bool(overlap and overlap["overlap"]) or bool(meta.overlap)
     # Held out only on the very events the split was planned on: the same stores and the same --max-events.
     # The paths as resolved when training (a model saved before they were recorded: as typed, from here).
-    trained_on = meta.get("data_paths") or {k: _abs(meta.get(k)) for k in ("signal", "background")}
+    trained_on = known(meta.data_paths) or {"signal": _abs(known(meta.signal)),
+                                            "background": _abs(known(meta.background))}
     same = (_abs(signal) == trained_on.get("signal") and _abs(background) == trained_on.get("background")
-            and (max_events is None or max_events == meta.get("max_events")))
+            and (max_events is None or max_events == trained_max_events))
     return {"accuracy": float(((s >= 0.5) == (y == 1)).mean()), "auc": float(roc_auc_score(y, s)),
             "n_test": len(y), "fpr": fpr, "tpr": tpr, "held_out": same and not overlapping,
-            "overlap": overlapping, "strategy": meta.get("strategy")}
+            "overlap": overlapping, "strategy": known(meta.strategy)}
