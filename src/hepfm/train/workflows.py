@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hepfm.config import learning_rates
 from hepfm.data.augment import check_augment
 from hepfm.data.datasets import (
     BinarySplitPlan,
@@ -48,7 +49,7 @@ from hepfm.models.registry import check_inputs, create_model
 from hepfm.models.saving import CONFIG, WEIGHTS, load_model, read_config, save_model
 from hepfm.train import distributed
 from hepfm.train.checkpoint import CHECKPOINT, BadCheckpointError, remove_checkpoint
-from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
+from hepfm.train.strategies import STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
 from hepfm.train.trainer import (
     TrainConfig,
@@ -211,7 +212,7 @@ def _finish(model, task: Task, result, splits, cfg: TrainConfig, out: Path, ctx,
 
 
 def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model: str = "graphnet",
-             model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
+             model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
              init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
              device: str = "auto", overwrite: bool = False, stream: bool | None = None,
              regress: bool = False) -> dict:
@@ -223,6 +224,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
+    lr = learning_rates(cfg.optimizer, lr)[0]
     _check_run_options(lr, None, max_events, device)
     if task in JET_TASKS:
         if stream:
@@ -294,7 +296,7 @@ def masked_classes(data: str | Path, train) -> list[str]:
 
 
 def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transformer", model_config: dict | None = None,
-                  cfg: TrainConfig | None = None, lr: float = DEFAULT_LR, init_from: str | Path | None = None,
+                  cfg: TrainConfig | None = None, lr: float | None = None, init_from: str | Path | None = None,
                   split_seed: int = 0, max_events: int | None = None, device: str = "auto", overwrite: bool = False,
                   classes: list[str] | None = None) -> dict:
     """Pretrain a jet backbone on jet tagging: the truth flavours of the jets of a store with constituents.
@@ -307,6 +309,7 @@ def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transform
     from hepfm.models.jets import fit_constituent_scaling
 
     cfg, out = cfg or TrainConfig(), Path(out)
+    lr = learning_rates(cfg.optimizer, lr)[0]
     _check_run_options(lr, None, max_events, device)
     check_inputs(model, "constituents", "jet tagging")
     if cfg.augment:
@@ -357,8 +360,8 @@ def _check_schema(parent: dict, data: str | Path, name) -> None:
 
 def finetune(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
              init_from: str | Path | None = None, model: str = "graphnet", model_config: dict | None = None,
-             plan: BinarySplitPlan | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
-             backbone_lr: float = DEFAULT_BACKBONE_LR, frozen_part: str = "head", max_events: int | None = None,
+             plan: BinarySplitPlan | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
+             backbone_lr: float | None = None, frozen_part: str = "head", max_events: int | None = None,
              device: str = "auto", overwrite: bool = False, allow_overlap: bool = False) -> dict:
     """Train a binary signal-vs-background classifier: from scratch, fine-tuned, or on a frozen backbone.
 
@@ -366,6 +369,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
     """
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     _check_run_options(lr, backbone_lr, max_events, device)
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -425,8 +429,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
 def finetune_hierarchical(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
                           init_from: str | Path | None = None, model: str = "transformer",
                           model_config: dict | None = None, plan: BinarySplitPlan | None = None,
-                          cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
-                          backbone_lr: float = DEFAULT_BACKBONE_LR, max_events: int | None = None,
+                          cfg: TrainConfig | None = None, lr: float | None = None,
+                          backbone_lr: float | None = None, max_events: int | None = None,
                           device: str = "auto", overwrite: bool = False) -> dict:
     """Train the hierarchical event classifier (:mod:`hepfm.models.hierarchical`) on stores with constituents.
 
@@ -442,6 +446,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     from hepfm.models.jets import fit_constituent_scaling
 
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
+    lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     _check_run_options(lr, backbone_lr, max_events, device)
     if strategy not in STRATEGIES:
         raise HepfmError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
