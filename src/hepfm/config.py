@@ -225,6 +225,13 @@ def _kind_ok(value, annotation) -> bool:
     return dataclasses.is_dataclass(origin) and isinstance(value, dict)
 
 
+def field_problem(cls, key: str, value) -> str | None:
+    """What is wrong with ``value`` (as read from a file) for field ``key`` of ``cls`` ("must be an integer, got
+    'x'"), or None when its type fits (ranges are checked by ``cls`` itself)."""
+    annotation = field_types(cls)[key]
+    return None if _kind_ok(value, annotation) else f"must be {_describe(annotation)}, got {_show(value)}"
+
+
 def check_fields(cls, values: dict, where: str, allowed=None) -> dict:
     """``values`` (as read from a file) checked against the fields of ``cls``: a key that is not a field (or not in
     ``allowed``) or a value of the wrong type is a one-line ConfigurationError naming ``where`` and the key.
@@ -238,10 +245,10 @@ def check_fields(cls, values: dict, where: str, allowed=None) -> dict:
     types = field_types(cls)
     out = {}
     for key, value in values.items():
-        if not _kind_ok(value, types[key]):
-            raise ConfigurationError(f"{where}: '{key}' must be {_describe(types[key])}, got {_show(value)}")
-        origin = typing.get_origin(types[key]) or types[key]
-        out[key] = tuple(value) if origin is tuple or (tuple in typing.get_args(types[key])) else value
+        problem = field_problem(cls, key, value)
+        if problem:
+            raise ConfigurationError(f"{where}: '{key}' {problem}")
+        out[key] = tuple(value) if typing.get_origin(types[key]) is tuple else value
     return out
 
 

@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from hepfm.config import RunConfig, TrainConfig, cli_fields, field_types, run_config
@@ -99,7 +98,7 @@ def _from_file(path: Path, command: str, options) -> dict:
     return out
 
 
-def resolved(ctx: click.Context, config: Path | None) -> dict:
+def resolved(ctx: typer.Context, config: Path | None) -> dict:
     """The command's option values: given on the command line, else set in the ``config`` run file, else the
     option's default."""
     values = dict(ctx.params)
@@ -107,8 +106,8 @@ def resolved(ctx: click.Context, config: Path | None) -> dict:
     if config is None:
         return values
     for name, value in _from_file(config, ctx.info_name, values).items():
-        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.COMMANDLINE,
-                                                  click.core.ParameterSource.ENVIRONMENT):
+        source = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click
+        if getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
             values[name] = value
     return values
 
@@ -136,7 +135,7 @@ def run_tree(command: str, values: dict, cfg: TrainConfig, **resolved_values) ->
             keep.add(key)
         else:
             tree[section][key] = value
-    tree["train"] = RunConfig(train=cfg).to_dict()["train"]
+    tree["train"] = {k: v for k, v in RunConfig(train=cfg).to_dict()["train"].items() if k in _TRAIN}
     used = {TREE[n] for n in values if n in TREE}
     for section in ("model", "data"):
         tree[section] = {k: v for k, v in tree[section].items() if (section, k) in used}
