@@ -221,7 +221,8 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     object's kinematics).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
-    None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`).
+    None decides by the store's size (see :func:`hepfm.data.streaming.pretraining_data`). ``lr`` None: the
+    optimizer's default (:func:`hepfm.config.learning_rates`: 1e-4, or 1e-2 with sgd-cosine).
     """
     cfg, out = cfg or TrainConfig(), Path(out)
     lr = learning_rates(cfg.optimizer, lr)[0]
@@ -367,6 +368,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
 
     Validation or test events that the pretrained model (``init_from``, finetune/frozen) trained on are
     refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
+    ``lr``/``backbone_lr`` None: the optimizer's defaults (:func:`hepfm.config.learning_rates`).
     """
     cfg, plan, out = cfg or TrainConfig(), plan or BinarySplitPlan(), Path(out)
     lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
