@@ -12,41 +12,25 @@ from rich.table import Table
 from hepfm.cli.app import app, console
 from hepfm.cli.options import (
     _ALLOW_OVERLAP,
-    _AUGMENT,
-    _BATCH,
-    _BF16,
-    _CKPT,
-    _COMPILE,
+    _CONFIG,
     _DEVICE,
-    _EPOCHS,
-    _LR_REFERENCE,
-    _LR_SCALING,
     _MAX_EVENTS,
-    _OPTIMIZER,
     _OVERWRITE,
-    _PATIENCE,
-    _PROGRESS,
-    _READ_AHEAD,
-    _SCHEDULE,
-    _WARMUP,
+    resolved,
+    run_tree,
+    train_options,
+    train_values,
 )
 from hepfm.errors import HepfmError
 from hepfm.train import defaults
 
 
-def _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_, checkpoint_every,
-                  progress, **large_batch):
-    from hepfm.train.trainer import TrainConfig, optimizer_defaults
-
-    batch_size = optimizer_defaults(optimizer, None, batch_size)[1]
-    return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, optimizer=optimizer,
-                       schedule=schedule, augment=tuple(augment or ()), bf16=bf16, compile=compile_,
-                       checkpoint_every=checkpoint_every, progress=progress, **large_batch)
-
-
-def _model_options(options: Optional[list[str]]) -> dict:
+def _model_options(options: Optional[list[str]] | dict) -> dict:
+    """Backbone options from repeated key=value options (a run file gives them as a mapping)."""
     import json
 
+    if isinstance(options, dict):
+        return dict(options)
     out = {}
     for item in options or ():
         key, sep, value = item.partition("=")
@@ -145,67 +129,93 @@ def publish(
     console.print(f"published {escape(str(run))} as {name} in {escape(str(target))}")
 
 
+def _required(values: dict, *names: str) -> None:
+    for name in names:
+        if values[name] is None:
+            raise HepfmError(f"--{name.replace('_', '-')} is required (on the command line or in the --config file)")
+
+
+def _record(out: Path, tree: dict) -> None:
+    """Write the run's resolved tree to its folder's run.yaml (rank 0; rerun it with --config)."""
+    import yaml
+
+    from hepfm.io.atomic import atomic_write_text
+    from hepfm.train.distributed import rank
+
+    if rank() == 0:
+        atomic_write_text(out / RUN_FILE, yaml.safe_dump(tree, sort_keys=False))
+
+
+#: The resolved settings of a run from the command line, in its folder (``--config`` reads it back).
+RUN_FILE = "run.yaml"
+
+
 @app.command()
+@train_options
 def pretrain(
-    data: Path = typer.Option(..., help="Event store with the pretraining processes (and truth labels)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, help="Event store with the pretraining processes (and truth labels)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: model, history, checkpoints."),
     task: str = typer.Option("multiclass", help="multiclass (process), multilabel (41 truth labels), masked "
                              "(self-supervised: predict the type of a hidden object; any store, labels ignored) or "
                              "jet-tagging (jet flavours; a store made with generate --constituents)."),
     regress: bool = typer.Option(False, "--regress", help="masked: also regress the hidden object's kinematics "
                                  "(5 more outputs)."),
     model: Optional[str] = typer.Option(None, help="Backbone: graphnet (default), transformer or transformer-kek "
-                                        "(the seed 002 size, ~11M parameters); for jet-tagging jet_transformer "
+                                        "(the KEK study's size, ~11M parameters); for jet-tagging jet_transformer "
                                         "(default) or deepsets."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
     classes: Optional[list[str]] = typer.Option(None, "--class", help="jet-tagging: train on these flavours only "
                                                 "(repeat: --class b --class light); default every flavour present."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from a model pretrained on the same task."),
-    epochs: int = _EPOCHS, batch_size: int = _BATCH,
     lr: Optional[float] = typer.Option(None, help=f"Learning rate (default {defaults.LR}; 1e-2 with sgd-cosine)."),
-    seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the masks."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation/test split (80/10/10)."),
-    patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
-    augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
-    warmup_steps: int = _WARMUP, lr_scaling: str = _LR_SCALING, lr_reference_batch: int = _LR_REFERENCE,
-    read_ahead: int = _READ_AHEAD,
-    checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
-    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS,
+    max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE, overwrite: bool = _OVERWRITE,
     stream: Optional[bool] = typer.Option(
         None, "--stream/--no-stream",
         help="Stream the training split from disk (default: when the store does not fit in memory)."),
+    config: Optional[Path] = _CONFIG,
+    **train,
 ) -> None:
     """Pretrain a backbone on an event store. Rerun the same command to resume a stopped run.
 
     --task masked needs no labels: pretrain on converted real data (hepfm convert nanoaod ...) as on
     generated events. Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
+    The run folder's run.yaml records every setting; hepfm pretrain --config run.yaml repeats the run.
 
     Jet tagging: hepfm generate ttbar qcd -n 20000 --constituents 32 -o jets;
     hepfm pretrain --data jets --task jet-tagging --model jet_transformer -o runs/jets
     """
+    from hepfm.config import TrainConfig, learning_rates
     from hepfm.train.tasks import JET_TASKS
-    from hepfm.train.trainer import optimizer_defaults
     from hepfm.train.workflows import pretrain as run
     from hepfm.train.workflows import pretrain_jets
 
-    cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
-                        checkpoint_every, progress, warmup_steps=warmup_steps, lr_scaling=lr_scaling,
-                        lr_reference_batch=lr_reference_batch, read_ahead=read_ahead)
-    lr = optimizer_defaults(optimizer, lr, None)[0]
-    if task in JET_TASKS:
-        if stream:
+    v = resolved(ctx, config)
+    _required(v, "data", "out")
+    cfg = TrainConfig(**train_values(v))
+    lr = learning_rates(cfg.optimizer, v["lr"])[0]
+    jets = v["task"] in JET_TASKS
+    model_name = v["model"] or ("jet_transformer" if jets else "graphnet")
+    options = _model_options(v["model_option"])
+    data, out = Path(v["data"]), Path(v["out"])
+    init_from = None if v["init_from"] is None else Path(v["init_from"])
+    common = {"model": model_name, "model_config": options, "cfg": cfg, "lr": lr, "init_from": init_from,
+              "split_seed": v["split_seed"], "max_events": v["max_events"], "device": v["device"],
+              "overwrite": v["overwrite"]}
+    tree = run_tree("pretrain", v, cfg, lr=lr, model=model_name, model_option=options)
+    if jets:
+        if v["stream"]:
             raise HepfmError("--stream: jet tagging holds its jets in memory")
-        summary = pretrain_jets(data, out, model=model or "jet_transformer", model_config=_model_options(model_option),
-                                cfg=cfg, lr=lr, init_from=init_from, split_seed=split_seed, max_events=max_events,
-                                device=device, overwrite=overwrite, classes=classes or None)
+        summary = pretrain_jets(data, out, **common, classes=v["classes"] or None)
+        _record(out, tree)
         _print_summary(out, summary)
         _print_tagging(summary)
         return
-    if classes:
+    if v["classes"]:
         raise HepfmError("--class is for --task jet-tagging")
-    summary = run(data, out, task=task, model=model or "graphnet", model_config=_model_options(model_option), cfg=cfg,
-                  lr=lr, init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
-                  overwrite=overwrite, stream=stream, regress=regress)
+    summary = run(data, out, task=v["task"], **common, stream=v["stream"], regress=v["regress"])
+    _record(out, tree)
     _print_summary(out, summary)
 
 
@@ -228,10 +238,14 @@ def _print_tagging(summary: dict) -> None:
 
 
 @app.command()
+@train_options
 def finetune(
-    signal: Path = typer.Option(..., help="Signal events: a store or one process folder of a store (DIR/wh)."),
-    background: Path = typer.Option(..., help="Background events: a store or one process folder of a store."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model, history, checkpoints."),
+    ctx: typer.Context,
+    signal: Optional[Path] = typer.Option(None, help="Signal events: a store or one process folder of a store "
+                                          "(DIR/wh)."),
+    background: Optional[Path] = typer.Option(None, help="Background events: a store or one process folder of a "
+                                              "store."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: model, history, checkpoints."),
     strategy: str = typer.Option("finetune", help="finetune, frozen or scratch."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Pretrained model folder or name (finetune, "
                                              "frozen): multiclass, multilabel or masked, its head replaced; a "
@@ -242,20 +256,16 @@ def finetune(
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value (scratch)."),
     train_size: Optional[int] = typer.Option(None, help="Training events per class (default: all available)."),
     test_size: Optional[int] = typer.Option(None, help="Test events per class (default: 20% of the smaller class)."),
-    epochs: int = _EPOCHS, batch_size: int = _BATCH,
     lr: Optional[float] = typer.Option(None, help=f"Learning rate of the new output layer (and of everything for "
                                        f"scratch); default {defaults.LR}, 1e-2 with sgd-cosine."),
     backbone_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the pretrained layers (finetune); "
                                                 f"default {defaults.BACKBONE_LR}, --lr/10 with sgd-cosine."),
     frozen_part: str = typer.Option("head", help="frozen: retrain the 'head' only or the 'decoder' + head."),
-    seed: int = typer.Option(0, help="Seed of the initialisation, the training subset and the batch order."),
     split_seed: int = typer.Option(0, help="Seed of the fixed test/validation split."),
-    patience: int = _PATIENCE, optimizer: str = _OPTIMIZER, schedule: str = _SCHEDULE,
-    augment: Optional[list[str]] = _AUGMENT, bf16: Optional[bool] = _BF16, compile_: bool = _COMPILE,
-    warmup_steps: int = _WARMUP, lr_scaling: str = _LR_SCALING, lr_reference_batch: int = _LR_REFERENCE,
-    read_ahead: int = _READ_AHEAD,
-    checkpoint_every: int = _CKPT, max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
-    overwrite: bool = _OVERWRITE, progress: bool = _PROGRESS, allow_overlap: bool = _ALLOW_OVERLAP,
+    max_events: Optional[int] = _MAX_EVENTS, device: str = _DEVICE,
+    overwrite: bool = _OVERWRITE, allow_overlap: bool = _ALLOW_OVERLAP,
+    config: Optional[Path] = _CONFIG,
+    **train,
 ) -> None:
     """Train a signal-vs-background classifier: fine-tune a pretrained model, train on it frozen, or from scratch.
 
@@ -263,26 +273,28 @@ def finetune(
 
     Hierarchical (stores made with --constituents): hepfm finetune --signal ev/x_hh_4b --background ev/qcd
     --from runs/jet-tagging --strategy frozen --model transformer -o runs/hh
+    (the run folder's run.yaml records every setting; --config run.yaml repeats the run)
     """
+    from hepfm.config import TrainConfig, learning_rates
     from hepfm.data.datasets import BinarySplitPlan
-    from hepfm.train.trainer import optimizer_defaults
     from hepfm.train.workflows import finetune as run
 
-    cfg = _train_config(epochs, batch_size, seed, patience, optimizer, schedule, augment, bf16, compile_,
-                        checkpoint_every, progress, warmup_steps=warmup_steps, lr_scaling=lr_scaling,
-                        lr_reference_batch=lr_reference_batch, read_ahead=read_ahead)
-    lr = optimizer_defaults(optimizer, lr, None)[0]
-    if backbone_lr is None:
-        backbone_lr = lr / 10 if optimizer == "sgd-cosine" else defaults.BACKBONE_LR
-    if train_size is not None and train_size < 1:
-        raise HepfmError(f"--train-size must be positive, got {train_size}")
-    if test_size is not None and test_size < 1:
-        raise HepfmError(f"--test-size must be positive, got {test_size}")
-    plan = BinarySplitPlan(train_size=train_size, test_size=test_size, split_seed=split_seed, seed=seed)
-    summary = run(signal, background, out, strategy=strategy, init_from=init_from, model=model,
-                  model_config=_model_options(model_option), plan=plan, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
-                  frozen_part=frozen_part, max_events=max_events, device=device, overwrite=overwrite,
-                  allow_overlap=allow_overlap)
+    v = resolved(ctx, config)
+    _required(v, "signal", "background", "out")
+    cfg = TrainConfig(**train_values(v))
+    lr, backbone_lr = learning_rates(cfg.optimizer, v["lr"], v["backbone_lr"])
+    for name in ("train_size", "test_size"):
+        if v[name] is not None and v[name] < 1:
+            raise HepfmError(f"--{name.replace('_', '-')} must be positive, got {v[name]}")
+    plan = BinarySplitPlan(train_size=v["train_size"], test_size=v["test_size"], split_seed=v["split_seed"],
+                           seed=cfg.seed)
+    options, out = _model_options(v["model_option"]), Path(v["out"])
+    init_from = None if v["init_from"] is None else Path(v["init_from"])
+    summary = run(Path(v["signal"]), Path(v["background"]), out, strategy=v["strategy"], init_from=init_from,
+                  model=v["model"], model_config=options, plan=plan, cfg=cfg, lr=lr, backbone_lr=backbone_lr,
+                  frozen_part=v["frozen_part"], max_events=v["max_events"], device=v["device"],
+                  overwrite=v["overwrite"], allow_overlap=v["allow_overlap"])
+    _record(out, run_tree("finetune", v, cfg, lr=lr, backbone_lr=backbone_lr, model_option=options))
     _print_summary(out, summary)
 
 

@@ -7,10 +7,12 @@ not after an hour of generation. See ``configs/study-cpu.yaml`` for a commented 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hepfm.config import TrainConfig, config_fields, field_problem
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.files import safe_yaml
 from hepfm.names import check_name
@@ -63,9 +65,18 @@ class TaskSpec:
     external: bool = False
 
 
+#: TrainConfig fields the study sets itself: the seed per cell, the rest from its command line.
+STUDY_SET = ("seed", "progress", "bf16", "stop_after_batches")
+#: TrainConfig fields a configuration may set in ``pretrain``, ``finetune`` and their per-task, per-size and
+#: per-strategy sections (the rest of a section's keys choose the learning rates).
+TRAIN_KEYS = tuple(name for name in config_fields(TrainConfig) if name not in STUDY_SET)
+_TUNING_KEYS = ("lr", "backbone_lr", "lr_grid", "backbone_ratios", "frozen_lr_grid")
+
+
 @dataclass
 class TrainSpec:
-    """Training hyper-parameters of one kind of run (pretraining or the grid's cells).
+    """Training settings of one kind of run (pretraining or the grid's cells): learning rates and any
+    :class:`~hepfm.config.TrainConfig` setting.
 
     ``lr`` None (the default for the cells) means: tune it. Each strategy then chooses its rate(s) by
     validation loss from ``lr_grid`` (head, or every layer for scratch); fine-tuning first pairs each head rate
@@ -74,26 +85,56 @@ class TrainSpec:
     ``frozen_lr_grid``, when given, replaces ``lr_grid`` where only a head trains on a frozen backbone: a head on
     fixed features learns more slowly, and at the scratch grid's rates it may still be improving at the
     epoch cap (then its best rate lies beyond the grid).
+    ``train``: the TrainConfig settings the configuration gives (the others keep TrainConfig's defaults);
+    ``by_strategy`` and then ``by_size`` replace some of these settings for one strategy or training size.
     """
 
-    epochs: int = defaults.EPOCHS
-    batch_size: int = defaults.BATCH_SIZE
     lr: float | None = None
     backbone_lr: float | None = None
-    patience: int = defaults.PATIENCE
-    optimizer: str = "adam"
     lr_grid: tuple[float, ...] = LR_GRID
     backbone_ratios: tuple[float, ...] = BACKBONE_RATIOS
     frozen_lr_grid: tuple[float, ...] | None = None
+    train: dict = field(default_factory=dict)
     by_size: dict[int, dict] = field(default_factory=dict)
+    by_strategy: dict[str, dict] = field(default_factory=dict)
 
     def for_size(self, size: int) -> TrainSpec:
         """These settings with the overrides for training size ``size`` applied."""
         return self.with_overrides(self.by_size.get(size, {}))
 
+    def for_cell(self, size: int, strategy: str) -> TrainSpec:
+        """These settings for one strategy at one training size (``by_strategy``, then ``by_size``, applied)."""
+        return self.with_overrides(self.by_strategy.get(strategy, {})).for_size(size)
+
     def with_overrides(self, extra: dict) -> TrainSpec:
-        """These settings with some replaced."""
-        return TrainSpec(**{**{k: getattr(self, k) for k in _SPEC_KEYS}, **extra})
+        """These settings with some replaced (learning-rate keys and TrainConfig fields alike)."""
+        rates = {k: v for k, v in extra.items() if k in _TUNING_KEYS}
+        train = {k: v for k, v in extra.items() if k not in _TUNING_KEYS}
+        return dataclasses.replace(self, **rates, train={**self.train, **train})
+
+    def train_config(self, **fixed) -> TrainConfig:
+        """The TrainConfig these settings give, with ``fixed`` (the study's own: seed, progress...) applied."""
+        return TrainConfig(**{**self.train, **fixed})
+
+    @property
+    def epochs(self) -> int:
+        """The epoch cap."""
+        return self.train_config().epochs
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size (resolved: the optimizer's default when not given)."""
+        return self.train_config().batch_size
+
+    @property
+    def patience(self) -> int:
+        """Epochs without improvement before early stopping."""
+        return self.train_config().patience
+
+    @property
+    def optimizer(self) -> str:
+        """The optimizer."""
+        return self.train_config().optimizer
 
     @property
     def tuned(self) -> bool:
@@ -118,8 +159,7 @@ class TrainSpec:
         return [(best_head, best_head * r) for r in self.backbone_ratios[1:]]
 
 
-_SPEC_KEYS = ("epochs", "batch_size", "lr", "backbone_lr", "patience", "optimizer", "lr_grid", "backbone_ratios",
-              "frozen_lr_grid")
+_SPEC_KEYS = _TUNING_KEYS + TRAIN_KEYS
 
 
 @dataclass
@@ -235,6 +275,7 @@ MAX_SEEDS = 1000
 
 def _spec_values(extra: dict, source: str, where: str, allowed=_SPEC_KEYS) -> dict:
     """Type- and range-check the training settings of one section (returned with lists as tuples)."""
+    from hepfm.data.augment import AUGMENTATIONS
     from hepfm.train.trainer import OPTIMIZERS
 
     _known_keys(extra, allowed, source, where)
@@ -250,17 +291,39 @@ def _spec_values(extra: dict, source: str, where: str, allowed=_SPEC_KEYS) -> di
             _fail(source, f"'{where}.{key}' must be a positive number, got {show(out[key])}")
     if "optimizer" in out and out["optimizer"] not in OPTIMIZERS:
         _fail(source, f"'{where}.optimizer' must be one of {', '.join(OPTIMIZERS)}, got {show(out['optimizer'])}")
+    train = {k: v for k, v in out.items() if k in TRAIN_KEYS}
+    for key, value in train.items():
+        problem = field_problem(TrainConfig, key, value)
+        if problem:
+            _fail(source, f"'{where}.{key}' {problem}")
+    if "augment" in train:
+        unknown = sorted(set(train["augment"]) - set(AUGMENTATIONS))
+        if unknown:
+            _fail(source, f"'{where}.augment': unknown augmentation(s) {show(unknown)} (choose from "
+                  f"{', '.join(AUGMENTATIONS)})")
+        out["augment"] = tuple(train["augment"])
+    try:
+        TrainConfig(**train)  # ranges and choices, as the trainer checks them
+    except ConfigurationError as exc:
+        _fail(source, f"'{where}': {exc}")
     return out
 
 
 def _train_spec(raw, source: str, section: str, default: TrainSpec) -> TrainSpec:
     raw = _mapping(raw, source, section)
-    _known_keys(raw, set(_SPEC_KEYS) | {"by_size"}, source, section)
+    _known_keys(raw, set(_SPEC_KEYS) | {"by_size", "by_strategy"}, source, section)
     by_size = {}
     for k, v in _by_size_items(raw.pop("by_size", None), source, f"{section}.by_size"):
         by_size[k] = _spec_values(_mapping(v, source, f"{section}.by_size.{k}"), source, f"{section}.by_size.{k}")
+    by_strategy = {}
+    for k, v in _mapping(raw.pop("by_strategy", None), source, f"{section}.by_strategy").items():
+        if k not in STRATEGIES:
+            _fail(source, f"{section}.by_strategy: unknown strategy {show(k)}; choose from {', '.join(STRATEGIES)}")
+        by_strategy[k] = _spec_values(_mapping(v, source, f"{section}.by_strategy.{k}"), source,
+                                      f"{section}.by_strategy.{k}")
     raw = _spec_values(raw, source, section)
-    return TrainSpec(**{**{k: getattr(default, k) for k in _SPEC_KEYS}, **raw}, by_size=by_size)
+    spec = default.with_overrides(raw)
+    return dataclasses.replace(spec, by_size=by_size, by_strategy=by_strategy)
 
 
 def _by_size_items(value, source: str, where: str):
@@ -310,7 +373,7 @@ def _tasks(raw, source: str) -> list[TaskSpec]:
 
 
 _GENERATION_KEYS = ("seed", "pretrain_events", "downstream_events", "workers", "constituents", "pretrain_processes")
-_BY_TASK_KEYS = ("epochs", "batch_size", "lr", "patience", "optimizer")
+_BY_TASK_KEYS = ("lr", *TRAIN_KEYS)
 
 
 def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
@@ -420,6 +483,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         cka_events=cka_events, cka_size=cka.get("size"), source=source)
     if cfg.pretrain.lr is None:
         _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
+    _check_combinations(cfg)
     if cfg.model not in model_names():
         _fail(source, f"unknown model {show(cfg.model)}; choose from {', '.join(model_names())}")
     _check_hierarchical(cfg)
@@ -441,6 +505,19 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
               f"{cfg.downstream_events}")
     _check_external_sizes(cfg, need)
     return cfg
+
+
+def _check_combinations(cfg: StudyConfig) -> None:
+    """Every run's settings together (a per-size value may clash with a per-strategy one) make a TrainConfig."""
+    specs = [("pretrain", cfg.pretrain), *((f"pretrain.by_task.{t}", cfg.pretrain.with_overrides(extra))
+                                          for t, extra in cfg.pretrain_by_task.items())]
+    specs += [(f"finetune ({strategy}, size {size})", cfg.finetune.for_cell(size, strategy))
+              for strategy in cfg.strategies for size in cfg.sizes]
+    for where, spec in specs:
+        try:
+            spec.train_config()
+        except ConfigurationError as exc:
+            _fail(cfg.source, f"{where}: {exc}")
 
 
 def _check_hierarchical(cfg: StudyConfig) -> None:

@@ -36,7 +36,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +131,13 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             console.print(f"[bold]pretraining[/] {cfg.jet_model if task == 'jet-tagging' else cfg.model} on {task}")
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.out / "stores" / "pretrain"
-            masked = cfg.masked if task == "masked" else {"regress": False, "augment": []}
+            masked = cfg.masked if task == "masked" else {"regress": False}
             jets = task == "jet-tagging"  # the hierarchical strategies' jet backbone
             pretrain(data, folder, task, model=cfg.jet_model if jets else cfg.model,
                      model_config=None if jets else cfg.model_options,
                      lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],
-                     cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
-                                     optimizer=spec.optimizer, seed=0, progress=progress, bf16=cfg.bf16,
-                                     augment=tuple(masked["augment"])))
+                     cfg=spec.train_config(seed=0, progress=progress, bf16=cfg.bf16,
+                                           **({"augment": tuple(masked["augment"])} if masked.get("augment") else {})))
         meta = read_config(folder)
         state.pretrained[task] = folder
         state.pretrain_time_s[task] = meta["training"]["train_time_s"]
@@ -171,7 +170,7 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     """Train one run into ``folder`` unless it is finished there (an interrupted one resumes)."""
     from hepfm.train.workflows import finetune
 
-    spec = cfg.finetune.for_size(size)
+    spec = cfg.finetune.for_cell(size, strategy)
     if (folder / CONFIG).exists() and not (folder / CHECKPOINT).exists():
         _check_finished(folder, spec, seed, lr)
         return
@@ -187,9 +186,13 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     finetune(signal, background, folder, how, init_from=init_from, model=model, model_config=options, lr=lr,
              backbone_lr=defaults.BACKBONE_LR if backbone_lr is None else backbone_lr,
              plan=_plan(cfg, size, seed, disjoint), device=cfg.device,
-             cfg=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, patience=spec.patience,
-                             optimizer=spec.optimizer, seed=seed, progress=progress, tensorboard=False,
-                             bf16=cfg.bf16))
+             cfg=cell_config(spec, seed, progress, cfg.bf16))
+
+
+def cell_config(spec, seed: int, progress: bool = False, bf16: bool | None = None) -> TrainConfig:
+    """The TrainConfig of one cell or tuning run: the configuration's settings, the cell's seed, no TensorBoard
+    unless the configuration asks for it."""
+    return TrainConfig(**{"tensorboard": False, **spec.train, "seed": seed, "progress": progress, "bf16": bf16})
 
 
 def _check_finished(folder: Path, spec, seed: int, lr: float) -> None:
@@ -197,14 +200,28 @@ def _check_finished(folder: Path, spec, seed: int, lr: float) -> None:
     protocols in one table is worse than an error)."""
     meta = read_config(folder)
     done = meta["training"]["config"]
-    want = {"epochs": spec.epochs, "batch_size": spec.batch_size, "patience": spec.patience,
-            "optimizer": spec.optimizer, "seed": seed}
-    differ = [f"{k} {done.get(k)} (configuration: {v})" for k, v in want.items() if done.get(k) != v]
+    resolved = asdict(cell_config(spec, seed))
+    # The settings that change what a run computes; a setting an older run did not record had its default.
+    keys = ["epochs", "batch_size", "patience", "optimizer", "seed",
+            *(k for k in spec.train if k not in RESULT_NEUTRAL)]
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k in keys}
+    defaults_ = asdict(TrainConfig())
+    differ = [f"{k} {done.get(k, defaults_[k])} (configuration: {v})" for k, v in want.items()
+              if _recorded(done.get(k, defaults_[k])) != v]
     if not math.isclose(meta.get("lr", lr), lr):
         differ.append(f"lr {meta.get('lr')} (configuration: {lr})")
     if differ:
         raise HepfmError(f"{folder}: finished with other settings than this configuration's: {', '.join(differ)}; "
                          "run the changed configuration into a new study folder")
+
+
+#: TrainConfig settings that do not change what a run computes (a finished run is reused whatever they were).
+RESULT_NEUTRAL = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size",
+                  "read_ahead", "cache_frozen", "bf16")
+
+
+def _recorded(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def run_summary(folder: Path) -> dict:
@@ -226,7 +243,8 @@ def run_summary(folder: Path) -> dict:
 def first_points(cfg: StudyConfig, size: int, strategy: str) -> list[tuple[float, float | None]]:
     """(lr, backbone_lr) points a strategy's tuning tries first (a head on a frozen backbone: frozen_lr_grid)."""
     how = STRATEGIES[strategy][1]
-    return cfg.finetune.for_size(size).first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL)
+    spec = cfg.finetune.for_cell(size, strategy)
+    return spec.first_points(how, head_only=how == "frozen" and strategy not in HIERARCHICAL)
 
 
 def _ranked(points: list[dict]) -> list[dict]:
@@ -238,7 +256,7 @@ def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, tuning: di
     """Refuse a tuning (or a cell trained at its choice) made on other points than the configuration's: its
     first points, and fine-tuning's other backbone ratios at the best of them; fixed rates count as a grid."""
     how = STRATEGIES[strategy][1]
-    spec = cfg.finetune.for_size(size)
+    spec = cfg.finetune.for_cell(size, strategy)
     first = {point_name(lr, bb) for lr, bb in first_points(cfg, size, strategy)}
     tried = {p["point"] for p in tuning["grid"]}
     wanted = set(first)
@@ -262,7 +280,7 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     """
     folder = tuning_dir(state.out, task.name, size, strategy)
     how = STRATEGIES[strategy][1]
-    spec = cfg.finetune.for_size(size)
+    spec = cfg.finetune.for_cell(size, strategy)
     if (folder / TUNING).exists():
         cached = json.loads((folder / TUNING).read_text())
         check_grid(cfg, task.name, size, strategy, cached, folder / TUNING)
@@ -581,7 +599,8 @@ def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jo
                     if (folder / RESULT).exists():
                         done = json.loads((folder / RESULT).read_text())
                         try:
-                            _check_finished(state.out / done["run"], cfg.finetune.for_size(size), seed, done["lr"])
+                            _check_finished(state.out / done["run"], cfg.finetune.for_cell(size, strategy), seed,
+                                            done["lr"])
                             if "tuning" in done:
                                 check_grid(cfg, task.name, size, strategy, {**done["tuning"], "tuned": done["tuned"]},
                                            folder / RESULT)

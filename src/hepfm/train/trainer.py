@@ -20,7 +20,8 @@ Every ``checkpoint_every`` batches and at the end of every epoch the model, opti
 state, data position, early-stopping state, history and the run's full settings are saved atomically;
 resuming with any different setting is refused, naming it. Validation loss (float32, like the test)
 decides early stopping (``patience`` epochs without improvement); the best weights are restored at the
-end. Modules whose parameters are all frozen stay in eval mode while training (no dropout).
+end. Modules whose parameters are all frozen stay in eval mode while training (no dropout). With ``ema_decay``
+a moving average of the weights (:mod:`hepfm.train.ema`) is what is validated, restored and returned.
 
 Large batches: ``lr_scaling="linear"`` multiplies every group's learning rate by batch_size /
 ``lr_reference_batch`` (the rates given are those of the reference batch); ``warmup_steps`` ramps each
@@ -49,115 +50,39 @@ import copy
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hepfm.config import (  # noqa: F401  (TrainConfig and its checks are imported from here by callers)
+    BATCH_SIZE,
+    LR_SCALINGS,
+    MAX_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    SGD_COSINE,
+    TrainConfig,
+    check_count,
+    check_learning_rate,
+    check_max_events,
+    check_number,
+)
 from hepfm.data.augment import augment
 from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
-from hepfm.errors import ConfigurationError, HepfmError
+from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
 from hepfm.io.rundir import HISTORY, TENSORBOARD
 from hepfm.models.base import Backbone
 from hepfm.models.batched import autocast as _autocast
 from hepfm.models.batched import in_batches
 from hepfm.progress import EventProgress
-from hepfm.train import defaults
 from hepfm.train.checkpoint import load_checkpoint, save_checkpoint
 from hepfm.train.distributed import DistContext
+from hepfm.train.ema import WeightAverage
 from hepfm.train.tasks import Task
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-cosine")
-#: Seed 002 (the KEK study): SGD with the learning rate annealed from 1e-2 to 1e-4 (cosine), batch 512.
-SGD_COSINE = {"lr": 1e-2, "min_lr": 1e-4, "batch_size": 512}
-SCHEDULES = ("exponential", "cosine", "constant")
-LR_SCALINGS = ("none", "linear")
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (all overridable from the command line or a study config)."""
-
-    epochs: int = defaults.EPOCHS
-    batch_size: int = defaults.BATCH_SIZE
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    schedule: str = "exponential"  # LR x lr_decay per epoch; 'cosine' anneals to 0 over `epochs`
-    lr_decay: float = 0.99
-    patience: int = defaults.PATIENCE
-    min_delta: float = 0.0
-    seed: int = 0
-    bf16: bool | None = None  # None: on for CUDA, off on the CPU
-    compile: bool = False
-    warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up; 0 = none
-    lr_scaling: str = "none"  # 'linear': learning rates x batch_size / lr_reference_batch
-    lr_reference_batch: int = defaults.BATCH_SIZE
-    read_ahead: int = 2  # batches a streamed source prepares ahead in a background thread; 0 = none
-    augment: tuple[str, ...] = ()
-    checkpoint_every: int = 0  # batches between mid-epoch checkpoints; 0 = at epoch ends only
-    eval_batch_size: int = 8192
-    cache_frozen: bool = True  # a frozen part's outputs computed once per event (same steps, see the module doc)
-    progress: bool = True
-    tensorboard: bool = True
-    stop_after_batches: int | None = field(default=None, repr=False)  # tests: simulate a kill
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigurationError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigurationError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ConfigurationError(f"unknown learning-rate scaling {self.lr_scaling!r}; choose from "
-                                     f"{', '.join(LR_SCALINGS)}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("lr_reference_batch", 1),
-                          ("eval_batch_size", 1), ("warmup_steps", 0), ("read_ahead", 0), ("checkpoint_every", 0),
-                          ("seed", 0)):
-            check_count(getattr(self, name), name, low)
-        for name, low, high in (("weight_decay", 0.0, 1.0), ("momentum", 0.0, 1.0), ("lr_decay", 1e-6, 1.0),
-                                ("min_delta", 0.0, 1e6)):
-            check_number(getattr(self, name), name, low, high)
-        self.augment = tuple(self.augment)
-
-
-_SPOKEN = {"warmup_steps": "warm-up steps"}  # where the field's name is not how the docs say it
-
-
-def _option(name: str) -> str:
-    return f"{_SPOKEN.get(name, name)} (--{name.replace('_', '-')})"
-
-
-def check_count(value, name: str, low: int = 1, high: int = 2**62) -> None:
-    """Refuse a count setting (epochs, batch size, patience...) that is not an integer in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigurationError(f"{_option(name)} must be an integer of at least {low}"
-                                 f"{'' if high == 2**62 else f' and at most {high}'}, got {value!r}")
-
-
-def check_number(value, name: str, low: float, high: float, low_open: bool = False) -> None:
-    """Refuse a real setting that is not a finite number in [low, high] (``low_open``: (low, high])."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > high or value < low or (low_open and value == low):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ConfigurationError(f"{_option(name)} must be a finite number in {interval}, got {value!r}")
-
-
-#: Learning rates above this diverge for every model here; a typo such as 1e30 is refused, not trained.
-MAX_LR = 10.0
-
-
-def check_learning_rate(value, name: str = "lr", allow_zero: bool = False) -> None:
-    """Refuse a learning rate that is not a finite number in (0, 10] (``allow_zero``: [0, 10], a frozen group)."""
-    check_number(value, name, 0.0, MAX_LR, low_open=not allow_zero)
-
-
-def check_max_events(value, name: str = "max_events") -> None:
-    """Refuse an event cap that is not None (all events) or a positive integer."""
-    if value is not None:
-        check_count(value, name, 1)
 
 
 class SimulatedKill(Exception):
@@ -174,14 +99,6 @@ class FitResult:
     train_time_s: float
     stopped_early: bool
     initial_val_loss: float | None = None  # before any training step (None for runs resumed from older hepfm)
-
-
-def optimizer_defaults(optimizer: str, lr: float | None, batch_size: int | None) -> tuple[float, int]:
-    """(learning rate, batch size) with unset ones filled in: seed 002's values for ``sgd-cosine``, else the
-    defaults of :mod:`hepfm.train.defaults`."""
-    seed = optimizer == "sgd-cosine"
-    return (lr if lr is not None else (SGD_COSINE["lr"] if seed else defaults.LR),
-            batch_size if batch_size is not None else (SGD_COSINE["batch_size"] if seed else defaults.BATCH_SIZE))
 
 
 def _optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -210,7 +127,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 _RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size",
               "read_ahead", "cache_frozen")
 # Settings added later: left out of the recorded settings at their default, so older checkpoints still resume.
-_NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": defaults.BATCH_SIZE}
+_NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": BATCH_SIZE, "ema_decay": 0.0}
 
 
 def run_settings(cfg: TrainConfig, settings: dict | None = None) -> dict:
@@ -424,6 +341,8 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
     opt = _optimizer([{**g, "lr": g["lr"] * scale} for g in groups], cfg)
     sched = _scheduler(opt, cfg)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    kept_weights = ema.in_model if ema is not None else contextlib.nullcontext  # what is validated and kept
     state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
              "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False, "initial_loss": None}
     current = {**run_settings(cfg, settings), "n_train": len(train),
@@ -442,6 +361,8 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         aug_gen.set_state(saved["aug_rng"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         if "torch_rng" in saved:  # dropout draws from the global generators: resume them where they were
             torch.set_rng_state(saved["torch_rng"])
             if saved.get("cuda_rng") is not None and device.type == "cuda":
@@ -470,7 +391,8 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
                                       "scheduler": sched.state_dict(), "aug_rng": aug_gen.get_state(),
                                       "torch_rng": torch.get_rng_state(),
                                       "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                                      "state": state, "config": asdict(cfg), "settings": current})
+                                      "state": state, "config": asdict(cfg), "settings": current,
+                                      **({"ema": ema.state_dict()} if ema is not None else {})})
         ctx.barrier()
 
     n_train, bs = len(train), cfg.batch_size
@@ -514,6 +436,8 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     _step(opt, warmup_factor(cfg, epoch * n_batches + b))
+                    if ema is not None:
+                        ema.update()
                     state["loss_sum"] += float(losses.detach().sum())
                     state["loss_events"] += len(y)
                     state["batch"] = b + 1
@@ -531,7 +455,8 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
             now = time.perf_counter()
             state["elapsed"] += now - t0
             rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
-            metrics = evaluate(eval_net, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
+            with kept_weights():
+                metrics = evaluate(eval_net, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
             loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
             row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
                    "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
@@ -541,8 +466,9 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
             row["best"] = int(improved)  # the last flagged epoch is the one whose weights are kept
             state["history"].append(row)
             if improved:
-                state.update(best_loss=row["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
-                             best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
+                with kept_weights():
+                    state.update(best_loss=row["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
+                                 best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
             else:
                 state["bad_epochs"] += 1
             state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_events=0)

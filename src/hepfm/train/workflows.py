@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hepfm.config import learning_rates
 from hepfm.data.augment import check_augment
 from hepfm.data.datasets import (
     BinarySplitPlan,
@@ -53,7 +54,7 @@ from hepfm.train.lifecycle import (
 from hepfm.train.lifecycle import resolved_path as _abs
 from hepfm.train.loading import pretraining_data
 from hepfm.train.record import RunRecord, known
-from hepfm.train.strategies import DEFAULT_BACKBONE_LR, DEFAULT_LR, STRATEGIES, prepare
+from hepfm.train.strategies import STRATEGIES, prepare
 from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
 from hepfm.train.trainer import TrainConfig
 
@@ -104,7 +105,7 @@ def _check_continued(parent: RunRecord, folder: Path, task: str, names: list[str
 
 
 def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model: str = "graphnet",
-             model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
+             model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
              init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
              device: str = "auto", overwrite: bool = False, stream: bool | None = None,
              regress: bool = False) -> dict:
@@ -113,9 +114,11 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     object's kinematics).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
-    None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`).
+    None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`). ``lr`` None: the
+    optimizer's default (:func:`hepfm.config.learning_rates`: 1e-4, or 1e-2 with sgd-cosine).
     """
     cfg = cfg or TrainConfig()
+    lr = learning_rates(cfg.optimizer, lr)[0]
     check_run_options(lr, None, max_events, device)
     if task in JET_TASKS:
         if stream:
@@ -183,7 +186,7 @@ def masked_classes(data: str | Path, train) -> list[str]:
 
 
 def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transformer", model_config: dict | None = None,
-                  cfg: TrainConfig | None = None, lr: float = DEFAULT_LR, init_from: str | Path | None = None,
+                  cfg: TrainConfig | None = None, lr: float | None = None, init_from: str | Path | None = None,
                   split_seed: int = 0, max_events: int | None = None, device: str = "auto", overwrite: bool = False,
                   classes: list[str] | None = None) -> dict:
     """Pretrain a jet backbone on jet tagging: the truth flavours of the jets of a store with constituents.
@@ -195,6 +198,7 @@ def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transform
     from hepfm.data.jets import jet_tagging_data, padding_fraction
 
     cfg = cfg or TrainConfig()
+    lr = learning_rates(cfg.optimizer, lr)[0]
     check_run_options(lr, None, max_events, device)
     check_inputs(model, "constituents", "jet tagging")
     if cfg.augment:
@@ -236,15 +240,17 @@ def _check_schema(parent: RunRecord, data: str | Path, name) -> None:
 
 def finetune(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
              init_from: str | Path | None = None, model: str = "graphnet", model_config: dict | None = None,
-             plan: BinarySplitPlan | None = None, cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
-             backbone_lr: float = DEFAULT_BACKBONE_LR, frozen_part: str = "head", max_events: int | None = None,
+             plan: BinarySplitPlan | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
+             backbone_lr: float | None = None, frozen_part: str = "head", max_events: int | None = None,
              device: str = "auto", overwrite: bool = False, allow_overlap: bool = False) -> dict:
     """Train a binary signal-vs-background classifier: from scratch, fine-tuned, or on a frozen backbone.
 
     Validation or test events that the pretrained model (``init_from``, finetune/frozen) trained on are
     refused unless ``allow_overlap`` (then: a warning, and ``overlap: true`` in config.json).
+    ``lr``/``backbone_lr`` None: the optimizer's defaults (:func:`hepfm.config.learning_rates`).
     """
     cfg, plan = cfg or TrainConfig(), plan or BinarySplitPlan()
+    lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a pretrained model to start from (a run folder or a shipped model's name)")
     check_augment("binary", cfg.augment)
@@ -293,8 +299,8 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
 def finetune_hierarchical(signal: str | Path, background: str | Path, out: str | Path, strategy: str = "finetune",
                           init_from: str | Path | None = None, model: str = "transformer",
                           model_config: dict | None = None, plan: BinarySplitPlan | None = None,
-                          cfg: TrainConfig | None = None, lr: float = DEFAULT_LR,
-                          backbone_lr: float = DEFAULT_BACKBONE_LR, max_events: int | None = None,
+                          cfg: TrainConfig | None = None, lr: float | None = None,
+                          backbone_lr: float | None = None, max_events: int | None = None,
                           device: str = "auto", overwrite: bool = False) -> dict:
     """Train the hierarchical event classifier (:mod:`hepfm.models.hierarchical`) on stores with constituents.
 
@@ -307,6 +313,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     from hepfm.data.datasets import stored_constituents
 
     cfg, plan = cfg or TrainConfig(), plan or BinarySplitPlan()
+    lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a jet-tagging run to take the jet backbone from")
     if cfg.augment:
