@@ -9,7 +9,8 @@ import pytest
 import torch
 from cli_runner import hepfm
 from safetensors.torch import load_file
-from toy_events import toy_store
+
+from hepfm.testing import toy_store
 
 FAST = ["--batch-size", "64", "--no-progress"]
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import hepfm, one_line_error
-from toy_events import toy_store
 
 import hepfm as hepfm_pkg
 from hepfm.data.datasets import BinarySplitPlan, binary_split, pretraining_split
 from hepfm.data.streaming import stream_pretraining_split
 from hepfm.errors import HepfmError
 from hepfm.io.store import write_manifest
+from hepfm.testing import toy_store
 from hepfm.train.trainer import TrainConfig
 from hepfm.train.workflows import OverlapWarning, evaluate_run, finetune, pretrain
 

@@ -9,7 +9,6 @@ import threading
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from toy_events import toy_events, toy_store
 
 from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
@@ -17,6 +16,7 @@ from hepfm.data.streaming import StreamingEvents
 from hepfm.errors import HepfmError
 from hepfm.models import GraphNet, create_model
 from hepfm.models.graphnet import PAPER_OPTIONS, PackedGraph, bucket_size
+from hepfm.testing import toy_events, toy_store
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit, pad_width, warmup_factor

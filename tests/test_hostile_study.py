@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from hostile import refused, snapshot
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.inference.predict import predict_file
@@ -21,6 +20,7 @@ from hepfm.models.saving import save_model
 from hepfm.physics.detector import DetectorConfig
 from hepfm.study.config import parse_config, read_yaml
 from hepfm.study.scaling import run_scaling
+from hepfm.testing import toy_store
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))

@@ -16,12 +16,12 @@ import os
 import pytest
 import torch
 from hostile import refused, snapshot
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.io import atomic
 from hepfm.io.locking import exclusive_lock
 from hepfm.models import create_model
+from hepfm.testing import toy_store
 from hepfm.train import checkpoint, workflows
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task

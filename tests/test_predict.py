@@ -12,13 +12,13 @@ import pytest
 import torch
 import uproot
 from cli_runner import hepfm
-from toy_events import toy_store
 
 from hepfm.data.datasets import read_events
 from hepfm.errors import HepfmError
 from hepfm.inference.predict import predict_file
 from hepfm.models.registry import create_model
 from hepfm.models.saving import save_model
+from hepfm.testing import toy_store
 from hepfm.train.tasks import Task
 
 

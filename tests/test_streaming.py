@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_store
 
 import hepfm
 from hepfm.data import streaming
@@ -17,6 +16,7 @@ from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
 from hepfm.data.streaming import StreamingEvents, held_out_splits
 from hepfm.io.store import EventStore
 from hepfm.models import create_model
+from hepfm.testing import toy_store
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task

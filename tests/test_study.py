@@ -7,12 +7,12 @@ import math
 
 import pytest
 import yaml
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.study.config import load_config, parse_config
 from hepfm.study.report import table_one, write_report
 from hepfm.study.run import RESULT, cell_dir, run_study
+from hepfm.testing import toy_store
 
 
 @pytest.fixture(scope="module")
@@ -228,9 +228,9 @@ def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
     multiplicity-only (collapsed) model is at chance, while the Bayes-optimal rule is known — signal iff no jet or
     lepton is below 90 GeV — and the tuned scratch model must come close to it."""
     import numpy as np
-    from toy_events import toy_store
 
     from hepfm.data.datasets import BinarySplitPlan, binary_test_set
+    from hepfm.testing import toy_store
 
     down = toy_store(tmp_path / "sep", n_per_class=400, seed=4,
                      specs={"low": dict(mean_jets=5.0, pt_scale=30.0), "high": dict(mean_jets=5.0, pt_scale=90.0)})

@@ -8,12 +8,12 @@ import re
 
 import pytest
 import torch
-from toy_events import toy_events, toy_store
 
 import hepfm
 from hepfm.data.datasets import BinarySplitPlan, EventData, binary_split, pretraining_split
 from hepfm.errors import HepfmError
 from hepfm.models import create_model
+from hepfm.testing import toy_events, toy_store
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.distributed import DistContext
 from hepfm.train.strategies import prepare
