@@ -1,10 +1,13 @@
-"""Shared fixtures: a small generated event store (Pythia) used by the physics tests."""
+"""Shared fixtures: toy event stores (hepfm.testing, no Pythia) built once per session and shared read-only, and a
+small generated event store (Pythia) used by the physics tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from hepfm.testing import toy_store
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -18,6 +21,53 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real input files not found at {SHARED_DATA}")
     return SHARED_DATA.resolve()
+
+
+#: The toy store a test module gets as ``store``, unless it sets ``TOY_STORE`` (``toy_store``'s keyword arguments).
+DEFAULT_TOY_STORE = {"n_per_class": 300}
+#: The generation seed of ``downstream``: other events of the same two classes.
+DOWNSTREAM_SEED = 100
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (lock files aside) with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".hepfm.lock")}
+
+
+@pytest.fixture(scope="session")
+def toy_stores(tmp_path_factory):
+    """``toy_stores(**settings)``: the toy store of those ``toy_store`` settings, written once per session and
+    shared by every test that asks for it, so tests must only read it (checked when the session ends)."""
+    made: dict[tuple, tuple[Path, dict]] = {}
+
+    def get(**settings) -> Path:
+        key = tuple(sorted(settings.items()))
+        if key not in made:
+            root = toy_store(tmp_path_factory.mktemp("toy") / "store", **settings)
+            made[key] = root, _listing(root)
+        return made[key][0]
+
+    yield get
+    for settings, (root, written) in made.items():
+        assert _listing(root) == written, f"a test changed the shared toy store {dict(settings)} at {root}"
+
+
+def _module_settings(request) -> dict:
+    return getattr(request.module, "TOY_STORE", DEFAULT_TOY_STORE)
+
+
+@pytest.fixture(scope="module")
+def store(request, toy_stores) -> Path:
+    """The module's two-class toy store ('soft', 'hard'): ``TOY_STORE`` or ``DEFAULT_TOY_STORE``. Read-only."""
+    return toy_stores(**_module_settings(request))
+
+
+@pytest.fixture(scope="module")
+def downstream(request, toy_stores) -> Path:
+    """Other events of ``store``'s classes and size (another generation seed), e.g. for fine-tuning a model
+    pretrained on ``store``. Read-only."""
+    return toy_stores(**{**_module_settings(request), "seed": DOWNSTREAM_SEED})
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,7 @@ from hepfm.train.workflows import OverlapWarning, evaluate_run, finetune, pretra
 FAST = dict(batch_size=64, progress=False, tensorboard=False)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("integrity") / "store", n_per_class=200, shards=2)
+TOY_STORE = {"n_per_class": 200, "shards": 2}
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,9 @@ from hepfm.errors import HepfmError
 from hepfm.inference.predict import predict_file
 from hepfm.models.registry import create_model
 from hepfm.models.saving import save_model
-from hepfm.testing import toy_store
 from hepfm.train.tasks import Task
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=300, shards=2)
+TOY_STORE = {"n_per_class": 300, "shards": 2}
 
 
 @pytest.fixture(scope="module")

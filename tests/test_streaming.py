@@ -27,17 +27,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = dict(buffer_size=100, chunk_size=50)  # several units per shard; the buffer fills and swaps
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("stream") / "store", n_per_class=500, shards=4)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # fixed float summation order, so resumed weights match bit for bit
-    yield
-    torch.set_num_threads(before)
+TOY_STORE = {"n_per_class": 500, "shards": 4}
 
 
 def _keys(x: torch.Tensor) -> list[tuple]:
