@@ -10,8 +10,8 @@ _EPOCHS = typer.Option(defaults.EPOCHS, help="Maximum number of epochs (early st
 _BATCH = typer.Option(None, help=f"Global batch size (split over torchrun processes); default {defaults.BATCH_SIZE}, "
                       "512 with --optimizer sgd-cosine.")
 _PATIENCE = typer.Option(defaults.PATIENCE, help="Stop after this many epochs without a better validation loss.")
-_OPTIMIZER = typer.Option("adam", help="adam, adamw, sgd, or sgd-cosine (seed 002: SGD, the rate annealed by a cosine "
-                          "from --lr, default 1e-2, to --lr/100 over --epochs; batch 512; ignores --schedule).")
+_OPTIMIZER = typer.Option("adam", help="adam, adamw, sgd, or sgd-cosine (the KEK study's: SGD, the rate annealed by a "
+                          "cosine from --lr, default 1e-2, to --lr/100 over --epochs; batch 512; ignores --schedule).")
 _SCHEDULE = typer.Option("exponential", help="exponential (LR x 0.99 per epoch), cosine or constant.")
 _AUGMENT = typer.Option(None, "--augment", help="Augmentation: phi, eta_flip or boost (repeatable).")
 _BF16 = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off on the CPU).")

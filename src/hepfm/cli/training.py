@@ -155,7 +155,7 @@ def pretrain(
     regress: bool = typer.Option(False, "--regress", help="masked: also regress the hidden object's kinematics "
                                  "(5 more outputs)."),
     model: Optional[str] = typer.Option(None, help="Backbone: graphnet (default), transformer or transformer-kek "
-                                        "(the seed 002 size, ~11M parameters); for jet-tagging jet_transformer "
+                                        "(the KEK study's size, ~11M parameters); for jet-tagging jet_transformer "
                                         "(default) or deepsets."),
     model_option: Optional[list[str]] = typer.Option(None, help="Backbone option key=value, e.g. share_blocks=true."),
     classes: Optional[list[str]] = typer.Option(None, "--class", help="jet-tagging: train on these flavours only "
