@@ -116,3 +116,23 @@ def synthetic_store(root: Path, n_per_process: int, seed: int = 7) -> Path:
                                                           "seed": seed + p, "shard_index": 0})
     write_manifest(root)
     return root
+
+
+def one_shard_per_process_store(root: Path, processes: int, events: int) -> Path:
+    """A store of ``processes`` processes ``p00``, ``p01``, ..., each one shard of ``events`` random single-object
+    events (the layout of a large store generated process by process); returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for p in range(processes):
+        name = f"p{p:02d}"
+        (root / name).mkdir(parents=True)
+        objects = np.zeros((events, 2, 7), np.float32)
+        objects[:, 0, :4] = rng.random((events, 4))
+        objects[:, 0, 6] = 1
+        arrays = {"objects": objects, "n_objects": np.ones(events, np.int64), "n_dropped": np.zeros(events, np.int32),
+                  "process": np.zeros(events, np.int32), "weight": np.ones(events, np.float32),
+                  "event_id": np.arange(events, dtype=np.int64)}
+        write_shard(root / name / shard_name(0), arrays, {"process_name": name, "process_names": [name],
+                                                          "seed": p + 1, "shard_index": 0})
+    write_manifest(root)
+    return root
