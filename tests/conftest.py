@@ -3,11 +3,18 @@ small generated event store (Pythia) used by the physics tests."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from hepfm.testing import toy_store
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers (python -m pytest -n 2) share the cores: OpenMP threads that spin-wait then collapse whenever the
+    # other worker holds a core (benchmarks/throughput.py measured 113 against 629 training events/s); waiting
+    # passively changes no result. Set before torch loads, inherited by the hepfm subprocesses.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -70,17 +77,33 @@ def downstream(request, toy_stores) -> Path:
     return toy_stores(**{**_module_settings(request), "seed": DOWNSTREAM_SEED})
 
 
-@pytest.fixture(scope="session")
-def physics_store(tmp_path_factory) -> Path:
-    pytest.importorskip("pythia8mc")
+def _generate_physics_store(out: Path) -> None:
     from hepfm.io.generate import catalog_source, generate
 
-    out = tmp_path_factory.mktemp("physics") / "store"
     by_size: dict[int, list[str]] = {}
     for name, n in PHYSICS_SAMPLE.items():
         by_size.setdefault(n, []).append(name)
     for n, names in by_size.items():
         generate([catalog_source(p) for p in names], out, events=n, seed=2024, workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def physics_store(tmp_path_factory) -> Path:
+    """The physics tests' generated store (read-only). Under pytest-xdist the workers share one copy: the
+    first to ask generates it, the others wait for it (generation is the suite's most expensive fixture)."""
+    pytest.importorskip("pythia8mc")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # not under xdist
+        out = tmp_path_factory.mktemp("physics") / "store"
+        _generate_physics_store(out)
+        return out
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, common to its workers
+    out, done = shared / "physics" / "store", shared / "physics" / "complete"
+    with FileLock(str(shared / "physics.lock")):
+        if not done.exists():
+            _generate_physics_store(out)
+            done.touch()
     return out
 
 
