@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -36,9 +35,7 @@ from torch import nn
 from hepfm.data.datasets import EventData
 from hepfm.data.features import fit_scaling
 from hepfm.models import GraphNet
-
-sys.path.insert(0, str(Path(__file__).parent))
-from throughput import synthetic_events
+from hepfm.testing import synthetic_events
 
 VARIANTS = {"paper": dict(aggregation="sum", residual=False), "mean": dict(aggregation="mean", residual=False),
             "residual": dict(aggregation="sum", residual=True), "default": dict(aggregation="mean", residual=True)}

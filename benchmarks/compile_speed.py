@@ -36,10 +36,8 @@ from hepfm.data.datasets import EventData
 from hepfm.data.features import fit_scaling
 from hepfm.models import GraphNet
 from hepfm.models.graphnet import PackedGraph
+from hepfm.testing import synthetic_events
 from hepfm.train.trainer import pad_width
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import synthetic_events
 
 
 def _sync(device: torch.device) -> None:

@@ -3,14 +3,13 @@ events in memory (the ratio is what reading, identity columns and writing cost).
 
     python benchmarks/predict.py [--events 100000] [--threads 2] [--model-dir DIR]
 
-Uses toy events in the store layout (tests/toy_events.py; ~6 objects per event) and a GraphNet with
+Uses toy events in the store layout (:func:`hepfm.testing.toy_store`; ~6 objects per event) and a GraphNet with
 default options unless ``--model-dir`` names a trained model.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from toy_events import toy_store
-
 from hepfm.data.datasets import read_events
 from hepfm.inference.predict import predict_file
 from hepfm.models.pretrained import load
 from hepfm.models.registry import create_model
 from hepfm.models.saving import save_model
+from hepfm.testing import toy_store
 
 
 def bare_forward(model, store: Path, batch_size: int) -> float:

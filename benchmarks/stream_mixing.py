@@ -15,37 +15,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from hepfm.data.streaming import StreamingEvents
-from hepfm.io.schema import TYPE, TYPE_CODES
-from hepfm.io.store import shard_name, write_manifest, write_shard
-
-
-def write_store(root: Path, processes: int, events: int) -> Path:
-    """One shard of ``events`` random single-object events per process."""
-    rng = np.random.default_rng(0)
-    for p in range(processes):
-        name = f"p{p:02d}"
-        (root / name).mkdir(parents=True)
-        objects = np.zeros((events, 2, 7), np.float32)
-        objects[:, 0, :4] = rng.random((events, 4))
-        objects[:, 0, TYPE] = TYPE_CODES["jet"]
-        arrays = {"objects": objects, "n_objects": np.ones(events, np.int64), "n_dropped": np.zeros(events, np.int32),
-                  "process": np.zeros(events, np.int32), "weight": np.ones(events, np.float32),
-                  "event_id": np.arange(events, dtype=np.int64)}
-        write_shard(root / name / shard_name(0), arrays, {"process_name": name, "process_names": [name],
-                                                          "seed": p + 1, "shard_index": 0})
-    write_manifest(root)
-    return root
-
-
-def classes_per_batch(store: Path, buffer_size: int, chunk_size: int, batch_size: int):
-    """(distinct classes, largest class share) of each full batch of epoch 0."""
-    src = StreamingEvents(store, buffer_size=buffer_size, chunk_size=chunk_size)
-    counts = [np.unique(y.numpy(), return_counts=True)[1] for n, _, _, y in src.epoch_batches(0, 0, batch_size)
-              if n == batch_size]
-    return np.array([len(c) for c in counts]), np.array([c.max() / c.sum() for c in counts])
+from hepfm.testing import one_shard_per_process_store
+from hepfm.testing.streaming import classes_per_batch
 
 
 def main() -> None:
@@ -57,7 +28,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = write_store(Path(tmp) / "store", args.processes, args.events)
+        store = one_shard_per_process_store(Path(tmp) / "store", args.processes, args.events)
         k, share = classes_per_batch(store, args.buffer, args.chunk, args.batch)
     print(f"{args.processes} processes x {args.events} events, buffer {args.buffer}, read unit {args.chunk}, "
           f"batch {args.batch}: {len(k)} batches, distinct classes per batch mean {k.mean():.2f}, min {k.min()}, "

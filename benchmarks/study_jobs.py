@@ -21,7 +21,8 @@ from rich.console import Console
 
 from hepfm.study.config import load_config
 from hepfm.study.demo import demo_config
-from hepfm.study.run import RESULT, run_study
+from hepfm.study.layout import StudyLayout
+from hepfm.study.run import run_study
 
 
 def _train(cfg, root: Path, stores: Path, jobs: int) -> tuple[float, dict]:
@@ -35,7 +36,7 @@ def _train(cfg, root: Path, stores: Path, jobs: int) -> tuple[float, dict]:
     if state.failures:
         raise SystemExit(f"{root}: {len(state.failures)} cell(s) failed")
     results = {(r["task"], r["strategy"], r["seed"]): round(r["accuracy"], 4)
-               for r in (json.loads(p.read_text()) for p in (root / "cells").rglob(RESULT))}
+               for r in (json.loads(p.read_text()) for p in (root / "cells").rglob(StudyLayout.RESULT))}
     return seconds, results
 
 

@@ -9,12 +9,13 @@ training events/s — data pipeline + forward + backward + Adam step — of
   connections: the architecture the peers implement; the default adds a few elementwise ops) fed by
   :meth:`hepfm.data.datasets.EventData.batch`
   (slice the stored [N, M, 7] tensor, trim to the batch's largest multiplicity);
-* ``pyg-list``: :class:`PygGraphNet`, a ``torch_geometric.nn.MetaLayer`` model with the same MLPs and
-  parameter count, fed the way a PyG user does it: one ``Data`` per event (rows + fully connected
+* ``pyg-list``: :class:`hepfm.testing.peers.PygGraphNet`, a ``torch_geometric.nn.MetaLayer`` model with the same
+  MLPs and parameter count, fed the way a PyG user does it: one ``Data`` per event (rows + fully connected
   ``edge_index``, built once like a dataset's ``process()``), collated by ``Batch.from_data_list`` every step;
 * ``pyg-vec``: the same PyG model on a batched ``edge_index`` built per batch, vectorised, with
   ``torch_geometric.utils.dense_to_sparse`` (a stronger PyG baseline);
-* ``dense``: :class:`DenseGraphNet`, edges as a padded [B, M, M, 64] tensor (M = the store's 20);
+* ``dense``: :class:`hepfm.testing.peers.DenseGraphNet`, edges as a padded [B, M, M, 64] tensor (M = the
+  store's 20);
 * ``graphnet-bf16``: GraphNet under bf16 autocast.
 
 It also counts forward FLOPs per event (see :func:`forward_flops`), measures a large square matmul's
@@ -54,68 +55,19 @@ import numpy as np
 import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn import MetaLayer
-from torch_geometric.utils import dense_to_sparse, scatter
 
 from hepfm.data.datasets import EventData
-from hepfm.data.features import (
-    EDGE_INPUTS,
-    ETA,
-    GLOBAL_INPUTS,
-    NODE_INPUTS,
-    PHI,
-    FeatureScaling,
-    edge_features,
-    fit_scaling,
-    global_features,
-    mask_from_counts,
-)
-from hepfm.io.schema import DEFAULT_MAX_OBJECTS, TYPE_CODES
+from hepfm.data.features import EDGE_INPUTS, GLOBAL_INPUTS, NODE_INPUTS, fit_scaling, mask_from_counts
 from hepfm.models import GraphNet, count_parameters
 from hepfm.models.graphnet import PAPER_OPTIONS
 from hepfm.models.layers import LATENT_DIM
+from hepfm.testing.events import synthetic_events, synthetic_store
+from hepfm.testing.peers import DEPTH, N_BLOCKS, event_graphs, peers_from, vectorised_graph
 
-DEPTH = 4
-N_BLOCKS = 4
 PARITY_VARIANTS = {"default": {}, "paper": PAPER_OPTIONS}
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def synthetic_events(n: int, rng: np.random.Generator, max_objects: int = DEFAULT_MAX_OBJECTS,
-                     extra_mean: float = 7.0, jet_pt: float = 35.0, btag_rate: float = 0.15,
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Stored-layout events: ``objects`` [n, M, 7] float32 and ``n_objects`` [n].
-
-    Multiplicity is 3 + Poisson(``extra_mean``) clipped to [3, M] (mean ~10 by default): one MET, up to
-    two leptons, sometimes a photon or tau, jets for the rest; pT falling, eta Gaussian, phi uniform,
-    massless energies; a fraction ``btag_rate`` of jets b-tagged; padding rows all zero at the end.
-    """
-    counts = np.clip(3 + rng.poisson(extra_mean, n), 3, max_objects)
-    objects = np.zeros((n, max_objects, 7), dtype=np.float32)
-    rows = np.arange(max_objects)[None, :]
-    real = rows < counts[:, None]
-    n_lep = rng.choice(3, size=n, p=[0.5, 0.35, 0.15])
-    kind = np.full((n, max_objects), TYPE_CODES["jet"])
-    kind[:, 0] = TYPE_CODES["met"]
-    lep = (rows >= 1) & (rows <= n_lep[:, None])
-    kind[lep] = rng.choice([TYPE_CODES["electron"], TYPE_CODES["muon"]], size=int(lep.sum()))
-    other = (rows == n_lep[:, None] + 1) & (rng.random(n) < 0.2)[:, None]
-    kind[other] = rng.choice([TYPE_CODES["photon"], TYPE_CODES["tau"]], size=int(other.sum()))
-    pt = 20.0 + rng.exponential(jet_pt, (n, max_objects))
-    pt[:, 0] = rng.exponential(30.0, n)
-    eta = np.clip(rng.normal(0.0, 1.6, (n, max_objects)), -4.7, 4.7)
-    eta = np.where(kind == TYPE_CODES["jet"], eta, np.clip(eta, -2.5, 2.5))
-    eta[:, 0] = 0.0
-    phi = rng.uniform(-np.pi, np.pi, (n, max_objects))
-    charged = np.isin(kind, [TYPE_CODES["electron"], TYPE_CODES["muon"], TYPE_CODES["tau"]])
-    charge = np.where(charged, rng.choice([-1.0, 1.0], (n, max_objects)), 0.0)
-    btag = ((kind == TYPE_CODES["jet"]) & (rng.random((n, max_objects)) < btag_rate)).astype(float)
-    cols = (pt, eta, phi, pt * np.cosh(eta), btag, charge, kind)
-    for k, col in enumerate(cols):
-        objects[..., k] = np.where(real, col, 0.0)
-    return objects, counts.astype(np.int64)
-
-
 def load_events(args, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
     """Events from ``--store`` (its first ``--events``) or synthetic ones, plus a description."""
     if args.store:
@@ -128,188 +80,6 @@ def load_events(args, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
                 f"event store {args.store}")
     objects, counts = synthetic_events(args.events, rng)
     return objects, counts, "synthetic events (3 + Poisson(7) objects, clipped to [3, 20])"
-
-
-def event_graphs(objects: torch.Tensor, counts: torch.Tensor, labels: torch.Tensor) -> list[Data]:
-    """One PyG ``Data`` per event: its rows, a fully connected ``edge_index`` without self-loops, its label."""
-    templates = {}
-    graphs = []
-    for k, n in enumerate(counts.tolist()):
-        if n not in templates:
-            i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-            off = i != j
-            templates[n] = torch.stack([j[off], i[off]])  # row 0 = source j, row 1 = target (receiver) i
-        graphs.append(Data(x=objects[k, :n], edge_index=templates[n], y=labels[k:k + 1]))
-    return graphs
-
-
-def vectorised_graph(data: EventData, index: torch.Tensor):
-    """A batched PyG graph built from the stored tensors with ``dense_to_sparse`` (no per-event Python)."""
-    x, mask, y = data.batch(index)
-    m = mask.shape[1]
-    adj = mask[:, :, None] & mask[:, None, :] & ~torch.eye(m, dtype=torch.bool, device=mask.device)
-    edge_index, _ = dense_to_sparse(adj, mask)
-    batch = mask.nonzero(as_tuple=True)[0]
-    return x[mask], edge_index, batch, mask.sum(dim=1), y
-
-
-# --------------------------------------------------------------------------------------------- peers
-def mlp(n_in: int, width: int = LATENT_DIM, depth: int = DEPTH) -> nn.Sequential:
-    """The paper's MLP as a plain Sequential: ``depth`` Linear layers, ReLU between, LayerNorm."""
-    layers: list[nn.Module] = []
-    for k in range(depth):
-        if k:
-            layers.append(nn.ReLU())
-        layers.append(nn.Linear(n_in if k == 0 else width, width))
-    layers.append(nn.LayerNorm(width))
-    return nn.Sequential(*layers)
-
-
-class EdgeModel(nn.Module):
-    """MetaLayer edge update: MLP([x_i, x_j, y_ij, u]) with i the receiver."""
-
-    def __init__(self):
-        super().__init__()
-        self.mlp = mlp(4 * LATENT_DIM)
-
-    def forward(self, src, dst, edge_attr, u, batch):
-        return self.mlp(torch.cat([dst, src, edge_attr, u[batch]], dim=-1))
-
-
-class NodeModel(nn.Module):
-    """MetaLayer node update: MLP([x_i, sum_j y'_ij, u])."""
-
-    def __init__(self):
-        super().__init__()
-        self.mlp = mlp(3 * LATENT_DIM)
-
-    def forward(self, x, edge_index, edge_attr, u, batch):
-        received = scatter(edge_attr, edge_index[1], dim=0, dim_size=x.size(0), reduce="sum")
-        return self.mlp(torch.cat([x, received, u[batch]], dim=-1))
-
-
-class GlobalModel(nn.Module):
-    """MetaLayer global update: MLP([sum_i x'_i, sum_ij y'_ij, u])."""
-
-    def __init__(self):
-        super().__init__()
-        self.mlp = mlp(3 * LATENT_DIM)
-
-    def forward(self, x, edge_index, edge_attr, u, batch):
-        node_sum = scatter(x, batch, dim=0, dim_size=u.size(0), reduce="sum")
-        edge_sum = scatter(edge_attr, batch[edge_index[0]], dim=0, dim_size=u.size(0), reduce="sum")
-        return self.mlp(torch.cat([node_sum, edge_sum, u], dim=-1))
-
-
-class _PeerGraphNet(nn.Module):
-    """The layers every peer shares with GraphNet (same names, so its weights load by renaming blocks only)."""
-
-    def __init__(self, n_outputs: int, make_block):
-        super().__init__()
-        self.scaling = FeatureScaling()
-        self.node_encoder = mlp(NODE_INPUTS)
-        self.edge_encoder = mlp(EDGE_INPUTS)
-        self.global_encoder = mlp(GLOBAL_INPUTS)
-        self.blocks = nn.ModuleList([make_block() for _ in range(N_BLOCKS)])
-        self.decoder = mlp(LATENT_DIM)
-        self.head = nn.Linear(LATENT_DIM, n_outputs)
-
-
-class PygGraphNet(_PeerGraphNet):
-    """GraphNet written the PyTorch Geometric way: ``MetaLayer`` blocks on a sparse ``edge_index``."""
-
-    def __init__(self, n_outputs: int = 12):
-        super().__init__(n_outputs, lambda: MetaLayer(EdgeModel(), NodeModel(), GlobalModel()))
-
-    def forward(self, rows, edge_index, batch, n_objects):
-        """Outputs [B, n_outputs] from packed rows [N, 7], ``edge_index`` [2, E], node-to-event ``batch``, counts."""
-        eta, phi = rows[:, ETA], rows[:, PHI]
-        src, dst = edge_index
-        h = self.node_encoder(self.scaling.node_features(rows))
-        e = self.edge_encoder(edge_features(eta[dst], phi[dst], eta[src], phi[src]))
-        u = self.global_encoder(global_features(n_objects, rows.dtype))
-        for block in self.blocks:
-            h, e, u = block(h, edge_index, e, u, batch)
-        return self.head(self.decoder(u))
-
-    def forward_batch(self, graph: Batch):
-        """Outputs for a ``Batch`` collated from per-event ``Data``."""
-        return self(graph.x, graph.edge_index, graph.batch, graph.ptr.diff())
-
-
-class DenseBlock(nn.Module):
-    """Naive dense graph block: concatenated inputs on all M x M slots, masks multiplying the sums."""
-
-    def __init__(self):
-        super().__init__()
-        self.edge = mlp(4 * LATENT_DIM)
-        self.node = mlp(3 * LATENT_DIM)
-        self.glob = mlp(3 * LATENT_DIM)
-
-    def forward(self, h, e, g, node_mask, pair_mask):
-        b, m, w = h.shape
-        e = self.edge(torch.cat([h[:, :, None].expand(b, m, m, w), h[:, None].expand(b, m, m, w), e,
-                                 g[:, None, None].expand(b, m, m, w)], dim=-1))
-        e_real = e * pair_mask
-        h = self.node(torch.cat([h, e_real.sum(dim=2), g[:, None].expand(b, m, w)], dim=-1))
-        g = self.glob(torch.cat([(h * node_mask).sum(dim=1), e_real.sum(dim=(1, 2)), g], dim=-1))
-        return h, e, g
-
-
-class DenseGraphNet(_PeerGraphNet):
-    """GraphNet on padded tensors: nodes [B, M, 64], edges [B, M, M, 64]; padding is computed, then masked."""
-
-    def __init__(self, n_outputs: int = 12):
-        super().__init__(n_outputs, DenseBlock)
-
-    def forward(self, x, mask):
-        """Outputs [B, n_outputs] from padded rows [B, M, 7] and mask [B, M]."""
-        m = mask.shape[1]
-        eta, phi = x[..., ETA], x[..., PHI]
-        pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(m, dtype=torch.bool, device=mask.device)
-        pair_mask = pair[..., None].to(x.dtype)
-        node_mask = mask[..., None].to(x.dtype)
-        h = self.node_encoder(self.scaling.node_features(x))
-        e = self.edge_encoder(edge_features(eta[:, :, None], phi[:, :, None], eta[:, None, :], phi[:, None, :]))
-        g = self.global_encoder(global_features(mask.sum(dim=1), x.dtype))
-        for block in self.blocks:
-            h, e, g = block(h, e, g, node_mask, pair_mask)
-        return self.head(self.decoder(g))
-
-
-_PEER_BLOCK_NAMES = {PygGraphNet: ("edge_model.mlp", "node_model.mlp", "global_model.mlp"),
-                     DenseGraphNet: ("edge", "node", "glob")}
-
-
-def peer_state_dict(graphnet: GraphNet, peer_class: type) -> dict[str, torch.Tensor]:
-    """GraphNet's weights renamed for a peer class: ``linears.k`` -> Sequential index 2k, ``norm`` -> last."""
-    edge, node, glob = _PEER_BLOCK_NAMES[peer_class]
-    if graphnet.n_blocks != N_BLOCKS or len(graphnet.blocks) != N_BLOCKS:
-        raise ValueError("peers implement the paper's GraphNet: 4 separate blocks")
-    if any(graphnet.config.get(k) != v for k, v in PAPER_OPTIONS.items()):
-        raise ValueError(f"peers implement the paper's GraphNet: build it with {PAPER_OPTIONS}")
-    out = {}
-    for key, value in graphnet.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "blocks":
-            parts[2] = {"edge": edge, "node": node, "glob": glob}[parts[2]]
-        if "linears" in parts:
-            k = parts.index("linears")
-            parts[k:k + 2] = [str(2 * int(parts[k + 1]))]
-        elif "norm" in parts:
-            parts[parts.index("norm")] = str(2 * DEPTH - 1)
-        out[".".join(parts)] = value
-    return out
-
-
-def peers_from(graphnet: GraphNet) -> tuple[PygGraphNet, DenseGraphNet]:
-    """PyG and dense models carrying GraphNet's exact weights (and feature scaling)."""
-    peers = []
-    for cls in (PygGraphNet, DenseGraphNet):
-        peer = cls(graphnet.n_outputs)
-        peer.load_state_dict(peer_state_dict(graphnet, cls), strict=True)
-        peers.append(peer)
-    return peers[0], peers[1]
 
 
 # --------------------------------------------------------------------------------------------- FLOPs
@@ -496,28 +266,7 @@ def bf16_parity(steps: int, n_train: int, n_test: int, batch: int, device: torch
     return result
 
 
-# --------------------------------------------------------------------------------------------- main
 # --------------------------------------------------------------------------------------- real trainer
-def synthetic_store(root: Path, n_per_process: int, seed: int = 7) -> Path:
-    """A two-process event store of :func:`synthetic_events` (``soft``: fewer, softer jets; ``hard``)."""
-    from hepfm.io.store import shard_name, write_manifest, write_shard
-    from hepfm.physics.truth import LABEL_NAMES
-
-    specs = {"soft": dict(extra_mean=5.0, jet_pt=30.0), "hard": dict(extra_mean=8.0, jet_pt=45.0)}
-    for p, (name, spec) in enumerate(specs.items()):
-        rng = np.random.default_rng(seed + p)
-        objects, counts = synthetic_events(n_per_process, rng, **spec)
-        (root / name).mkdir(parents=True, exist_ok=True)
-        arrays = {"objects": objects, "n_objects": counts.astype(np.int64),
-                  "n_dropped": np.zeros(n_per_process, np.int32), "process": np.zeros(n_per_process, np.int32),
-                  "truth": np.zeros((n_per_process, len(LABEL_NAMES)), np.float32),
-                  "weight": np.ones(n_per_process, np.float32), "event_id": np.arange(n_per_process, dtype=np.int64)}
-        write_shard(root / name / shard_name(0), arrays, {"process_name": name, "process_names": [name],
-                                                          "seed": seed + p, "shard_index": 0})
-    write_manifest(root)
-    return root
-
-
 class GpuBusy:
     """GPU busy fraction while the block runs: ``nvidia-smi`` utilisation (the share of time a kernel ran)
     sampled every 100 ms; ``fraction`` stays None without nvidia-smi or on the CPU."""
@@ -592,6 +341,7 @@ def print_trainer(rows: list[dict], device: str, source: str) -> None:
         print(f"read-ahead / synchronous streamed: {by['streamed-read-ahead'] / by['streamed-sync']:.2f}x")
 
 
+# --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -16,6 +16,8 @@ def hepfm(*args, cwd=None, launcher=None, inherit_env=False, env=None):
     cmd = (launcher or [sys.executable, "-m"]) + ["hepfm", *map(str, args)]
     extra = env or {}
     env = {**os.environ, "COLUMNS": "200"} if inherit_env else {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    if "OMP_WAIT_POLICY" in os.environ:  # set by conftest.py under pytest-xdist: a setting of the machine, kept
+        env.setdefault("OMP_WAIT_POLICY", os.environ["OMP_WAIT_POLICY"])
     env.update(extra)
     env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)

@@ -1,4 +1,5 @@
-"""The peer implementations in benchmarks/throughput.py are the same model as GraphNet: same weights, same outputs."""
+"""The peer implementations (hepfm.testing.peers, timed by benchmarks/throughput.py) are the same model as GraphNet:
+same weights, same outputs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ import pytest
 import torch
 
 from hepfm.data.datasets import EventData
+from hepfm.data.features import fit_scaling, mask_from_counts
 from hepfm.models import GraphNet, count_parameters
 from hepfm.models.graphnet import PAPER_OPTIONS
 
 pytest.importorskip("torch_geometric")
+
+from torch_geometric.data import Batch
+
+from hepfm.testing import synthetic_events
+from hepfm.testing.peers import DenseGraphNet, PygGraphNet, event_graphs, peers_from, vectorised_graph
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
@@ -32,34 +39,34 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def events(bench):
-    objects, counts = bench.synthetic_events(48, np.random.default_rng(3))
+def events():
+    objects, counts = synthetic_events(48, np.random.default_rng(3))
     labels = torch.zeros(len(counts), dtype=torch.long)
     return EventData(torch.from_numpy(objects), torch.from_numpy(counts), labels)
 
 
-def test_peers_have_graphnets_parameter_count(bench):
+def test_peers_have_graphnets_parameter_count():
     n = count_parameters(GraphNet(n_outputs=12))
     assert n == 372_556
-    assert count_parameters(bench.PygGraphNet(12)) == n
-    assert count_parameters(bench.DenseGraphNet(12)) == n
+    assert count_parameters(PygGraphNet(12)) == n
+    assert count_parameters(DenseGraphNet(12)) == n
 
 
-def test_peers_give_graphnets_outputs(bench, events):
+def test_peers_give_graphnets_outputs(events):
     torch.manual_seed(0)
     graphnet = GraphNet(n_outputs=5, **PAPER_OPTIONS)
-    scaling = bench.fit_scaling(events.x.numpy(), events.n_objects.numpy())
+    scaling = fit_scaling(events.x.numpy(), events.n_objects.numpy())
     graphnet.scaling.set(*scaling)
-    pyg, dense = bench.peers_from(graphnet)
+    pyg, dense = peers_from(graphnet)
     index = torch.arange(len(events))
     x, mask, _ = events.batch(index)
     with torch.no_grad():
         ref = graphnet(x, mask)
-        rows, edge_index, batch, n_objects, _ = bench.vectorised_graph(events, index)
+        rows, edge_index, batch, n_objects, _ = vectorised_graph(events, index)
         out_vec = pyg(rows, edge_index, batch, n_objects)
-        graphs = bench.event_graphs(events.x, events.n_objects, events.y)
-        out_list = pyg.forward_batch(bench.Batch.from_data_list(graphs))
-        out_dense = dense(events.x, bench.mask_from_counts(events.n_objects, events.x.shape[1]))
+        graphs = event_graphs(events.x, events.n_objects, events.y)
+        out_list = pyg.forward_batch(Batch.from_data_list(graphs))
+        out_dense = dense(events.x, mask_from_counts(events.n_objects, events.x.shape[1]))
     assert ref.abs().max() > 0.1
     for out in (out_vec, out_list, out_dense):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

@@ -189,10 +189,10 @@ def test_cka_heatmap_written(tmp_path):
 def test_cka_command_prints_linear_and_rbf_side_by_side(tmp_path):
     import torch
     from cli_runner import hepfm
-    from toy_events import toy_store
 
     from hepfm.models.registry import create_model
     from hepfm.models.saving import save_model
+    from hepfm.testing import toy_store
 
     store = toy_store(tmp_path / "events", n_per_class=60, seed=1)
     runs = []

@@ -137,7 +137,7 @@ def test_detector_config_roundtrip(tmp_path):
     assert DetectorConfig.from_file(path).jet_pt_min == 30.0
 
 
-def test_a_bug_keeps_its_traceback_and_bad_settings_are_one_line_errors(monkeypatch):
+def test_a_bug_keeps_its_traceback_and_bad_settings_are_one_line_errors(monkeypatch, tmp_path):
     """Only HepfmError (bad input) becomes exit code 2; a ValueError from a bug propagates."""
     from hepfm import cli
     from hepfm.errors import ConfigurationError, HepfmError
@@ -152,4 +152,4 @@ def test_a_bug_keeps_its_traceback_and_bad_settings_are_one_line_errors(monkeypa
 
     monkeypatch.setattr("hepfm.train.workflows.pretrain", buggy)
     with pytest.raises(ValueError, match="an internal bug"):  # the previous CLI turned it into exit code 2
-        cli.main(["pretrain", "--data", "/tmp/no-store", "--out", "/tmp/never-written"])
+        cli.main(["pretrain", "--data", str(tmp_path / "no-store"), "--out", str(tmp_path / "never-written")])

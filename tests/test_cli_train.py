@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 import torch
 from cli_runner import hepfm
 from safetensors.torch import load_file
-from toy_events import toy_store
 
 FAST = ["--batch-size", "64", "--no-progress"]
 
 
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=256)
-
-
-@pytest.fixture(scope="module")
-def downstream(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "downstream", n_per_class=256, seed=100)
+TOY_STORE = {"n_per_class": 256}
 
 
 def test_pretrain_finetune_evaluate(store, downstream, tmp_path):

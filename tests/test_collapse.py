@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from toy_events import toy_events
 
 from hepfm.eval.collapse import collapse_check
+from hepfm.testing import toy_events
 
 
 @pytest.fixture(scope="module")

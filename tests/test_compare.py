@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cli_runner import hepfm, one_line_error
-from toy_events import toy_events, toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.eval.compare import compare_stores, default_pairs
 from hepfm.physics import validation as val
+from hepfm.testing import toy_events, toy_store
 
 
 def test_summary_with_errors_on_known_events():

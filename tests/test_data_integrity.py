@@ -14,22 +14,20 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import hepfm, one_line_error
-from toy_events import toy_store
 
 import hepfm as hepfm_pkg
 from hepfm.data.datasets import BinarySplitPlan, binary_split, pretraining_split
 from hepfm.data.streaming import stream_pretraining_split
 from hepfm.errors import HepfmError
 from hepfm.io.store import write_manifest
+from hepfm.testing import toy_store
 from hepfm.train.trainer import TrainConfig
 from hepfm.train.workflows import OverlapWarning, evaluate_run, finetune, pretrain
 
 FAST = dict(batch_size=64, progress=False, tensorboard=False)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("integrity") / "store", n_per_class=200, shards=2)
+TOY_STORE = {"n_per_class": 200, "shards": 2}
 
 
 @pytest.fixture(scope="module")

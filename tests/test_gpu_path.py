@@ -9,7 +9,6 @@ import threading
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from toy_events import toy_events, toy_store
 
 from hepfm.data.datasets import EventData
 from hepfm.data.prefetch import ReadAhead
@@ -17,6 +16,7 @@ from hepfm.data.streaming import StreamingEvents
 from hepfm.errors import HepfmError
 from hepfm.models import GraphNet, create_model
 from hepfm.models.graphnet import PAPER_OPTIONS, PackedGraph, bucket_size
+from hepfm.testing import toy_events
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit, pad_width, warmup_factor
@@ -101,17 +101,15 @@ def test_compiled_graphnet_recompiles_per_bucket_not_per_batch():
 
 
 # ----------------------------------------------------------------------------------------- read-ahead
-@pytest.fixture(scope="module")
-def stream_store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("ra") / "store", n_per_class=300, shards=2)
+TOY_STORE = {"n_per_class": 300, "shards": 2}  # the read-ahead tests' ``store`` (conftest.py)
 
 
 def _threads():
     return [t for t in threading.enumerate() if t.name == "hepfm-read-ahead"]
 
 
-def test_read_ahead_gives_the_synchronous_batches(stream_store):
-    src = StreamingEvents(stream_store, buffer_size=200, chunk_size=50)
+def test_read_ahead_gives_the_synchronous_batches(store):
+    src = StreamingEvents(store, buffer_size=200, chunk_size=50)
     sync = list(src.epoch_batches(1, 3, 64))
     ahead = list(ReadAhead(src.epoch_batches(1, 3, 64), depth=2))
     assert len(ahead) == len(sync) > 3
@@ -120,8 +118,8 @@ def test_read_ahead_gives_the_synchronous_batches(stream_store):
     assert not _threads()
 
 
-def test_read_ahead_shuts_down_on_errors_interrupts_and_early_stops(stream_store):
-    src = StreamingEvents(stream_store, buffer_size=200, chunk_size=50)
+def test_read_ahead_shuts_down_on_errors_interrupts_and_early_stops(store):
+    src = StreamingEvents(store, buffer_size=200, chunk_size=50)
 
     def failing():
         yield from src.epoch_batches(0, 0, 64, start=0)
@@ -146,11 +144,11 @@ def test_read_ahead_shuts_down_on_errors_interrupts_and_early_stops(stream_store
     assert not ahead.running and not _threads()
 
 
-def test_fit_on_a_stream_with_and_without_read_ahead_gives_the_same_weights(stream_store, tmp_path, one_thread):
+def test_fit_on_a_stream_with_and_without_read_ahead_gives_the_same_weights(store, tmp_path, one_thread):
     def run(folder, **kw):
         torch.manual_seed(0)
         model = create_model("graphnet", 2, share_blocks=True)
-        src = StreamingEvents(stream_store, buffer_size=200, chunk_size=50)
+        src = StreamingEvents(store, buffer_size=200, chunk_size=50)
         val = _toy_data(40, 1)
         val.y = (val.y > 0).long()
         cfg = TrainConfig(epochs=1, patience=5, **FAST, **kw)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from toy_events import toy_events
 
 from hepfm.data.features import fit_scaling
 from hepfm.models import GraphNet
 from hepfm.models.graphnet import PAPER_OPTIONS
+from hepfm.testing import toy_events
 
 N_TRAIN, N_TEST = 1024, 512
 

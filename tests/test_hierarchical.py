@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_events
 
 import hepfm
 from hepfm.data.datasets import with_constituents
@@ -13,6 +12,7 @@ from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURE_INDEX, TYPE_CODES
 from hepfm.models import create_model
 from hepfm.models.saving import save_model
+from hepfm.testing import toy_events
 
 K = 8
 

@@ -253,10 +253,9 @@ def test_cka_labels_same_named_folders_apart_and_refuses_ambiguity():
 
 
 def test_cka_on_two_folders_of_one_name_compares_both(tmp_path):
-    from toy_events import toy_store
-
     from hepfm.models.registry import create_model
     from hepfm.models.saving import save_model
+    from hepfm.testing import toy_store
 
     store = toy_store(tmp_path / "events", n_per_class=40, seed=1)
     for seed, where in enumerate(("a", "b")):
@@ -270,12 +269,11 @@ def test_cka_on_two_folders_of_one_name_compares_both(tmp_path):
 
 
 def test_cka_plot_into_a_read_only_folder_removes_the_plots_already_written(tmp_path, monkeypatch):
-    from toy_events import toy_store
-
     from hepfm.cli import study
     from hepfm.eval import plots
     from hepfm.models.registry import create_model
     from hepfm.models.saving import save_model
+    from hepfm.testing import toy_store
 
     store = toy_store(tmp_path / "events", n_per_class=40, seed=1)
     torch.manual_seed(0)

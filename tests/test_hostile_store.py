@@ -17,7 +17,6 @@ import h5py
 import pytest
 from cli_runner import SRC
 from hostile import refused, snapshot
-from toy_events import toy_store
 
 from hepfm.data.integrity import verify_shards
 from hepfm.errors import HepfmError
@@ -29,6 +28,7 @@ from hepfm.io.locking import FolderLockedError
 from hepfm.io.schema import FEATURES
 from hepfm.io.store import MANIFEST, EventStore, write_manifest
 from hepfm.physics.detector import DetectorConfig
+from hepfm.testing import toy_store
 
 
 @pytest.fixture(scope="module")

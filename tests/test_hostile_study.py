@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from hostile import refused, snapshot
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.inference.predict import predict_file
@@ -26,6 +25,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
 BASE = {"tasks": ["hplus_vs_ttbar"], "sizes": [100], "strategies": ["scratch"], "seeds": 1, "test_size": 100,
         "generation": {"downstream_events": 1000}, "pretrain": {"lr": 1e-3}}
+
+
+TOY_STORE = {"n_per_class": 100}
 
 
 def test_yaml_bomb_is_refused_in_one_short_line(tmp_path):
@@ -147,11 +149,6 @@ def test_read_only_study_folder_is_one_line(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------- predict
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=100, shards=1)
 
 
 @pytest.fixture(scope="module")

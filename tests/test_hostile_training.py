@@ -16,12 +16,12 @@ import os
 import pytest
 import torch
 from hostile import refused, snapshot
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.io import atomic
 from hepfm.io.locking import exclusive_lock
 from hepfm.models import create_model
+from hepfm.testing import toy_store
 from hepfm.train import checkpoint, lifecycle, workflows
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
@@ -31,17 +31,7 @@ FAST = ["--batch-size", "64", "--no-progress", "--epochs", "1", "--model-option"
 CFG = dict(epochs=1, batch_size=64, progress=False, tensorboard=False)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("hostile-train") / "store", n_per_class=120)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # fixed float summation order: weights compared bit for bit
-    yield
-    torch.set_num_threads(before)
+TOY_STORE = {"n_per_class": 120}
 
 
 class _Payload:

@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_events, toy_store
 
 from hepfm.data.datasets import BinarySplitPlan, EventData
 from hepfm.data.masking import IGNORE, OBJECT_CLASSES, choose_slots, class_table, object_class, object_classes
@@ -18,6 +17,7 @@ from hepfm.io.store import shard_name, write_manifest, write_shard
 from hepfm.models import create_model
 from hepfm.models.base import count_parameters
 from hepfm.models.saving import load_model
+from hepfm.testing import toy_events, toy_store
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, batch_uniforms, fit

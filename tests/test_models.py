@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from toy_events import toy_events
 
 import hepfm
 from hepfm.errors import HepfmError
@@ -15,6 +14,7 @@ from hepfm.models import GraphNet, count_parameters, create_model, list_models
 from hepfm.models.graphnet import PAPER_OPTIONS
 from hepfm.models.saving import save_model
 from hepfm.physics import kinematics as kin
+from hepfm.testing import toy_events
 
 
 def _batch(n=6, seed=0, max_objects=20):

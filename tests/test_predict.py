@@ -12,7 +12,6 @@ import pytest
 import torch
 import uproot
 from cli_runner import hepfm
-from toy_events import toy_store
 
 from hepfm.data.datasets import read_events
 from hepfm.errors import HepfmError
@@ -21,10 +20,7 @@ from hepfm.models.registry import create_model
 from hepfm.models.saving import save_model
 from hepfm.train.tasks import Task
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=300, shards=2)
+TOY_STORE = {"n_per_class": 300, "shards": 2}
 
 
 @pytest.fixture(scope="module")

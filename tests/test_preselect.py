@@ -1,4 +1,4 @@
-"""The conversion pre-selection (seed 002's >= 1 lepton, >= 2 jets, >= 1 b-jet) on NanoAOD and Delphes files,
+"""The conversion pre-selection (the KEK study's >= 1 lepton, >= 2 jets, >= 1 b-jet) on NanoAOD and Delphes files,
 and masked pretraining, streamed, on a converted real-data store."""
 
 from __future__ import annotations

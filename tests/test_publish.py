@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import hepfm
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.models.card import publish
 from hepfm.physics.truth import LABEL_KINDS, LABEL_NAMES
+from hepfm.testing import toy_store
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig
 from hepfm.train.workflows import pretrain

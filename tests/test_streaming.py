@@ -3,13 +3,9 @@ order with exact resume, rank slices, the memory bound, and kill-and-resume thro
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_store
 
 import hepfm
 from hepfm.data import streaming
@@ -17,6 +13,8 @@ from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, shard_identity
 from hepfm.data.streaming import StreamingEvents, held_out_splits
 from hepfm.io.store import EventStore
 from hepfm.models import create_model
+from hepfm.testing import one_shard_per_process_store, toy_store
+from hepfm.testing.streaming import classes_per_batch
 from hepfm.train import loading
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.strategies import prepare
@@ -24,21 +22,10 @@ from hepfm.train.tasks import Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit
 from hepfm.train.workflows import pretrain
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = dict(buffer_size=100, chunk_size=50)  # several units per shard; the buffer fills and swaps
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("stream") / "store", n_per_class=500, shards=4)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # fixed float summation order, so resumed weights match bit for bit
-    yield
-    torch.set_num_threads(before)
+TOY_STORE = {"n_per_class": 500, "shards": 4}
 
 
 def _keys(x: torch.Tensor) -> list[tuple]:
@@ -183,11 +170,8 @@ def test_streamed_batches_mix_every_process(tmp_path):
     Before the read units were interleaved by process, the same settings gave batches of 5 to 12 of the
     12 classes (mean 9.8) with one class making up 30% of a batch on average.
     """
-    spec = importlib.util.spec_from_file_location("stream_mixing", BENCHMARKS / "stream_mixing.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    store = bench.write_store(tmp_path / "store", processes=12, events=2000)
-    distinct, share = bench.classes_per_batch(store, buffer_size=2000, chunk_size=655, batch_size=256)
+    store = one_shard_per_process_store(tmp_path / "store", processes=12, events=2000)
+    distinct, share = classes_per_batch(store, buffer_size=2000, chunk_size=655, batch_size=256)
     assert len(distinct) > 50 and distinct.min() == 12, distinct
     assert share.max() < 0.25, share.max()
 

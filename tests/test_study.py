@@ -7,18 +7,21 @@ import math
 
 import pytest
 import yaml
-from toy_events import toy_store
 
 from hepfm.errors import HepfmError
 from hepfm.study.config import load_config, parse_config
+from hepfm.study.layout import StudyLayout
 from hepfm.study.report import table_one, write_report
-from hepfm.study.run import RESULT, cell_dir, run_study
+from hepfm.study.run import run_study
+from hepfm.testing import toy_store
+
+RESULT = StudyLayout.RESULT
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    return toy_store(root / "pre", n_per_class=300, seed=1), toy_store(root / "down", n_per_class=300, seed=2)
+def stores(toy_stores):
+    """(pretraining store, downstream store), shared read-only."""
+    return toy_stores(n_per_class=300, seed=1), toy_stores(n_per_class=300, seed=2)
 
 
 def _config(stores, **over):
@@ -41,6 +44,15 @@ def test_study_runs_resumes_and_reports(stores, tmp_path):
     assert set(state.pretrained) == {"multiclass", "multilabel"}
     results = [json.loads(p.read_text()) for p in (tmp_path / "cells").rglob(RESULT)]
     assert len(results) == 2 * 4 * 2
+    layout = StudyLayout(tmp_path)
+    assert len(layout.results()) == len(results)
+    for r in results:
+        cell = layout.cell(r["task"], r["size"], r["strategy"], r["seed"])
+        assert (cell / layout.SCORES).exists()
+        assert (cell / layout.LATENT).exists() == (r["size"] == min(cfg.sizes))  # latents at the CKA size only
+        assert (layout.tuning(r["task"], r["size"], r["strategy"]) / layout.TUNING).exists()
+        assert (layout.run(r["run"]) / "model.safetensors").exists()
+    assert (layout.pretrained("multilabel") / layout.QUALITY).exists() and layout.timing().exists()
     assert all(r["n_test"] == 120 for r in results)
     assert {r["epochs_run"] for r in results if r["size"] == 80} == {1}
     # Rerun: every cell is reused, nothing retrained.
@@ -59,6 +71,29 @@ def test_study_runs_resumes_and_reports(stores, tmp_path):
     assert f"{len(collapsed)} of {len(results)} final models collapsed" in text
 
 
+def test_study_layout_keeps_the_documented_names(tmp_path):
+    """Study folders written by earlier versions must still be found: the names are part of the format."""
+    layout = StudyLayout(str(tmp_path))
+    assert layout.root == tmp_path
+    assert layout.store("downstream") == tmp_path / "stores" / "downstream"
+    assert layout.pretrained("multilabel") / layout.QUALITY == tmp_path / "pretrained/multilabel/quality.json"
+    assert layout.tuning("toy", 40, "scratch") / layout.TUNING == tmp_path / "tuning/toy/40/scratch/tuning.json"
+    cell = tmp_path / "cells/toy/40/finetune_multiclass/seed2"
+    assert layout.cell("toy", 40, "finetune_multiclass", 2) == cell
+    assert [layout.cell("toy", 40, "scratch", 0) / n for n in (layout.RESULT, layout.SCORES, layout.LATENT)] == [
+        tmp_path / "cells/toy/40/scratch/seed0" / n for n in ("result.json", "scores.npy", "latent.npy")]
+    assert (layout.failures(), layout.failures("toy")) == (tmp_path / "failures.json", tmp_path / "failures-toy.json")
+    assert (layout.timing(), layout.timing("toy")) == (tmp_path / "timing.json", tmp_path / "timing-toy.json")
+    assert layout.table1("auc", ".md") == tmp_path / "table1_auc.md"
+    assert layout.plot("roc_toy.png") == tmp_path / "plots" / "roc_toy.png"
+    assert layout.cka("toy") == tmp_path / "cka_toy.json"
+    layout.timing("b").write_text("{}")
+    layout.timing("a").write_text("{}")
+    assert layout.all_timings() == [layout.timing("a"), layout.timing("b")]
+    layout.timing().write_text("{}")
+    assert layout.all_timings() == [layout.timing()]
+
+
 def test_cka_report_leaves_out_collapsed_models_and_shows_both_kernels(tmp_path):
     import numpy as np
 
@@ -70,7 +105,7 @@ def test_cka_report_leaves_out_collapsed_models_and_shows_both_kernels(tmp_path)
     base = rng.standard_normal((80, 8))
     for s in cfg.strategies:
         for seed in range(3):
-            folder = cell_dir(tmp_path, "wh_vs_zh", 1000, s, seed)
+            folder = StudyLayout(tmp_path).cell("wh_vs_zh", 1000, s, seed)
             folder.mkdir(parents=True)
             collapsed = s == "scratch" and seed == 2
             latent = np.repeat(rng.standard_normal((1, 8)), 80, 0) if collapsed else base + 0.1 * rng.standard_normal(
@@ -98,7 +133,7 @@ def test_table_one_gain_and_error_follow_the_paper():
 
 def test_a_failed_cell_is_reported_and_retried(stores, tmp_path):
     cfg = parse_config(_config(stores, sizes=[40], seeds=2, strategies=["scratch"]))
-    folder = cell_dir(tmp_path, "toy", 40, "scratch", 1)
+    folder = StudyLayout(tmp_path).cell("toy", 40, "scratch", 1)
     (folder / "lr0.001").mkdir(parents=True)
     (folder / "lr0.001" / "checkpoint.pt").write_bytes(b"garbage")  # an unreadable checkpoint makes the cell fail
     state = run_study(cfg, tmp_path, progress=False)
@@ -228,7 +263,6 @@ def test_scratch_learns_a_separable_toy_task_through_the_study(tmp_path):
     multiplicity-only (collapsed) model is at chance, while the Bayes-optimal rule is known — signal iff no jet or
     lepton is below 90 GeV — and the tuned scratch model must come close to it."""
     import numpy as np
-    from toy_events import toy_store
 
     from hepfm.data.datasets import BinarySplitPlan, binary_test_set
 

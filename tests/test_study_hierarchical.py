@@ -12,8 +12,9 @@ import torch
 import hepfm
 from hepfm.errors import HepfmError
 from hepfm.study.config import parse_config
+from hepfm.study.layout import StudyLayout
 from hepfm.study.report import write_report
-from hepfm.study.run import RESULT, cell_dir, run_study
+from hepfm.study.run import run_study
 
 K = 8
 STRATEGIES = ["scratch", "hierarchical_finetune", "hierarchical_frozen", "hierarchical_scratch"]
@@ -52,8 +53,8 @@ def test_the_study_trains_hierarchical_strategies_on_the_same_test_events(stores
     labels = {}
     for strategy in STRATEGIES:
         for seed in range(2):
-            folder = cell_dir(tmp_path, "tt_vs_z", 30, strategy, seed)
-            result = json.loads((folder / RESULT).read_text())
+            folder = StudyLayout(tmp_path).cell("tt_vs_z", 30, strategy, seed)
+            result = json.loads((folder / StudyLayout.RESULT).read_text())
             assert result["n_test"] == 40
             labels[strategy, seed] = np.load(folder / "scores.npy")[0]
             model = hepfm.load(tmp_path / result["run"])

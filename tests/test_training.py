@@ -8,12 +8,12 @@ import re
 
 import pytest
 import torch
-from toy_events import toy_events, toy_store
 
 import hepfm
 from hepfm.data.datasets import BinarySplitPlan, EventData, binary_split, pretraining_split
 from hepfm.errors import HepfmError
 from hepfm.models import create_model
+from hepfm.testing import toy_events
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.distributed import DistContext
 from hepfm.train.strategies import prepare
@@ -22,17 +22,6 @@ from hepfm.train.trainer import SimulatedKill, TrainConfig, evaluate, fit
 from hepfm.train.workflows import evaluate_run, finetune, pretrain
 
 FAST = dict(batch_size=64, progress=False, tensorboard=False)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return toy_store(tmp_path_factory.mktemp("toy") / "store", n_per_class=300)
-
-
-@pytest.fixture(scope="module")
-def downstream(tmp_path_factory):
-    """Other events (another generation seed) for fine-tuning the model pretrained on ``store``."""
-    return toy_store(tmp_path_factory.mktemp("toy") / "downstream", n_per_class=300, seed=100)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +82,6 @@ def test_finetune_starts_from_pretrained_weights_and_frozen_leaves_them(pretrain
              plan=BinarySplitPlan(train_size=100), cfg=TrainConfig(epochs=1, **FAST))
     moved = hepfm.load(tmp_path / "ft2").state_dict()
     assert any(not torch.equal(moved[k], reference[k]) for k in backbone_keys)
-
-
 
 
 def test_kill_and_resume_gives_the_same_weights(tmp_path, one_thread):

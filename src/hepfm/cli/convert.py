@@ -16,7 +16,7 @@ convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment RO
 app.add_typer(convert_app, name="convert")
 
 
-_PRESELECT = typer.Option(None, help="Event pre-selection on the converted objects: kek (seed 002: >= 1 lepton, "
+_PRESELECT = typer.Option(None, help="Event pre-selection on the converted objects: kek (the KEK study's: >= 1 lepton, "
                           ">= 2 jets, >= 1 b-jet) or none.")
 
 

@@ -54,6 +54,7 @@ def study(
 
 def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, prepare_only: bool = False,
                jobs: int = 1) -> list[dict]:
+    from hepfm.study.layout import StudyLayout
     from hepfm.study.report import collect, table_markdown, table_one, write_report
     from hepfm.study.run import CellFilter, run_study
 
@@ -84,7 +85,7 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
         console.print(f"\nTable I ({metric})\n" + table_markdown(cfg, table_one(cfg, rows, metric, out), metric))
     console.print(f"\nreport: {report}")
     if failures:
-        raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / 'report.md'}); rerun to retry them")
+        raise HepfmError(f"{len(failures)} cell(s) failed (listed in {out / StudyLayout.REPORT}); rerun to retry them")
     return rows
 
 
@@ -108,7 +109,7 @@ def scaling(
     """
 
     from hepfm.study.config import read_yaml
-    from hepfm.study.scaling import run_scaling
+    from hepfm.study.scaling import SCALING_MD, run_scaling
 
     raw = read_yaml(config)
     try:
@@ -117,7 +118,7 @@ def scaling(
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
         raise typer.Exit(130) from None
-    console.print((out / "scaling.md").read_text())
+    console.print((out / SCALING_MD).read_text())
 
 
 @app.command()
@@ -134,6 +135,7 @@ def demo(
     a ROC curve and report.md.
     """
     from hepfm.study.demo import demo_config
+    from hepfm.study.layout import StudyLayout
     from hepfm.study.report import table_one
     from hepfm.study.run import available_cores
 
@@ -155,7 +157,7 @@ def demo(
             if g is not None:
                 console.print(f"gain from pretraining ({metric}): {100 * g:+.2f} ± {100 * err:.2f} points "
                               "(error: test-sample, paired bootstrap; one seed)")
-    console.print(f"cells: {out / 'cells.csv'}")
+    console.print(f"cells: {out / StudyLayout.CELLS_CSV}")
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """The masked-object task's batches: one object per event hidden behind a dummy, its class as the target.
 
-Self-supervised pretraining on unlabelled events (seed 002, the KEK study): when a batch is made, one
+Self-supervised pretraining on unlabelled events (the KEK study on CMS Open Data): when a batch is made, one
 real object of every event is chosen uniformly and its stored row is zeroed (kinematics, b-tag, charge
 and type: nothing of it reaches the model, not even through the pair features of the transformer or
 the edges of the graph network); a boolean ``hidden`` [B, M] tells the backbone which slot holds the

@@ -13,8 +13,8 @@ so a failed conversion never leaves a half store behind. Events with a non-finit
 inf in a kinematic quantity) are dropped and counted, never written; so are events failing a reader's
 event-quality cuts (:func:`finish_chunk`'s ``quality``), counted per cut.
 
-An event pre-selection (:class:`Preselection`, by name from :data:`PRESELECTIONS`, e.g. ``kek``: seed 002's
->= 1 lepton, >= 2 jets, >= 1 b-jet) is applied to the converted objects — after the object selection,
+An event pre-selection (:class:`Preselection`, by name from :data:`PRESELECTIONS`, e.g. ``kek``: the KEK
+study's >= 1 lepton, >= 2 jets, >= 1 b-jet) is applied to the converted objects — after the object selection,
 overlap removal and b-tagging of the format reader, whatever the format — and recorded in every shard's
 attributes. :func:`convert_files` takes it as ``preselect``; readers that do not pass it on pick up the
 one set by the :func:`preselecting` context (how ``hepfm convert ... --preselect`` applies it).
@@ -119,7 +119,7 @@ class Preselection:
                 & (bjets.sum(axis=1) >= self.min_bjets))
 
 
-#: Named pre-selections. ``kek``: the pretraining selection of seed 002 (the KEK study on CMS Open Data).
+#: Named pre-selections. ``kek``: the pretraining selection of the KEK study on CMS Open Data.
 PRESELECTIONS: dict[str, Preselection] = {"kek": Preselection("kek", min_leptons=1, min_jets=2, min_bjets=1)}
 _PRESELECTION: ContextVar[Preselection | None] = ContextVar("hepfm_preselection", default=None)
 

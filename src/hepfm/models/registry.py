@@ -86,7 +86,8 @@ def register_model(cls: B) -> B:
 
 
 #: Named configurations: name -> (backbone, options). ``transformer-kek``: the ObjectTransformer at the size
-#: of seed 002 (the KEK study's ~11M-parameter transformer encoder): 10.8M parameters with 7 outputs.
+#: of the KEK study's ~11M-parameter transformer encoder (self-supervised pretraining on CMS Open Data):
+#: 10.8M parameters with 7 outputs.
 PRESETS: dict[str, tuple[str, dict]] = {
     "transformer-kek": ("transformer", {"dim": 384, "heads": 8, "layers": 6}),
 }

@@ -19,8 +19,8 @@ from hepfm.names import check_name
 from hepfm.physics.processes import PRETRAINING, PROCESSES
 from hepfm.train import defaults
 
-#: Downstream tasks: name -> (signal process, background process). The paper's five, then seed 003's
-#: X -> HH -> 4b against QCD multijet.
+#: Downstream tasks: name -> (signal process, background process). The paper's five, then the hierarchical
+#: backbones study's (arXiv:2401.13536) X -> HH -> 4b against QCD multijet.
 TASKS: dict[str, tuple[str, str]] = {
     "wh_vs_zh": ("wh", "zh"),
     "stop_vs_tth": ("stop_t2t1h", "tth"),
@@ -39,7 +39,7 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
     "frozen_multilabel": ("multilabel", "frozen"),
     "finetune_masked": ("masked", "finetune"),
     "frozen_masked": ("masked", "frozen"),
-    # The hierarchical event model (jet constituents -> jet backbone -> event backbone, seed 003): its jet
+    # The hierarchical event model (jet constituents -> jet backbone -> event backbone, arXiv:2401.13536): its jet
     # backbone pretrained on jet tagging and fine-tuned or frozen, or trained from scratch with the event model.
     "hierarchical_finetune": ("jet-tagging", "finetune"),
     "hierarchical_frozen": ("jet-tagging", "frozen"),

@@ -18,7 +18,7 @@ import numpy as np
 from hepfm.eval import cka
 from hepfm.study.config import BASELINE, STRATEGIES, StudyConfig
 from hepfm.study.efficiency import baseline_events_for, break_even_tasks, fair_efficiency, read_history
-from hepfm.study.run import RESULT, cell_dir
+from hepfm.study.layout import StudyLayout
 from hepfm.study.stats import gain_test_error, single_test_error
 
 
@@ -29,7 +29,7 @@ def collect(cfg: StudyConfig, out: Path) -> list[dict]:
         for size in cfg.sizes:
             for s in cfg.strategies:
                 for seed in range(cfg.seeds):
-                    path = cell_dir(out, t.name, size, s, seed) / RESULT
+                    path = StudyLayout(out).cell(t.name, size, s, seed) / StudyLayout.RESULT
                     if path.exists():
                         rows.append(json.loads(path.read_text()))
     return rows
@@ -53,7 +53,8 @@ def _stats(rows, task, size, strategy, metric):
 def _scores(out: Path | None, rows) -> tuple[np.ndarray | None, list[np.ndarray]]:
     if out is None:
         return None, []
-    loaded = [np.load(cell_dir(out, r["task"], r["size"], r["strategy"], r["seed"]) / "scores.npy") for r in rows]
+    layout = StudyLayout(out)
+    loaded = [np.load(layout.cell(r["task"], r["size"], r["strategy"], r["seed"]) / layout.SCORES) for r in rows]
     return (loaded[0][0], [x[1] for x in loaded]) if loaded else (None, [])
 
 
@@ -188,7 +189,7 @@ def efficiency(cfg: StudyConfig, out: Path, pretrain_time_s: dict[str, float], r
 
 def data_efficiency(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
     """For each strategy and size: the events per class the baseline needs for the strategy's accuracy, and that
-    number over the strategy's own (the "x fewer events" of seed 003), with the range that the strategy's error
+    number over the strategy's own (the "x fewer events" of arXiv:2401.13536), with the range that the strategy's error
     (seed standard error and binomial test error in quadrature) spans. The baseline curve's own error is not
     propagated; a ratio beyond the largest size studied is a lower bound (">")."""
     table = []
@@ -229,10 +230,12 @@ def _ratio_text(r: dict) -> str:
 def cross_model(cfg: StudyConfig, out: Path, task: str, size: int) -> dict | None:
     """Ensemble-averaged CKA between the latents of the strategies' (healthy) models (Table III), both kernels."""
     latents = {}
+    layout = StudyLayout(out)
     for s in cfg.strategies:
-        folders = [cell_dir(out, task, size, s, seed) for seed in range(cfg.seeds)]
-        members = [np.load(f / "latent.npy") for f in folders if (f / "latent.npy").exists() and (f / RESULT).exists()
-                   and not json.loads((f / RESULT).read_text()).get("collapsed")]  # collapsed models left out
+        folders = [layout.cell(task, size, s, seed) for seed in range(cfg.seeds)]
+        members = [np.load(f / layout.LATENT) for f in folders
+                   if (f / layout.LATENT).exists() and (f / layout.RESULT).exists()
+                   and not json.loads((f / layout.RESULT).read_text()).get("collapsed")]  # collapsed models left out
         if members:
             latents[s] = members
     if not latents or (len(latents) < 2 and all(len(v) < 2 for v in latents.values())):
@@ -269,13 +272,12 @@ def cells_table(rows: list[dict]) -> list[dict]:
 
 def tuning_table(cfg: StudyConfig, out: Path) -> list[dict]:
     """Every tuning point: its rates, validation loss/accuracy/AUC, epochs, cap, collapse, and the choice."""
-    from hepfm.study.run import TUNING, tuning_dir
-
+    layout = StudyLayout(out)
     table = []
     for t in cfg.tasks:
         for size in cfg.sizes:
             for s in cfg.strategies:
-                path = tuning_dir(out, t.name, size, s) / TUNING
+                path = layout.tuning(t.name, size, s) / layout.TUNING
                 if not path.exists():
                     continue
                 tuning = json.loads(path.read_text())
@@ -332,14 +334,13 @@ def _quality_markdown(quality: dict) -> list[str]:
 def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) -> Path:
     """Write Table I (md + csv, accuracy and AUC), cells.csv, tuning.csv, efficiency, CKA, plots and report.md."""
     from hepfm.eval import plots
-    from hepfm.study.run import QUALITY
-
     out = Path(out)
+    layout = StudyLayout(out)
     if timing is None:  # a whole run's timing.json, else that of any part run on its own (same pretraining)
-        found = [out / "timing.json"] if (out / "timing.json").exists() else sorted(out.glob("timing-*.json"))
+        found = layout.all_timings()
         timing = json.loads(found[0].read_text()) if found else {}
     rows = collect(cfg, out)
-    _write_csv(out / "cells.csv", cells_table(rows))
+    _write_csv(out / layout.CELLS_CSV, cells_table(rows))
     md = [f"# hepfm study report\n\nConfiguration: `{cfg.source}`; {len(rows)} finished cells "
           f"({len(cfg.tasks)} tasks x {len(cfg.sizes)} sizes x {len(cfg.strategies)} strategies x {cfg.seeds} seeds). "
           f"Each task is evaluated on one fixed test set of {cfg.test_size} events per class.\n"]
@@ -349,16 +350,16 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         + " (the pool is too small: seeds draw random, overlapping subsets).") + "\n")
     for metric, title in (("accuracy", "accuracy (threshold 0.5)"), ("auc", "ROC AUC")):
         table = table_one(cfg, rows, metric, out)
-        _write_csv(out / f"table1_{metric}.csv", table)
+        _write_csv(layout.table1(metric, ".csv"), table)
         text = table_markdown(cfg, table, metric)
-        (out / f"table1_{metric}.md").write_text(text + "\n")
+        layout.table1(metric, ".md").write_text(text + "\n")
         md += [f"## Table I — {title}\n", "Baseline: mean ± standard deviation over seeds (test: the test-sample "
                "error of one model, binomial or Hanley-McNeil). Gains: the strategy's mean minus the baseline's, in "
                "points, ± the quadrature sum of the seed error (root sum of squares of the two standard deviations) "
                "and the test-sample error (paired bootstrap over the shared test events).\n", text, ""]
     tuning = tuning_table(cfg, out)
     if tuning:
-        _write_csv(out / "tuning.csv", tuning)
+        _write_csv(out / layout.TUNING_CSV, tuning)
         md += ["## Learning rates (tuned on validation data, seed 0)\n",
                "Each strategy chose its rate(s) by validation loss; the chosen point is in bold. Points whose "
                "validation scores collapsed onto the object multiplicity rank last.\n", *_tuning_markdown(tuning), ""]
@@ -387,15 +388,15 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
                 if pts:
                     series[s] = pts
             if series:
-                figures.append(plots.metric_vs_size(series, out / "plots" / f"{metric}_vs_size_{t.name}.png",
+                figures.append(plots.metric_vs_size(series, layout.plot(f"{metric}_vs_size_{t.name}.png"),
                                                     metric, t.name))
         curves = _roc_curves(cfg, out, t.name, min(cfg.sizes))
         if curves:
-            figures.append(plots.roc_plot(curves, out / "plots" / f"roc_{t.name}.png",
+            figures.append(plots.roc_plot(curves, layout.plot(f"roc_{t.name}.png"),
                                           f"{t.name}, {min(cfg.sizes):,} events/class, seed 0"))
     eff = efficiency(cfg, out, timing.get("pretrain_time_s", {}), rows)
     if eff:
-        _write_csv(out / "efficiency.csv", eff)
+        _write_csv(out / layout.EFFICIENCY_CSV, eff)
         md += ["## Compute efficiency (Fig. 1)\n", "Optimizer steps (and events, wall time) for the pretrained "
                "strategy to reach 99% of the baseline's final validation accuracy, as a fraction of the steps the "
                "baseline took to *first* reach that accuracy (its patience epochs are not counted). Seeds are paired "
@@ -416,7 +417,7 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         md.append("")
     events = data_efficiency(cfg, rows)
     if events:
-        _write_csv(out / "data_efficiency.csv", events)
+        _write_csv(out / layout.DATA_EFFICIENCY_CSV, events)
         md += ["## Data efficiency (events the baseline needs)\n",
                "For each strategy's mean test accuracy, the training events per class at which the baseline "
                "reaches it (its curve over the sizes studied, interpolated in log size), and that number over the "
@@ -429,7 +430,7 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
             md.append(f"| {r['task']} | {r['size']:,} | {r['strategy']} | {r['accuracy']:.4f} ± "
                       f"{r['accuracy_err']:.4f} | {need} | {_ratio_text(r)} |")
         md.append("")
-    quality_path = out / "pretrained" / "multilabel" / QUALITY
+    quality_path = layout.pretrained("multilabel") / layout.QUALITY
     if quality_path.exists():
         md += ["## Multilabel backbone against trivial predictors\n",
                *_quality_markdown(json.loads(quality_path.read_text())), ""]
@@ -439,23 +440,23 @@ def write_report(cfg: StudyConfig, out: str | Path, timing: dict | None = None) 
         res = cross_model(cfg, out, t.name, size)
         if res is None:
             continue
-        (out / f"cka_{t.name}.json").write_text(json.dumps(res, indent=1))
+        layout.cka(t.name).write_text(json.dumps(res, indent=1))
         md += [f"## CKA between strategies, {t.name} ({size:,} events/class; mean ± std over seed pairs)\n",
                *_cka_markdown(res), ""]
         for kernel, r in res.items():
             path = plots.cka_heatmap(np.array(r["mean"]), np.array(r["std"]), r["names"],
-                                     out / "plots" / f"cka_{kernel}_{t.name}.png",
+                                     layout.plot(f"cka_{kernel}_{t.name}.png"),
                                      f"{kernel} CKA, {t.name}, {size:,} events/class")
             figures.append(path)
     md += ["## Figures\n"] + [f"![{p.stem}]({p.relative_to(out)})" for p in figures]
     # A cell can be listed by a whole run and by a part run: once per cell.
-    failures = list({tuple(f.get("key", ())) or f["cell"]: f for path in sorted(out.glob("failures*.json"))
+    failures = list({tuple(f.get("key", ())) or f["cell"]: f for path in layout.all_failures()
                      for f in json.loads(path.read_text())}.values())
     done = {(r["task"], r["size"], r["strategy"], r["seed"]) for r in rows}
     failures = [f for f in failures if tuple(f.get("key", ())) not in done]  # since retried successfully
     if failures:
         md += ["\n## Failed cells\n"] + [f"- {f['cell']}: {f['error']}" for f in failures]
-    path = out / "report.md"
+    path = out / layout.REPORT
     path.write_text("\n".join(md) + "\n")
     return path
 
@@ -465,10 +466,10 @@ def _roc_curves(cfg: StudyConfig, out: Path, task: str, size: int) -> dict:
 
     curves = {}
     for s in cfg.strategies:
-        folder = cell_dir(out, task, size, s, 0)
-        if not (folder / "scores.npy").exists():
+        folder = StudyLayout(out).cell(task, size, s, 0)
+        if not (folder / StudyLayout.SCORES).exists():
             continue
-        y, scores = np.load(folder / "scores.npy")
+        y, scores = np.load(folder / StudyLayout.SCORES)
         fpr, tpr, _ = roc_curve(y, scores)
         curves[s] = (fpr, tpr, roc_auc(y, scores))
     return curves

@@ -1,16 +1,7 @@
 """Run a study: generate or reuse stores, pretrain (or load) backbones, tune each strategy's learning rate,
 then train the grid of cells.
 
-Layout of the output folder::
-
-    DIR/stores/pretrain, DIR/stores/downstream      generated event stores (reused on rerun)
-    DIR/pretrained/<task>/                          pretrained models (reused on rerun); quality.json for the
-                                                    multilabel backbone (label accuracy vs trivial predictors)
-    DIR/tuning/<task>/<size>/<strategy>/            one run per learning-rate point (seed 0) and tuning.json:
-                                                    the grid, each point's validation loss/accuracy, the choice
-    DIR/cells/<task>/<size>/<strategy>/seed<k>/     result.json, test scores (scores.npy), latents (latent.npy)
-                                                    and, for seeds > 0, the run folder(s) lr<...>/
-    DIR/failures.json                               cells that raised, with the error (retried on rerun)
+The output folder's files and folders are named by :class:`hepfm.study.layout.StudyLayout`.
 
 With ``jobs > 1`` the grid trains in that many processes at once, each with its share of the cores, in three
 waves: every learning-rate point of every tuning grid, then each (task, strategy)'s tuning choice and seed 0
@@ -60,14 +51,12 @@ from hepfm.study.config import (
     block_events,
     disjoint_seeds,
 )
+from hepfm.study.layout import StudyLayout
 from hepfm.train import defaults
 from hepfm.train.checkpoint import CHECKPOINT
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig
 
-RESULT = "result.json"
-TUNING = "tuning.json"
-QUALITY = "quality.json"
 TUNING_SEED = 0  # the seed whose events and initialisation choose the learning rates
 MAX_RETRIES = 2  # a collapsed cell tries at most this many next-best points of its ranking
 
@@ -81,18 +70,18 @@ class StudyState:
     pretrain_time_s: dict[str, float] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
 
+    @property
+    def layout(self) -> StudyLayout:
+        """The study folder's file names."""
+        return StudyLayout(self.out)
+
 
 def task_paths(cfg: StudyConfig, task: TaskSpec, out: Path) -> tuple[Path, Path]:
     """(signal, background) folders of a task."""
     if task.external:
         return Path(task.signal), Path(task.background)
-    root = out / "stores" / "downstream"
+    root = StudyLayout(out).store("downstream")
     return root / task.signal, root / task.background
-
-
-def cell_dir(out: Path, task: str, size: int, strategy: str, seed: int) -> Path:
-    """Folder of one grid cell."""
-    return out / "cells" / task / str(size) / strategy / f"seed{seed}"
 
 
 def _write_json(path: Path, value) -> None:
@@ -112,8 +101,8 @@ def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: boo
     for name, processes, n, seed in jobs:
         console.print(f"[bold]event store {name}[/]: {', '.join(processes)} ({n} events each)")
         shard = max(1000, -(-n // 4))  # four shards per process, so workers share even one process
-        generate([catalog_source(p) for p in processes], out / "stores" / name, n, seed=seed, workers=cfg.workers,
-                 shard_size=shard, progress=progress, constituents=cfg.constituents)
+        generate([catalog_source(p) for p in processes], StudyLayout(out).store(name), n, seed=seed,
+                 workers=cfg.workers, shard_size=shard, progress=progress, constituents=cfg.constituents)
 
 
 def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, progress: bool) -> None:
@@ -126,11 +115,11 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             state.pretrain_time_s[task] = read_config(state.pretrained[task]).get("training", {}).get("train_time_s",
                                                                                                       float("nan"))
             continue
-        folder = state.out / "pretrained" / task
+        folder = state.layout.pretrained(task)
         if not ((folder / CONFIG).exists() and not (folder / CHECKPOINT).exists()):
             console.print(f"[bold]pretraining[/] {cfg.jet_model if task == 'jet-tagging' else cfg.model} on {task}")
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
-            data = cfg.pretrain_data or state.out / "stores" / "pretrain"
+            data = cfg.pretrain_data or state.layout.store("pretrain")
             masked = cfg.masked if task == "masked" else {"regress": False}
             jets = task == "jet-tagging"  # the hierarchical strategies' jet backbone
             pretrain(data, folder, task, model=cfg.jet_model if jets else cfg.model,
@@ -142,10 +131,10 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
         state.pretrained[task] = folder
         state.pretrain_time_s[task] = meta["training"]["train_time_s"]
         console.print(f"  {task}: held-out {meta['training']['test']}, {meta['training']['train_time_s']:.0f} s")
-        if task == "multilabel" and not (folder / QUALITY).exists():
-            quality = multilabel_backbone_quality(folder, cfg.pretrain_data or state.out / "stores" / "pretrain",
+        if task == "multilabel" and not (folder / StudyLayout.QUALITY).exists():
+            quality = multilabel_backbone_quality(folder, cfg.pretrain_data or state.layout.store("pretrain"),
                                                   cfg.pretrain_max_events)
-            _write_json(folder / QUALITY, quality)
+            _write_json(folder / StudyLayout.QUALITY, quality)
             console.print(f"  multilabel: label accuracy {quality['label_accuracy']:.4f} vs "
                           f"{quality['all_absent_accuracy']:.4f} predicting every flag absent")
 
@@ -153,11 +142,6 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
 def point_name(lr: float, backbone_lr: float | None) -> str:
     """Folder name of one learning-rate point."""
     return f"lr{lr:g}" + ("" if backbone_lr is None else f"_bb{backbone_lr:g}")
-
-
-def tuning_dir(out: Path, task: str, size: int, strategy: str) -> Path:
-    """Folder of one (task, size, strategy)'s learning-rate tuning runs (seed TUNING_SEED)."""
-    return out / "tuning" / task / str(size) / strategy
 
 
 def _plan(cfg: StudyConfig, size: int, seed: int, disjoint: bool) -> BinarySplitPlan:
@@ -278,12 +262,12 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     scores collapsed onto the object multiplicity, or whose training diverged, rank after all others. The
     ranking is the order in which a collapsed cell retries its rates.
     """
-    folder = tuning_dir(state.out, task.name, size, strategy)
+    folder = state.layout.tuning(task.name, size, strategy)
     how = STRATEGIES[strategy][1]
     spec = cfg.finetune.for_cell(size, strategy)
-    if (folder / TUNING).exists():
-        cached = json.loads((folder / TUNING).read_text())
-        check_grid(cfg, task.name, size, strategy, cached, folder / TUNING)
+    if (folder / StudyLayout.TUNING).exists():
+        cached = json.loads((folder / StudyLayout.TUNING).read_text())
+        check_grid(cfg, task.name, size, strategy, cached, folder / StudyLayout.TUNING)
         return cached
     signal, background = task_paths(cfg, task, state.out)
     val = None
@@ -321,7 +305,7 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     result = {"task": task.name, "size": size, "strategy": strategy, "tuned": spec.tuned, "seed": TUNING_SEED,
               "criterion": "validation loss (collapsed or diverged points last)", "grid": points,
               "ranking": ranking, "chosen": ranking[0]}
-    _write_json(folder / TUNING, result)
+    _write_json(folder / StudyLayout.TUNING, result)
     return result
 
 
@@ -366,7 +350,7 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     """Train and evaluate one cell with its tuned rates; a collapsed model is retried at the next-best rates."""
     test = test_sets(constituents=strategy in HIERARCHICAL)
     tuning = tune(cfg, state, task, size, strategy, disjoint, progress, console)
-    folder = cell_dir(state.out, task.name, size, strategy, seed)
+    folder = state.layout.cell(task.name, size, strategy, seed)
     points = {p["point"]: p for p in tuning["grid"]}
     candidates = [name for name in tuning["ranking"] if "error" not in points[name]][:1 + MAX_RETRIES]
     if not candidates:
@@ -394,9 +378,9 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     model = final["model"]
     scores = _predictions(model, test)
     final["collapse"] = collapse_check(scores, test.n_objects.numpy())
-    np.save(folder / "scores.npy", np.stack([y, scores]).astype(np.float32))  # [labels; scores]
+    np.save(folder / StudyLayout.SCORES, np.stack([y, scores]).astype(np.float32))  # [labels; scores]
     if size == (cfg.cka_size or min(cfg.sizes)):
-        np.save(folder / "latent.npy", encode(model, test.subset(torch.arange(min(len(test), cfg.cka_events))))
+        np.save(folder / StudyLayout.LATENT, encode(model, test.subset(torch.arange(min(len(test), cfg.cka_events))))
                 .numpy().astype(np.float32))
     p = points[final["point"]]
     acc, auc = accuracy(y, scores), roc_auc(y, scores)
@@ -412,7 +396,7 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
               "retries": [{"point": a["point"], "collapsed_on_validation": a["val_collapse"]["collapsed"]}
                           for a in attempts[1:]],
               "disjoint_events": disjoint, "tuning": {k: tuning[k] for k in ("grid", "ranking", "chosen", "seed")}}
-    _write_json(folder / RESULT, result)
+    _write_json(folder / StudyLayout.RESULT, result)
     return result
 
 
@@ -481,7 +465,7 @@ def _run_point(cfg: StudyConfig, out: Path, task_name: str, size: int, strategy:
     state = run_study(cfg, out, progress=False, prepare_only=True, prepared=True)
     task = next(t for t in cfg.tasks if t.name == task_name)
     disjoint = disjoint_seeds(cfg, size, _pool_size(cfg, task, out))
-    folder = tuning_dir(out, task_name, size, strategy) / point_name(lr, backbone_lr)
+    folder = StudyLayout(out).tuning(task_name, size, strategy) / point_name(lr, backbone_lr)
     try:
         _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder, disjoint, False)
     except (HepfmError, RuntimeError, ValueError):
@@ -496,7 +480,7 @@ def _tuning_points(cfg: StudyConfig, out: Path, only: CellFilter) -> list[tuple[
             for strategy in cfg.strategies:
                 if ((only.tasks and task.name not in only.tasks) or (only.sizes and size not in only.sizes)
                         or (only.strategies and strategy not in only.strategies)
-                        or (tuning_dir(out, task.name, size, strategy) / TUNING).exists()):
+                        or (StudyLayout(out).tuning(task.name, size, strategy) / StudyLayout.TUNING).exists()):
                     continue
                 points += [(task.name, size, strategy, lr, bb) for lr, bb in first_points(cfg, size, strategy)]
     return points
@@ -568,7 +552,7 @@ def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jo
     """Train the selected cells of the grid (the stores and backbones are ready)."""
     if jobs > 1:
         _run_parts(cfg, state, only or CellFilter(), jobs, threads, console)
-        _write_json(state.out / ("timing.json" if only in (None, CellFilter()) else f"timing-{only.tag()}.json"),
+        _write_json(state.layout.timing(None if only in (None, CellFilter()) else only.tag()),
                     {"pretrain_time_s": state.pretrain_time_s, "study_wall_time_s": time.perf_counter() - t0})
         return state  # each part wrote its own failures file
     n_cells = len(cfg.tasks) * len(cfg.sizes) * len(cfg.strategies) * cfg.seeds
@@ -594,16 +578,16 @@ def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jo
                     k += 1
                     if only.seeds and seed not in only.seeds:
                         continue
-                    folder = cell_dir(state.out, task.name, size, strategy, seed)
+                    folder = state.layout.cell(task.name, size, strategy, seed)
                     label = f"[{k}/{n_cells}] {task.name} size {size} {strategy} seed {seed}"
-                    if (folder / RESULT).exists():
-                        done = json.loads((folder / RESULT).read_text())
+                    if (folder / StudyLayout.RESULT).exists():
+                        done = json.loads((folder / StudyLayout.RESULT).read_text())
                         try:
                             _check_finished(state.out / done["run"], cfg.finetune.for_cell(size, strategy), seed,
                                             done["lr"])
                             if "tuning" in done:
                                 check_grid(cfg, task.name, size, strategy, {**done["tuning"], "tuned": done["tuned"]},
-                                           folder / RESULT)
+                                           folder / StudyLayout.RESULT)
                         except HepfmError as exc:
                             state.failures.append({"cell": label, "key": [task.name, size, strategy, seed],
                                                    "error": str(exc), "trace": ""})
@@ -622,9 +606,8 @@ def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jo
                                   f"AUC {r['auc']:.4f}, {r['epochs_run']} epochs"
                                   f"{' (cap)' if r['epoch_cap_hit'] else ''}, {time.perf_counter() - started:.0f} s"
                                   f"{flag}")
-    name = "failures.json" if only == CellFilter() else f"failures-{only.tag()}.json"
-    _write_json(state.out / name, state.failures)
-    timing_name = "timing.json" if only == CellFilter() else f"timing-{only.tag()}.json"
-    _write_json(state.out / timing_name, {"pretrain_time_s": state.pretrain_time_s,
+    part = None if only == CellFilter() else only.tag()
+    _write_json(state.layout.failures(part), state.failures)
+    _write_json(state.layout.timing(part), {"pretrain_time_s": state.pretrain_time_s,
                                           "study_wall_time_s": time.perf_counter() - t0})
     return state

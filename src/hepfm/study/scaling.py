@@ -30,8 +30,10 @@ from hepfm.errors import HepfmError, disk_error
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
 from hepfm.study.config import BASELINE, STRATEGIES, parse_config, show
+from hepfm.study.layout import StudyLayout
 
 SCALING_CSV = "scaling.csv"
+SCALING_MD = "scaling.md"
 
 
 def _external_tasks(raw: dict, cfg, out: Path) -> dict:
@@ -41,18 +43,18 @@ def _external_tasks(raw: dict, cfg, out: Path) -> dict:
         if t.external:
             tasks[t.name] = {"signal": t.signal, "background": t.background}
         else:
-            root = out / "stores" / "downstream"
+            root = StudyLayout(out).store("downstream")
             tasks[t.name] = {"signal": str(root / t.signal), "background": str(root / t.background)}
     return tasks
 
 
 def _link_baseline(first: Path, here: Path, tasks, sizes) -> None:
     """Link the first study's scratch tuning and cells into ``here`` (they do not depend on pretraining)."""
+    old, new = StudyLayout(first), StudyLayout(here)
     for task in tasks:
         for size in sizes:
-            for kind in ("tuning", "cells"):
-                src = first / kind / task / str(size) / BASELINE
-                dst = here / kind / task / str(size) / BASELINE
+            for src, dst in ((old.tuning(task, size, BASELINE), new.tuning(task, size, BASELINE)),
+                             (old.cells(task, size, BASELINE), new.cells(task, size, BASELINE))):
                 if src.exists() and not dst.exists():
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     dst.symlink_to(src.resolve(), target_is_directory=True)
@@ -171,7 +173,7 @@ def write_scaling(rows: list[dict], out: Path) -> None:
         lines.append(f"| {r['metric']} | {r['task']} | {r['size']} | {r['pretrain_events']:,} | {r['strategy']} | "
                      f"{100 * r['baseline']:.2f} ± {100 * r['baseline_std']:.2f} | "
                      f"{100 * r['gain']:+.2f} ± {100 * r['gain_err']:.2f} |")
-    atomic_write_text(out / "scaling.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / SCALING_MD, "\n".join(lines) + "\n")
     for metric in {r["metric"] for r in rows}:
         for task, size in {(r["task"], r["size"]) for r in rows}:
             series: dict[str, list[tuple]] = {}
