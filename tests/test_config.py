@@ -10,7 +10,6 @@ import pytest
 import torch
 import typer.main
 import yaml
-from toy_events import toy_events, toy_store
 
 from hepfm.cli import app
 from hepfm.cli.options import resolved, train_values
@@ -20,6 +19,7 @@ from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.models import create_model
 from hepfm.study.config import TRAIN_KEYS, parse_config
 from hepfm.study.run import cell_config
+from hepfm.testing import toy_events, toy_store
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import Task

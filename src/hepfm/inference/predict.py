@@ -174,6 +174,10 @@ class _RootInput:
         return self.n_skipped
 
 
+#: How the error messages name the ROOT input formats.
+_SPOKEN_FORMATS = {"nanoaod": "NanoAOD", "physlite": "PHYSLITE", "ntuple": "ntuple"}
+
+
 def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, constituents: int | None = None,
                 mapping: str | Path | None = None):
     if len(data) == 1 and Path(data[0]).is_dir():
@@ -186,7 +190,8 @@ def _open_input(data: list[str], fmt: str | None, chunk_size: int, detector, con
         raise HepfmError("--format ntuple needs --mapping (a YAML mapping of the ntuple's branches)" if mapping is None
                          else f"--mapping is for --format ntuple, not {fmt}")
     if constituents is not None and fmt != "delphes":
-        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and {fmt} files carry "
+        spoken = _SPOKEN_FORMATS.get(fmt, fmt)
+        raise HepfmError(f"{data[0]}: a hierarchical model needs each jet's constituents, and {spoken} files carry "
                          "none; score a store with constituents, or Delphes files that keep them (format delphes)")
     for d in data:
         if Path(d).is_dir():
