@@ -16,6 +16,13 @@ convert_app = typer.Typer(no_args_is_help=True, help="Convert real-experiment RO
 app.add_typer(convert_app, name="convert")
 
 
+_OUT = typer.Option(..., "--out", "-o", help="Output event-store folder.")
+_LABEL = typer.Option(None, help="Process name in the store (default: the first file's name).")
+_REQUIRE_IDS = typer.Option(True, help="Refuse files missing an object ID's branches (--no-require-ids: convert them "
+                            "and record the ID as not applied).")
+_DETECTOR_CONFIG = typer.Option(None, help="JSON/TOML file overriding the object cuts.")
+_SHARD_SIZE = typer.Option(50_000, help="Events per shard.")
+_PROGRESS = typer.Option(True, help="Show a progress bar.")
 _PRESELECT = typer.Option(None, help="Event pre-selection on the converted objects: kek (the KEK study's: >= 1 lepton, "
                           ">= 2 jets, >= 1 b-jet) or none.")
 
@@ -58,8 +65,8 @@ def _preselection(name: str | None):
 @convert_app.command("nanoaod")
 def convert_nanoaod_cmd(
     files: list[str] = typer.Argument(..., help="NanoAOD ROOT files or glob patterns (tree 'Events')."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
-    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    out: Path = _OUT,
+    label: Optional[str] = _LABEL,
     btag_branch: Optional[str] = typer.Option(None, help="Jet b-tag discriminant branch (default: the era's tagger, "
                                               "e.g. CSVv2 for 2015, DeepJet for Run 2, UParTAK4 for 2024)."),
     btag_cut: Optional[float] = typer.Option(None, help="b-tag cut (default: the era's working point closest to the "
@@ -68,12 +75,11 @@ def convert_nanoaod_cmd(
                                       "run number, or the branch set for simulation)."),
     lumi_json: Optional[Path] = typer.Option(None, help="Certified-luminosity (golden) JSON: collision-data events "
                                              "outside it are not written."),
-    require_ids: bool = typer.Option(True, help="Refuse files missing an object ID's branches (--no-require-ids: "
-                                     "convert them and record the ID as not applied)."),
-    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
-    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    require_ids: bool = _REQUIRE_IDS,
+    detector_config: Optional[Path] = _DETECTOR_CONFIG,
+    shard_size: int = _SHARD_SIZE,
     preselect: Optional[str] = _PRESELECT,
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = _PROGRESS,
 ) -> None:
     """Convert CMS NanoAOD files into an event store, with the detector configuration's object selection.
 
@@ -104,15 +110,15 @@ def convert_nanoaod_cmd(
 @convert_app.command("delphes")
 def convert_delphes_cmd(
     files: list[str] = typer.Argument(..., help="Delphes ROOT files or glob patterns (tree 'Delphes')."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
-    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    out: Path = _OUT,
+    label: Optional[str] = _LABEL,
     btag_bit: int = typer.Option(0, help="Bit of Jet.BTag that marks a b-tagged jet (the card's working point)."),
-    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
-    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    detector_config: Optional[Path] = _DETECTOR_CONFIG,
+    shard_size: int = _SHARD_SIZE,
     preselect: Optional[str] = _PRESELECT,
     constituents: int = typer.Option(0, help="Also store up to K constituents (pT-ordered) and the truth flavour "
                                      "(Jet.Flavor) of every jet, from the Jet.Constituents references."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = _PROGRESS,
 ) -> None:
     """Convert Delphes output files into an event store, with the detector configuration's kinematic cuts.
 
@@ -148,20 +154,19 @@ def _print_counts(report) -> None:
 def convert_physlite_cmd(
     files: list[str] = typer.Argument(..., help="ATLAS DAOD_PHYSLITE ROOT files or glob patterns (tree or RNTuple "
                                       "'CollectionTree')."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
-    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
+    out: Path = _OUT,
+    label: Optional[str] = _LABEL,
     tagger: Optional[str] = typer.Option(None, help="b-tagger: GN2v00 or DL1dv01 (default: GN2v00 where the file "
                                          "has it, else DL1dv01)."),
     btag_cut: Optional[float] = typer.Option(None, help="Cut on the tagger's discriminant (default: the fixed-cut "
                                              "working point closest to the simulated detector's b-efficiency)."),
     electron_id: str = typer.Option("Medium", help="Electron likelihood ID level: VeryLoose, Loose, LooseBL, Medium "
                                     "or Tight."),
-    require_ids: bool = typer.Option(True, help="Refuse files missing an object ID's branches (--no-require-ids: "
-                                     "convert them and record the ID as not applied)."),
-    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
-    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    require_ids: bool = _REQUIRE_IDS,
+    detector_config: Optional[Path] = _DETECTOR_CONFIG,
+    shard_size: int = _SHARD_SIZE,
     preselect: Optional[str] = _PRESELECT,
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = _PROGRESS,
 ) -> None:
     """Convert ATLAS DAOD_PHYSLITE files (MeV -> GeV) into an event store, with the detector configuration's
     object selection, b-tagging through the jets' links and MET rebuilt from the objects and the track soft term.
@@ -197,12 +202,12 @@ def convert_ntuple_cmd(
     files: list[str] = typer.Argument(..., help="Analysis ntuple ROOT files or glob patterns (TTree or RNTuple)."),
     mapping: str = typer.Option(..., "--mapping", "-m", help="YAML mapping of the ntuple's branches, or the name of a "
                                 "shipped one: atlas_opendata_13tev, cms_nanoaod, delphes."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
-    label: Optional[str] = typer.Option(None, help="Process name in the store (default: the first file's name)."),
-    detector_config: Optional[Path] = typer.Option(None, help="JSON/TOML file overriding the object cuts."),
-    shard_size: int = typer.Option(50_000, help="Events per shard."),
+    out: Path = _OUT,
+    label: Optional[str] = _LABEL,
+    detector_config: Optional[Path] = _DETECTOR_CONFIG,
+    shard_size: int = _SHARD_SIZE,
     preselect: Optional[str] = _PRESELECT,
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = _PROGRESS,
 ) -> None:
     """Convert flat analysis ntuples into an event store through a mapping of their branches (per collection:
     pT, eta, phi, energy or mass, charge, b-tag, ID requirements, units; the weight and identity branches).

@@ -9,11 +9,12 @@ its final name. A write that fails because the disk is full, read-only or not wr
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hepfm.errors import disk_error
+from hepfm.errors import HepfmError, disk_error
 
 
 def _umask() -> int:
@@ -69,3 +70,20 @@ def remove_stale_temporaries(path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def prepare_output_folder(out: Path) -> bool:
+    """Create the output folder ``out`` (returns whether this call created it); a file in its place or an
+    unwritable folder is a one-line HepfmError, and a folder this call created is removed again then."""
+    if out.exists() and not out.is_dir():
+        raise HepfmError(f"{out}: exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HepfmError(f"{out}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise HepfmError(f"{out}: output folder is not writable")
+    return created

@@ -37,7 +37,7 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import store
-from hepfm.io.atomic import remove_stale_temporaries
+from hepfm.io.atomic import prepare_output_folder, remove_stale_temporaries
 from hepfm.io.locking import exclusive_lock
 from hepfm.names import check_name
 from hepfm.physics import kinematics as kin
@@ -384,18 +384,6 @@ class _Buffer:
         return list(dict.fromkeys(sources)), {name: np.concatenate([t[name] for t in taken]) for name in taken[0]}
 
 
-def _make_out(out: Path) -> bool:
-    """Create the output folder; returns whether this call created it."""
-    if out.exists() and not out.is_dir():
-        raise HepfmError(f"{out}: exists and is not a folder")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HepfmError(f"{out}: cannot create output folder ({exc.strerror})") from None
-    return created
-
-
 def _prepare(out: Path, label: str) -> bool:
     """Create the label folder (refused when it holds shards); returns whether this call created it."""
     label_dir = out / label
@@ -442,7 +430,7 @@ def convert_files(plans: Sequence[FilePlan], out: str | Path, label: str, *, sou
         raise HepfmError(f"the shard size must be positive, got {shard_size}")
     out = Path(out)
     label = check_label(label)
-    created_out = _make_out(out)
+    created_out = prepare_output_folder(out)
     try:
         with exclusive_lock(out, "event store"):  # one writer per store for the whole conversion
             return _convert_locked(plans, out, label, source_format=source_format, tree_name=tree_name,

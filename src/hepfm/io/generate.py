@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 import signal
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import store
-from hepfm.io.atomic import remove_stale_temporaries
+from hepfm.io.atomic import prepare_output_folder, remove_stale_temporaries
 from hepfm.io.lhe import count_lhe_events
 from hepfm.io.locking import exclusive_lock
 from hepfm.io.schema import constituent_attrs
@@ -226,22 +225,6 @@ def _is_done(task: ShardTask) -> bool:
     return True
 
 
-def _prepare_output(out: Path) -> bool:
-    """Create the output folder (returns True if it had to be created); unwritable folders are an error."""
-    if out.exists() and not out.is_dir():
-        raise HepfmError(f"{out}: exists and is not a folder")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HepfmError(f"{out}: cannot create output folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise HepfmError(f"{out}: output folder is not writable")
-    return created
-
-
 @dataclass
 class GenerationReport:
     """What a generate call did."""
@@ -270,7 +253,7 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
     tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
-    created = _prepare_output(out)
+    created = prepare_output_folder(out)
     try:
         # One writer per store: two runs into one folder would mix their shards (workers run inside this lock).
         with exclusive_lock(out, "event store"):
