@@ -39,11 +39,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1000)
     args = ap.parse_args()
     n = args.events
-    (task,) = plan_shards([catalog_source(args.process)], n, Path("unused"), seed=1, shard_size=n)
+    (job,) = plan_shards([catalog_source(args.process)], n, Path("unused"), seed=1, shard_size=n)
 
     # Same settings and seed for both generators, so both see the same events.
-    bare = make_pythia(task.pythia_settings(), "bare")
-    batch_gen = make_pythia(task.pythia_settings(), "batch")
+    bare = make_pythia(job.pythia_settings(), "bare")
+    batch_gen = make_pythia(job.pythia_settings(), "batch")
     t_next = cpu_ms(lambda: [bare.next() for _ in range(n)], n)
     batches = []
     t_batch = cpu_ms(lambda: batches.extend(batch_gen.nextBatch(250) for _ in range(n // 250)), n)

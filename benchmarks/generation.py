@@ -34,24 +34,24 @@ def _rates(run, n_events: int) -> tuple[float, float]:
     return n_events / (time.process_time() - cpu), n_events / (time.perf_counter() - wall)
 
 
-def bare_pythia(task) -> tuple[float, float]:
-    pythia = make_pythia(task.pythia_settings(), "bare")
+def bare_pythia(job) -> tuple[float, float]:
+    pythia = make_pythia(job.pythia_settings(), "bare")
 
     def run():
-        for _ in range(task.n_events):
+        for _ in range(job.n_events):
             pythia.next()
 
-    return _rates(run, task.n_events)
+    return _rates(run, job.n_events)
 
 
-def full_chain(task) -> tuple[float, float]:
+def full_chain(job) -> tuple[float, float]:
     import hepfm.physics.generation as sim
 
-    pythia = make_pythia(task.pythia_settings(), "chain")
+    pythia = make_pythia(job.pythia_settings(), "chain")
     original = sim.make_pythia
     sim.make_pythia = lambda settings, where: pythia
     try:
-        return _rates(lambda: produce_shard(task), task.n_events)
+        return _rates(lambda: produce_shard(job), job.n_events)
     finally:
         sim.make_pythia = original
 
@@ -64,19 +64,19 @@ def main() -> None:
     ap.add_argument("--constituents", type=int, default=0, help="also time the chain keeping K constituents")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        (task,) = plan_shards([catalog_source(args.process)], args.events, Path(tmp), seed=1,
+        (job,) = plan_shards([catalog_source(args.process)], args.events, Path(tmp), seed=1,
                               shard_size=args.events)
-        Path(task.path).parent.mkdir(parents=True)
+        Path(job.path).parent.mkdir(parents=True)
         bare, chain, wall_ratios, with_const, sizes = [], [], [], [], []
         for r in range(args.repeats):
-            (b_cpu, b_wall), (c_cpu, c_wall) = bare_pythia(task), full_chain(task)
-            sizes.append(Path(task.path).stat().st_size)
-            Path(task.path).unlink()
+            (b_cpu, b_wall), (c_cpu, c_wall) = bare_pythia(job), full_chain(job)
+            sizes.append(Path(job.path).stat().st_size)
+            Path(job.path).unlink()
             if args.constituents:
-                ctask = dataclasses.replace(task, constituents=args.constituents)
-                with_const.append(full_chain(ctask)[0])
-                sizes.append(Path(task.path).stat().st_size)
-                Path(task.path).unlink()
+                cjob = dataclasses.replace(job, constituents=args.constituents)
+                with_const.append(full_chain(cjob)[0])
+                sizes.append(Path(job.path).stat().st_size)
+                Path(job.path).unlink()
                 print(f"repeat {r + 1}: chain with {args.constituents} constituents {with_const[-1]:7.1f} ev/s   "
                       f"ratio to the plain chain {with_const[-1] / c_cpu:.3f}")
             bare.append(b_cpu)

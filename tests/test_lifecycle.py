@@ -62,6 +62,33 @@ def test_a_backbone_registers_itself_by_decorator_and_a_taken_name_is_refused():
         dict.pop(MODELS, "tiny_for_test", None)
 
 
+def test_the_pretraining_task_names_have_one_list_that_every_layer_reads():
+    import ast
+
+    from hepfm.data import pretraining
+    from hepfm.study import config as study_config
+
+    assert pretraining.PRETRAINING_TASKS == ("multiclass", "multilabel", "masked", "jet-tagging")
+    assert set(pretraining.PRETRAINING_TASKS) <= set(TASKS)
+    assert set(pretraining.PUBLISHABLE_TASKS) <= set(pretraining.EVENT_PRETRAINING_TASKS)
+    assert study_config.PRETRAINING_TASKS is pretraining.PRETRAINING_TASKS
+    starts = {start for start, _ in study_config.STRATEGIES.values()} - {None}
+    assert starts <= set(pretraining.PRETRAINING_TASKS)
+    # No other module spells out a list of pretraining task names.
+    names = set(pretraining.PRETRAINING_TASKS)
+    src = Path(pretraining.__file__).resolve().parents[1]
+    spelled = []
+    for path in src.rglob("*.py"):
+        if path.name == "pretraining.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if len(values & names) >= 2:
+                    spelled.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert spelled == []
+
+
 def test_tasks_are_classes_built_by_name():
     assert TASKS == ("multiclass", "multilabel", "binary", "masked", "jet-tagging")
     assert type(Task("binary", ["b", "s"])) is BinaryTask and Task("binary", ["b", "s"]).n_outputs == 1

@@ -187,7 +187,7 @@ def pretrain(
     hepfm pretrain --data jets --task jet-tagging --model jet_transformer -o runs/jets
     """
     from hepfm.config import TrainConfig, learning_rates
-    from hepfm.train.tasks import JET_TASKS
+    from hepfm.data.pretraining import JET_PRETRAINING_TASKS
     from hepfm.train.workflows import pretrain as run
     from hepfm.train.workflows import pretrain_jets
 
@@ -195,7 +195,7 @@ def pretrain(
     _required(v, "data", "out")
     cfg = TrainConfig(**train_values(v))
     lr = learning_rates(cfg.optimizer, v["lr"])[0]
-    jets = v["task"] in JET_TASKS
+    jets = v["task"] in JET_PRETRAINING_TASKS
     model_name = v["model"] or ("jet_transformer" if jets else "graphnet")
     options = _model_options(v["model_option"])
     data, out = Path(v["data"]), Path(v["out"])

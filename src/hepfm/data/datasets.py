@@ -27,13 +27,11 @@ import torch
 
 from hepfm.data.identity import DEFAULT_FRACTIONS, TEST, TRAIN, VAL, assign_splits, seen_in_pretraining, shard_identity
 from hepfm.data.integrity import DamagedStoreError, check_finite, verify_shards
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION
 from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore, read_attrs
 from hepfm.physics.truth import LABEL_NAMES
-
-#: Pretraining tasks whose events these loaders read (the masked task reads them like multiclass).
-PRETRAINING_LOADS = ("multiclass", "multilabel", "masked")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -224,19 +222,19 @@ def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
     at batch time, so a one-process store, e.g. converted real data, is fine); 'multilabel' by the 41 truth
     labels.
     """
-    if task not in PRETRAINING_LOADS:
-        raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(PRETRAINING_LOADS)}")
+    if task not in EVENT_PRETRAINING_TASKS:
+        raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(EVENT_PRETRAINING_TASKS)}")
     assign_splits(0, "", [], fractions)  # validate the fractions before reading
     fields = ("objects", "n_objects", "process") + (("truth",) if task == "multilabel" else ())
     arrays, store, processes, keys = read_events(path, fields, max_events)
-    if task in ("multiclass", "masked"):
+    if task != "multilabel":  # multiclass and masked label events by process
         # Class indices follow the processes actually used, whatever the store's full list is.
         remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
         y = remap[arrays["process"]].astype(np.int64)
         names = list(processes)
         if len(names) < 2 and task == "multiclass":
             raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {names}")
-    elif task == "multilabel":
+    else:
         if "truth" not in arrays:
             raise HepfmError(f"{path}: the store has no truth labels (real data?), so it cannot be used for "
                              "multilabel pretraining")

@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from hepfm.data.datasets import (
-    PRETRAINING_LOADS,
     EventData,
     open_for_training,
     open_source,
     read_shard,
 )
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
@@ -64,8 +64,8 @@ class _Layout:
     """The used shards of a store, cut into read units of at most ``chunk_size`` rows, and their labels."""
 
     def __init__(self, path, task: str, split_seed: int, fractions, max_events: int | None, chunk_size: int):
-        if task not in PRETRAINING_LOADS:
-            raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(PRETRAINING_LOADS)}")
+        if task not in EVENT_PRETRAINING_TASKS:
+            raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(EVENT_PRETRAINING_TASKS)}")
         if chunk_size <= 0:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
         assign_splits(0, "", [], fractions)  # validate the fractions early

@@ -57,7 +57,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class ShardTask:
+class ShardJob:
     """Everything a worker needs to produce one shard, independent of the parent process."""
 
     source: Source
@@ -112,43 +112,43 @@ def lhe_source(path: str | Path, label: str, extra_settings: Sequence[str] = ())
 # -------------------------------------------------------------------------------------------- shards
 
 
-def produce_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> int:
+def produce_shard(job: ShardJob, progress: Callable[[int], None] | None = None) -> int:
     """Simulate one shard (:func:`hepfm.physics.generation.simulate`) and write it atomically; returns its event
     count."""
-    where = f"{task.source.name} shard {task.shard_index}"
-    events = EventSource(task.mixture_settings() or [task.pythia_settings()], task.seed, where,
-                         lhe=bool(task.source.lhe_file))
-    cfg = DetectorConfig.from_dict(task.detector) if task.detector else DetectorConfig()
-    rng = np.random.default_rng([task.seed, 1])  # independent stream from Pythia's own
-    arrays = simulate(events, task.n_events, task.first_event, cfg, rng, constituents=task.constituents,
+    where = f"{job.source.name} shard {job.shard_index}"
+    events = EventSource(job.mixture_settings() or [job.pythia_settings()], job.seed, where,
+                         lhe=bool(job.source.lhe_file))
+    cfg = DetectorConfig.from_dict(job.detector) if job.detector else DetectorConfig()
+    rng = np.random.default_rng([job.seed, 1])  # independent stream from Pythia's own
+    arrays = simulate(events, job.n_events, job.first_event, cfg, rng, constituents=job.constituents,
                       batch_events=BATCH_EVENTS, progress=progress)
     if not arrays:
-        raise HepfmError(f"{where}: no events to write (the LHE file has none left from event {task.first_event})")
+        raise HepfmError(f"{where}: no events to write (the LHE file has none left from event {job.first_event})")
     done = len(arrays["event_id"])
     arrays["process"] = np.zeros(done, dtype=np.int32)
     sigma, sigma_err, sigma_parts = events.cross_section()
     attrs = {
-        "process_name": task.source.name,
-        "process_names": [task.source.name],
-        "shard_index": task.shard_index,
-        "n_events_planned": task.n_events,  # an LHE file may run out or Pythia may drop failed events
-        "seed": task.seed,
-        "base_seed": task.base_seed,
-        "generator": task.source.generator,
+        "process_name": job.source.name,
+        "process_names": [job.source.name],
+        "shard_index": job.shard_index,
+        "n_events_planned": job.n_events,  # an LHE file may run out or Pythia may drop failed events
+        "seed": job.seed,
+        "base_seed": job.base_seed,
+        "generator": job.source.generator,
         "generator_version": events.generator_version(),
-        "generator_settings": task.pythia_settings(),
-        "mixture_settings": task.mixture_settings(),
-        "mixture_sigma_pb": sigma_parts if task.source.mixture else [],
-        "lhe_file": task.source.lhe_file or "",
+        "generator_settings": job.pythia_settings(),
+        "mixture_settings": job.mixture_settings(),
+        "mixture_sigma_pb": sigma_parts if job.source.mixture else [],
+        "lhe_file": job.source.lhe_file or "",
         "sigma_pb": sigma,
         "sigma_err_pb": sigma_err,
-        "detector": task.detector or DetectorConfig().to_dict(),
+        "detector": job.detector or DetectorConfig().to_dict(),
         "truth_labels": list(LABEL_NAMES),
         "truth_label_kinds": list(LABEL_KINDS),
     }
-    if task.constituents:
-        attrs.update(constituent_attrs(task.constituents))
-    store.write_shard(Path(task.path), arrays, attrs)
+    if job.constituents:
+        attrs.update(constituent_attrs(job.constituents))
+    store.write_shard(Path(job.path), arrays, attrs)
     return done
 
 
@@ -162,8 +162,8 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _worker(task: ShardTask, queue) -> int:
-    return produce_shard(task, progress=queue.put)
+def _worker(job: ShardJob, queue) -> int:
+    return produce_shard(job, progress=queue.put)
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -172,7 +172,7 @@ def _worker(task: ShardTask, queue) -> int:
 def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: int,
                 shard_size: int = DEFAULT_SHARD_SIZE, num_shards: int | None = None,
                 shard_index: int | None = None, detector: DetectorConfig | None = None,
-                constituents: int = 0) -> list[ShardTask]:
+                constituents: int = 0) -> list[ShardJob]:
     """The shards to produce for every source (all of them, or just ``shard_index``); ``constituents`` = K
     keeps up to K constituents per jet (0: none)."""
     if events is not None and events <= 0:
@@ -184,7 +184,7 @@ def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: 
     if constituents < 0:
         raise HepfmError(f"the number of constituents per jet must be 0 or positive, got {constituents}")
     det = (detector or DetectorConfig()).to_dict()
-    tasks = []
+    jobs = []
     for src in sources:
         n_total = events
         if src.lhe_events is not None:
@@ -198,27 +198,27 @@ def plan_shards(sources: Sequence[Source], events: int | None, out: Path, seed: 
         for i in range(n_shards):
             if shard_index is not None and i != shard_index:
                 continue
-            tasks.append(ShardTask(
+            jobs.append(ShardJob(
                 source=src, shard_index=i, n_events=min(size, n_total - i * size), first_event=i * size,
                 seed=derive_seed(seed, src.name, i), base_seed=seed,
                 path=str(out / src.name / store.shard_name(i)), detector=det, constituents=constituents))
-    return tasks
+    return jobs
 
 
-def _is_done(task: ShardTask) -> bool:
-    """True when the shard exists and was made by this very task; a different one is an error."""
-    path = Path(task.path)
+def _is_done(job: ShardJob) -> bool:
+    """True when the shard exists and was made by this very job; a different one is an error."""
+    path = Path(job.path)
     if not path.exists():
         return False
     try:
         attrs = store.read_attrs(path)
     except OSError:
         raise HepfmError(f"{path}: exists but is not a readable shard; remove it and rerun") from None
-    same = (attrs.get("seed") == task.seed and attrs.get("n_events_planned") == task.n_events
-            and attrs.get("generator_settings") == task.pythia_settings()
-            and list(attrs.get("mixture_settings", [])) == task.mixture_settings()
-            and attrs.get("detector") == task.detector
-            and attrs.get("max_constituents", 0) == task.constituents)
+    same = (attrs.get("seed") == job.seed and attrs.get("n_events_planned") == job.n_events
+            and attrs.get("generator_settings") == job.pythia_settings()
+            and list(attrs.get("mixture_settings", [])) == job.mixture_settings()
+            and attrs.get("detector") == job.detector
+            and attrs.get("max_constituents", 0) == job.constituents)
     if not same:
         raise HepfmError(f"{path}: exists with a different seed, size, configuration or number of constituents; "
                          "use a new output folder")
@@ -252,27 +252,27 @@ def generate(sources: Sequence[Source], out: str | Path, events: int | None, see
     out = Path(out)
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
-    tasks = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
+    jobs = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
     created = prepare_output_folder(out)
     try:
         # One writer per store: two runs into one folder would mix their shards (workers run inside this lock).
         with exclusive_lock(out, "event store"):
-            return _generate_locked(sources, tasks, out, workers, progress)
+            return _generate_locked(sources, jobs, out, workers, progress)
     except BaseException:
         if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _generate_locked(sources: Sequence[Source], tasks: list[ShardTask], out: Path, workers: int,
+def _generate_locked(sources: Sequence[Source], jobs: list[ShardJob], out: Path, workers: int,
                      progress: bool) -> GenerationReport:
-    todo = [t for t in tasks if not _is_done(t)]
+    todo = [t for t in jobs if not _is_done(t)]
     if todo:  # a complete store is reused without Pythia (e.g. on a machine that only trains)
         for src in sources:
             check_settings(src.settings, src.name)
-    new_dirs = [d for d in {Path(t.path).parent for t in tasks} if not d.exists()]
+    new_dirs = [d for d in {Path(t.path).parent for t in jobs} if not d.exists()]
     try:
-        skipped = [t.path for t in tasks if t not in todo]
+        skipped = [t.path for t in jobs if t not in todo]
         for t in todo:
             Path(t.path).parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(t.path)  # left by a killed run
@@ -291,21 +291,21 @@ def _generate_locked(sources: Sequence[Source], tasks: list[ShardTask], out: Pat
     return GenerationReport(written=[t.path for t in todo], skipped=skipped, n_events=n_done, seconds=seconds)
 
 
-def _run(tasks: list[ShardTask], workers: int, show: bool) -> int:
+def _run(jobs: list[ShardJob], workers: int, show: bool) -> int:
     from hepfm.progress import EventProgress
 
-    total = sum(t.n_events for t in tasks)
+    total = sum(t.n_events for t in jobs)
     with EventProgress(total, "generating", enabled=show) as bar:
-        if workers == 1 or len(tasks) <= 1:
-            return sum(produce_shard(t, progress=bar.advance) for t in tasks)
+        if workers == 1 or len(jobs) <= 1:
+            return sum(produce_shard(t, progress=bar.advance) for t in jobs)
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # no fork: Pythia and the progress thread must not be copied
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            pool = ctx.Pool(min(workers, len(tasks)), initializer=_quiet_worker)
+            pool = ctx.Pool(min(workers, len(jobs)), initializer=_quiet_worker)
             try:
-                pending = [pool.apply_async(_worker, (t, queue)) for t in tasks]
+                pending = [pool.apply_async(_worker, (t, queue)) for t in jobs]
                 n_done = 0
                 while pending:
                     time.sleep(0.2)

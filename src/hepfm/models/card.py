@@ -13,6 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from hepfm.data.pretraining import PUBLISHABLE_TASKS
 from hepfm.errors import HepfmError, disk_error
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
@@ -137,7 +138,7 @@ def publish(run: str | Path, name: str, dest: str | Path, notes: str = "", overw
     run, dest = Path(run), Path(dest)
     target = dest / name
     config = read_config(run)
-    if config.get("task") not in ("multiclass", "multilabel"):
+    if config.get("task") not in PUBLISHABLE_TASKS:
         raise HepfmError(f"{run}: a {config.get('task')} model; only pretrained (multiclass or multilabel) models "
                          "are published under a name")
     if not (run / WEIGHTS).is_file():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hepfm.config import TrainConfig, config_fields, field_problem
+from hepfm.data.pretraining import PRETRAINING_TASKS
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.files import safe_yaml
 from hepfm.names import check_name
@@ -47,8 +48,6 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
 }
 #: Strategies whose model reads the jets' constituents (stores generated with constituents).
 HIERARCHICAL = ("hierarchical_finetune", "hierarchical_frozen", "hierarchical_scratch")
-#: Pretraining tasks, in the order a study pretrains them.
-PRETRAINING_TASKS = ("multiclass", "multilabel", "masked", "jet-tagging")
 BASELINE = "scratch"
 LR_GRID = (1e-4, 3e-4, 1e-3)  # the rates every strategy chooses from (head rate for fine-tuning)
 BACKBONE_RATIOS = (0.1, 1.0)  # backbone / head rate for fine-tuning: the paper's 10:1 first, then equal

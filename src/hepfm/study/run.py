@@ -35,6 +35,7 @@ import torch
 from rich.console import Console
 
 from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
+from hepfm.data.pretraining import JET_PRETRAINING_TASKS
 from hepfm.errors import HepfmError, disk_error
 from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
@@ -121,7 +122,7 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             spec = cfg.pretrain.with_overrides(cfg.pretrain_by_task.get(task, {}))
             data = cfg.pretrain_data or state.layout.store("pretrain")
             masked = cfg.masked if task == "masked" else {"regress": False}
-            jets = task == "jet-tagging"  # the hierarchical strategies' jet backbone
+            jets = task in JET_PRETRAINING_TASKS  # the hierarchical strategies' jet backbone
             pretrain(data, folder, task, model=cfg.jet_model if jets else cfg.model,
                      model_config=None if jets else cfg.model_options,
                      lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],

@@ -357,7 +357,3 @@ class MultiTask(Task):
 
 #: Every task name ``Task(name, names)`` takes.
 TASKS = tuple(_REGISTRY)
-#: Event-level pretraining tasks (jets: :data:`JET_TASKS`).
-PRETRAINING_TASKS = ("multiclass", "multilabel", "masked")
-#: Tasks whose examples are jets (constituents) rather than events (objects).
-JET_TASKS = ("jet-tagging",)

@@ -33,6 +33,7 @@ from hepfm.data.datasets import (
     open_source,
 )
 from hepfm.data.masking import object_classes
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, JET_PRETRAINING_TASKS, PRETRAINING_TASKS
 from hepfm.data.streaming import StreamingEvents, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.schema import TYPE
@@ -55,7 +56,7 @@ from hepfm.train.lifecycle import resolved_path as _abs
 from hepfm.train.loading import pretraining_data
 from hepfm.train.record import RunRecord, known
 from hepfm.train.strategies import STRATEGIES, prepare
-from hepfm.train.tasks import JET_TASKS, PRETRAINING_TASKS, Task
+from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig
 
 __all__ = ["NotImprovedWarning", "OverlapWarning", "UntrainedModelError", "evaluate_run", "finetune",
@@ -120,14 +121,14 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     cfg = cfg or TrainConfig()
     lr = learning_rates(cfg.optimizer, lr)[0]
     check_run_options(lr, None, max_events, device)
-    if task in JET_TASKS:
+    if task in JET_PRETRAINING_TASKS:
         if stream:
             raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
         return pretrain_jets(data, out, model=model, model_config=model_config, cfg=cfg, lr=lr, init_from=init_from,
                              split_seed=split_seed, max_events=max_events, device=device, overwrite=overwrite)
-    if task not in PRETRAINING_TASKS:
+    if task not in EVENT_PRETRAINING_TASKS:
         raise HepfmError(f"unknown pretraining task {task!r}; choose from "
-                         f"{', '.join(PRETRAINING_TASKS + JET_TASKS)}")
+                         f"{', '.join(PRETRAINING_TASKS)}")
     if regress and task != "masked":
         raise HepfmError("kinematic regression of the hidden object needs the masked task")
     check_inputs(model, "objects", f"the {task} task")
@@ -256,7 +257,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
     source_name, init_from, parent = resolve_parent(init_from)  # fail early on an unreadable model
-    if model == "hierarchical" or (parent is not None and parent.task in JET_TASKS):
+    if model == "hierarchical" or (parent is not None and parent.task in JET_PRETRAINING_TASKS):
         return finetune_hierarchical(signal, background, out, strategy=strategy, init_from=source_name,
                                      model=model, model_config=model_config, plan=plan, cfg=cfg, lr=lr,
                                      backbone_lr=backbone_lr, max_events=max_events, device=device,
@@ -320,7 +321,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
         raise HepfmError("the hierarchical model takes no augmentation (its constituents would not follow)")
     check_sources(signal, background)
     source_name, init_from, parent = resolve_parent(init_from)
-    if parent is not None and parent.task not in JET_TASKS:
+    if parent is not None and parent.task not in JET_PRETRAINING_TASKS:
         raise HepfmError(f"{source_name}: the hierarchical model takes its jet backbone from a jet-tagging run, "
                          f"this one was trained for {known(parent.task)}")
     options = dict(model_config or {})
