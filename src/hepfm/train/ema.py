@@ -28,8 +28,9 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         """Move the average towards the current weights (call after each optimiser step)."""
-        for name, p in self.params.items():
-            self.average[name].lerp_(p.detach(), 1.0 - self.decay)
+        # One fused call over all parameters: this runs after every optimiser step.
+        torch._foreach_lerp_(list(self.average.values()), [p.detach() for p in self.params.values()],
+                             1.0 - self.decay)
 
     @contextlib.contextmanager
     def in_model(self):
