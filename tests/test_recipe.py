@@ -57,8 +57,9 @@ def test_layer_decay_lowers_the_rate_by_depth_and_keeps_the_head_rate():
     ("scratch", {"layer_decay": 0.8}, "layer_decay applies to the finetune strategy, not to scratch"),
     ("frozen", {"linear_probe": True}, "linear_probe applies to the finetune strategy, not to frozen"),
 ])
-def test_recipe_settings_outside_fine_tuning_are_refused_before_anything_is_written(store, pretrained, tmp_path,
+def test_recipe_settings_outside_fine_tuning_are_refused_before_anything_is_written(downstream, pretrained, tmp_path,
                                                                                     strategy, setting, message):
+    store = downstream
     with pytest.raises(ConfigurationError, match=message):
         finetune(store / "hard", store / "soft", tmp_path / "run", strategy, init_from=pretrained,
                  cfg=TrainConfig(epochs=1, **FAST, **setting))
@@ -74,14 +75,15 @@ def test_the_cli_refuses_a_recipe_for_pretraining_in_one_line(store, tmp_path):
     assert not (tmp_path / "pre").exists()
 
 
-def _lpft(folder, store, pretrained, **kw):
+def _lpft(folder, store, pretrained, **kw):  # store: events the pretrained model never saw
     cfg = TrainConfig(epochs=2, seed=3, patience=10, linear_probe=True, layer_decay=0.7, **FAST, **kw)
     return finetune(store / "hard", store / "soft", folder, "finetune", init_from=pretrained, lr=3e-3,
-                    backbone_lr=3e-4, plan=BinarySplitPlan(train_size=200), cfg=cfg)
+                    backbone_lr=3e-4, plan=BinarySplitPlan(train_size=150), cfg=cfg)
 
 
-def test_lpft_trains_the_head_on_the_frozen_backbone_first_and_resumes_exactly(store, pretrained, tmp_path,
+def test_lpft_trains_the_head_on_the_frozen_backbone_first_and_resumes_exactly(downstream, pretrained, tmp_path,
                                                                               one_thread):
+    store = downstream
     _lpft(tmp_path / "whole", store, pretrained)
     probe = tmp_path / "whole" / "probe"
     head = load_file(str(probe / "head.safetensors"))
@@ -93,13 +95,13 @@ def test_lpft_trains_the_head_on_the_frozen_backbone_first_and_resumes_exactly(s
     assert config["linear_probe"] is True and config["layer_decay"] == 0.7
     # Killed in the probe phase, the rerun resumes it and ends with the same model, weight for weight.
     with pytest.raises(SimulatedKill):
-        _lpft(tmp_path / "killed", store, pretrained, stop_after_batches=2)
+        _lpft(tmp_path / "killed", store, pretrained, stop_after_batches=7)  # 5 batches an epoch: in the probe's second epoch
     assert (tmp_path / "killed" / "probe" / "checkpoint.pt").exists()
     _lpft(tmp_path / "killed", store, pretrained)
     resumed = hepfm_pkg.load(tmp_path / "killed")
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in final.state_dict().items())
     # Without the probe, the same settings give another model (the probe changed where fine-tuning started).
     plain = finetune(store / "hard", store / "soft", tmp_path / "plain", "finetune", init_from=pretrained,
-                     lr=3e-3, backbone_lr=3e-4, plan=BinarySplitPlan(train_size=200),
+                     lr=3e-3, backbone_lr=3e-4, plan=BinarySplitPlan(train_size=150),
                      cfg=TrainConfig(epochs=2, seed=3, patience=10, layer_decay=0.7, **FAST))
     assert plain["test"]["loss"] != final.metadata["training"]["test"]["loss"]

@@ -124,7 +124,8 @@ class Run:
                 yield self
             except BaseException as exc:
                 if main:
-                    keep = self.dir.checkpoint.exists() and not isinstance(
+                    resumable = self.dir.checkpoint.exists() or self.dir.probe.exists()
+                    keep = resumable and not isinstance(
                         exc, (DamagedStoreError, UntrainedModelError, BadCheckpointError))
                     self._remove_added(existed, before, had_checkpoint, keep)
                 raise
