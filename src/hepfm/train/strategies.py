@@ -19,6 +19,8 @@ from hepfm.train import defaults
 from hepfm.train.trainer import check_learning_rate
 
 STRATEGIES = ("scratch", "finetune", "frozen")
+#: TrainConfig settings that only fine-tuning uses (a study tunes them for fine-tuning strategies only).
+FINETUNE_ONLY = ("layer_decay", "linear_probe")
 DEFAULT_LR = defaults.LR
 DEFAULT_BACKBONE_LR = defaults.BACKBONE_LR
 
