@@ -95,6 +95,13 @@ class TrainConfig:
     ema_decay: float = setting(0.0, "Keep an exponential moving average of the weights, updated after every "
                                "optimiser step with this decay (e.g. 0.999); it is validated, restored and saved "
                                "as the trained model (0: off).")
+    layer_decay: float = setting(1.0, "Layer-wise learning-rate decay when fine-tuning: the pretrained backbone's "
+                                 "top layer trains at the backbone rate and each layer below it at this factor "
+                                 "times the rate of the layer above (1: every pretrained layer at the backbone "
+                                 "rate).")
+    linear_probe: bool = setting(False, "LP-FT when fine-tuning: first train the new output layer alone on the "
+                                 "frozen backbone (a 'linear probe', kept in the run folder's probe/), then "
+                                 "fine-tune every layer starting from it.")
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -114,6 +121,9 @@ class TrainConfig:
                                 ("min_delta", 0.0, 1e6)):
             check_number(getattr(self, name), name, low, high)
         check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        check_number(self.layer_decay, "layer_decay", 0.0, 1.0, low_open=True)
+        if not isinstance(self.linear_probe, bool):
+            raise ConfigurationError(f"linear_probe must be true or false, got {self.linear_probe!r}")
         self.augment = tuple(self.augment)
 
 

@@ -2,7 +2,9 @@
 
 A run folder holds the model (:data:`WEIGHTS` + :data:`CONFIG`, loadable with :func:`hepfm.load`), the
 per-epoch :data:`HISTORY`, :data:`TENSORBOARD` logs and, while the run is unfinished, its
-:data:`CHECKPOINT` and (streamed pretraining) the data plan :data:`STREAM_PLAN`. A study adds each
+:data:`CHECKPOINT` and (streamed pretraining) the data plan :data:`STREAM_PLAN`; a fine-tuning run with a
+linear probe first (LP-FT) keeps the probe's own run folder in :data:`PROBE`, with the probe's head in
+:data:`PROBE_HEAD`. A study adds each
 cell's test :data:`SCORES` and :data:`LATENT` sample to the cell's run folder.
 """
 
@@ -21,6 +23,9 @@ STREAM_PLAN = "stream.json"
 TENSORBOARD = "tensorboard"
 SCORES = "scores.npy"
 LATENT = "latent.npy"
+#: LP-FT's first phase (a head trained on the frozen backbone): a run folder of its own inside the run's.
+PROBE = "probe"
+PROBE_HEAD = "head.safetensors"
 
 
 class RunDir:
@@ -29,7 +34,7 @@ class RunDir:
     #: What a run writes into its folder (interrupted atomic writes of these leave NAME.*.tmp files behind).
     RUN_FILES = (CONFIG, WEIGHTS, HISTORY, CHECKPOINT, STREAM_PLAN)
     #: Kept when a run fails after checkpointing, so rerunning the command resumes it exactly.
-    RESUME_FILES = (CHECKPOINT, STREAM_PLAN)
+    RESUME_FILES = (CHECKPOINT, STREAM_PLAN, PROBE)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -59,6 +64,10 @@ class RunDir:
     @property
     def stream_plan(self) -> Path:
         return self.path / STREAM_PLAN
+
+    @property
+    def probe(self) -> Path:
+        return self.path / PROBE
 
     @property
     def tensorboard(self) -> Path:

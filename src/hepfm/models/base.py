@@ -6,6 +6,7 @@ Hooks (each with the event backbones' behaviour here; a backbone overrides what 
 * :meth:`Backbone.fit_scaling`: fit the feature scaling on the training data;
 * :meth:`Backbone.parameter_groups`: set the model up for a training strategy (new head, frozen parts) and
   give the optimiser's parameter groups;
+* :meth:`Backbone.depth_groups`: the parameters below the head by depth (layer-wise rate decay);
 * :meth:`Backbone.frozen_rows`: what a frozen part computes, done once per event (the trainer's cache);
 * :attr:`Backbone.compile_bucketed` / :attr:`Backbone.bucket_shapes`: compiled training at a few static shapes;
 * :meth:`Backbone.for_export`, :meth:`Backbone.trace_rows`, :meth:`Backbone.export_metadata`: ONNX export.
@@ -133,6 +134,23 @@ class Backbone(nn.Module):
         for p in self.parameters():
             p.requires_grad_(id(p) in train_ids)
         return [{"params": trainable, "lr": lr, "name": frozen_part}]
+
+    def depth_groups(self) -> list[list[nn.Parameter]]:
+        """The parameters below the head by depth, input side first (layer-wise rate decay): the modules
+        before the first block list as one group (the embeddings, with any mask token), one group per block,
+        and the modules after the blocks (norm, decoder) as the last group."""
+        head = {id(p) for p in self.head.parameters()}
+        stem, blocks, tail = [p for _, p in self.named_parameters(recurse=False)], [], []
+        for name, child in self.named_children():
+            if name == "head":
+                continue
+            if isinstance(child, nn.ModuleList):
+                blocks += [list(block.parameters()) for block in child]
+            else:
+                (tail if blocks else stem).extend(child.parameters())
+        groups = [g for g in (stem, *blocks, tail) if g]
+        assert {id(p) for g in groups for p in g} | head == {id(p) for p in self.parameters()}
+        return groups
 
     def frozen_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """A function (x, mask) -> rows giving, once per event, what a frozen part of this model computes; the

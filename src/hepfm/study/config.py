@@ -69,7 +69,9 @@ STUDY_SET = ("seed", "progress", "bf16", "stop_after_batches")
 #: TrainConfig fields a configuration may set in ``pretrain``, ``finetune`` and their per-task, per-size and
 #: per-strategy sections (the rest of a section's keys choose the learning rates).
 TRAIN_KEYS = tuple(name for name in config_fields(TrainConfig) if name not in STUDY_SET)
-_TUNING_KEYS = ("lr", "backbone_lr", "lr_grid", "backbone_ratios", "frozen_lr_grid")
+_TUNING_KEYS = ("lr", "backbone_lr", "lr_grid", "backbone_ratios", "frozen_lr_grid", "recipe")
+#: Most values one recipe axis may list (each is a training run per task, size and strategy).
+MAX_RECIPE_VALUES = 10
 
 
 @dataclass
@@ -84,6 +86,11 @@ class TrainSpec:
     ``frozen_lr_grid``, when given, replaces ``lr_grid`` where only a head trains on a frozen backbone: a head on
     fixed features learns more slowly, and at the scratch grid's rates it may still be improving at the
     epoch cap (then its best rate lies beyond the grid).
+    ``recipe``: axes of other TrainConfig settings tuned the same way, one axis at a time in the given order
+    (not their product): each axis tries its values at the best point found so far and keeps the best by
+    validation loss (e.g. ``{"weight_decay": [0, 0.01], "ema_decay": [0, 0.999], "linear_probe": [false, true]}``);
+    axes of fine-tuning-only settings (:data:`~hepfm.train.strategies.FINETUNE_ONLY`) are skipped for other
+    strategies. A value equal to the current point's is not trained again.
     ``train``: the TrainConfig settings the configuration gives (the others keep TrainConfig's defaults);
     ``by_strategy`` and then ``by_size`` replace some of these settings for one strategy or training size.
     """
@@ -93,6 +100,7 @@ class TrainSpec:
     lr_grid: tuple[float, ...] = LR_GRID
     backbone_ratios: tuple[float, ...] = BACKBONE_RATIOS
     frozen_lr_grid: tuple[float, ...] | None = None
+    recipe: dict[str, tuple] = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     by_size: dict[int, dict] = field(default_factory=dict)
     by_strategy: dict[str, dict] = field(default_factory=dict)
@@ -150,6 +158,12 @@ class TrainSpec:
         if self.backbone_lr is not None:
             return [(h, self.backbone_lr) for h in heads]
         return [(h, h * self.backbone_ratios[0]) for h in heads]
+
+    def recipe_axes(self, how: str) -> list[tuple[str, tuple]]:
+        """(setting, values) of the recipe axes that apply to training strategy ``how``, in tuning order."""
+        from hepfm.train.strategies import FINETUNE_ONLY
+
+        return [(k, v) for k, v in self.recipe.items() if how == "finetune" or k not in FINETUNE_ONLY]
 
     def second_points(self, how: str, best_head: float) -> list[tuple[float, float | None]]:
         """Fine-tuning's other backbone ratios at the best head rate (none when the rates are fixed)."""
@@ -285,6 +299,8 @@ def _spec_values(extra: dict, source: str, where: str, allowed=_SPEC_KEYS) -> di
     for key in ("lr_grid", "backbone_ratios", "frozen_lr_grid"):
         if key in out and not (key == "frozen_lr_grid" and out[key] is None):
             out[key] = _positive_list(out[key], source, f"{where}.{key}")
+    if "recipe" in out:
+        out["recipe"] = _recipe_axes(out["recipe"], source, f"{where}.recipe")
     for key in ("lr", "backbone_lr"):
         if out.get(key) is not None and not (_is_number(out[key]) and out[key] > 0):
             _fail(source, f"'{where}.{key}' must be a positive number, got {show(out[key])}")
@@ -305,6 +321,30 @@ def _spec_values(extra: dict, source: str, where: str, allowed=_SPEC_KEYS) -> di
         TrainConfig(**train)  # ranges and choices, as the trainer checks them
     except ConfigurationError as exc:
         _fail(source, f"'{where}': {exc}")
+    return out
+
+
+def _recipe_axes(value, source: str, where: str) -> dict[str, tuple]:
+    """Check the recipe axes: TrainConfig settings, each with a non-empty list of distinct single values."""
+    axes = _mapping(value, source, where)
+    _known_keys(axes, TRAIN_KEYS, source, where)
+    out = {}
+    for key, values in axes.items():
+        if (not isinstance(values, list) or not values or len(values) > MAX_RECIPE_VALUES
+                or any(isinstance(v, (list, dict)) for v in values)):
+            _fail(source, f"'{where}.{key}' must be a list of 1 to {MAX_RECIPE_VALUES} single values, got "
+                  f"{show(values)}")
+        for v in values:
+            problem = field_problem(TrainConfig, key, v)
+            if problem:
+                _fail(source, f"'{where}.{key}' value {problem}")
+            try:
+                TrainConfig(**{key: v})
+            except ConfigurationError as exc:
+                _fail(source, f"'{where}.{key}': {exc}")
+        if len(set(map(repr, values))) != len(values):
+            _fail(source, f"'{where}.{key}' lists a value twice: {show(values)}")
+        out[key] = tuple(values)
     return out
 
 

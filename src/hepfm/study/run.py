@@ -140,9 +140,20 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
                           f"{quality['all_absent_accuracy']:.4f} predicting every flag absent")
 
 
-def point_name(lr: float, backbone_lr: float | None) -> str:
-    """Folder name of one learning-rate point."""
-    return f"lr{lr:g}" + ("" if backbone_lr is None else f"_bb{backbone_lr:g}")
+#: Short names of recipe settings in tuning-point folder names (other settings go by their own name).
+RECIPE_SHORT = {"weight_decay": "wd", "ema_decay": "ema", "layer_decay": "ld", "linear_probe": "lp"}
+
+
+def _value_name(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_name(lr: float, backbone_lr: float | None, recipe: dict | None = None) -> str:
+    """Folder name of one tuning point: its learning rate(s) and the recipe settings it changes."""
+    name = f"lr{lr:g}" + ("" if backbone_lr is None else f"_bb{backbone_lr:g}")
+    return name + "".join(f"_{RECIPE_SHORT.get(k, k)}{_value_name(v)}" for k, v in (recipe or {}).items())
 
 
 def _plan(cfg: StudyConfig, size: int, seed: int, disjoint: bool) -> BinarySplitPlan:
@@ -151,13 +162,14 @@ def _plan(cfg: StudyConfig, size: int, seed: int, disjoint: bool) -> BinarySplit
 
 
 def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strategy: str, seed: int, lr: float,
-           backbone_lr: float | None, folder: Path, disjoint: bool, progress: bool) -> None:
-    """Train one run into ``folder`` unless it is finished there (an interrupted one resumes)."""
+           backbone_lr: float | None, folder: Path, disjoint: bool, progress: bool, recipe: dict | None = None) -> None:
+    """Train one run into ``folder`` unless it is finished there (an interrupted one resumes); ``recipe``: the
+    settings a tuning point changes."""
     from hepfm.train.workflows import finetune
 
     spec = cfg.finetune.for_cell(size, strategy)
     if (folder / CONFIG).exists() and not (folder / CHECKPOINT).exists():
-        _check_finished(folder, spec, seed, lr)
+        _check_finished(folder, spec, seed, lr, recipe)
         return
     pre_task, how = STRATEGIES[strategy]
     signal, background = task_paths(cfg, task, state.out)
@@ -171,24 +183,26 @@ def _train(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strat
     finetune(signal, background, folder, how, init_from=init_from, model=model, model_config=options, lr=lr,
              backbone_lr=defaults.BACKBONE_LR if backbone_lr is None else backbone_lr,
              plan=_plan(cfg, size, seed, disjoint), device=cfg.device,
-             cfg=cell_config(spec, seed, progress, cfg.bf16))
+             cfg=cell_config(spec, seed, progress, cfg.bf16, recipe))
 
 
-def cell_config(spec, seed: int, progress: bool = False, bf16: bool | None = None) -> TrainConfig:
-    """The TrainConfig of one cell or tuning run: the configuration's settings, the cell's seed, no TensorBoard
-    unless the configuration asks for it."""
-    return TrainConfig(**{"tensorboard": False, **spec.train, "seed": seed, "progress": progress, "bf16": bf16})
+def cell_config(spec, seed: int, progress: bool = False, bf16: bool | None = None,
+                recipe: dict | None = None) -> TrainConfig:
+    """The TrainConfig of one cell or tuning run: the configuration's settings with a tuning point's ``recipe``,
+    the cell's seed, no TensorBoard unless the configuration asks for it."""
+    return TrainConfig(**{"tensorboard": False, **spec.train, **(recipe or {}), "seed": seed, "progress": progress,
+                          "bf16": bf16})
 
 
-def _check_finished(folder: Path, spec, seed: int, lr: float) -> None:
+def _check_finished(folder: Path, spec, seed: int, lr: float, recipe: dict | None = None) -> None:
     """Refuse to reuse a finished run trained with other settings than the configuration's (silently mixing
     protocols in one table is worse than an error)."""
     meta = read_config(folder)
     done = meta["training"]["config"]
-    resolved = asdict(cell_config(spec, seed))
+    resolved = asdict(cell_config(spec, seed, recipe=recipe))
     # The settings that change what a run computes; a setting an older run did not record had its default.
     keys = ["epochs", "batch_size", "patience", "optimizer", "seed",
-            *(k for k in spec.train if k not in RESULT_NEUTRAL)]
+            *(k for k in (*spec.train, *(recipe or {})) if k not in RESULT_NEUTRAL)]
     want = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k in keys}
     defaults_ = asdict(TrainConfig())
     differ = [f"{k} {done.get(k, defaults_[k])} (configuration: {v})" for k, v in want.items()
@@ -237,9 +251,19 @@ def _ranked(points: list[dict]) -> list[dict]:
     return sorted(points, key=lambda p: (p["collapsed"], p["val_loss"]))
 
 
+def recipe_points(spec, how: str, key: str, values: tuple, points: list[dict]) -> list[tuple]:
+    """(lr, backbone_lr, recipe) points of one recipe axis: its values at the best point so far (a value equal
+    to that point's own is not trained again)."""
+    best = _ranked(points)[0]
+    base = dict(best.get("recipe", {}))
+    current = base.get(key, getattr(cell_config(spec, 0), key))
+    return [(best["lr"], best["backbone_lr"], {**base, key: v}) for v in values if v != current]
+
+
 def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, tuning: dict, where: Path) -> None:
     """Refuse a tuning (or a cell trained at its choice) made on other points than the configuration's: its
-    first points, and fine-tuning's other backbone ratios at the best of them; fixed rates count as a grid."""
+    first points, fine-tuning's other backbone ratios at the best of them, then each recipe axis at the best
+    point before it (replayed from the recorded validation losses); fixed rates count as a grid."""
     how = STRATEGIES[strategy][1]
     spec = cfg.finetune.for_cell(size, strategy)
     first = {point_name(lr, bb) for lr, bb in first_points(cfg, size, strategy)}
@@ -248,6 +272,9 @@ def check_grid(cfg: StudyConfig, task: str, size: int, strategy: str, tuning: di
     firsts = [p for p in tuning["grid"] if p["point"] in first]
     if firsts:
         wanted |= {point_name(lr, bb) for lr, bb in spec.second_points(how, _ranked(firsts)[0]["lr"])}
+        for key, values in spec.recipe_axes(how):
+            so_far = [p for p in tuning["grid"] if p["point"] in wanted]
+            wanted |= {point_name(*point) for point in recipe_points(spec, how, key, values, so_far)}
     if tried != wanted or tuning.get("tuned", spec.tuned) != spec.tuned:
         raise HepfmError(f"{where}: this study folder {'tuned' if tuning.get('tuned', True) else 'trained'} "
                          f"{task} {size} {strategy} at {', '.join(sorted(tried))}; the configuration asks for "
@@ -274,13 +301,16 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
     val = None
     points: list[dict] = []
 
-    def run_point(lr: float, backbone_lr: float | None) -> None:
+    def run_point(lr: float, backbone_lr: float | None, recipe: dict | None = None) -> None:
         nonlocal val
-        name = point_name(lr, backbone_lr)
+        name = point_name(lr, backbone_lr, recipe)
         entry = {"point": name, "lr": lr, "backbone_lr": backbone_lr, "run": str(Path("tuning", task.name, str(size),
                                                                                        strategy, name))}
+        if recipe:
+            entry["recipe"] = recipe
         try:
-            _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder / name, disjoint, progress)
+            _train(cfg, state, task, size, strategy, TUNING_SEED, lr, backbone_lr, folder / name, disjoint, progress,
+                   recipe)
         except HepfmError as exc:
             if "non-finite" not in str(exc):
                 raise  # not the rate's fault: the cell fails and the point is retried on rerun
@@ -302,6 +332,9 @@ def tune(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, strateg
         run_point(lr, bb)
     for lr, bb in spec.second_points(how, _ranked(points)[0]["lr"]):
         run_point(lr, bb)
+    for key, values in spec.recipe_axes(how):  # one axis at a time, each at the best point before it
+        for lr, bb, recipe in recipe_points(spec, how, key, values, points):
+            run_point(lr, bb, recipe)
     ranking = [p["point"] for p in _ranked(points)]
     result = {"task": task.name, "size": size, "strategy": strategy, "tuned": spec.tuned, "seed": TUNING_SEED,
               "criterion": "validation loss (collapsed or diverged points last)", "grid": points,
@@ -367,7 +400,8 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
         p = points[name]
         # The tuning seed's run at a point is this seed's run: reuse it instead of training it again.
         run = state.out / p["run"] if seed == TUNING_SEED else folder / name
-        _train(cfg, state, task, size, strategy, seed, p["lr"], p["backbone_lr"], run, disjoint, progress)
+        _train(cfg, state, task, size, strategy, seed, p["lr"], p["backbone_lr"], run, disjoint, progress,
+               p.get("recipe"))
         model = load_model(run)
         check = collapse_check(_predictions(model, val), val.n_objects.numpy())
         attempts.append({"point": name, "run": str(run.relative_to(state.out)), "model": model,
@@ -389,7 +423,8 @@ def run_cell(cfg: StudyConfig, state: StudyState, task: TaskSpec, size: int, str
     result = {"task": task.name, "size": size, "strategy": strategy, "seed": seed,
               "accuracy": acc, "accuracy_err": accuracy_error(acc, len(y)),
               "auc": auc, "auc_err": auc_error(auc, n_pos, len(y) - n_pos), "n_test": len(y),
-              "lr": p["lr"], "backbone_lr": p["backbone_lr"], "point": final["point"], "tuned": tuning["tuned"],
+              "lr": p["lr"], "backbone_lr": p["backbone_lr"], **({"recipe": p["recipe"]} if "recipe" in p else {}),
+              "point": final["point"], "tuned": tuning["tuned"],
               "chosen": tuning["chosen"],
               "run": final["run"], **run_summary(state.out / final["run"]),
               "collapsed": final["collapse"]["collapsed"], "collapse": final["collapse"],

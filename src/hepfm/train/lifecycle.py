@@ -6,7 +6,8 @@
   :meth:`Run.start` clears a previous run's outputs (``overwrite``) and sets up the device and processes;
   :meth:`Run.seed` seeds the model's initialisation; :func:`initial_model` builds the model (fresh, with its
   feature scaling fitted on the training data, or loaded from the model it starts from);
-* fit: :meth:`Run.fit` trains it (:func:`hepfm.train.trainer.fit`, resumable from the folder's checkpoint);
+* fit: :meth:`Run.fit` trains it (:func:`hepfm.train.trainer.fit`, resumable from the folder's checkpoint),
+  after, for LP-FT, :meth:`Run.probe` has trained its new head alone on the frozen backbone;
 * finish: :meth:`Run.finish` refuses non-finite weights, warns about a model never better than untrained,
   evaluates the test split and saves the model with its :class:`~hepfm.train.record.RunRecord`.
 
@@ -18,6 +19,7 @@ store, a bad checkpoint or a model not worth keeping).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -25,13 +27,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from hepfm.data.integrity import DamagedStoreError
 from hepfm.data.streaming import StreamingEvents
 from hepfm.errors import HepfmError
-from hepfm.io.atomic import remove_stale_temporaries
+from hepfm.io.atomic import atomic_write, remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
-from hepfm.io.rundir import RunDir
+from hepfm.io.rundir import PROBE_HEAD, RunDir
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.batched import predict
 from hepfm.models.pretrained import resolve as resolve_model
@@ -121,7 +124,8 @@ class Run:
                 yield self
             except BaseException as exc:
                 if main:
-                    keep = self.dir.checkpoint.exists() and not isinstance(
+                    resumable = self.dir.checkpoint.exists() or self.dir.probe.exists()
+                    keep = resumable and not isinstance(
                         exc, (DamagedStoreError, UntrainedModelError, BadCheckpointError))
                     self._remove_added(existed, before, had_checkpoint, keep)
                 raise
@@ -161,6 +165,31 @@ class Run:
         settings is refused instead of resumed."""
         return fit(net, task, splits["train"], splits["val"], groups, self.cfg, self.out, self.ctx,
                    settings=settings)
+
+    def probe(self, net: Backbone, task: Task, splits: dict, lr: float, settings: dict) -> None:
+        """LP-FT's first phase: train only ``net.head`` on the frozen rest of ``net`` (at ``lr``, the run's other
+        settings) into the folder's probe/, then leave ``net`` with that head and every parameter trainable.
+        A finished probe is not trained again (resuming an interrupted run reuses it)."""
+        folder = self.dir.probe
+        head_file = folder / PROBE_HEAD
+        if not head_file.exists():
+            trainable = {id(p) for p in net.head.parameters()}
+            wanted = {id(p): p.requires_grad for p in net.parameters()}
+            for p in net.parameters():
+                p.requires_grad_(id(p) in trainable)
+            groups = [{"params": list(net.head.parameters()), "lr": lr, "name": "head"}]
+            cfg = dataclasses.replace(self.cfg, linear_probe=False, layer_decay=1.0)
+            fit(net, task, splits["train"], splits["val"], groups, cfg, folder, self.ctx,
+                settings={**settings, "phase": "linear probe"})
+            for p in net.parameters():
+                p.requires_grad_(wanted[id(p)])
+            if self.ctx.is_main:
+                head = {k: v.detach().cpu().contiguous() for k, v in net.head.state_dict().items()}
+                atomic_write(head_file, lambda tmp: save_file(head, tmp))
+                remove_checkpoint(folder)
+            self.ctx.barrier()
+        head = load_file(str(head_file))
+        net.head.load_state_dict({k: v.to(net.head.weight.device) for k, v in head.items()})
 
     def finish(self, net: Backbone, task: Task, result, splits: dict, record: RunRecord) -> dict:
         """Check the trained model, evaluate it on the test split and save it with ``record`` (completed with

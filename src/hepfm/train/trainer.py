@@ -127,7 +127,8 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 _RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every", "compile", "eval_batch_size",
               "read_ahead", "cache_frozen")
 # Settings added later: left out of the recorded settings at their default, so older checkpoints still resume.
-_NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": BATCH_SIZE, "ema_decay": 0.0}
+_NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": BATCH_SIZE, "ema_decay": 0.0,
+          "layer_decay": 1.0, "linear_probe": False}
 
 
 def run_settings(cfg: TrainConfig, settings: dict | None = None) -> dict:

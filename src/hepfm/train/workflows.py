@@ -55,7 +55,7 @@ from hepfm.train.lifecycle import (
 from hepfm.train.lifecycle import resolved_path as _abs
 from hepfm.train.loading import pretraining_data
 from hepfm.train.record import RunRecord, known
-from hepfm.train.strategies import STRATEGIES, prepare
+from hepfm.train.strategies import STRATEGIES, check_recipe, prepare
 from hepfm.train.tasks import Task
 from hepfm.train.trainer import TrainConfig
 
@@ -121,6 +121,7 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     cfg = cfg or TrainConfig()
     lr = learning_rates(cfg.optimizer, lr)[0]
     check_run_options(lr, None, max_events, device)
+    check_recipe("pretraining", cfg.layer_decay, cfg.linear_probe)
     if task in JET_PRETRAINING_TASKS:
         if stream:
             raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
@@ -201,6 +202,7 @@ def pretrain_jets(data: str | Path, out: str | Path, model: str = "jet_transform
     cfg = cfg or TrainConfig()
     lr = learning_rates(cfg.optimizer, lr)[0]
     check_run_options(lr, None, max_events, device)
+    check_recipe("pretraining", cfg.layer_decay, cfg.linear_probe)
     check_inputs(model, "constituents", "jet tagging")
     if cfg.augment:
         raise HepfmError("jet tagging takes no augmentation (the constituents are relative to their jet axis)")
@@ -254,6 +256,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a pretrained model to start from (a run folder or a shipped model's name)")
+    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe, hierarchical=model == "hierarchical")
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
     source_name, init_from, parent = resolve_parent(init_from)  # fail early on an unreadable model
@@ -287,7 +290,10 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         net = initial_model(model, task.n_outputs, model_config, splits["train"], init_from, transfer)
         if transfer:
             net.drop_mask_token()  # a masked-pretrained backbone: embedding + backbone transfer, not the dummy
-        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part)
+        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part,
+                         layer_decay=cfg.layer_decay)
+        if cfg.linear_probe:
+            run.probe(net, task, splits, lr, settings)
         result = run.fit(net, task, splits, groups, settings)
         return run.finish(net, task, result, splits, RunRecord(
             strategy=strategy, signal=str(signal), background=str(background),
@@ -317,6 +323,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a jet-tagging run to take the jet backbone from")
+    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe, hierarchical=True)
     if cfg.augment:
         raise HepfmError("the hierarchical model takes no augmentation (its constituents would not follow)")
     check_sources(signal, background)
