@@ -90,7 +90,7 @@ def test_the_pretraining_task_names_have_one_list_that_every_layer_reads():
 
 
 def test_tasks_are_classes_built_by_name():
-    assert TASKS == ("multiclass", "multilabel", "binary", "masked", "jet-tagging")
+    assert TASKS == ("multiclass", "multilabel", "binary", "masked", "jet-tagging", "origin", "heavy")
     assert type(Task("binary", ["b", "s"])) is BinaryTask and Task("binary", ["b", "s"]).n_outputs == 1
     assert type(Task("multiclass", ["a", "b", "c"])) is MulticlassTask
     masked = Task("masked", ["light_jet", "muon"], regress=True)

@@ -4,6 +4,8 @@
 * :func:`pretraining_split` — all events of a store, labelled by process (multiclass) or by the 41 truth
   labels (multilabel), split into disjoint train/validation/test parts by the per-event hash of
   :func:`hepfm.data.identity.assign_splits` (the same split as the streamed path).
+* :func:`multi_task_split` — the same split, with the targets of several heads (process, truth labels,
+  per-object origins, heavy-particle kinematics) as named targets of :class:`EventData`.
 * :func:`binary_split` — a signal and a background source; per class a fixed test set and a validation
   set (drawn with ``split_seed`` only, so every training seed and size sees the same test events) and
   a training subset of ``train_size`` events drawn with ``seed`` from the rest (or, with ``block = k``,

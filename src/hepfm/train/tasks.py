@@ -15,8 +15,13 @@ name tasks by string. The kinds:
   mask (fewer than 2 objects) have no loss and are left out of the accuracy.
 * ``jet-tagging``: cross entropy over the truth flavours of jets (a multiclass task on jets).
 
-:class:`MultiTask` combines several tasks as heads of one output layer: each head reads its own slice
-of the outputs and its own targets, and the event loss is the weighted sum of the heads' losses.
+* ``origin``: what each object came from, a classification per object (the backbone's per-object outputs;
+  padding ignored).
+* ``heavy``: truth kinematics of the event's heavy particles, masked by their existence flags, standardised.
+
+:class:`MultiTask` (``multi``) combines several tasks as heads of one backbone: each event-level head reads
+its own slice of the outputs, a per-object head its slice of the per-object outputs, each its own targets, and
+the event loss is the weighted sum of the heads' losses; a masked head masks the batch every head reads.
 """
 
 from __future__ import annotations
