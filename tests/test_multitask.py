@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from cli_runner import hepfm
 from safetensors.torch import load_file
 
 from hepfm.data.datasets import EventData, multi_task_split
+from hepfm.data.streaming import stream_pretraining_split
 from hepfm.errors import ConfigurationError, HepfmError, OverlapError
 from hepfm.models import create_model
 from hepfm.testing import multi_task_store, toy_store
-from hepfm.testing.events import TOY_HEAVY_NAMES, TOY_ORIGIN_NAMES
+from hepfm.testing.events import TOY_HEAVY_NAMES, TOY_ORIGIN_NAMES, toy_origins
 from hepfm.train.checkpoint import load_checkpoint
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import HeavyTask, MaskedTask, MultiTask, OriginTask, Task
@@ -144,8 +146,6 @@ def test_stores_without_the_new_truth_and_bad_head_settings_are_refused(tmp_path
     for heads, fragment in (({"colour": 1.0}, "unknown head 'colour'"), ({}, "needs heads")):
         with pytest.raises(HepfmError, match=fragment):
             pretrain(mt_store, tmp_path / "r2", "multi", heads=heads, cfg=TrainConfig(**FAST))
-    with pytest.raises(HepfmError, match="cannot stream"):
-        pretrain(mt_store, tmp_path / "r2", "multi", heads=HEADS, stream=True, cfg=TrainConfig(**FAST))
     with pytest.raises(HepfmError, match="heads are for --task multi"):
         pretrain(mt_store, tmp_path / "r2", "multiclass", heads=HEADS, cfg=TrainConfig(**FAST))
     with pytest.raises(HepfmError, match="augmentation"):
@@ -182,3 +182,21 @@ def test_cli_multi_task_under_torchrun_equals_one_process_and_fine_tunes_with_le
                  cfg=TrainConfig(epochs=1, **FAST))
     bad = hepfm(*common[:5], "--heads", "multiclass=x", "--out", tmp_path / "bad")
     assert bad.returncode == 2 and "--heads: weight 'x' of head 'multiclass' is not a number" in bad.stderr
+
+
+def test_streamed_multi_task_batches_carry_each_events_own_targets(mt_store, tmp_path):
+    train, held, names = stream_pretraining_split(mt_store, "multi", buffer_size=200, chunk_size=50,
+                                                  heads=["multiclass", "origin", "heavy", "multilabel"])
+    assert names["origin"] == list(TOY_ORIGIN_NAMES) and set(held["val"].targets) == set(names)
+    seen = 0
+    for _, x, mask, y in train.epoch_batches(0, 3, 64, rank=1, world=2):
+        # Origin is a function of each object's row: the streamed codes must be those of the streamed rows.
+        expected = toy_origins(x.numpy(), mask.sum(dim=1).numpy())
+        assert np.array_equal(y["origin"].numpy(), expected) and y["heavy"].shape == (len(x), 10)
+        hard = y["multiclass"] == names["multiclass"].index("hard")
+        assert torch.equal(y["heavy"][:, 0] == 1, hard)  # a 'top' exists in hard events only
+        seen += len(x)
+    assert seen == len(train) // 2
+    summary = pretrain(mt_store, tmp_path / "streamed", "multi", heads={"origin": 1.0, "masked": 0.5, "heavy": 0.1},
+                       stream=True, model_config={"share_blocks": True}, cfg=TrainConfig(epochs=1, **FAST))
+    assert summary["stream"] and "origin_accuracy" in summary["test"] and "masked_accuracy" in summary["test"]

@@ -309,6 +309,61 @@ def truth_names(store: EventStore, used: list, head: str) -> list[str]:
     return list(found.pop())
 
 
+def check_heads(heads) -> list[str]:
+    """``heads`` as a list, refused unless distinct names of :data:`HEADS`."""
+    heads = list(heads)
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads or len(set(heads)) != len(heads):
+        raise HepfmError(f"multi-task heads must be distinct names from {', '.join(HEADS)}, got {heads}")
+    return heads
+
+
+def head_fields(heads) -> tuple[str, ...]:
+    """The shard datasets the targets of ``heads`` are read from (besides objects and counts)."""
+    return tuple(f for h, f in (("multilabel", "truth"), ("origin", "origin"), ("heavy", "heavy")) if h in heads)
+
+
+def head_names(path, store: EventStore, processes: list[str], used: list, heads) -> dict[str, list[str]]:
+    """Each head's class, label or column names (the masked head's are chosen by the workflow)."""
+    names: dict[str, list[str]] = {h: truth_names(store, used, h) for h in heads if h in TRUTH_TABLES}
+    if "multiclass" in heads:
+        if len(processes) < 2:
+            raise HepfmError(f"{path}: the multiclass head needs at least two processes, found {processes}")
+        names["multiclass"] = list(processes)
+    if "multilabel" in heads:
+        names["multilabel"] = list(LABEL_NAMES)
+    return names
+
+
+def head_targets(path, arrays: dict, process: np.ndarray, heads, names: dict) -> dict[str, np.ndarray]:
+    """Each head's targets of events read as ``arrays`` (with :func:`head_fields`) whose process indices are
+    ``process``: see :func:`multi_task_split`. Origin codes beyond an event's objects become :data:`NO_TARGET`."""
+    out: dict[str, np.ndarray] = {}
+    for head in heads:
+        if head == "multiclass":
+            out[head] = process.astype(np.int64)
+        elif head == "multilabel":
+            if "truth" not in arrays or arrays["truth"].shape[1:] != (len(LABEL_NAMES),):
+                raise HepfmError(f"{path}: the multilabel head needs the {len(LABEL_NAMES)} truth labels, and this "
+                                 "store has none (real data?) or others")
+            out[head] = arrays["truth"].astype(np.float32)
+        elif head == "origin":
+            origin = arrays["origin"]
+            if origin.shape != arrays["objects"].shape[:2]:
+                raise HepfmError(f"{path}: origin has shape {origin.shape}, expected {arrays['objects'].shape[:2]}")
+            if origin.max(initial=0) >= len(names[head]) or origin.min(initial=0) < NO_TARGET:
+                raise HepfmError(f"{path}: origin codes outside [-1, {len(names[head]) - 1}]")
+            real = np.arange(origin.shape[1])[None, :] < arrays["n_objects"][:, None]
+            out[head] = np.where(real, origin, NO_TARGET).astype(np.int64)
+        elif head == "heavy":
+            heavy = arrays["heavy"]
+            if heavy.ndim != 2 or heavy.shape[1] != len(names[head]) or not np.isfinite(heavy).all():
+                raise HepfmError(f"{path}: heavy has shape {heavy.shape} (expected [n, {len(names[head])}]) or "
+                                 "non-finite values")
+            out[head] = heavy.astype(np.float32)
+    return out
+
+
 def multi_task_split(path: str | Path, heads, split_seed: int = 0,
                      fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                      max_events: int | None = None) -> tuple[dict[str, EventData], dict[str, list[str]]]:
@@ -319,45 +374,17 @@ def multi_task_split(path: str | Path, heads, split_seed: int = 0,
     each object slot (per object; :data:`NO_TARGET` on padding), ``heavy`` the heavy particles' existence flags
     and kinematics; ``masked`` has none here (its targets are made at batch time). ``y`` holds the process index.
     """
-    heads = list(heads)
-    unknown = [h for h in heads if h not in HEADS]
-    if unknown or not heads or len(set(heads)) != len(heads):
-        raise HepfmError(f"multi-task heads must be distinct names from {', '.join(HEADS)}, got {heads}")
+    heads = check_heads(heads)
     assign_splits(0, "", [], fractions)
     store, processes, used = open_for_training(path, max_events)
-    names: dict[str, list[str]] = {h: truth_names(store, used, h) for h in heads if h in TRUTH_TABLES}
-    fields = ("objects", "n_objects", "process") + tuple(
-        f for h, f in (("multilabel", "truth"), ("origin", "origin"), ("heavy", "heavy")) if h in heads)
-    arrays, store, processes, keys = read_events(path, fields, max_events)
+    names = head_names(path, store, processes, used, heads)
+    arrays, store, processes, keys = read_events(path, ("objects", "n_objects", "process") + head_fields(heads),
+                                                 max_events)
     remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
-    process = torch.from_numpy(remap[arrays["process"]].astype(np.int64))
-    targets: dict[str, torch.Tensor] = {}
-    for head in heads:
-        if head == "multiclass":
-            if len(processes) < 2:
-                raise HepfmError(f"{path}: the multiclass head needs at least two processes, found {processes}")
-            targets[head], names[head] = process, list(processes)
-        elif head == "multilabel":
-            if "truth" not in arrays or arrays["truth"].shape[1] != len(LABEL_NAMES):
-                raise HepfmError(f"{path}: the multilabel head needs the {len(LABEL_NAMES)} truth labels, and this "
-                                 "store has none (real data?) or others")
-            targets[head], names[head] = torch.from_numpy(arrays["truth"].astype(np.float32)), list(LABEL_NAMES)
-        elif head == "origin":
-            origin = arrays["origin"]
-            if origin.shape != arrays["objects"].shape[:2]:
-                raise HepfmError(f"{path}: origin has shape {origin.shape}, expected {arrays['objects'].shape[:2]}")
-            if origin.max(initial=0) >= len(names[head]) or origin.min(initial=0) < NO_TARGET:
-                raise HepfmError(f"{path}: origin codes outside [-1, {len(names[head]) - 1}]")
-            origin = np.where(np.arange(origin.shape[1])[None, :] < arrays["n_objects"][:, None], origin, NO_TARGET)
-            targets[head] = torch.from_numpy(origin.astype(np.int64))
-        elif head == "heavy":
-            heavy = arrays["heavy"]
-            if heavy.ndim != 2 or heavy.shape[1] != len(names[head]) or not np.isfinite(heavy).all():
-                raise HepfmError(f"{path}: heavy has shape {heavy.shape} (expected [n, {len(names[head])}]) or "
-                                 "non-finite values")
-            targets[head] = torch.from_numpy(heavy.astype(np.float32))
+    process = remap[arrays["process"]].astype(np.int64)
+    targets = {k: torch.from_numpy(v) for k, v in head_targets(path, arrays, process, heads, names).items()}
     data = EventData(torch.from_numpy(np.ascontiguousarray(arrays["objects"], dtype=np.float32)),
-                     torch.from_numpy(arrays["n_objects"].astype(np.int64)), process,
+                     torch.from_numpy(arrays["n_objects"].astype(np.int64)), torch.from_numpy(process),
                      targets=targets, object_targets=frozenset({"origin"} & set(targets)))
     codes = split_codes(arrays, keys, split_seed, fractions)
     parts = {"train": TRAIN, "val": VAL, "test": TEST}

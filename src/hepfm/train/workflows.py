@@ -29,7 +29,6 @@ from hepfm.data.datasets import (
     binary_split,
     binary_test_set,
     check_sources,
-    multi_task_split,
     open_for_training,
     open_source,
 )
@@ -188,7 +187,8 @@ def _multi_task(heads: dict[str, float], names: dict[str, list[str]], train, mas
     tasks = {}
     for head, weight in heads.items():
         if head == "heavy":
-            task = HeavyTask.fitted(names[head], train.targets[head])
+            sample = train.sample() if isinstance(train, StreamingEvents) else train
+            task = HeavyTask.fitted(names[head], sample.targets[head])
         elif head == "masked":
             task = Task("masked", masked_names)
         else:
@@ -206,7 +206,7 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
 
     The ``origin`` head classifies each object (the backbone's per-object head, used in training only: the
     saved model holds the backbone and its event-level heads); a ``masked`` head masks every batch and the other
-    heads read the masked events (see :class:`~hepfm.train.tasks.MultiTask`). The events are held in memory.
+    heads read the masked events (see :class:`~hepfm.train.tasks.MultiTask`). ``stream``: as :func:`pretrain`.
     """
     cfg = cfg or TrainConfig()
     lr = learning_rates(cfg.optimizer, lr)[0]
@@ -215,8 +215,6 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
     if not heads or unknown:
         raise HepfmError(f"--task {MULTI_TASK} needs heads from {', '.join(HEADS)} with their loss weights (e.g. "
                          f"--heads multiclass=1,origin=0.5){f'; unknown head {unknown[0]!r}' if unknown else ''}")
-    if stream:
-        raise HepfmError(f"--task {MULTI_TASK} holds its events in memory; it cannot stream them")
     check_inputs(model, "objects", f"the {MULTI_TASK} task")
     for head in heads:
         check_augment(head if head in EVENT_PRETRAINING_TASKS else "multilabel", cfg.augment)
@@ -232,12 +230,13 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
     heads = {h: float(w) for h, w in heads.items()}
     settings = {"command": "pretrain", "data": _abs(data), "task": MULTI_TASK, "heads": heads, "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
-                "split_seed": split_seed, "max_events": max_events, "stream": False}
+                "split_seed": split_seed, "max_events": max_events, "stream": stream}
     if "masked" in heads:
         model_config = {**(model_config or {}), "mask_token": True}
     with run.guard():
-        run.start()
-        splits, names = multi_task_split(data, list(heads), split_seed, max_events=max_events)
+        ctx = run.start()
+        splits, names, loading = pretraining_data(data, MULTI_TASK, split_seed, max_events, stream, ctx, run.out,
+                                                  resume=run.resuming, heads=list(heads))
         masked_names = masked_classes(data, splits["train"]) if "masked" in heads else None
         task_ = _multi_task(heads, names, splits["train"], masked_names)
         run.seed()
@@ -252,12 +251,11 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
             net.add_object_head(task_.n_object_outputs)
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
         result = run.fit(net, task_, splits, groups, settings)
-        loading = {"stream": False, "auto": False}
         summary = run.finish(net, task_, result, splits, RunRecord(
             strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
             init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
             data_schema=schema, task_options=task_.summary()))
-    return {**summary, "stream": False}
+    return {**summary, "stream": loading["stream"]}
 
 
 def _given(source_name) -> str | None:
