@@ -20,6 +20,7 @@ from hepfm.models import create_model
 from hepfm.testing import multi_task_store, toy_store
 from hepfm.testing.events import TOY_HEAVY_NAMES, TOY_ORIGIN_NAMES, toy_origins
 from hepfm.train.checkpoint import load_checkpoint
+from hepfm.train.record import RunRecord
 from hepfm.train.strategies import prepare
 from hepfm.train.tasks import HeavyTask, MaskedTask, MultiTask, OriginTask, Task
 from hepfm.train.trainer import SimulatedKill, TrainConfig, fit
@@ -105,7 +106,7 @@ def test_a_separable_origin_is_learned_per_object_and_recorded_with_the_heads(mt
     record = json.loads((tmp_path / "pre" / "config.json").read_text())
     assert record["task"] == "multi"
     heads = record["task_options"]["heads"]
-    assert {h: v["weight"] for h, v in heads.items()} == HEADS
+    assert RunRecord.from_json(record).heads == HEADS
     assert heads["origin"]["names"] == list(TOY_ORIGIN_NAMES)
     assert not any(k.startswith("object_head") for k in load_file(str(tmp_path / "pre" / "model.safetensors")))
 
@@ -143,7 +144,8 @@ def test_stores_without_the_new_truth_and_bad_head_settings_are_refused(tmp_path
         multi_task_split(old, ["heavy"])
     assert not (tmp_path / "r1").exists()
     multi_task_split(old, ["multiclass", "multilabel"])  # the older heads read old stores
-    for heads, fragment in (({"colour": 1.0}, "unknown head 'colour'"), ({}, "needs heads")):
+    for heads, fragment in (({"colour": 1.0}, "unknown head 'colour'"), ({}, "needs heads"),
+                            ({"origin": 1.0}, "needs an event-level head")):
         with pytest.raises(HepfmError, match=fragment):
             pretrain(mt_store, tmp_path / "r2", "multi", heads=heads, cfg=TrainConfig(**FAST))
     with pytest.raises(HepfmError, match="heads are for --task multi"):

@@ -215,6 +215,9 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
     if not heads or unknown:
         raise HepfmError(f"--task {MULTI_TASK} needs heads from {', '.join(HEADS)} with their loss weights (e.g. "
                          f"--heads multiclass=1,origin=0.5){f'; unknown head {unknown[0]!r}' if unknown else ''}")
+    if set(heads) <= {"origin"}:
+        raise HepfmError(f"--task {MULTI_TASK}: the origin head needs an event-level head beside it (multiclass, "
+                         "multilabel, heavy or masked)")
     check_inputs(model, "objects", f"the {MULTI_TASK} task")
     for head in heads:
         check_augment(head if head in EVENT_PRETRAINING_TASKS else "multilabel", cfg.augment)
