@@ -101,7 +101,7 @@ def test_a_separable_origin_is_learned_per_object_and_recorded_with_the_heads(mt
                        model_config={"share_blocks": True}, cfg=TrainConfig(epochs=4, seed=1, **FAST))
     test = summary["test"]
     # Origin is a function of each object's type, b tag and pT: well above the most common code's share.
-    assert test["origin_accuracy"] > test["origin_chance"] + 0.2, test
+    assert test["origin_accuracy"] > test["origin_chance"] + 0.4, test  # measured 0.97 against 0.35
     assert {"multiclass_accuracy", "heavy_accuracy", "heavy_kinematics_mse"} <= set(test)
     record = json.loads((tmp_path / "pre" / "config.json").read_text())
     assert record["task"] == "multi"
@@ -169,7 +169,8 @@ def test_cli_multi_task_under_torchrun_equals_one_process_and_fine_tunes_with_le
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
     # The run file repeats the run's heads.
-    again = hepfm("pretrain", "--config", tmp_path / "single" / "run.yaml", "--out", tmp_path / "again")
+    again = hepfm("pretrain", "--config", tmp_path / "single" / "run.yaml", "--out", tmp_path / "again",
+                  "--max-events", 60)
     assert again.returncode == 0, again.stderr
     assert "origin: 0.5" in (tmp_path / "again" / "run.yaml").read_text()
     # Fine-tuning takes the backbone and drops the heads; held-out events seen in pretraining are refused.
