@@ -90,7 +90,7 @@ def test_the_pretraining_task_names_have_one_list_that_every_layer_reads():
 
 
 def test_tasks_are_classes_built_by_name():
-    assert TASKS == ("multiclass", "multilabel", "binary", "masked", "jet-tagging")
+    assert TASKS == ("multiclass", "multilabel", "binary", "masked", "jet-tagging", "origin", "heavy")
     assert type(Task("binary", ["b", "s"])) is BinaryTask and Task("binary", ["b", "s"]).n_outputs == 1
     assert type(Task("multiclass", ["a", "b", "c"])) is MulticlassTask
     masked = Task("masked", ["light_jet", "muon"], regress=True)
@@ -123,8 +123,10 @@ def test_a_task_of_two_heads_sums_their_weighted_losses_on_their_own_targets():
                                                  "options": {}}
     with pytest.raises(ConfigurationError, match="loss weight"):
         MultiTask({"signal": (signal, -1.0)})
-    with pytest.raises(ConfigurationError, match="masked task cannot be one head"):
-        MultiTask({"m": (MaskedTask(["muon", "light_jet"]), 1.0)})
+    masked = MultiTask({"process": (events, 1.0), "m": (MaskedTask(["muon", "light_jet"]), 0.5)})
+    assert masked.masked and not task.masked  # a masked head masks the batch that every head reads
+    with pytest.raises(ConfigurationError, match="at most one masked head"):
+        MultiTask({"m": (MaskedTask(["muon"]), 1.0), "n": (MaskedTask(["muon"]), 1.0)})
 
 
 def test_each_strategy_gives_the_hierarchical_model_its_parameter_groups_through_prepare():

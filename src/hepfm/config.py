@@ -169,6 +169,9 @@ class RunConfig:
     command: str = setting("pretrain", "pretrain or finetune.")
     task: str | None = setting(None, "Pretraining task (pretrain).")
     regress: bool = setting(False, "Masked task: also regress the hidden object's kinematics (pretrain).")
+    heads: dict | None = setting(None, "Multi-task pretraining (task multi): each head's loss weight, e.g. "  # noqa: RUF009
+                                 "multiclass=1,origin=0.5,heavy=0.2 (heads: multiclass, multilabel, origin, heavy, "
+                                 "masked).")
     strategy: str | None = setting(None, "finetune, frozen or scratch (finetune).")
     frozen_part: str | None = setting(None, "frozen: 'head' or 'decoder' (finetune).")
     lr: float | None = setting(None, "Learning rate of the new output layer (of everything for scratch).")
@@ -191,6 +194,33 @@ class RunConfig:
             return value
 
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def parse_heads(value, where: str = "heads") -> dict[str, float] | None:
+    """Multi-task heads and their loss weights from ``name=weight,name=weight`` or a mapping (None stays None);
+    a weight must be a finite number >= 0. Which names exist is the workflow's check."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        pairs = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, weight = part.partition("=")
+            try:
+                pairs[name.strip()] = float(weight) if sep else 1.0
+            except ValueError:
+                raise ConfigurationError(f"{where}: weight {weight!r} of head {name.strip()!r} is not a number "
+                                         "(write name=weight,name=weight)") from None
+        value = pairs
+    if not isinstance(value, dict) or not value:
+        raise ConfigurationError(f"{where}: give at least one head with its weight, e.g. multiclass=1,origin=0.5")
+    out = {}
+    for name, weight in value.items():
+        ok = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
+        if not ok or weight < 0:
+            raise ConfigurationError(f"{where}: the loss weight of head {name!r} must be a finite number >= 0, "
+                                     f"got {weight!r}")
+        out[str(name)] = float(weight)
+    return out
 
 
 SECTIONS = {"train": TrainConfig, "model": ModelConfig, "data": DataConfig}

@@ -57,7 +57,7 @@ def train_options(command):
 
 #: Where a training command's options live in the run tree: option -> (section, key); None: the top level.
 #: TrainConfig's options are section ``train``, under their own names.
-TREE = {"task": (None, "task"), "regress": (None, "regress"), "strategy": (None, "strategy"),
+TREE = {"task": (None, "task"), "regress": (None, "regress"), "heads": (None, "heads"), "strategy": (None, "strategy"),
         "frozen_part": (None, "frozen_part"), "lr": (None, "lr"), "backbone_lr": (None, "backbone_lr"),
         "out": (None, "out"), "device": (None, "device"), "overwrite": (None, "overwrite"),
         "allow_overlap": (None, "allow_overlap"), "model": ("model", "name"), "model_option": ("model", "options"),

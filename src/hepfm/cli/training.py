@@ -21,6 +21,7 @@ from hepfm.cli.options import (
     train_options,
     train_values,
 )
+from hepfm.config import RunConfig, config_fields
 from hepfm.errors import HepfmError
 from hepfm.train import defaults
 
@@ -157,10 +158,12 @@ def pretrain(
     data: Optional[Path] = typer.Option(None, help="Event store with the pretraining processes (and truth labels)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: model, history, checkpoints."),
     task: str = typer.Option("multiclass", help="multiclass (process), multilabel (41 truth labels), masked "
-                             "(self-supervised: predict the type of a hidden object; any store, labels ignored) or "
-                             "jet-tagging (jet flavours; a store made with generate --constituents)."),
+                             "(self-supervised: predict the type of a hidden object; any store, labels ignored), "
+                             "jet-tagging (jet flavours; a store made with generate --constituents) or multi "
+                             "(several weighted heads: --heads)."),
     regress: bool = typer.Option(False, "--regress", help="masked: also regress the hidden object's kinematics "
                                  "(5 more outputs)."),
+    heads: Optional[str] = typer.Option(None, help=config_fields(RunConfig)["heads"].metadata["help"]),
     model: Optional[str] = typer.Option(None, help="Backbone: graphnet (default), transformer or transformer-kek "
                                         "(the KEK study's size, ~11M parameters); for jet-tagging jet_transformer "
                                         "(default) or deepsets."),
@@ -180,13 +183,14 @@ def pretrain(
     """Pretrain a backbone on an event store. Rerun the same command to resume a stopped run.
 
     --task masked needs no labels: pretrain on converted real data (hepfm convert nanoaod ...) as on
-    generated events. Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
+    generated events. --task multi --heads multiclass=1,origin=0.5,heavy=0.2: one backbone, several heads.
+    Several processes or GPUs: torchrun --nproc-per-node 4 -m hepfm pretrain ...
     The run folder's run.yaml records every setting; hepfm pretrain --config run.yaml repeats the run.
 
     Jet tagging: hepfm generate ttbar qcd -n 20000 --constituents 32 -o jets;
     hepfm pretrain --data jets --task jet-tagging --model jet_transformer -o runs/jets
     """
-    from hepfm.config import TrainConfig, learning_rates
+    from hepfm.config import TrainConfig, learning_rates, parse_heads
     from hepfm.data.pretraining import JET_PRETRAINING_TASKS
     from hepfm.train.workflows import pretrain as run
     from hepfm.train.workflows import pretrain_jets
@@ -203,7 +207,8 @@ def pretrain(
     common = {"model": model_name, "model_config": options, "cfg": cfg, "lr": lr, "init_from": init_from,
               "split_seed": v["split_seed"], "max_events": v["max_events"], "device": v["device"],
               "overwrite": v["overwrite"]}
-    tree = run_tree("pretrain", v, cfg, lr=lr, model=model_name, model_option=options)
+    heads = parse_heads(v["heads"], "--heads")
+    tree = run_tree("pretrain", v, cfg, lr=lr, model=model_name, model_option=options, heads=heads)
     if jets:
         if v["stream"]:
             raise HepfmError("--stream: jet tagging holds its jets in memory")
@@ -214,7 +219,7 @@ def pretrain(
         return
     if v["classes"]:
         raise HepfmError("--class is for --task jet-tagging")
-    summary = run(data, out, task=v["task"], **common, stream=v["stream"], regress=v["regress"])
+    summary = run(data, out, task=v["task"], **common, stream=v["stream"], regress=v["regress"], heads=heads)
     _record(out, tree)
     _print_summary(out, summary)
 

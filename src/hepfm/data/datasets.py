@@ -4,6 +4,8 @@
 * :func:`pretraining_split` — all events of a store, labelled by process (multiclass) or by the 41 truth
   labels (multilabel), split into disjoint train/validation/test parts by the per-event hash of
   :func:`hepfm.data.identity.assign_splits` (the same split as the streamed path).
+* :func:`multi_task_split` — the same split, with the targets of several heads (process, truth labels,
+  per-object origins, heavy-particle kinematics) as named targets of :class:`EventData`.
 * :func:`binary_split` — a signal and a background source; per class a fixed test set and a validation
   set (drawn with ``split_seed`` only, so every training seed and size sees the same test events) and
   a training subset of ``train_size`` events drawn with ``seed`` from the rest (or, with ``block = k``,
@@ -19,7 +21,7 @@ training loop indexes them directly (on the GPU when they fit) without per-event
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ import torch
 
 from hepfm.data.identity import DEFAULT_FRACTIONS, TEST, TRAIN, VAL, assign_splits, seen_in_pretraining, shard_identity
 from hepfm.data.integrity import DamagedStoreError, check_finite, verify_shards
-from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, HEADS
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES, SCHEMA_VERSION
 from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore, read_attrs
@@ -48,31 +50,54 @@ def trimmed(x: torch.Tensor, n: torch.Tensor, index: torch.Tensor) -> tuple[torc
     return rows, torch.arange(width, device=x.device)[None, :] < n[:, None]
 
 
+#: Value of an object slot without a per-object target (padding): per-object losses and metrics skip it.
+NO_TARGET = -1
+
+
 @dataclass
 class EventData:
-    """Events as tensors: stored rows, object counts and targets (long classes or float labels)."""
+    """Events as tensors: stored rows, object counts and targets (long classes or float labels).
+
+    A multi-head task's data also hold named ``targets``: per-event tensors [N, ...] and per-object tensors
+    [N, width] aligned with the object slots of ``x`` (names in ``object_targets``, :data:`NO_TARGET` on
+    padding). Batches of such data give the dict {name: that head's targets}, per-object ones trimmed with the
+    objects; without named targets batches give ``y``.
+    """
 
     x: torch.Tensor
     n_objects: torch.Tensor
     y: torch.Tensor
     seen: np.ndarray | None = None  # per event: trained or validated on by the pretrained model (when checked)
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    object_targets: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.n_objects)
+
+    def _with(self, x, n_objects, y, seen, targets) -> EventData:
+        return EventData(x, n_objects, y, seen, targets, self.object_targets)
 
     def subset(self, index) -> EventData:
         """The events at ``index`` (a tensor or array of positions)."""
         index = torch.as_tensor(index, device=self.x.device)
         seen = None if self.seen is None else self.seen[index.cpu().numpy()]
-        return EventData(self.x[index], self.n_objects[index], self.y[index], seen)
+        return self._with(self.x[index], self.n_objects[index], self.y[index], seen,
+                          {k: v[index] for k, v in self.targets.items()})
 
     def to(self, device) -> EventData:
         """A copy on ``device``."""
-        return EventData(self.x.to(device), self.n_objects.to(device), self.y.to(device), self.seen)
+        return self._with(self.x.to(device), self.n_objects.to(device), self.y.to(device), self.seen,
+                          {k: v.to(device) for k, v in self.targets.items()})
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, mask, y) for the events at ``index``, trimmed to the largest multiplicity among them."""
-        return (*trimmed(self.x, self.n_objects, index), self.y[index])
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | dict]:
+        """(x, mask, targets) for the events at ``index``, trimmed to the largest multiplicity among them; the
+        targets are ``y`` or, with named targets, their dict."""
+        x, mask = trimmed(self.x, self.n_objects, index)
+        if not self.targets:
+            return x, mask, self.y[index]
+        width = x.shape[1]
+        return x, mask, {k: v[index, :width] if k in self.object_targets else v[index]
+                         for k, v in self.targets.items()}
 
     def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1,
                       start: int = 0):
@@ -92,8 +117,16 @@ class EventData:
         width = max(p.x.shape[1] for p in parts)
         xs = [torch.nn.functional.pad(p.x, (0, 0, 0, width - p.x.shape[1])) for p in parts]
         seen = None if any(p.seen is None for p in parts) else np.concatenate([p.seen for p in parts])
+        first = parts[0]
+        targets = {k: torch.cat([pad_slots(p.targets[k], width) if k in first.object_targets else p.targets[k]
+                                 for p in parts]) for k in first.targets}
         return EventData(torch.cat(xs), torch.cat([p.n_objects for p in parts]), torch.cat([p.y for p in parts]),
-                         seen)
+                         seen, targets, first.object_targets)
+
+
+def pad_slots(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-object targets [N, w] padded with :data:`NO_TARGET` to ``width`` object slots."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=NO_TARGET)
 
 
 def open_source(path: str | Path) -> tuple[EventStore, list[str] | None]:
@@ -118,12 +151,18 @@ def check_sources(signal: str | Path, background: str | Path) -> None:
                          f"{', '.join(sorted(shared))} of {s_store.root}; give disjoint process folders (DIR/NAME)")
 
 
+#: Store schema versions read here: version 2 adds per-object origins and heavy-particle truth, which only the
+#: heads that need them require (:func:`truth_names`); every older task reads both.
+READABLE_SCHEMA_VERSIONS = tuple(sorted({1, 2, SCHEMA_VERSION}))
+
+
 def check_schema(store: EventStore) -> None:
     """Refuse stores whose schema version or feature columns differ from what the models expect."""
     attrs = store.attrs()
     version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise HepfmError(f"{store.root}: event-store schema version {version}, this hepfm reads {SCHEMA_VERSION}")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise HepfmError(f"{store.root}: event-store schema version {version}, this hepfm reads "
+                         f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
     features = attrs.get("features")
     if list(features or []) != list(FEATURES):
         raise HepfmError(f"{store.root}: stored features {features} differ from the expected {list(FEATURES)}")
@@ -186,6 +225,8 @@ def read_events(path: str | Path, fields: tuple[str, ...],
     for a in parts:
         if a["objects"].shape[1] < width:
             a["objects"] = np.pad(a["objects"], ((0, 0), (0, width - a["objects"].shape[1]), (0, 0)))
+        if "origin" in a and a["origin"].shape[1] < width:
+            a["origin"] = np.pad(a["origin"], ((0, 0), (0, width - a["origin"].shape[1])), constant_values=NO_TARGET)
     out = {k: np.concatenate([a[k] for a in parts]) for k in parts[0]}
     return out, store, processes, keys
 
@@ -243,6 +284,108 @@ def pretraining_split(path: str | Path, task: str, split_seed: int = 0,
         if y.shape[1] != len(names):
             raise HepfmError(f"{path}: truth has {y.shape[1]} labels, expected {len(names)}")
     data = _tensors(arrays, y)
+    codes = split_codes(arrays, keys, split_seed, fractions)
+    parts = {"train": TRAIN, "val": VAL, "test": TEST}
+    return {k: data.subset(np.flatnonzero(codes == c)) for k, c in parts.items()}, names
+
+
+#: Shard attribute naming the codes of the ``origin`` dataset, and of the columns of ``heavy``, for each head.
+TRUTH_TABLES = {"origin": "origin_names", "heavy": "heavy_names"}
+
+
+def truth_names(store: EventStore, used: list, head: str) -> list[str]:
+    """The origin codes or heavy-particle columns of the used shards (their attribute, the same in all); a store
+    written before they existed is refused, naming it."""
+    key, found = TRUTH_TABLES[head], set()
+    for s, _ in used:
+        names = read_attrs(store.root / s["path"]).get(key)
+        if not isinstance(names, list) or not names:
+            what = "per-object origins" if head == "origin" else "heavy-particle kinematics"
+            raise HepfmError(f"{store.root}: shard {s['path']} has no {what} (a store written before schema "
+                             f"version 2); the {head} head needs them: regenerate the store with this hepfm")
+        found.add(tuple(map(str, names)))
+    if len(found) > 1:
+        raise HepfmError(f"{store.root}: its shards name their {key} differently; regenerate them alike")
+    return list(found.pop())
+
+
+def check_heads(heads) -> list[str]:
+    """``heads`` as a list, refused unless distinct names of :data:`HEADS`."""
+    heads = list(heads)
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads or len(set(heads)) != len(heads):
+        raise HepfmError(f"multi-task heads must be distinct names from {', '.join(HEADS)}, got {heads}")
+    return heads
+
+
+def head_fields(heads) -> tuple[str, ...]:
+    """The shard datasets the targets of ``heads`` are read from (besides objects and counts)."""
+    return tuple(f for h, f in (("multilabel", "truth"), ("origin", "origin"), ("heavy", "heavy")) if h in heads)
+
+
+def head_names(path, store: EventStore, processes: list[str], used: list, heads) -> dict[str, list[str]]:
+    """Each head's class, label or column names (the masked head's are chosen by the workflow)."""
+    names: dict[str, list[str]] = {h: truth_names(store, used, h) for h in heads if h in TRUTH_TABLES}
+    if "multiclass" in heads:
+        if len(processes) < 2:
+            raise HepfmError(f"{path}: the multiclass head needs at least two processes, found {processes}")
+        names["multiclass"] = list(processes)
+    if "multilabel" in heads:
+        names["multilabel"] = list(LABEL_NAMES)
+    return names
+
+
+def head_targets(path, arrays: dict, process: np.ndarray, heads, names: dict) -> dict[str, np.ndarray]:
+    """Each head's targets of events read as ``arrays`` (with :func:`head_fields`) whose process indices are
+    ``process``: see :func:`multi_task_split`. Origin codes beyond an event's objects become :data:`NO_TARGET`."""
+    out: dict[str, np.ndarray] = {}
+    for head in heads:
+        if head == "multiclass":
+            out[head] = process.astype(np.int64)
+        elif head == "multilabel":
+            if "truth" not in arrays or arrays["truth"].shape[1:] != (len(LABEL_NAMES),):
+                raise HepfmError(f"{path}: the multilabel head needs the {len(LABEL_NAMES)} truth labels, and this "
+                                 "store has none (real data?) or others")
+            out[head] = arrays["truth"].astype(np.float32)
+        elif head == "origin":
+            origin = arrays["origin"]
+            if origin.shape != arrays["objects"].shape[:2]:
+                raise HepfmError(f"{path}: origin has shape {origin.shape}, expected {arrays['objects'].shape[:2]}")
+            if origin.max(initial=0) >= len(names[head]) or origin.min(initial=0) < NO_TARGET:
+                raise HepfmError(f"{path}: origin codes outside [-1, {len(names[head]) - 1}]")
+            real = np.arange(origin.shape[1])[None, :] < arrays["n_objects"][:, None]
+            out[head] = np.where(real, origin, NO_TARGET).astype(np.int64)
+        elif head == "heavy":
+            heavy = arrays["heavy"]
+            if heavy.ndim != 2 or heavy.shape[1] != len(names[head]) or not np.isfinite(heavy).all():
+                raise HepfmError(f"{path}: heavy has shape {heavy.shape} (expected [n, {len(names[head])}]) or "
+                                 "non-finite values")
+            out[head] = heavy.astype(np.float32)
+    return out
+
+
+def multi_task_split(path: str | Path, heads, split_seed: int = 0,
+                     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+                     max_events: int | None = None) -> tuple[dict[str, EventData], dict[str, list[str]]]:
+    """Train/val/test datasets of a store with the targets of each of ``heads`` (:data:`HEADS`), and each head's
+    class, label or column names; the split is :func:`pretraining_split`'s.
+
+    Targets: ``multiclass`` the process index, ``multilabel`` the 41 truth labels, ``origin`` the origin code of
+    each object slot (per object; :data:`NO_TARGET` on padding), ``heavy`` the heavy particles' existence flags
+    and kinematics; ``masked`` has none here (its targets are made at batch time). ``y`` holds the process index.
+    """
+    heads = check_heads(heads)
+    assign_splits(0, "", [], fractions)
+    store, processes, used = open_for_training(path, max_events)
+    names = head_names(path, store, processes, used, heads)
+    arrays, store, processes, keys = read_events(path, ("objects", "n_objects", "process") + head_fields(heads),
+                                                 max_events)
+    remap = np.array([processes.index(n) if n in processes else -1 for n in store.process_names])
+    process = remap[arrays["process"]].astype(np.int64)
+    targets = {k: torch.from_numpy(v) for k, v in head_targets(path, arrays, process, heads, names).items()}
+    data = EventData(torch.from_numpy(np.ascontiguousarray(arrays["objects"], dtype=np.float32)),
+                     torch.from_numpy(arrays["n_objects"].astype(np.int64)), torch.from_numpy(process),
+                     targets=targets, object_targets=frozenset({"origin"} & set(targets)))
     codes = split_codes(arrays, keys, split_seed, fractions)
     parts = {"train": TRAIN, "val": VAL, "test": TEST}
     return {k: data.subset(np.flatnonzero(codes == c)) for k, c in parts.items()}, names

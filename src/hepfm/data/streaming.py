@@ -35,13 +35,18 @@ import numpy as np
 import torch
 
 from hepfm.data.datasets import (
+    NO_TARGET,
     EventData,
+    check_heads,
+    head_fields,
+    head_names,
+    head_targets,
     open_for_training,
     open_source,
     read_shard,
 )
 from hepfm.data.identity import TEST, TRAIN, VAL, assign_splits, pretraining_record, shard_identity
-from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, MULTI_TASK
 from hepfm.errors import HepfmError
 from hepfm.io.schema import FEATURES
 from hepfm.physics.truth import LABEL_NAMES
@@ -63,9 +68,11 @@ def _cat(parts: list[dict]) -> dict:
 class _Layout:
     """The used shards of a store, cut into read units of at most ``chunk_size`` rows, and their labels."""
 
-    def __init__(self, path, task: str, split_seed: int, fractions, max_events: int | None, chunk_size: int):
-        if task not in EVENT_PRETRAINING_TASKS:
+    def __init__(self, path, task: str, split_seed: int, fractions, max_events: int | None, chunk_size: int,
+                 heads=()):
+        if task not in (*EVENT_PRETRAINING_TASKS, MULTI_TASK):
             raise HepfmError(f"unknown pretraining task {task!r}; choose {', '.join(EVENT_PRETRAINING_TASKS)}")
+        self.heads = check_heads(heads) if task == MULTI_TASK else []
         if chunk_size <= 0:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
         assign_splits(0, "", [], fractions)  # validate the fractions early
@@ -75,6 +82,9 @@ class _Layout:
         if task == "multiclass" and len(self.names) < 2:
             raise HepfmError(f"{path}: multiclass pretraining needs at least two processes, found {self.names}")
         self.fields = ("objects", "n_objects") + (("truth",) if task == "multilabel" else ())
+        if self.heads:
+            self.names = head_names(path, self.store, self.processes, used, self.heads)
+            self.fields = ("objects", "n_objects") + head_fields(self.heads)
         self.shards, self.used, units = [s for s, _ in used], used, []
         self.keys = [shard_identity(self.store, s) for s in self.shards]
         for i, (_, n) in enumerate(used):
@@ -109,7 +119,16 @@ class _Layout:
 
     def empty(self, n: int) -> dict:
         y = np.zeros((n, len(LABEL_NAMES)), np.float32) if self.task == "multilabel" else np.zeros(n, np.int64)
-        return {"x": np.zeros((n, self.width, len(FEATURES)), np.float32), "n": np.zeros(n, np.int64), "y": y}
+        out = {"x": np.zeros((n, self.width, len(FEATURES)), np.float32), "n": np.zeros(n, np.int64), "y": y}
+        if not self.heads:
+            return out
+        shapes = {"multiclass": ((n,), np.int64), "multilabel": ((n, len(LABEL_NAMES)), np.float32),
+                  "origin": ((n, self.width), np.int64), "heavy": ((n, len(self.names.get("heavy", ()))), np.float32)}
+        for head in self.heads:
+            if head in shapes:
+                shape, dtype = shapes[head]
+                out[_TARGET + head] = np.full(shape, NO_TARGET if head == "origin" else 0, dtype)
+        return out
 
     def read(self, u: int, rows: np.ndarray) -> dict:
         """x, n and y of ``rows`` (positions in unit ``u``, any order), reading one span of the shard."""
@@ -124,17 +143,36 @@ class _Layout:
                              f"shards have {self.width}; shards of one store must agree")
         if x.shape[1] < self.width:
             x = np.pad(x, ((0, 0), (0, self.width - x.shape[1]), (0, 0)))
+        n = raw["n_objects"][take].astype(np.int64)
+        if self.heads:
+            y = np.full(len(take), self.processes.index(s["process"]), np.int64)
+            arrays = {k: v[take] for k, v in raw.items()}
+            if "origin" in arrays:
+                arrays["origin"] = np.pad(arrays["origin"], ((0, 0), (0, self.width - arrays["origin"].shape[1])),
+                                          constant_values=NO_TARGET)
+            arrays["objects"] = x
+            targets = head_targets(f"{self.store.root}/{s['path']}", arrays, y, self.heads, self.names)
+            return {"x": x, "n": n, "y": y, **{_TARGET + k: v for k, v in targets.items()}}
         if self.task == "multilabel":
             y = raw["truth"][take].astype(np.float32)
         else:
             y = np.full(len(take), self.names.index(s["process"]), np.int64)
-        return {"x": x, "n": raw["n_objects"][take].astype(np.int64), "y": y}
+        return {"x": x, "n": n, "y": y}
+
+
+#: Prefix of the buffer arrays holding a multi-task head's targets.
+_TARGET = "target:"
+
+
+def _targets(data: dict) -> dict[str, np.ndarray]:
+    return {k[len(_TARGET):]: v for k, v in data.items() if k.startswith(_TARGET)}
 
 
 def _event_data(parts: list[dict], layout: _Layout) -> EventData:
     data = _cat(parts) if parts else layout.empty(0)
+    targets = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _targets(data).items()}
     return EventData(torch.from_numpy(np.ascontiguousarray(data["x"])), torch.from_numpy(data["n"]),
-                     torch.from_numpy(data["y"]))
+                     torch.from_numpy(data["y"]), targets=targets, object_targets=frozenset({"origin"} & set(targets)))
 
 
 class StreamingEvents:
@@ -146,14 +184,14 @@ class StreamingEvents:
 
     def __init__(self, path: str | Path, task: str = "multiclass", split_seed: int = 0,
                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), buffer_size: int = 200_000,
-                 chunk_size: int = 65_536, max_events: int | None = None, device="cpu"):
+                 chunk_size: int = 65_536, max_events: int | None = None, device="cpu", heads=()):
         if buffer_size < 1:
             raise HepfmError(f"shuffle buffer size must be positive, got {buffer_size}")
         if chunk_size <= 0:
             raise HepfmError(f"chunk size must be positive, got {chunk_size}")
         n_proc = len(open_source(path)[1] or open_source(path)[0].process_names)
         chunk_size = max(1, min(chunk_size, buffer_size // (2 * n_proc)))
-        self.layout = _Layout(path, task, split_seed, fractions, max_events, chunk_size)
+        self.layout = _Layout(path, task, split_seed, fractions, max_events, chunk_size, heads)
         self.names = self.layout.names
         self.buffer_size, self.chunk_size = buffer_size, chunk_size
         self.device = torch.device(device)
@@ -252,7 +290,16 @@ class StreamingEvents:
         elif self.device.type != "cpu":
             x, n, y = (t.to(self.device) for t in (x, n, y))
         mask = torch.arange(width, device=x.device)[None, :] < n[:, None]
+        if self.layout.heads:
+            y = {k: self._on_device(torch.from_numpy(np.ascontiguousarray(v[rank::world, :width] if k == "origin"
+                                                                           else v[rank::world])))
+                 for k, v in _targets(batch).items()}
         return len(batch["n"]), x, mask, y
+
+    def _on_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t if self.device.type == "cpu" else t.to(self.device)
 
     def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1,
                       start: int = 0):
@@ -325,15 +372,17 @@ def held_out_splits(source: StreamingEvents, max_events: int | None = None) -> d
 def stream_pretraining_split(path: str | Path, task: str, split_seed: int = 0,
                              fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), buffer_size: int = 200_000,
                              max_events: int | None = None, *, chunk_size: int = 65_536,
-                             max_eval_events: int | None = None):
+                             max_eval_events: int | None = None, heads=()):
     """Like :func:`~hepfm.data.datasets.pretraining_split`, with the train split streamed from disk.
 
-    Returns (train source, {"val": EventData, "test": EventData}, class or label names). ``max_events``
+    Returns (train source, {"val": EventData, "test": EventData}, class or label names; for task ``multi``
+    with ``heads``, each head's names: see :func:`~hepfm.data.datasets.multi_task_split`). ``max_events``
     caps the events used per process (the first ones, as there); ``max_eval_events`` also caps the
     validation and test events loaded per process.
     """
-    train = StreamingEvents(path, task, split_seed, fractions, buffer_size, chunk_size, max_events)
-    return train, held_out_splits(train, max_eval_events), list(train.names)
+    train = StreamingEvents(path, task, split_seed, fractions, buffer_size, chunk_size, max_events, heads=heads)
+    names = dict(train.names) if isinstance(train.names, dict) else list(train.names)
+    return train, held_out_splits(train, max_eval_events), names
 
 
 def pretraining_data_record(path: str | Path, split_seed: int, max_events: int | None,

@@ -9,7 +9,9 @@ Hooks (each with the event backbones' behaviour here; a backbone overrides what 
 * :meth:`Backbone.depth_groups`: the parameters below the head by depth (layer-wise rate decay);
 * :meth:`Backbone.frozen_rows`: what a frozen part computes, done once per event (the trainer's cache);
 * :attr:`Backbone.compile_bucketed` / :attr:`Backbone.bucket_shapes`: compiled training at a few static shapes;
-* :meth:`Backbone.for_export`, :meth:`Backbone.trace_rows`, :meth:`Backbone.export_metadata`: ONNX export.
+* :meth:`Backbone.for_export`, :meth:`Backbone.trace_rows`, :meth:`Backbone.export_metadata`: ONNX export;
+* :meth:`Backbone.encode_objects` with :attr:`Backbone.object_width`: per-object embeddings beside the latent,
+  read by a per-object output head (:meth:`Backbone.add_object_head`, multi-task pretraining).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Backbone(nn.Module):
     bucket_shapes = False
     #: Set by the trainer while the model reads the rows of :meth:`frozen_rows` in place of its inputs.
     embedded_inputs = False
+    #: Width of the per-object embeddings of :meth:`encode_objects`.
+    object_width: int = LATENT_DIM
 
     def __init__(self, n_outputs: int, config: dict):
         super().__init__()
@@ -60,12 +64,35 @@ class Backbone(nn.Module):
         self.n_outputs = n_outputs
         self.scaling = FeatureScaling()
         self.head = nn.Linear(LATENT_DIM, n_outputs)
+        self.object_head: nn.Linear | None = None
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.encode(x, mask, hidden))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None):
+        """The head's outputs [B, n_outputs]; with a per-object head (:meth:`add_object_head`) the pair
+        (outputs [B, n_outputs], per-object outputs [B, M, n])."""
+        if self.object_head is None:
+            return self.head(self.encode(x, mask, hidden))
+        latent, objects = self.encode_objects(x, mask, hidden)
+        return self.head(latent), self.object_head(objects)
+
+    def encode_objects(self, x: torch.Tensor, mask: torch.Tensor,
+                       hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latent [B, 64], each object's final embedding [B, M, :attr:`object_width`], zeros on padding)."""
+        raise ConfigurationError(f"the {self.name} backbone gives no per-object outputs")
+
+    def add_object_head(self, n_outputs: int) -> None:
+        """A per-object output Linear of ``n_outputs`` (training only: :meth:`drop_object_head` removes it)."""
+        if type(self).encode_objects is Backbone.encode_objects:
+            raise ConfigurationError(f"the {self.name} backbone gives no per-object outputs, so it cannot train a "
+                                     "per-object head")
+        ref = self.head.weight
+        self.object_head = nn.Linear(self.object_width, n_outputs).to(device=ref.device, dtype=ref.dtype)
+
+    def drop_object_head(self) -> None:
+        """Remove the per-object head (a saved model holds the backbone and its event-level head)."""
+        self.object_head = None
 
     def _init_mask_token(self, enabled: bool, dim: int) -> None:
         if not isinstance(enabled, bool):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hepfm.data.datasets import EventData
+from hepfm.data.datasets import EventData, pad_slots
 
 #: Builds a batch's model inputs and targets from (event indices, x, mask, y): ``(args, y)``, the model
 #: being called as ``call(*args)``. Without one the model gets ``(x, mask)`` and the targets are ``y``.
@@ -38,12 +38,26 @@ def in_batches(model: nn.Module, call, data: EventData, batch_size: int, bf16: b
         x, mask, y = data.batch(idx)
         args, y = inputs(idx, x, mask, y) if inputs is not None else ((x, mask), y)
         with autocast(data.x.device, bf16):
-            outs.append(call(*args).float())
+            out = call(*args)
+        outs.append(tuple(o.float() for o in out) if isinstance(out, tuple) else out.float())
         ys.append(y)
     model.train(was_training)
     if not outs:
         return torch.empty(0), data.y[:0]
-    return torch.cat(outs), torch.cat(ys)
+    return _joined(outs, data), _joined(ys, data)
+
+
+def _joined(parts: list, data: EventData):
+    """Batches' outputs or targets in one: tensors concatenated; pairs (event, per-object outputs) and dicts of
+    named targets part by part, per-object ones padded to the data's object slots."""
+    width = data.x.shape[1]
+    if isinstance(parts[0], tuple):
+        events, objects = zip(*parts, strict=True)
+        return torch.cat(events), torch.cat([nn.functional.pad(o, (0, 0, 0, width - o.shape[1])) for o in objects])
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([pad_slots(p[k], width) if k in data.object_targets else p[k] for p in parts])
+                for k in parts[0]}
+    return torch.cat(parts)
 
 
 def predict(model: nn.Module, data: EventData, batch_size: int = 8192, bf16: bool = False) -> torch.Tensor:

@@ -220,6 +220,19 @@ class GraphNet(Backbone):
         """The latent; ``hidden`` [B, M] marks objects replaced by the mask token (masked-object task);
         ``extra`` [B, M, 64], if given, is added to the encoded objects (jet embeddings of a hierarchical
         model)."""
+        return self._propagate(x, mask, hidden, extra)[0]
+
+    def encode_objects(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
+                       extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latent, each object's node features after the last block [B, M, 64], zeros on padding)."""
+        latent, h = self._propagate(x, mask, hidden, extra)
+        mask = mask.bool()
+        objects = h.new_zeros((*mask.shape, h.shape[1]))
+        objects[mask] = h[:int(mask.sum())]  # the packed rows are the real objects in order (then dummy rows)
+        return latent, objects
+
+    def _propagate(self, x, mask, hidden, extra) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latent [B, 64], the packed node features after the last block [N, 64])."""
         graph, objects, hidden_rows, counts = _pack(x, mask, hidden, self.bucket_shapes)
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))
@@ -235,7 +248,7 @@ class GraphNet(Backbone):
         g = self.global_encoder(global_features(counts, x.dtype))
         for k in range(self.n_blocks):
             h, e, g = self.blocks[k % len(self.blocks)](h, e, g, graph)
-        return self.decoder(g)[:x.shape[0]]
+        return self.decoder(g)[:x.shape[0]], h
 
 
 def _pack_eager(x, mask, hidden, bucket: bool):

@@ -63,6 +63,7 @@ class ObjectTransformer(Backbone):
         self.norm = nn.LayerNorm(dim)
         self.decoder = MLP(dim, LATENT_DIM, depth=2)
         self.heads = heads
+        self.object_width = dim
         self._init_mask_token(mask_token, dim)
 
     def _attention_bias(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -84,6 +85,11 @@ class ObjectTransformer(Backbone):
         """The latent; ``hidden`` [B, M] marks objects replaced by the mask token (masked-object task);
         ``extra`` [B, M, dim], if given, is added to the object embeddings (jet embeddings of a hierarchical
         model)."""
+        return self.encode_objects(x, mask, hidden, extra)[0]
+
+    def encode_objects(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
+                       extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latent, each object's normalised embedding after the last block [B, M, dim], zeros on padding)."""
         mask = mask.bool()
         h = self._hide(self.embed(self.scaling.node_features(x)), hidden)
         if extra is not None:
@@ -93,4 +99,4 @@ class ObjectTransformer(Backbone):
             h = block(h, bias)
         h = self.norm(h) * mask.unsqueeze(-1)
         pooled = h.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp_min(1)
-        return self.decoder(pooled)
+        return self.decoder(pooled), h

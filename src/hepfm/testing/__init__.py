@@ -7,6 +7,14 @@
   GraphNet's exact weights (needs the ``[pyg]`` extra, so it is not imported here).
 """
 
-from hepfm.testing.events import one_shard_per_process_store, synthetic_events, synthetic_store, toy_events, toy_store
+from hepfm.testing.events import (
+    multi_task_store,
+    one_shard_per_process_store,
+    synthetic_events,
+    synthetic_store,
+    toy_events,
+    toy_store,
+)
 
-__all__ = ["one_shard_per_process_store", "synthetic_events", "synthetic_store", "toy_events", "toy_store"]
+__all__ = ["multi_task_store", "one_shard_per_process_store", "synthetic_events", "synthetic_store", "toy_events",
+           "toy_store"]

@@ -5,18 +5,23 @@ Rows are (pT, eta, phi, E, btag, charge, type), padding rows zero at the end. Tw
 * :func:`toy_events` / :func:`toy_store`: jets and leptons sorted by type then descending pT, one MET row
   last; the two classes of ``toy_store`` differ in jet multiplicity and hardness, so a classifier learns
   them quickly but not trivially (the model and training tests).
+* :func:`multi_task_store`: a ``toy_store`` whose shards also hold per-object ``origin`` codes (a function of
+  each object's type, b tag and pT, so a per-object head can learn them) and ``heavy`` truth kinematics, with
+  their ``origin_names`` and ``heavy_names`` attributes, as generated stores of schema version 2 have;
 * :func:`synthetic_events` / :func:`synthetic_store`: vectorised, MET first, 3 + Poisson(7) objects (the
   throughput benchmarks, which need many events fast).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from hepfm.io.schema import DEFAULT_MAX_OBJECTS, TYPE, TYPE_CODES
-from hepfm.io.store import shard_name, write_manifest, write_shard
+from hepfm.io.store import EventStore, shard_name, shard_paths, write_manifest, write_shard
 from hepfm.physics.truth import LABEL_NAMES
 
 
@@ -135,4 +140,52 @@ def one_shard_per_process_store(root: Path, processes: int, events: int) -> Path
         write_shard(root / name / shard_name(0), arrays, {"process_name": name, "process_names": [name],
                                                           "seed": p + 1, "shard_index": 0})
     write_manifest(root)
+    return root
+
+
+#: The origin codes of :func:`multi_task_store` (a generated store names its own in ``origin_names``).
+TOY_ORIGIN_NAMES = ("none", "top_b", "w_from_top", "w")
+#: The heavy-particle columns of :func:`multi_task_store`.
+TOY_HEAVY_NAMES = tuple(f"{p}_{c}" for p in ("top1", "w1") for c in ("exists", "pt", "eta", "phi", "m"))
+
+
+def toy_origins(objects: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Origin codes [n, M] (int8, -1 on padding) of toy events: b-tagged jets ``top_b``, leptons ``w_from_top``,
+    other jets above 60 GeV ``w``, the rest ``none``."""
+    kind, btag, pt = objects[..., TYPE], objects[..., 4], objects[..., 0]
+    jet, lepton = kind == TYPE_CODES["jet"], np.isin(kind, [TYPE_CODES["electron"], TYPE_CODES["muon"]])
+    origin = np.select([jet & (btag > 0.5), lepton, jet & (pt > 60.0)], [1, 2, 3], 0).astype(np.int8)
+    origin[np.arange(objects.shape[1])[None, :] >= counts[:, None]] = -1
+    return origin
+
+
+def toy_heavy(objects: np.ndarray, counts: np.ndarray, hard: bool, rng: np.random.Generator) -> np.ndarray:
+    """Heavy-particle truth [n, 10] (:data:`TOY_HEAVY_NAMES`): a 'top' in hard events, a 'W' where a lepton is."""
+    n = len(objects)
+    out = np.zeros((n, len(TOY_HEAVY_NAMES)), np.float32)
+    lead = objects[:, 0]
+    lepton = np.isin(objects[..., 6], [TYPE_CODES["electron"], TYPE_CODES["muon"]]).any(axis=1)
+    for k, exists in enumerate((np.full(n, hard), lepton)):
+        col = 5 * k
+        out[:, col] = exists
+        out[:, col + 1] = np.where(exists, lead[:, 0] * (1.5 - 0.5 * k), 0.0)
+        out[:, col + 2] = np.where(exists, lead[:, 1], 0.0)
+        out[:, col + 3] = np.where(exists, lead[:, 2], 0.0)
+        out[:, col + 4] = np.where(exists, (172.5, 80.4)[k] + rng.normal(0, 2, n), 0.0)
+    return out
+
+
+def multi_task_store(root: Path, n_per_class: int = 300, seed: int = 0, shards: int = 1) -> Path:
+    """A :func:`toy_store` whose shards also hold ``origin`` and ``heavy`` (see the module docstring)."""
+    root = toy_store(root, n_per_class, seed, shards)
+    for path in shard_paths(root):
+        with h5py.File(path, "a") as f:
+            objects, counts = f["objects"][:], f["n_objects"][:]
+            hard = f.attrs["process_name"] == "hard"
+            f.create_dataset("origin", data=toy_origins(objects, counts))
+            f.create_dataset("heavy", data=toy_heavy(objects, counts, hard, np.random.default_rng(seed + hard)))
+            f.attrs["origin_names"] = json.dumps(list(TOY_ORIGIN_NAMES))
+            f.attrs["heavy_names"] = json.dumps(list(TOY_HEAVY_NAMES))
+    write_manifest(root)
+    EventStore(root)
     return root

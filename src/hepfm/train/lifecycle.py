@@ -212,6 +212,7 @@ class Run:
             record.task, record.names = task.name, list(task.names)
             record.training = {**summary, "config": asdict(cfg), "world_size": ctx.world}
             record.record_version = RECORD_VERSION
+            net.drop_object_head()  # a per-object head trains the backbone; the saved model is the backbone
             save_model(net, self.out, record.metadata())
             remove_checkpoint(self.out)
         ctx.barrier()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hepfm.data.datasets import open_source, pretraining_split
+from hepfm.data.datasets import multi_task_split, open_source, pretraining_split
 from hepfm.data.streaming import in_memory_bytes, stream_pretraining_split
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.rundir import STREAM_PLAN
@@ -32,13 +32,14 @@ def memory_budget(device) -> int:
 
 
 def pretraining_data(data, task: str, split_seed: int, max_events: int | None, stream: bool | None, ctx,
-                     run_dir: str | Path, resume: bool = False):
+                     run_dir: str | Path, resume: bool = False, heads=()):
     """Pretraining splits held in memory or streamed, the names, and the loading plan (saved in ``run_dir``).
 
     ``stream`` None decides: stream when :func:`~hepfm.data.streaming.in_memory_bytes` exceeds
     :func:`memory_budget`. The main process decides and writes the plan; a resumed run with no explicit
     choice reuses the saved plan, so an interruption never switches the data source. When streaming,
-    validation and test events are capped per process so that they fit in the budget.
+    validation and test events are capped per process so that they fit in the budget. ``heads``: the heads of
+    a multi-task run (names per head, targets per head: :func:`~hepfm.data.datasets.multi_task_split`).
     """
     path = Path(run_dir) / STREAM_PLAN
     if ctx.is_main and not (resume and stream is None and path.exists()):
@@ -54,8 +55,11 @@ def pretraining_data(data, task: str, split_seed: int, max_events: int | None, s
     ctx.barrier()
     plan = json.loads(path.read_text())
     if not plan["stream"]:
-        splits, names = pretraining_split(data, task, split_seed, max_events=max_events)
+        if heads:
+            splits, names = multi_task_split(data, heads, split_seed, max_events=max_events)
+        else:
+            splits, names = pretraining_split(data, task, split_seed, max_events=max_events)
         return splits, names, plan
     train, held, names = stream_pretraining_split(data, task, split_seed, max_events=max_events,
-                                                  max_eval_events=plan["max_eval_events"])
+                                                  max_eval_events=plan["max_eval_events"], heads=heads)
     return {"train": train, **held}, names, plan

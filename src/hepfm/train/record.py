@@ -131,6 +131,12 @@ class RunRecord:
         """The recorded architecture's options."""
         return dict(self.architecture.get("config", {}))
 
+    @property
+    def heads(self) -> dict[str, float]:
+        """A multi-task run's heads and their loss weights (``task_options.heads``); {} for any other run."""
+        heads = known(self.task_options, {}).get("heads") or {}
+        return {head: float(spec["weight"]) for head, spec in heads.items()}
+
     def inherited_pretraining_data(self) -> list:
         """The pretraining events a model started from this one inherits ([] if none recorded)."""
         return list(self.pretraining_data or [])

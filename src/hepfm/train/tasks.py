@@ -15,8 +15,13 @@ name tasks by string. The kinds:
   mask (fewer than 2 objects) have no loss and are left out of the accuracy.
 * ``jet-tagging``: cross entropy over the truth flavours of jets (a multiclass task on jets).
 
-:class:`MultiTask` combines several tasks as heads of one output layer: each head reads its own slice
-of the outputs and its own targets, and the event loss is the weighted sum of the heads' losses.
+* ``origin``: what each object came from, a classification per object (the backbone's per-object outputs;
+  padding ignored).
+* ``heavy``: truth kinematics of the event's heavy particles, masked by their existence flags, standardised.
+
+:class:`MultiTask` (``multi``) combines several tasks as heads of one backbone: each event-level head reads
+its own slice of the outputs, a per-object head its slice of the per-object outputs, each its own targets, and
+the event loss is the weighted sum of the heads' losses; a masked head masks the batch every head reads.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class Task(metaclass=_ByName):
     card_detail: ClassVar[bool] = False
     #: Whether batches must be masked (:meth:`mask`) before the model sees them.
     masked: ClassVar[bool] = False
+    #: Whether the task reads per-object outputs [B, M, n_outputs] (the backbone's per-object head).
+    per_object: ClassVar[bool] = False
 
     def __init__(self, names, regress: bool = False, regress_weight: float = 1.0):
         if regress:
@@ -118,6 +125,11 @@ class Task(metaclass=_ByName):
     def mask(self, x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, scaling):
         """(masked x, hidden, targets) of a batch; only for tasks with :attr:`masked` set."""
         raise ConfigurationError(f"the {self.name} task does not mask its inputs")
+
+    def mask_batch(self, x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, scaling, y):
+        """(masked x, hidden, targets) of a batch whose targets were ``y`` (a masked task's targets are made
+        here; a multi-task keeps its other heads' targets)."""
+        return self.mask(x, mask, u, scaling)
 
     def eval_uniforms(self, n: int) -> torch.Tensor:
         """The fixed uniform numbers that choose the hidden objects of ``n`` evaluation events (CPU)."""
@@ -301,36 +313,192 @@ class JetTaggingTask(MulticlassTask):
     card_detail = False
 
 
-class MultiTask(Task):
-    """Several tasks as heads of one output layer: ``heads`` maps a head's name to (task, loss weight).
+#: Target value of an object slot that has no target (padding): left out of per-object losses and metrics.
+NO_TARGET = -1
 
-    The outputs [B, sum of the heads' widths] are split in the order of ``heads``; the targets are a dict
-    {head: that head's targets}, so heads may have targets of any shape (per event or per object). The
-    event loss is the weighted sum of the heads' per-event losses; scores and metrics are per head (metric
-    names prefixed ``head_``, plus ``accuracy``: the first head's).
+
+@register_task
+class OriginTask(Task):
+    """What each object came from: a classification per object over the origin codes ``names`` (code 0 is
+    "none"). Outputs [B, M, len(names)] (the backbone's per-object head), targets [B, M] with
+    :data:`NO_TARGET` on padding; the event loss is the mean cross entropy over the event's objects."""
+
+    name = "origin"
+    per_object = True
+
+    def loss(self, outputs, y):
+        outputs = outputs[:, :y.shape[1]].float()  # compiled runs pad the object slots
+        per_object = F.cross_entropy(outputs.transpose(1, 2), y.long(), ignore_index=NO_TARGET, reduction="none")
+        counted = (y != NO_TARGET).sum(dim=1)
+        return per_object.sum(dim=1) / counted.clamp_min(1)
+
+    def scores(self, outputs):
+        """Softmax over the origin codes, per object."""
+        return outputs.float().softmax(dim=-1)
+
+    def metrics(self, outputs, y):
+        """Per-object accuracy over real objects and its chance level (the most common code's share)."""
+        t = y.long().cpu().numpy()
+        s = self.scores(outputs[:, :y.shape[1]]).cpu().numpy()
+        used = t != NO_TARGET
+        t, pred = t[used], s.argmax(axis=-1)[used]
+        if not len(t):
+            return {"accuracy": float("nan")}
+        counts = np.bincount(t, minlength=len(self.names))
+        return {"accuracy": float((pred == t).mean()), "chance": float(counts.max() / len(t))}
+
+
+def _heavy_particles(names) -> list[str]:
+    """The particles of a heavy-kinematics vector: each ``P_exists`` followed by ``P_pt, P_eta, P_phi, P_m``."""
+    names = list(names)
+    particles = [n[:-len("_exists")] for n in names if n.endswith("_exists")]
+    expected = [f"{p}_{c}" for p in particles for c in ("exists", "pt", "eta", "phi", "m")]
+    if not particles or names != expected:
+        raise ConfigurationError(f"heavy-particle names must be P_exists, P_pt, P_eta, P_phi, P_m per particle, "
+                                 f"got {names[:6]}{'...' if len(names) > 6 else ''}")
+    return particles
+
+
+#: Regressed kinematics of each heavy particle, from its (pt, eta, phi, m).
+HEAVY_TARGETS = ("log_pt", "eta", "cos_phi", "sin_phi", "log_m")
+
+
+def heavy_kinematics(y: torch.Tensor, n_particles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exists flags [B, P], kinematics [B, P, 5] as :data:`HEAVY_TARGETS`) of heavy-particle targets [B, 5P]."""
+    y = y.float().reshape(len(y), n_particles, 5)
+    pt, eta, phi, m = y[..., 1], y[..., 2], y[..., 3], y[..., 4]
+    kin = torch.stack([torch.log1p(pt.clamp_min(0)), eta, phi.cos(), phi.sin(), torch.log1p(m.clamp_min(0))], -1)
+    return y[..., 0] >= 0.5, kin
+
+
+@register_task
+class HeavyTask(Task):
+    """Truth kinematics of the event's heavy particles (tops, W, Z, H): per particle a logit for its existence
+    (binary cross entropy) and its :data:`HEAVY_TARGETS` (squared error on targets standardised with the
+    training split's ``mean`` and ``std``, counted only where the particle exists). Targets [B, 5P] in the
+    store's order (``names``: P_exists, P_pt, P_eta, P_phi, P_m per particle)."""
+
+    name = "heavy"
+
+    def __init__(self, names, regress: bool = False, regress_weight: float = 1.0, mean=None, std=None):
+        super().__init__(names, regress, regress_weight)
+        self.particles = _heavy_particles(self.names)
+        shape = (len(self.particles), len(HEAVY_TARGETS))
+        self.mean = torch.zeros(shape) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.ones(shape) if std is None else torch.as_tensor(std, dtype=torch.float32)
+
+    @classmethod
+    def fitted(cls, names, y: torch.Tensor) -> HeavyTask:
+        """The task with its standardisation fitted on training targets ``y`` (existing particles only)."""
+        task = cls(names)
+        exists, kin = heavy_kinematics(y, len(task.particles))
+        w = exists[..., None].float()
+        n = w.sum(dim=0).clamp_min(1)
+        mean = (kin * w).sum(dim=0) / n
+        std = (((kin - mean) ** 2 * w).sum(dim=0) / n).sqrt()
+        return cls(names, mean=mean, std=torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.particles) * (1 + len(HEAVY_TARGETS))
+
+    def _parts(self, outputs):
+        outputs = outputs.float().reshape(len(outputs), len(self.particles), 1 + len(HEAVY_TARGETS))
+        return outputs[..., 0], outputs[..., 1:]
+
+    def loss(self, outputs, y):
+        logit, pred = self._parts(outputs)
+        exists, kin = heavy_kinematics(y, len(self.particles))
+        target = (kin - self.mean.to(kin.device)) / self.std.to(kin.device)
+        flags = F.binary_cross_entropy_with_logits(logit, exists.float(), reduction="none").mean(dim=1)
+        squared = ((pred - target) ** 2).mean(dim=2) * exists
+        return flags + squared.sum(dim=1) / exists.sum(dim=1).clamp_min(1)
+
+    def scores(self, outputs):
+        """Per particle: its existence probability, then its kinematics (:data:`HEAVY_TARGETS`, unstandardised)."""
+        logit, pred = self._parts(outputs)
+        kin = pred * self.std.to(pred.device) + self.mean.to(pred.device)
+        return torch.cat([logit.sigmoid()[..., None], kin], dim=-1)
+
+    def metrics(self, outputs, y):
+        """Accuracy of the existence flags and the standardised kinematics' mean squared error where they exist."""
+        logit, pred = self._parts(outputs)
+        exists, kin = heavy_kinematics(y, len(self.particles))
+        target = (kin - self.mean.to(kin.device)) / self.std.to(kin.device)
+        out = {"accuracy": float(((logit >= 0) == exists).float().mean())}
+        if exists.any():
+            out["kinematics_mse"] = float(((pred - target) ** 2)[exists].mean())
+        return out
+
+    def summary(self) -> dict:
+        return {"particles": self.particles, "targets": list(HEAVY_TARGETS), "mean": self.mean.tolist(),
+                "std": self.std.tolist()}
+
+
+class MultiTask(Task):
+    """Several tasks as heads of one model: ``heads`` maps a head's name to (task, loss weight).
+
+    Event-level heads share the backbone's output layer: its outputs [B, sum of their widths] are split in the
+    order of ``heads``. Per-object heads (:attr:`Task.per_object`, e.g. origin) read the backbone's per-object
+    outputs [B, M, sum of their widths]; the model then returns the pair (event outputs, object outputs). The
+    targets are a dict {head: that head's targets}. The event loss is the weighted sum of the heads' per-event
+    losses; scores and metrics are per head (metric names prefixed ``head_``, plus ``accuracy``: the first
+    head's).
+
+    A masked head (at most one) masks the batch: one object per event is hidden (:meth:`mask_batch`) and every
+    head reads that one pass over the masked inputs, so the masked task costs no second forward pass and the
+    other heads see events with one object hidden (in training and evaluation alike).
     """
 
-    name = "multitask"
+    name = "multi"
 
     def __init__(self, heads: dict[str, tuple[Task, float]]):
         if not heads:
             raise ConfigurationError("a multi-task needs at least one head")
         for head, (task, weight) in heads.items():
-            if task.masked:
-                raise ConfigurationError(f"head {head!r}: a masked task cannot be one head of several")
+            if isinstance(task, MultiTask):
+                raise ConfigurationError(f"head {head!r}: a multi-task cannot be one head of another")
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
                 raise ConfigurationError(f"head {head!r}: the loss weight must be a number >= 0, got {weight!r}")
+        if sum(task.masked for task, _ in heads.values()) > 1:
+            raise ConfigurationError("a multi-task takes at most one masked head")
         super().__init__([f"{head}:{n}" for head, (task, _) in heads.items() for n in task.names])
         self.heads = dict(heads)
+        self.masked = any(task.masked for task, _ in self.heads.values())
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.summary() == self.summary()
+
+    __hash__ = None
+
+    def _event_heads(self) -> dict[str, Task]:
+        return {h: t for h, (t, _) in self.heads.items() if not t.per_object}
+
+    def _object_heads(self) -> dict[str, Task]:
+        return {h: t for h, (t, _) in self.heads.items() if t.per_object}
 
     @property
     def n_outputs(self) -> int:
-        return sum(task.n_outputs for task, _ in self.heads.values())
+        """Width of the backbone's (event-level) output layer."""
+        return sum(task.n_outputs for task in self._event_heads().values())
 
-    def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each head's slice of ``outputs``."""
-        parts = torch.split(outputs, [task.n_outputs for task, _ in self.heads.values()], dim=1)
-        return dict(zip(self.heads, parts, strict=True))
+    @property
+    def n_object_outputs(self) -> int:
+        """Width of the backbone's per-object output layer (0: no per-object head)."""
+        return sum(task.n_outputs for task in self._object_heads().values())
+
+    def split(self, outputs) -> dict[str, torch.Tensor]:
+        """Each head's slice of ``outputs`` (a tensor, or the pair (event, object outputs))."""
+        events, objects = outputs if isinstance(outputs, tuple) else (outputs, None)
+        event_heads, object_heads = self._event_heads(), self._object_heads()
+        parts = dict(zip(event_heads, torch.split(events, [t.n_outputs for t in event_heads.values()], dim=1),
+                         strict=True))
+        if object_heads:
+            if objects is None:
+                raise ConfigurationError(f"head(s) {', '.join(object_heads)} need the model's per-object outputs")
+            parts.update(zip(object_heads, torch.split(objects, [t.n_outputs for t in object_heads.values()],
+                                                       dim=-1), strict=True))
+        return parts
 
     def loss(self, outputs, y: dict):
         parts = self.split(outputs)
@@ -349,6 +517,12 @@ class MultiTask(Task):
                 out[f"{head}_{key}"] = value
         out["accuracy"] = out[f"{next(iter(self.heads))}_accuracy"]
         return out
+
+    def mask_batch(self, x, mask, u, scaling, y: dict):
+        """The masked head's masking of the batch; its targets join the other heads' (see the class docstring)."""
+        head, task = next((h, t) for h, (t, _) in self.heads.items() if t.masked)
+        x, hidden, targets = task.mask(x, mask, u, scaling)
+        return x, hidden, {**y, head: targets}
 
     def summary(self) -> dict:
         return {"heads": {head: {"task": task.name, "names": list(task.names), "weight": weight,

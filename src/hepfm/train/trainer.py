@@ -195,7 +195,7 @@ def _masked_inputs(task: Task, model: nn.Module, data: EventData):
     u = task.eval_uniforms(len(data)).to(data.x.device)
 
     def inputs(idx, x, mask, y):
-        x, hidden, y = task.mask(x, mask, u[idx], model.scaling)
+        x, hidden, y = task.mask_batch(x, mask, u[idx], model.scaling, y)
         return (x, mask, hidden), y
 
     return inputs
@@ -293,8 +293,9 @@ def _once_per_event(model: nn.Module, rows, data: EventData, batch_size: int, bf
     finally:
         model.train(was_training)
     x = torch.cat(parts)
-    n_objects = torch.ones_like(data.n_objects) if one_row else data.n_objects
-    return EventData(x, n_objects, data.y, data.seen)
+    if one_row:
+        return EventData(x, torch.ones_like(data.n_objects), data.y, data.seen)
+    return EventData(x, data.n_objects, data.y, data.seen, data.targets, data.object_targets)
 
 
 def _latent_rows(model: nn.Module):
@@ -318,6 +319,217 @@ def _cache_frozen(model: Backbone, task: Task, train, val, cfg: TrainConfig, ctx
         _once_per_event(model, rows, val, cfg.eval_batch_size, False, one_row)
 
 
+def _check_splits(train, val) -> None:
+    if len(train) == 0:
+        raise HepfmError("the training split is empty")
+    if len(val) == 0:
+        raise HepfmError("the validation split is empty")
+
+
+def _fresh_state() -> dict:
+    """The position and early-stopping state of a run that has not trained yet."""
+    return {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
+            "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False, "initial_loss": None}
+
+
+class _Fit:
+    """One call of :func:`fit`, in named steps: :meth:`resume`, :meth:`wrap`, then per epoch
+    :meth:`train_epoch` and :meth:`end_epoch`, each of which may :meth:`checkpoint`."""
+
+    def __init__(self, model: Backbone, task: Task, train, val, groups: list[dict], cfg: TrainConfig,
+                 run_dir: Path, ctx: DistContext, settings: dict | None):
+        self.model, self.task, self.cfg, self.run_dir, self.ctx = model, task, cfg, run_dir, ctx
+        self.device = device = ctx.device
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+        model.to(device)
+        self.train, self.val = train.to(device), val.to(device)  # in-memory data: on the device once
+        scale = lr_scale(cfg)
+        self.opt = _optimizer([{**g, "lr": g["lr"] * scale} for g in groups], cfg)
+        self.sched = _scheduler(self.opt, cfg)
+        self.aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+        # What is validated and kept: the moving average when there is one.
+        self.kept_weights = self.ema.in_model if self.ema is not None else contextlib.nullcontext
+        self.state = _fresh_state()
+        self.current = {**run_settings(cfg, settings), "n_train": len(self.train),
+                        "group_lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(groups)}}
+        self.net = self.eval_net = model
+        self.bucketed = self.embedded = False
+        self.batches_run = 0
+        self.stopped_early = False
+
+    def resume(self) -> None:
+        """Load the folder's checkpoint, if any, after checking it was made with the same settings."""
+        run_dir, saved = self.run_dir, load_checkpoint(self.run_dir)
+        if saved is None:
+            return
+        if "settings" not in saved:
+            raise HepfmError(f"{run_dir}: its checkpoint does not record its settings (an older hepfm), so it "
+                             "cannot be checked; start fresh by overwriting the run")
+        diff = _differences(saved["settings"], self.current)
+        if diff:
+            raise HepfmError(f"{run_dir}: its checkpoint comes from a run with other settings ({'; '.join(diff)}); "
+                             "rerun with the same settings to resume, or overwrite the run (or choose a new output "
+                             "folder) to start fresh")
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.sched.load_state_dict(saved["scheduler"])
+        self.aug_gen.set_state(saved["aug_rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+        if "torch_rng" in saved:  # dropout draws from the global generators: resume them where they were
+            torch.set_rng_state(saved["torch_rng"])
+            if saved.get("cuda_rng") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        self.state = {"initial_loss": None, **saved["state"]}
+
+    def wrap(self) -> None:
+        """The module trained: DistributedDataParallel under torchrun, compiled, or the head on cached latents."""
+        model, cfg, ctx = self.model, self.cfg, self.ctx
+        net = model
+        if ctx.distributed:
+            device = self.device
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+        self.bucketed = cfg.compile and model.compile_bucketed
+        if self.bucketed:
+            model.bucket_shapes = True  # a few padded shapes, not one per batch
+        if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
+            net = torch.compile(net, dynamic=False if self.bucketed else None)
+        self.net = net
+        # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
+        cached = None if self.state["done"] else _cache_frozen(model, self.task, self.train, self.val, cfg, ctx,
+                                                               self.bf16)
+        self.embedded = cached is not None and cached[0] is model  # the model reads its frozen_rows()
+        if cached is not None:
+            self.net, self.train, self.val = cached  # the original rows are not kept: no second copy on the device
+            self.eval_net = self.net
+
+    def checkpoint(self) -> None:
+        """Save everything a resumed run needs (rank 0), then wait for every process."""
+        if self.ctx.is_main:
+            device, ema = self.device, self.ema
+            save_checkpoint(self.run_dir, {
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "aug_rng": self.aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "state": self.state, "config": asdict(self.cfg), "settings": self.current,
+                **({"ema": ema.state_dict()} if ema is not None else {})})
+        self.ctx.barrier()
+
+    def batch_loss(self, epoch: int, b: int, global_size: int, x, mask, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-event losses, the loss to back-propagate) of batch ``b``: augmented, masked, padded, forward."""
+        cfg, ctx, task, device = self.cfg, self.ctx, self.task, self.device
+        if cfg.augment:
+            x = augment(x, mask, cfg.augment, self.aug_gen, rank=ctx.rank, world=ctx.world, global_size=global_size)
+        hidden = None
+        if task.masked:
+            u = batch_uniforms(cfg.seed, epoch, b, global_size, device)[ctx.rank::ctx.world]
+            x, hidden, y = task.mask_batch(x, mask, u, self.model.scaling, y)
+        if self.bucketed:  # after augmentation and masking, which draw per object slot
+            x, mask, hidden = pad_width(x, mask, hidden)
+        with _autocast(device, self.bf16):
+            out = self.net(x, mask) if hidden is None else self.net(x, mask, hidden)
+        losses = task.loss(out, y)
+        loss = losses.sum() * (ctx.world / global_size)
+        if not torch.isfinite(loss):
+            raise HepfmError(f"non-finite training loss at epoch {epoch + 1}, batch {b + 1}; the last "
+                             f"checkpoint in {self.run_dir} is left as it was (try a lower learning rate)")
+        return losses, loss
+
+    def train_epoch(self, n_batches: int) -> tuple[float, float]:
+        """Train the rest of the current epoch; (its start time, the events it started at)."""
+        cfg, ctx, state, bs = self.cfg, self.ctx, self.state, self.cfg.batch_size
+        epoch, n_train = state["epoch"], len(self.train)
+        t0 = epoch_start = time.perf_counter()
+        events_start = state["batch"] * bs
+        train_mode(self.model)
+        with (EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar,
+              contextlib.ExitStack() as stack):
+            bar.advance(min(events_start, n_train))
+            batches = self.train.epoch_batches(epoch, cfg.seed, bs, ctx.rank, ctx.world, state["batch"])
+            if cfg.read_ahead and not isinstance(self.train, EventData):
+                batches = stack.enter_context(contextlib.closing(ReadAhead(batches, cfg.read_ahead)))
+            for b, (global_size, x, mask, y) in enumerate(batches, start=state["batch"]):
+                losses, loss = self.batch_loss(epoch, b, global_size, x, mask, y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                _step(self.opt, warmup_factor(cfg, epoch * n_batches + b))
+                if self.ema is not None:
+                    self.ema.update()
+                state["loss_sum"] += float(losses.detach().sum())
+                state["loss_events"] += len(losses)
+                state["batch"] = b + 1
+                bar.advance(global_size)
+                self.batches_run += 1
+                mid_epoch = state["batch"] < n_batches
+                if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and mid_epoch:
+                    state["elapsed"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.checkpoint()
+                if cfg.stop_after_batches is not None and self.batches_run >= cfg.stop_after_batches:
+                    raise SimulatedKill(f"stopped after {self.batches_run} batches")
+        self.t0 = t0
+        return epoch_start, events_start
+
+    def end_epoch(self, epoch_start: float, events_start: int) -> None:
+        """Step the schedule, validate, record the epoch's row, keep the best weights, decide early stopping."""
+        cfg, state = self.cfg, self.state
+        epoch = state["epoch"]
+        epoch_lr = self.opt.param_groups[0]["lr"]  # the rate this epoch trained with, before the schedule steps
+        self.sched.step()
+        now = time.perf_counter()
+        state["elapsed"] += now - self.t0
+        rate = (len(self.train) - events_start) / max(now - epoch_start, 1e-9)
+        with self.kept_weights():
+            metrics = evaluate(self.eval_net, self.task, self.val, cfg.eval_batch_size)  # float32, as the test
+        loss_sum, loss_events = self.ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
+        row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
+               "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
+               **{f"val_{k}": v for k, v in metrics.items()},
+               "lr": epoch_lr, "events_per_s": round(rate, 1)}
+        improved = row["val_loss"] < state["best_loss"] - cfg.min_delta
+        row["best"] = int(improved)  # the last flagged epoch is the one whose weights are kept
+        state["history"].append(row)
+        if improved:
+            with self.kept_weights():
+                state.update(best_loss=row["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
+                             best_state=copy.deepcopy({k: v.cpu() for k, v in self.model.state_dict().items()}))
+        else:
+            state["bad_epochs"] += 1
+        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_events=0)
+        if state["bad_epochs"] >= cfg.patience:
+            state["done"] = self.stopped_early = True
+
+    def run(self) -> FitResult:
+        """Every epoch left, then the best weights restored."""
+        cfg, state, model = self.cfg, self.state, self.model
+        logger = _Logger(self.run_dir, self.ctx.is_main, cfg.tensorboard)
+        n_batches = math.ceil(len(self.train) / cfg.batch_size)
+        if self.embedded:
+            model.embedded_inputs = True
+        try:
+            if state["initial_loss"] is None and state["epoch"] == 0 and state["batch"] == 0:
+                # What the untrained model scores: a run that never beats it is refused, not saved as trained.
+                state["initial_loss"] = evaluate(self.eval_net, self.task, self.val, cfg.eval_batch_size)["loss"]
+            while state["epoch"] < cfg.epochs and not state["done"]:
+                self.end_epoch(*self.train_epoch(n_batches))
+                logger.log(state["history"])
+                self.checkpoint()
+        finally:
+            logger.close()
+            if self.bucketed:
+                model.bucket_shapes = False
+            if self.embedded:
+                model.embedded_inputs = False
+        if state["best_state"] is not None:
+            model.load_state_dict(state["best_state"])
+        return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
+                         train_time_s=state["elapsed"], stopped_early=self.stopped_early or state["done"],
+                         initial_val_loss=state["initial_loss"])
+
+
 def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: list[dict], cfg: TrainConfig,
         run_dir: str | Path, ctx: DistContext | None = None, settings: dict | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``task``, validating on ``val``; resume from ``run_dir`` if possible.
@@ -327,164 +539,10 @@ def fit(model: Backbone, task: Task, train: EventData, val: EventData, groups: l
     ``cfg`` and the learning rates of ``groups``; a checkpoint made with other settings is refused.
     On return the model holds the weights of the best validation epoch.
     """
-    ctx = ctx or DistContext()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if len(train) == 0:
-        raise HepfmError("the training split is empty")
-    if len(val) == 0:
-        raise HepfmError("the validation split is empty")
-    device = ctx.device
-    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
-    model.to(device)
-    train, val = train.to(device), val.to(device)  # in-memory data: on the device once, batches indexed there
-    scale = lr_scale(cfg)
-    opt = _optimizer([{**g, "lr": g["lr"] * scale} for g in groups], cfg)
-    sched = _scheduler(opt, cfg)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
-    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    kept_weights = ema.in_model if ema is not None else contextlib.nullcontext  # what is validated and kept
-    state = {"epoch": 0, "batch": 0, "best_loss": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
-             "history": [], "elapsed": 0.0, "loss_sum": 0.0, "loss_events": 0, "done": False, "initial_loss": None}
-    current = {**run_settings(cfg, settings), "n_train": len(train),
-               "group_lrs": {g.get("name", str(i)): g["lr"] for i, g in enumerate(groups)}}
-    saved = load_checkpoint(run_dir)
-    if saved is not None:
-        if "settings" not in saved:
-            raise HepfmError(f"{run_dir}: its checkpoint does not record its settings (an older hepfm), so it "
-                             "cannot be checked; start fresh by overwriting the run")
-        diff = _differences(saved["settings"], current)
-        if diff:
-            raise HepfmError(f"{run_dir}: its checkpoint comes from a run with other settings ({'; '.join(diff)}); "
-                             "rerun with the same settings to resume, or overwrite the run (or choose a new output "
-                             "folder) to start fresh")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        aug_gen.set_state(saved["aug_rng"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        if "torch_rng" in saved:  # dropout draws from the global generators: resume them where they were
-            torch.set_rng_state(saved["torch_rng"])
-            if saved.get("cuda_rng") is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        state = {"initial_loss": None, **saved["state"]}
-    net = model
-    if ctx.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bucketed = cfg.compile and model.compile_bucketed
-    if bucketed:
-        model.bucket_shapes = True  # a few padded shapes, not one per batch
-    if cfg.compile:  # bucketed: a few static shapes; otherwise torch's default (dynamic after a recompile)
-        net = torch.compile(net, dynamic=False if bucketed else None)
-    eval_net = model
-    # A frozen part gives every event the same output each epoch (its modules stay in eval mode).
-    cached = None if state["done"] else _cache_frozen(model, task, train, val, cfg, ctx, bf16)
-    embedded = cached is not None and cached[0] is model  # the model reads its frozen_rows()
-    if cached is not None:
-        net, train, val = cached  # the original rows are not kept: no second copy on the device
-        eval_net = net
-    logger = _Logger(run_dir, ctx.is_main, cfg.tensorboard)
-
-    def checkpoint() -> None:
-        if ctx.is_main:
-            save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "aug_rng": aug_gen.get_state(),
-                                      "torch_rng": torch.get_rng_state(),
-                                      "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                                      "state": state, "config": asdict(cfg), "settings": current,
-                                      **({"ema": ema.state_dict()} if ema is not None else {})})
-        ctx.barrier()
-
-    n_train, bs = len(train), cfg.batch_size
-    n_batches = math.ceil(n_train / bs)
-    batches_run = 0
-    stopped_early = False
-    if embedded:
-        model.embedded_inputs = True
-    try:
-        if state["initial_loss"] is None and state["epoch"] == 0 and state["batch"] == 0:
-            # What the untrained model scores: a run that never beats it is refused, not saved as trained.
-            state["initial_loss"] = evaluate(eval_net, task, val, cfg.eval_batch_size)["loss"]
-        while state["epoch"] < cfg.epochs and not state["done"]:
-            epoch = state["epoch"]
-            t0 = epoch_start = time.perf_counter()
-            events_start = state["batch"] * bs
-            train_mode(model)
-            with (EventProgress(n_train, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main) as bar,
-                  contextlib.ExitStack() as stack):
-                bar.advance(min(events_start, n_train))
-                batches = train.epoch_batches(epoch, cfg.seed, bs, ctx.rank, ctx.world, state["batch"])
-                if cfg.read_ahead and not isinstance(train, EventData):
-                    batches = stack.enter_context(contextlib.closing(ReadAhead(batches, cfg.read_ahead)))
-                for b, (global_size, x, mask, y) in enumerate(batches, start=state["batch"]):
-                    if cfg.augment:
-                        x = augment(x, mask, cfg.augment, aug_gen, rank=ctx.rank, world=ctx.world,
-                                    global_size=global_size)
-                    hidden = None
-                    if task.masked:
-                        u = batch_uniforms(cfg.seed, epoch, b, global_size, device)[ctx.rank::ctx.world]
-                        x, hidden, y = task.mask(x, mask, u, model.scaling)
-                    if bucketed:  # after augmentation and masking, which draw per object slot
-                        x, mask, hidden = pad_width(x, mask, hidden)
-                    with _autocast(device, bf16):
-                        out = net(x, mask) if hidden is None else net(x, mask, hidden)
-                    losses = task.loss(out, y)
-                    loss = losses.sum() * (ctx.world / global_size)
-                    if not torch.isfinite(loss):
-                        raise HepfmError(f"non-finite training loss at epoch {epoch + 1}, batch {b + 1}; the last "
-                                         f"checkpoint in {run_dir} is left as it was (try a lower learning rate)")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    _step(opt, warmup_factor(cfg, epoch * n_batches + b))
-                    if ema is not None:
-                        ema.update()
-                    state["loss_sum"] += float(losses.detach().sum())
-                    state["loss_events"] += len(y)
-                    state["batch"] = b + 1
-                    bar.advance(global_size)
-                    batches_run += 1
-                    mid_epoch = state["batch"] < n_batches
-                    if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and mid_epoch:
-                        state["elapsed"] += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        checkpoint()
-                    if cfg.stop_after_batches is not None and batches_run >= cfg.stop_after_batches:
-                        raise SimulatedKill(f"stopped after {batches_run} batches")
-            epoch_lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with, before the schedule steps
-            sched.step()
-            now = time.perf_counter()
-            state["elapsed"] += now - t0
-            rate = (n_train - events_start) / max(now - epoch_start, 1e-9)
-            with kept_weights():
-                metrics = evaluate(eval_net, task, val, cfg.eval_batch_size)  # float32, as the test evaluation
-            loss_sum, loss_events = ctx.all_sum([state["loss_sum"], float(state["loss_events"])])
-            row = {"epoch": epoch + 1, "wall_time_s": round(state["elapsed"], 4),
-                   "train_loss": loss_sum / max(loss_events, 1), "val_loss": metrics.pop("loss"),
-                   **{f"val_{k}": v for k, v in metrics.items()},
-                   "lr": epoch_lr, "events_per_s": round(rate, 1)}
-            improved = row["val_loss"] < state["best_loss"] - cfg.min_delta
-            row["best"] = int(improved)  # the last flagged epoch is the one whose weights are kept
-            state["history"].append(row)
-            if improved:
-                with kept_weights():
-                    state.update(best_loss=row["val_loss"], best_epoch=epoch + 1, bad_epochs=0,
-                                 best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
-            else:
-                state["bad_epochs"] += 1
-            state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_events=0)
-            if state["bad_epochs"] >= cfg.patience:
-                state["done"] = stopped_early = True
-            logger.log(state["history"])
-            checkpoint()
-    finally:
-        logger.close()
-        if bucketed:
-            model.bucket_shapes = False
-        if embedded:
-            model.embedded_inputs = False
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    return FitResult(history=state["history"], best_epoch=state["best_epoch"], best_val_loss=state["best_loss"],
-                     train_time_s=state["elapsed"], stopped_early=stopped_early or state["done"],
-                     initial_val_loss=state["initial_loss"])
+    _check_splits(train, val)
+    steps = _Fit(model, task, train, val, groups, cfg, run_dir, ctx or DistContext(), settings)
+    steps.resume()
+    steps.wrap()
+    return steps.run()

@@ -33,7 +33,7 @@ from hepfm.data.datasets import (
     open_source,
 )
 from hepfm.data.masking import object_classes
-from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, JET_PRETRAINING_TASKS, PRETRAINING_TASKS
+from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, HEADS, JET_PRETRAINING_TASKS, MULTI_TASK, PRETRAINING_TASKS
 from hepfm.data.streaming import StreamingEvents, pretraining_data_record
 from hepfm.errors import HepfmError, OverlapError
 from hepfm.io.schema import TYPE
@@ -56,7 +56,7 @@ from hepfm.train.lifecycle import resolved_path as _abs
 from hepfm.train.loading import pretraining_data
 from hepfm.train.record import RunRecord, known
 from hepfm.train.strategies import STRATEGIES, check_recipe, prepare
-from hepfm.train.tasks import Task
+from hepfm.train.tasks import HeavyTask, MultiTask, Task
 from hepfm.train.trainer import TrainConfig
 
 __all__ = ["NotImprovedWarning", "OverlapWarning", "UntrainedModelError", "evaluate_run", "finetune",
@@ -109,10 +109,11 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
              model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
              init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
              device: str = "auto", overwrite: bool = False, stream: bool | None = None,
-             regress: bool = False) -> dict:
-    """Pretrain a backbone on a store: multiclass over its processes, the 41 truth labels (multilabel), or the
+             regress: bool = False, heads: dict[str, float] | None = None) -> dict:
+    """Pretrain a backbone on a store: multiclass over its processes, the 41 truth labels (multilabel), the
     self-supervised masked-object task (any store, labels ignored; ``regress``: also regress the hidden
-    object's kinematics).
+    object's kinematics), or several of these and more as weighted ``heads`` of task ``multi``
+    (:func:`pretrain_multi`).
 
     ``stream``: read the training split from disk through a shuffle buffer instead of holding it in memory;
     None decides by the store's size (see :func:`hepfm.train.loading.pretraining_data`). ``lr`` None: the
@@ -127,9 +128,17 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
             raise HepfmError("jet tagging holds its jets in memory; it cannot stream them")
         return pretrain_jets(data, out, model=model, model_config=model_config, cfg=cfg, lr=lr, init_from=init_from,
                              split_seed=split_seed, max_events=max_events, device=device, overwrite=overwrite)
+    if task == MULTI_TASK:
+        if regress:
+            raise HepfmError("kinematic regression of the hidden object needs the masked task")
+        return pretrain_multi(data, out, heads or {}, model=model, model_config=model_config, cfg=cfg, lr=lr,
+                              init_from=init_from, split_seed=split_seed, max_events=max_events, device=device,
+                              overwrite=overwrite, stream=stream)
+    if heads:
+        raise HepfmError(f"heads are for --task {MULTI_TASK}, not {task}")
     if task not in EVENT_PRETRAINING_TASKS:
         raise HepfmError(f"unknown pretraining task {task!r}; choose from "
-                         f"{', '.join(PRETRAINING_TASKS)}")
+                         f"{', '.join((*PRETRAINING_TASKS, MULTI_TASK))}")
     if regress and task != "masked":
         raise HepfmError("kinematic regression of the hidden object needs the masked task")
     check_inputs(model, "objects", f"the {task} task")
@@ -164,6 +173,86 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
             if known(parent.task_options, {}).get("regress", False) != regress:
                 raise HepfmError(f"{init_from}: pretrained with regress={not regress}; continue with the same "
                                  "regress setting")
+        groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
+        result = run.fit(net, task_, splits, groups, settings)
+        summary = run.finish(net, task_, result, splits, RunRecord(
+            strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
+            init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
+            data_schema=schema, task_options=task_.summary()))
+    return {**summary, "stream": loading["stream"]}
+
+
+def _multi_task(heads: dict[str, float], names: dict[str, list[str]], train, masked_names) -> MultiTask:
+    """The multi-task of ``heads`` (head -> loss weight), each head's task built on its names; the heavy head's
+    standardisation is fitted on the training split."""
+    tasks = {}
+    for head, weight in heads.items():
+        if head == "heavy":
+            sample = train.sample() if isinstance(train, StreamingEvents) else train
+            task = HeavyTask.fitted(names[head], sample.targets[head])
+        elif head == "masked":
+            task = Task("masked", masked_names)
+        else:
+            task = Task(head, names[head])
+        tasks[head] = (task, weight)
+    return MultiTask(tasks)
+
+
+def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], model: str = "graphnet",
+                   model_config: dict | None = None, cfg: TrainConfig | None = None, lr: float | None = None,
+                   init_from: str | Path | None = None, split_seed: int = 0, max_events: int | None = None,
+                   device: str = "auto", overwrite: bool = False, stream: bool | None = None) -> dict:
+    """Pretrain one backbone on several heads with weighted losses: ``heads`` maps each head of
+    :data:`~hepfm.data.pretraining.HEADS` to its loss weight (:class:`~hepfm.train.tasks.MultiTask`).
+
+    The ``origin`` head classifies each object (the backbone's per-object head, used in training only: the
+    saved model holds the backbone and its event-level heads); a ``masked`` head masks every batch and the other
+    heads read the masked events (see :class:`~hepfm.train.tasks.MultiTask`). ``stream``: as :func:`pretrain`.
+    """
+    cfg = cfg or TrainConfig()
+    lr = learning_rates(cfg.optimizer, lr)[0]
+    check_run_options(lr, None, max_events, device)
+    unknown = [h for h in heads if h not in HEADS]
+    if not heads or unknown:
+        raise HepfmError(f"--task {MULTI_TASK} needs heads from {', '.join(HEADS)} with their loss weights (e.g. "
+                         f"--heads multiclass=1,origin=0.5){f'; unknown head {unknown[0]!r}' if unknown else ''}")
+    if set(heads) <= {"origin"}:
+        raise HepfmError(f"--task {MULTI_TASK}: the origin head needs an event-level head beside it (multiclass, "
+                         "multilabel, heavy or masked)")
+    check_inputs(model, "objects", f"the {MULTI_TASK} task")
+    for head in heads:
+        check_augment(head if head in EVENT_PRETRAINING_TASKS else "multilabel", cfg.augment)
+    run = Run(out, cfg, device, overwrite)
+    source_name, init_from, parent = resolve_parent(init_from)
+    open_for_training(data, max_events)
+    schema = data_schema(open_source(data)[0])
+    if parent is not None:
+        _check_schema(parent, data, source_name)
+    pretraining_events = pretraining_data_record(data, split_seed, max_events)
+    if parent is not None:
+        pretraining_events = parent.inherited_pretraining_data() + pretraining_events
+    heads = {h: float(w) for h, w in heads.items()}
+    settings = {"command": "pretrain", "data": _abs(data), "task": MULTI_TASK, "heads": heads, "model": model,
+                "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
+                "split_seed": split_seed, "max_events": max_events, "stream": stream}
+    if "masked" in heads:
+        model_config = {**(model_config or {}), "mask_token": True}
+    with run.guard():
+        ctx = run.start()
+        splits, names, loading = pretraining_data(data, MULTI_TASK, split_seed, max_events, stream, ctx, run.out,
+                                                  resume=run.resuming, heads=list(heads))
+        masked_names = masked_classes(data, splits["train"]) if "masked" in heads else None
+        task_ = _multi_task(heads, names, splits["train"], masked_names)
+        run.seed()
+        net = initial_model(model, task_.n_outputs, model_config, splits["train"], init_from, parent is not None)
+        if parent is not None:
+            parent_heads = known(parent.task_options, {}).get("heads", {})
+            if parent.task != MULTI_TASK or {h: v["names"] for h, v in parent_heads.items()} != {
+                    h: list(t.names) for h, (t, _) in task_.heads.items()}:
+                raise HepfmError(f"{init_from}: pretrained for {known(parent.task)}, not with these heads and "
+                                 "names; continue a multi-task pretraining with the same heads")
+        if task_.n_object_outputs:
+            net.add_object_head(task_.n_object_outputs)
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
         result = run.fit(net, task_, splits, groups, settings)
         summary = run.finish(net, task_, result, splits, RunRecord(
