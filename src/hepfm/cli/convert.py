@@ -43,8 +43,8 @@ def _print_conversion(report, plans_info: dict | None = None) -> None:
                       + (f" ({100 * resolved / total:.1f}%)" if total else ""))
     groups: dict[str, list[str]] = {}  # files with the same choices share one line
     for path, info in (plans_info or {}).items():
-        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; jet ID {info.get('jet_id')}; "
-                f"muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
+        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}, {info['btag_level_reason']}; "
+                f"jet ID {info.get('jet_id')}; muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
                 f"event quality {info['event_quality']}")
         groups.setdefault(line, []).append(path)
     for line, paths in groups.items():
@@ -191,8 +191,9 @@ def convert_physlite_cmd(
         raise typer.Exit(130) from None
     _print_conversion(report)
     for path, info in report.source_info.items():
-        console.print(f"  {path}: {info['data']}; b-tag {info['btag']}; electrons {info.get('electron_id')}, "
-                      f"{info.get('electron_isolation')}; muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
+        console.print(f"  {path}: {info['data']}; b-tag {info['btag']}, {info['btag_level_reason']}; "
+                      f"electrons {info.get('electron_id')}, {info.get('electron_isolation')}; "
+                      f"muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
                       f"jets {info.get('jet_vertex_tagger')}; MET {info['met']}; event quality {info['event_quality']}")
     _print_counts(report)
 
