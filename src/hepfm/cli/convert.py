@@ -200,7 +200,8 @@ def convert_physlite_cmd(
 
 @convert_app.command("ntuple")
 def convert_ntuple_cmd(
-    files: list[str] = typer.Argument(..., help="Analysis ntuple ROOT files or glob patterns (TTree or RNTuple)."),
+    files: list[str] = typer.Argument(..., help="Analysis ntuple files or glob patterns "
+                                      "(TTree, RNTuple, Parquet file or folder)."),
     mapping: str = typer.Option(..., "--mapping", "-m", help="YAML mapping of the ntuple's branches, or the name of a "
                                 "shipped one: atlas_opendata_13tev, cms_nanoaod, delphes."),
     out: Path = _OUT,
