@@ -200,3 +200,25 @@ def test_a_record_keeps_unknown_keys_and_refuses_a_newer_version():
         RunRecord.from_json({"record_version": "one"})
     assert RunRecord(strategy="scratch", init_from=None).to_json() == {"strategy": "scratch", "init_from": None,
                                                                        "record_version": RECORD_VERSION}
+
+
+def test_model_folders_are_read_as_records_below_the_training_layer(tmp_path):
+    """read_record gives inference, study and the CLI the typed record (the class train re-exports); a
+    config.json written before the record (no record_version) reads as version 0 with its keys."""
+    import hepfm.models.record as models_record
+    from hepfm.models.pretrained import describe_shipped
+    from hepfm.models.saving import read_record
+
+    assert RunRecord is models_record.RunRecord
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": {"model": "graphnet", "n_outputs": 2}, "task": "binary", "names": ["b", "s"], "lr": 0.001,
+        "training": {"train_time_s": 12.5, "test": {"auc": 0.9}}, "legacy_key": 3}))
+    record = read_record(folder)
+    assert (record.record_version, record.task, record.names, record.lr, record.model) == \
+        (0, "binary", ["b", "s"], 0.001, "graphnet")
+    assert record.training["train_time_s"] == 12.5 and record.extra == {"legacy_key": 3}
+    assert record.strategy is UNSET and known(record.strategy, "scratch") == "scratch"
+    rows = {row["name"]: row for row in describe_shipped()}
+    assert rows and all(row["error"] is None and row["model"] for row in rows.values())

@@ -12,11 +12,10 @@ import uproot
 from test_nanoaod import write_tree
 
 from hepfm.errors import HepfmError
-from hepfm.io.cms_eras import ERAS, closest_level, detect_era
+from hepfm.io.cms_eras import ERAS, detect_era
 from hepfm.io.lumimask import LumiMask
 from hepfm.io.nanoaod import NanoAODSelection, convert_nanoaod
 from hepfm.io.store import EventStore
-from hepfm.physics.detector import DetectorConfig
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 DY = "nano_dy.root"
@@ -71,14 +70,6 @@ def _one(out):
     return store.arrays(), next(iter(store.attrs()["source_info"].values()))
 
 
-def test_the_default_level_is_the_one_closest_to_the_simulated_detector():
-    assert closest_level(DetectorConfig()) == "medium"  # b 0.70, c 0.112, light 0.0033
-    assert closest_level(DetectorConfig(btag_efficiency_b=0.85, btag_efficiency_c=0.4,
-                                        btag_efficiency_light=0.1)) == "loose"
-    assert closest_level(DetectorConfig(btag_efficiency_b=0.5, btag_efficiency_c=0.02,
-                                        btag_efficiency_light=0.001)) == "tight"
-
-
 @pytest.mark.parametrize("run, pre_ul, era", [
     (260000, True, "2015"), (275000, False, "2016preVFP-UL"), (280000, False, "2016postVFP-UL"),
     (275000, True, "2016"), (300000, False, "2017-UL"), (315267, True, "2018"), (315267, False, "2018-UL"),
@@ -119,8 +110,9 @@ def test_the_2015_file_is_cut_at_the_2015_csvv2_medium_working_point(shared_data
     assert _one(tmp_path / "g")[0]["objects"][:, :, 4].sum() < data["objects"][:, :, 4].sum()
 
 
-@pytest.mark.parametrize("tagger, era, cut", [("btagUParTAK4B", "2024", 0.1272), ("btagPNetB", "2022", 0.245)])
-def test_run3_tagger_computed_jet_id_and_puppi_met(tmp_path, tagger, era, cut):
+@pytest.mark.parametrize("tagger, era, cut, tagged", [("btagUParTAK4B", "2024", 0.4648, 2),
+                                                      ("btagPNetB", "2022", 0.6734, 1)])
+def test_run3_tagger_computed_jet_id_and_puppi_met(tmp_path, tagger, era, cut, tagged):
     """NanoAOD v12/v15 layout: no Jet_jetId (v15), Run-3 taggers next to DeepJet, PuppiMET next to PFMET."""
     ele, muo = _leptons(4)
     write_nano(tmp_path / "r3.root", jets=run3_jets(tagger), electrons=ele, muons=muo,
@@ -132,11 +124,13 @@ def test_run3_tagger_computed_jet_id_and_puppi_met(tmp_path, tagger, era, cut):
     data, info = _one(tmp_path / "s")
     obj = data["objects"]
     jets = obj[obj[:, :, 6] == 1]
-    assert info["era"] == era and report.btag == [f"Jet_{tagger} > {cut:g} ({era} medium)"]
+    assert info["era"] == era and report.btag == [f"Jet_{tagger} > {cut:g} ({era} tight)"]
     assert info["jet_id"].startswith("tight, computed") and info["pileup_jet_id"] == "none (PUPPI jets)"
     assert len(jets) == 6  # the two jets failing the tight ID are gone
     assert sorted(jets[:, 0]) == [30, 35, 45, 55, 60, 70]
-    assert jets[:, 4].sum() == 4  # 0.28, 0.5, 0.9, 0.3 pass (DeepJet, 0.1 everywhere, would tag none)
+    # tight point (the default for Run-3 taggers): 0.9 passes, and 0.5 for UParTAK4 (DeepJet, 0.1 everywhere,
+    # would tag none)
+    assert jets[:, 4].sum() == tagged
     assert info["met"] == "PuppiMET" and np.allclose(obj[obj[:, :, 6] == 6][:, 0], 50.0)
 
 

@@ -244,3 +244,60 @@ def test_predict_scores_an_ntuple_through_its_mapping(opendata, tmp_path):
     r = hepfm("predict", tmp_path / "m", "--data", path, "--format", "ntuple", "--out", tmp_path / "t.parquet")
     one_line_error(r, "--format ntuple needs --mapping")
     assert not (tmp_path / "t.parquet").exists()
+
+
+def write_parquet(path, root_file, tree="analysis", rows=None):
+    """A Parquet copy of a ROOT tree (list columns for the jagged branches)."""
+    arrays = uproot.open(root_file)[tree].arrays()
+    ak.to_parquet(arrays if rows is None else arrays[rows], path)
+    return path
+
+
+def test_parquet_copy_gives_the_same_objects(opendata, tmp_path):
+    """The ATLAS Open Data mapping on a Parquet copy of the synthetic ROOT file: a file (found by its name,
+    the mapping's tree ignored) and a folder of two files read as one dataset (``format: parquet``)."""
+    events, _, a = opendata
+    root_file = write_tree(tmp_path / "mc.root", events)
+    single = write_parquet(tmp_path / "mc.parquet", root_file)
+    convert_ntuple([single], tmp_path / "one", "atlas_opendata_13tev", "tt", progress=False, step_size=64)
+    b = store_arrays(tmp_path / "one", "tt")
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    write_parquet(folder / "part-0.parquet", root_file, rows=slice(0, 120))
+    write_parquet(folder / "part-1.parquet", root_file, rows=slice(120, None))
+    text = load_mapping("atlas_opendata_13tev").source
+    yaml = open(text).read().replace("tree: analysis", "format: parquet")
+    mapping = tmp_path / "parquet.yaml"
+    mapping.write_text(yaml)
+    convert_ntuple([folder], tmp_path / "two", mapping, "tt", progress=False, step_size=100)
+    c = store_arrays(tmp_path / "two", "tt")
+    for key in a:
+        np.testing.assert_array_equal(a[key], c[key], err_msg=key)
+
+
+def test_parquet_one_line_errors(opendata, tmp_path):
+    events, _, _ = opendata
+    path = write_parquet(tmp_path / "mc.parquet", write_tree(tmp_path / "mc.root", events))
+    r = hepfm("convert", "ntuple", path, "--mapping", "atlas_opendata_13tev", "--out", tmp_path / "ok", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"{N} events read, {N} written" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: parquet\nmet: {pt: met, phi: met_phi}\ncollections:\n"
+                   "  jets: {kind: jet, pt: jet_ptt, eta: jet_eta, phi: jet_phi}\n")
+    r = hepfm("convert", "ntuple", path, "--mapping", bad, "--out", tmp_path / "s")
+    one_line_error(r, str(path), "Parquet dataset has no column jet_ptt", "collection 'jets'")
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet")
+    r = hepfm("convert", "ntuple", fake, "--mapping", "atlas_opendata_13tev", "--out", tmp_path / "s")
+    one_line_error(r, str(fake), "not a readable Parquet file")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(HepfmError, match="format: unknown format 'csv'"):
+        parse_mapping({"format": "csv", "met": {"pt": "m", "phi": "p"},
+                       "collections": {"j": {"kind": "jet", "pt": "a", "eta": "b", "phi": "c"}}}, "m.yaml")
+    with pytest.raises(HepfmError, match=r"m\.yaml: missing key 'tree'"):
+        parse_mapping({"met": {"pt": "m", "phi": "p"},
+                       "collections": {"j": {"kind": "jet", "pt": "a", "eta": "b", "phi": "c"}}}, "m.yaml")

@@ -11,7 +11,7 @@ from cli_runner import hepfm, one_line_error
 
 from hepfm.errors import HepfmError
 from hepfm.io import physlite
-from hepfm.io.physlite import BTAG, JETS, TAGGERS, closest_working_point, convert_physlite, discriminant
+from hepfm.io.physlite import BTAG, JETS, TAGGERS, convert_physlite, default_working_point, discriminant
 from hepfm.io.readers import open_events
 from hepfm.physics.detector import DetectorConfig
 
@@ -117,8 +117,9 @@ def test_report_records_choices_and_cuts(converted, shared_data):
 
 def test_working_point_and_discriminant():
     gn2 = TAGGERS["GN2v00"]
-    assert closest_working_point(gn2, DetectorConfig()) == 0.70
-    assert closest_working_point(gn2, DetectorConfig(btag_efficiency_b=0.8)) == 0.77
+    assert default_working_point(gn2, DetectorConfig()) == 0.70
+    assert default_working_point(gn2, DetectorConfig(btag_efficiency_b=0.8, btag_efficiency_c=0.12,
+                                                     btag_efficiency_light=0.004)) == 0.77
     # D = ln(pb / (fc pc + (1 - fc) pu)): with pb = pc = pu the discriminant is 0 whatever fc
     assert discriminant(np.array([0.3]), np.array([0.3]), np.array([0.3]), 0.1)[0] == pytest.approx(0.0)
     assert discriminant(np.array([0.9]), np.array([0.05]), np.array([0.05]), 0.018)[0] == pytest.approx(np.log(18))

@@ -43,8 +43,8 @@ def _print_conversion(report, plans_info: dict | None = None) -> None:
                       + (f" ({100 * resolved / total:.1f}%)" if total else ""))
     groups: dict[str, list[str]] = {}  # files with the same choices share one line
     for path, info in (plans_info or {}).items():
-        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}; jet ID {info.get('jet_id')}; "
-                f"muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
+        line = (f"era {info['era']} ({info['era_rule']}); b-tag {info['btag']}, {info['btag_level_reason']}; "
+                f"jet ID {info.get('jet_id')}; muon ID {info.get('muon_id')}; pileup jet ID {info['pileup_jet_id']}; "
                 f"event quality {info['event_quality']}")
         groups.setdefault(line, []).append(path)
     for line, paths in groups.items():
@@ -191,15 +191,17 @@ def convert_physlite_cmd(
         raise typer.Exit(130) from None
     _print_conversion(report)
     for path, info in report.source_info.items():
-        console.print(f"  {path}: {info['data']}; b-tag {info['btag']}; electrons {info.get('electron_id')}, "
-                      f"{info.get('electron_isolation')}; muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
+        console.print(f"  {path}: {info['data']}; b-tag {info['btag']}, {info['btag_level_reason']}; "
+                      f"electrons {info.get('electron_id')}, {info.get('electron_isolation')}; "
+                      f"muons {info.get('muon_id')}, {info.get('muon_isolation')}; "
                       f"jets {info.get('jet_vertex_tagger')}; MET {info['met']}; event quality {info['event_quality']}")
     _print_counts(report)
 
 
 @convert_app.command("ntuple")
 def convert_ntuple_cmd(
-    files: list[str] = typer.Argument(..., help="Analysis ntuple ROOT files or glob patterns (TTree or RNTuple)."),
+    files: list[str] = typer.Argument(..., help="Analysis ntuple files or glob patterns "
+                                      "(TTree, RNTuple, Parquet file or folder)."),
     mapping: str = typer.Option(..., "--mapping", "-m", help="YAML mapping of the ntuple's branches, or the name of a "
                                 "shipped one: atlas_opendata_13tev, cms_nanoaod, delphes."),
     out: Path = _OUT,

@@ -32,6 +32,7 @@ from torch import nn
 from hepfm._version import __version__
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write
+from hepfm.models.record import UNSET, known
 from hepfm.physics.objects import FEATURES
 
 #: Shapes the model is traced with; the exported dimensions stay free.
@@ -106,11 +107,11 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
         raise HepfmError(f"--opset {opset}: the installed ONNX exporter writes opsets {low} to {high}")
     folder = resolve(model_ref)
     model = load(model_ref).eval()
-    config = model.metadata
-    if "task" not in config:
+    record = model.record
+    if record.task is UNSET:
         raise HepfmError(f"{folder / CONFIG}: no task recorded (a model saved outside training cannot be exported)")
     try:
-        task = Task(config["task"], list(config["names"]))
+        task = Task(record.task, list(record.names))
     except ValueError as exc:
         raise HepfmError(f"{folder / CONFIG}: {exc}") from None
     model.for_export()  # e.g. the hierarchical model's batch-trimmed constituent width: untraceable
@@ -129,7 +130,7 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
                          f"nothing was written to {out}")
     meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
             "features": json.dumps(list(FEATURES)), "source": str(model_ref),
-            "data_schema": json.dumps(config.get("data_schema", {})),
+            "data_schema": json.dumps(known(record.data_schema, {})),
             "inputs": model.inputs, **model.export_metadata()}
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -38,6 +38,7 @@ import torch
 
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write_bytes
+from hepfm.models.record import RunRecord, known
 
 FORMATS = {".parquet": "parquet", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root"}
 #: Events per chunk read, scored and written.
@@ -327,13 +328,13 @@ def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
 # ------------------------------------------------------------------------------------------- scoring
 
 
-def score_names(config: dict) -> list[str]:
+def score_names(record: RunRecord) -> list[str]:
     """Output column names of a model: ``score_<class>`` per class (binary tasks: ``score_signal``)."""
-    task, names = config.get("task"), list(config.get("names", []))
+    task, names = known(record.task), list(known(record.names) or [])
     if task == "binary":
         return ["score_signal"]
     if not names:
-        return [f"score_{k}" for k in range(config["architecture"]["n_outputs"])]
+        return [f"score_{k}" for k in range(record.architecture["n_outputs"])]
     return [f"score_{n}" for n in names]
 
 
@@ -376,11 +377,11 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
         raise HepfmError(f"batch and chunk sizes must be positive, got {batch_size} and {chunk_size}")
     dev = torch.device(device)
     model = load(model_ref, device=dev).eval()
-    config = model.metadata
-    task = Task(config["task"], list(config["names"]))
-    columns = score_names(config)
+    record = model.record
+    task = Task(record.task, list(record.names))
+    columns = score_names(record)
     if detector is None:  # select ROOT inputs' objects as the model's training events were
-        trained = (config.get("data_schema") or {}).get("detector")
+        trained = (known(record.data_schema) or {}).get("detector")
         detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()
     hierarchical = getattr(model, "inputs", "objects") == "objects+constituents"
     if chunk_size is None:
@@ -395,7 +396,7 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     if isinstance(source, _StoreInput):
         from hepfm.models.pretrained import schema_differences
 
-        diffs = schema_differences(config, source.store)
+        diffs = schema_differences(record.to_json(), source.store)
         if diffs:
             raise HepfmError(f"{data[0]}: these events differ from the model's training data: {'; '.join(diffs)}")
     metadata = {"model": str(model_ref), "task": task.name, "classes": list(task.names), "columns": columns,

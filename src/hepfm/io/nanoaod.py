@@ -43,8 +43,9 @@ although some muon is a PF muon that is global or tracker (the loose ID by defin
   ``PFMET`` (NanoAOD v13+), ``PuppiMET`` that the file has.
 
 b-tagging: the era's tagger (2015 CSVv2; Run 2 DeepJet; 2022-2023 ParticleNet; 2024 UParTAK4), or the
-next of the era's taggers the file has filled, at the working point whose nominal efficiencies are
-closest to the simulated detector's (medium for the default detector). The discriminant and the cut can
+next of the era's taggers the file has filled, at the working point whose b-tag multiplicity in tt̄
+and W/Z + jets is closest to the simulated detector's (:func:`hepfm.io.cms_eras.default_level`; the level
+and why are recorded as ``btag_level`` and ``btag_level_reason``). The discriminant and the cut can
 be given instead (``btag_branch``, ``btag_cut``).
 
 Event quality, collision data only (no ``genWeight``): ``Flag_METFilters`` (the MET-filter decision
@@ -68,7 +69,7 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
-from hepfm.io.cms_eras import TAGGERS, Era, closest_level, detect_era
+from hepfm.io.cms_eras import LEVELS, TAGGERS, Era, default_level, detect_era, level_reason
 from hepfm.io.lumimask import LumiMask
 from hepfm.io.readers import open_events
 from hepfm.physics.detector import DetectorConfig
@@ -205,7 +206,6 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, sel: NanoAODSelection, btag
 
 
 def _choose_btag(path, era: Era, cfg, names, placeholders, btag_branch, btag_cut, info) -> tuple[str, float]:
-    level = closest_level(cfg)
     if btag_branch is None:
         usable = [b for b in era.btag if b in names and b not in placeholders]
         if not usable:
@@ -218,13 +218,15 @@ def _choose_btag(path, era: Era, cfg, names, placeholders, btag_branch, btag_cut
     if btag_cut is None:
         if btag_branch not in era.btag:
             raise HepfmError(f"{btag_branch}: no {era.name} working point for this discriminant; give the b-tag cut")
-        btag_cut = era.btag[btag_branch][("loose", "medium", "tight").index(level)]
-        source = f"{era.name} {level}"
+        level = default_level(btag_branch, cfg)
+        btag_cut = era.btag[btag_branch][LEVELS.index(level)]
+        source, reason = f"{era.name} {level}", level_reason(btag_branch, cfg, level)
     else:
-        source = "given"
+        source = level = "given"
+        reason = "cut given by the caller"
     info.update(btag=f"{btag_branch} > {btag_cut:g} ({source})", btag_branch=btag_branch,
                 btag_tagger=TAGGERS.get(btag_branch, btag_branch), btag_working_point=btag_cut,
-                btag_level=level if source != "given" else "given")
+                btag_level=level, btag_level_reason=reason)
     return btag_branch, btag_cut
 
 

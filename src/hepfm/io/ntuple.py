@@ -6,7 +6,8 @@ identification (``require``) and b-tag definitions.
 
 A mapping (examples ship in ``hepfm/io/mappings``: :func:`shipped_mappings`)::
 
-    tree: analysis                 # TTree or RNTuple name
+    tree: analysis                 # TTree or RNTuple name (not needed for Parquet)
+    format: root                   # root (default) or parquet; files named *.parquet / *.pq are read as Parquet
     units: GeV                     # GeV or MeV, for every momentum and energy below (per collection too)
     weight: [mcWeight, ScaleFactor_PILEUP]   # one branch or a product of branches; absent: 1
     identity: {run: runNumber, event: eventNumber, luminosity_block: lumiBlock}   # each optional
@@ -27,6 +28,10 @@ A mapping (examples ship in ``hepfm/io/mappings``: :func:`shipped_mappings`)::
         phi: jet_phi
         btag: {branch: jet_btag_quantile, cut: 3.5}   # tagged above the cut; or {branch, bits}, {flag}
         require: [jet_jvt]
+
+Parquet: a file, or a folder of Parquet files read as one dataset, with one column per branch (list
+columns for the jagged ones); the mapping names columns as it names branches, and a missing column is a
+one-line error like a missing branch.
 
 ``require`` entries: a branch name (the object passes when it is true or non-zero), or
 ``{branch, min, max, bits, relative}``: value >= min, value <= max, (value & bits) != 0; ``relative``
@@ -51,14 +56,15 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
-from hepfm.io.readers import Format, open_events
+from hepfm.io.readers import Format, ParquetSource, is_parquet, open_events, open_parquet
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.objects import Objects, any_within, in_crack
 
 FORMAT = Format("ntuple", "(from the mapping)", "analysis ntuple")
 KINDS = ("electron", "muon", "photon", "jet", "tau")
 UNITS = {"GeV": 1.0, "MeV": 1e-3, "TeV": 1e3}
-_TOP_KEYS = {"tree", "units", "weight", "identity", "met", "collections", "description"}
+_TOP_KEYS = {"tree", "format", "units", "weight", "identity", "met", "collections", "description"}
+FORMATS = ("root", "parquet")
 _COLLECTION_KEYS = {"kind", "pt", "eta", "phi", "energy", "mass", "charge", "btag", "require", "units"}
 _IDENTITY_KEYS = {"run", "event", "luminosity_block"}
 _REQUIRE_KEYS = {"branch", "min", "max", "bits", "relative"}
@@ -123,6 +129,7 @@ class Mapping:
     collections: tuple
     met_pt: str
     met_phi: str
+    format: str = "root"  # or "parquet"
     met_scale: float = 1.0
     weight: tuple = ()
     identity: dict = field(default_factory=dict)
@@ -185,7 +192,12 @@ def _scale(where: str, value, default: float) -> float:
 
 def parse_mapping(raw, source: str = "mapping") -> Mapping:
     """A :class:`Mapping` from parsed YAML (errors name ``source`` and the key)."""
-    top = _keys(source, raw, _TOP_KEYS, ("tree", "met", "collections"))
+    top = _keys(source, raw, _TOP_KEYS, ("met", "collections"))
+    fmt = top.get("format") or "root"
+    if fmt not in FORMATS:
+        raise HepfmError(f"{source}: format: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt == "root" and top.get("tree") in (None, ""):
+        raise HepfmError(f"{source}: missing key 'tree' (the TTree or RNTuple of the events)")
     scale = _scale(f"{source}: units", top.get("units"), 1.0)
     met = _keys(f"{source}: met", top["met"], {"pt", "phi", "units"}, ("pt", "phi"))
     weight = top.get("weight") or []
@@ -199,7 +211,8 @@ def parse_mapping(raw, source: str = "mapping") -> Mapping:
     parsed = tuple(_collection(f"{source}: collections.{name}", str(name), spec, scale) for name, spec in colls.items())
     if not any(c.kind == "jet" or "jet" in c.kind_values.values() for c in parsed):
         raise HepfmError(f"{source}: collections: no jet collection (kind: jet)")
-    return Mapping(source=source, tree=_name(f"{source}: tree", top["tree"]), collections=parsed,
+    tree = _name(f"{source}: tree", top["tree"]) if top.get("tree") not in (None, "") else "parquet"
+    return Mapping(source=source, tree=tree, collections=parsed, format=fmt,
                    met_pt=_name(f"{source}: met.pt", met["pt"]), met_phi=_name(f"{source}: met.phi", met["phi"]),
                    met_scale=_scale(f"{source}: met.units", met.get("units"), scale),
                    weight=tuple(_name(f"{source}: weight", w) for w in weight),
@@ -287,13 +300,22 @@ def _check_units(tree, path: Path, mapping: Mapping) -> None:
                                  f"are not in the same units; check {mapping.source}")
 
 
+def _require(tree, path: Path, mapping: Mapping, names, purpose: str) -> None:
+    if not isinstance(tree, ParquetSource):
+        cv.require_branches(tree, path, mapping.tree, names, purpose)
+        return
+    missing = [n for n in names if n not in tree.keys()]
+    if missing:
+        raise HepfmError(f"{path}: Parquet dataset has no column {', '.join(missing)} (needed for {purpose})")
+
+
 def plan_file(tree, path: Path, cfg: DetectorConfig, mapping: Mapping) -> cv.FilePlan:
     """Check a file against a mapping and return how to convert it (errors name the file and the mapping)."""
     for c in mapping.collections:
-        cv.require_branches(tree, path, mapping.tree, c.branches(), f"collection {c.name!r} of {mapping.source}")
-    cv.require_branches(tree, path, mapping.tree, [mapping.met_pt, mapping.met_phi], f"MET of {mapping.source}")
-    cv.require_branches(tree, path, mapping.tree, [*mapping.weight, *mapping.identity.values()],
-                        f"the weight and identity of {mapping.source}")
+        _require(tree, path, mapping, c.branches(), f"collection {c.name!r} of {mapping.source}")
+    _require(tree, path, mapping, [mapping.met_pt, mapping.met_phi], f"MET of {mapping.source}")
+    _require(tree, path, mapping, [*mapping.weight, *mapping.identity.values()],
+             f"the weight and identity of {mapping.source}")
     _check_units(tree, path, mapping)
     info: dict = {"mapping": mapping.source, "data": "simulation" if mapping.weight else "weight 1 (no weight branch)",
                   "collections": {}, "taus": cfg.tau_tagging}
@@ -433,12 +455,24 @@ def _convert_chunk(chunk, entry_start: int, cfg: DetectorConfig, mapping: Mappin
     return cv.finish_chunk([jet, *selected, met_obj], n, cfg, bad, weight, event_id, run=run, luminosity_block=lumi)
 
 
+def _expand(inputs: Sequence[str | Path]) -> list[Path]:
+    """Input files from names and glob patterns; a folder of Parquet files is one input (a dataset)."""
+    if not inputs:
+        return cv.expand_inputs(inputs)
+    paths: list[Path] = []
+    for item in inputs:
+        folder = Path(str(item))
+        paths.extend([folder] if folder.is_dir() and is_parquet(folder) else cv.expand_inputs([item]))
+    return list(dict.fromkeys(paths))
+
+
 def plan_files(inputs: Sequence[str | Path], cfg: DetectorConfig, mapping: Mapping) -> tuple[list[Path], list, dict]:
     """Open and check ntuple files (names or glob patterns) against a mapping: (paths, plans, shard attributes)."""
-    paths = cv.expand_inputs(inputs)
+    paths = _expand(inputs)
     plans = []
     for p in paths:
-        tree = open_events(p, mapping.tree)
+        parquet = mapping.format == "parquet" or is_parquet(p)
+        tree = open_parquet(p) if parquet else open_events(p, mapping.tree)
         try:
             plans.append(plan_file(tree, p, cfg, mapping))
         except HepfmError:

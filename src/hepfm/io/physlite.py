@@ -33,9 +33,10 @@ b-tagging: each jet's ``btaggingLink`` (``m_persIndex``) points at its entry of
 ``BTagging_AntiKt4EMPFlowAuxDyn``. The tagger is GN2 (``GN2v00``) where the file has it, else DL1d
 (``DL1dv01``); the discriminant is D = ln(pb / (fc pc + (1 - fc) pu)) with the tagger's published charm
 fraction (:data:`TAGGERS`: fc = 0.1 for GN2v00, 0.018 for DL1dv01), and the working point the fixed-cut
-one whose b-jet efficiency is closest to the simulated detector's (``btag_efficiency_b``: 70% for the
-default detector). A jet whose link points outside its event's b-tagging container is counted and not
-tagged. A discriminant and cut can be given instead (``tagger``, ``btag_cut``).
+one whose b-tag multiplicity in tt̄ and W/Z + jets is closest to the simulated detector's
+(:func:`default_working_point`, recorded with its reason as ``btag_level_reason``). A jet whose link
+points outside its event's b-tagging container is counted and not tagged. A discriminant and cut can be
+given instead (``tagger``, ``btag_cut``).
 
 Missing ET. ``MET_Core_AnalysisMET`` holds only the soft terms (``SoftClusCore``, ``PVSoftTrkCore``); the
 hard terms are rebuilt from the objects, which is what ATLAS's METMaker does with calibrated objects. Here
@@ -67,6 +68,7 @@ import numpy as np
 
 from hepfm.errors import HepfmError
 from hepfm.io import convert as cv
+from hepfm.io.btag_levels import best_level, describe_choice
 from hepfm.io.readers import Format, open_events
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.objects import Objects, any_within, in_crack
@@ -89,19 +91,30 @@ CORE_INCOMPLETE_BIT = 18
 
 @dataclass(frozen=True)
 class Tagger:
-    """A b-tagging algorithm of PHYSLITE: its charm fraction and fixed-cut working points (b-efficiency -> cut)."""
+    """A b-tagging algorithm of PHYSLITE: its charm fraction, fixed-cut working points (b-efficiency -> cut)
+    and their published (c-jet, light-jet) rejections in tt̄ (b-efficiency -> (1/e_c, 1/e_light))."""
 
     name: str
     charm_fraction: float
     working_points: dict
+    rejections: dict
+
+    @property
+    def efficiencies(self) -> dict[float, tuple[float, float, float]]:
+        """(b, c, light) efficiencies of each fixed-cut working point."""
+        return {eff: (eff, 1.0 / c_rej, 1.0 / light_rej) for eff, (c_rej, light_rej) in self.rejections.items()}
 
 
 #: Taggers in order of preference, with the published charm fraction of the discriminant and the
 #: fixed-cut working points of the EMPFlow jets (ATLAS flavour-tagging recommendations for release 22:
-#: DL1dv01 from the 2022 calibration file, GN2v00 the 2023 pseudo-continuous bin edges).
+#: DL1dv01 from the 2022 calibration file, GN2v00 the 2023 pseudo-continuous bin edges). The rejections are
+#: read off the published tt̄ performance curves (jets with 20 < pT < 250 GeV; DL1d ATL-PHYS-PUB-2022-047,
+#: GN2 arXiv:2505.19689) to about 10%; they only rank the working points against the simulated detector.
 TAGGERS: dict[str, Tagger] = {
-    "GN2v00": Tagger("GN2v00", 0.1, {0.60: 5.394, 0.70: 3.875, 0.77: 2.893, 0.85: 1.638}),
-    "DL1dv01": Tagger("DL1dv01", 0.018, {0.60: 4.884, 0.70: 3.494, 0.77: 2.456, 0.85: 0.948}),
+    "GN2v00": Tagger("GN2v00", 0.1, {0.60: 5.394, 0.70: 3.875, 0.77: 2.893, 0.85: 1.638},
+                     {0.60: (60.0, 3000.0), 0.70: (22.0, 900.0), 0.77: (10.0, 350.0), 0.85: (4.0, 80.0)}),
+    "DL1dv01": Tagger("DL1dv01", 0.018, {0.60: 4.884, 0.70: 3.494, 0.77: 2.456, 0.85: 0.948},
+                      {0.60: (27.0, 1300.0), 0.70: (9.5, 420.0), 0.77: (5.0, 150.0), 0.85: (2.6, 35.0)}),
 }
 
 
@@ -146,9 +159,10 @@ class _FilePlan:
     counts: dict = field(default_factory=dict)
 
 
-def closest_working_point(tagger: Tagger, cfg: DetectorConfig) -> float:
-    """The tagger's fixed-cut b-efficiency closest to the simulated detector's b-tag efficiency."""
-    return min(tagger.working_points, key=lambda eff: abs(eff - cfg.btag_efficiency_b))
+def default_working_point(tagger: Tagger, cfg: DetectorConfig) -> float:
+    """The tagger's fixed-cut working point (its b-efficiency) whose tt̄ and W/Z + jets b-tag multiplicity is
+    closest to the simulated detector's (:mod:`hepfm.io.btag_levels`)."""
+    return best_level(tagger.efficiencies, cfg)
 
 
 def discriminant(pb: np.ndarray, pc: np.ndarray, pu: np.ndarray, charm_fraction: float) -> np.ndarray:
@@ -189,14 +203,16 @@ def plan_file(tree, path: Path, cfg: DetectorConfig, sel: PhysliteSelection, tag
         cv.require_branches(tree, path, TREE, [_branch(EVENT, "mcEventWeights")], "the event weight of simulation")
 
     chosen = _choose_tagger(tree, path, names, tagger)
-    level = closest_working_point(chosen, cfg)
+    level = default_working_point(chosen, cfg)
     cut = chosen.working_points[level] if btag_cut is None else float(btag_cut)
+    reason = describe_choice(chosen.efficiencies, cfg, level) if btag_cut is None else "cut given by the caller"
     info: dict = {"data": "simulation" if simulation else "collision",
                   "btag": f"{chosen.name} D(fc={chosen.charm_fraction:g}) > {cut:g} "
                           + (f"({level:.0%} fixed cut)" if btag_cut is None else "(given)"),
                   "btag_tagger": chosen.name, "btag_branch": f"{BTAG}.{chosen.name}_pb/pc/pu",
                   "btag_working_point": cut, "btag_charm_fraction": chosen.charm_fraction,
-                  "btag_level": f"FixedCutBEff_{round(level * 100)}" if btag_cut is None else "given"}
+                  "btag_level": f"FixedCutBEff_{round(level * 100)}" if btag_cut is None else "given",
+                  "btag_level_reason": reason}
     plan = _FilePlan(tagger=chosen, btag_cut=cut, simulation=simulation)
     plan.photons = set(kin(PHOTONS)) <= names
     plan.taus = cfg.tau_tagging and set(kin(TAUS) + [_branch(TAUS, "charge")]) <= names

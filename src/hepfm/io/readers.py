@@ -15,6 +15,10 @@ written by ATLAS the auxiliary-store fields are named ``AnalysisJetsAuxDyn:pt`` 
 ``AnalysisJetsAuxDyn.pt``; CMS NanoAOD keeps its branch names. A name the RNTuple lacks is therefore looked
 up in the ATLAS spelling (first ``.`` replaced by ``:``), and the chunk's field renamed back. A TTree is
 returned as uproot opens it, so TTree conversions are exactly what they were.
+
+Parquet. :func:`open_parquet` gives a Parquet file, or a folder of them read as one dataset in name
+order, the same interface (:class:`ParquetSource`): columns are the branches, list columns the jagged
+ones (read with pyarrow, converted with awkward), chunks of ``step_size`` rows read batch by batch.
 """
 
 from __future__ import annotations
@@ -99,6 +103,96 @@ class RNTupleSource:
             columns = {name: _field_of(chunk, field) for name, field in zip(names, stored, strict=True)}
             chunk = ak.zip(columns, depth_limit=1)
             yield (chunk, _Report(start, stop)) if report else chunk
+
+
+#: File name endings read as Parquet.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def is_parquet(path: Path) -> bool:
+    """True for a Parquet file (by its name) or a folder holding Parquet files."""
+    path = Path(path)
+    if path.is_dir():
+        return any(p.suffix in PARQUET_SUFFIXES for p in path.iterdir())
+    return path.suffix in PARQUET_SUFFIXES
+
+
+class _ParquetColumn:
+    def __init__(self, source: ParquetSource, name: str) -> None:
+        self._source, self._name = source, name
+
+    def array(self, entry_stop: int | None = None, library: str = "ak"):
+        """The column's values up to ``entry_stop`` (awkward, or numpy with ``library="np"``)."""
+        import awkward as ak
+
+        parts, left = [], self._source.num_entries if entry_stop is None else int(entry_stop)
+        for chunk in self._source.iterate([self._name], step_size=max(min(left, 65536), 1)):
+            parts.append(chunk[self._name][:left])
+            left -= len(parts[-1])
+            if left <= 0:
+                break
+        values = ak.concatenate(parts) if parts else ak.Array([])
+        return ak.to_numpy(values) if library == "np" else values
+
+
+class ParquetSource:
+    """A Parquet file or a folder of Parquet files behind the TTree interface the readers use."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        self.path = path
+        self.files = sorted(p for p in path.iterdir() if p.suffix in PARQUET_SUFFIXES) if path.is_dir() else [path]
+        self._meta = [pq.ParquetFile(f) for f in self.files]
+        schemas = [m.schema_arrow for m in self._meta]
+        self._columns = list(schemas[0].names)
+        for f, schema in zip(self.files[1:], schemas[1:], strict=True):
+            if not schema.equals(schemas[0]):
+                raise HepfmError(f"{f}: its columns differ from those of {self.files[0]} in the same Parquet dataset")
+        self.num_entries = sum(m.metadata.num_rows for m in self._meta)
+        self.classname = "Parquet"
+
+    def keys(self) -> list[str]:
+        """Every column."""
+        return list(self._columns)
+
+    def __getitem__(self, name: str) -> _ParquetColumn:
+        if name not in self._columns:
+            import uproot
+
+            raise uproot.KeyInFileError(name, because="no such column in the Parquet dataset")
+        return _ParquetColumn(self, name)
+
+    def iterate(self, names: Iterable[str], *, step_size: int, library: str = "ak",
+                report: bool = False) -> Iterator:
+        """Chunks of ``step_size`` rows of the named columns (a chunk does not span two files)."""
+        import awkward as ak
+
+        names = list(names)
+        start = 0
+        for meta in self._meta:
+            for batch in meta.iter_batches(batch_size=int(step_size), columns=names):
+                chunk = ak.from_arrow(batch)
+                chunk = ak.zip({n: chunk[n] for n in names}, depth_limit=1)
+                stop = start + len(chunk)
+                yield (chunk, _Report(start, stop)) if report else chunk
+                start = stop
+
+
+def open_parquet(path: Path) -> ParquetSource:
+    """The rows of a Parquet file or folder of Parquet files, with one-line errors for unreadable or empty input."""
+    try:
+        source = ParquetSource(path)
+    except HepfmError:
+        raise
+    except Exception as exc:  # pyarrow raises several exception types for files that are not Parquet
+        from hepfm.io.convert import reason
+
+        raise HepfmError(f"{path}: not a readable Parquet file or dataset ({reason(exc)})") from None
+    if source.num_entries == 0:
+        raise HepfmError(f"{path}: the Parquet dataset is empty (0 rows)")
+    return source
 
 
 def _field_of(chunk, name: str):

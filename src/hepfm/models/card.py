@@ -18,6 +18,7 @@ from hepfm.errors import HepfmError, disk_error
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
 from hepfm.models.pretrained import CARD, shipped_names
+from hepfm.models.record import RunRecord, known
 from hepfm.models.saving import CONFIG, WEIGHTS, read_config
 from hepfm.names import check_name
 
@@ -138,8 +139,9 @@ def publish(run: str | Path, name: str, dest: str | Path, notes: str = "", overw
     run, dest = Path(run), Path(dest)
     target = dest / name
     config = read_config(run)
-    if config.get("task") not in PUBLISHABLE_TASKS:
-        raise HepfmError(f"{run}: a {config.get('task')} model; only pretrained (multiclass or multilabel) models "
+    task = known(RunRecord.from_json(config, str(run / CONFIG)).task)
+    if task not in PUBLISHABLE_TASKS:
+        raise HepfmError(f"{run}: a {task} model; only pretrained (multiclass or multilabel) models "
                          "are published under a name")
     if not (run / WEIGHTS).is_file():
         raise HepfmError(f"{run / WEIGHTS}: missing (the run folder has no weights)")

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from hepfm.errors import HepfmError
-from hepfm.models.saving import CONFIG, load_model, read_config
+from hepfm.models.record import known
+from hepfm.models.saving import CONFIG, load_model, read_record
 
 CARD = "MODEL_CARD.md"
 
@@ -86,11 +87,11 @@ def describe_shipped() -> list[dict]:
     rows = []
     for name, folder in available().items():
         try:
-            config = read_config(folder)
-            training = config.get("training")
+            record = read_record(folder)
+            training = known(record.training)
             test = training.get("test", {}) if isinstance(training, dict) else {}
-            rows.append({"name": name, "folder": str(folder), "task": config.get("task"),
-                         "classes": list(config.get("names") or []), "model": config["architecture"]["model"],
+            rows.append({"name": name, "folder": str(folder), "task": known(record.task),
+                         "classes": list(known(record.names) or []), "model": record.model,
                          "test": test if isinstance(test, dict) else {},
                          "card": str(folder / CARD) if (folder / CARD).exists() else None, "error": None})
         except (HepfmError, OSError) as exc:

@@ -27,6 +27,7 @@ from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write, atomic_write_text
 from hepfm.io.rundir import CONFIG, WEIGHTS
 from hepfm.models.base import Backbone
+from hepfm.models.record import RunRecord
 from hepfm.models.registry import MODELS, create_model
 
 #: Bounds on a config.json's sizes, checked before any model is built (even on the meta device, a model of a
@@ -157,8 +158,15 @@ def _check_weights(model: Backbone, header: dict, folder: Path) -> None:
                              f"shape {list(header[key][1])}, the architecture's is {list(shape)})")
 
 
+def read_record(folder: str | Path) -> RunRecord:
+    """The run record (:class:`~hepfm.models.record.RunRecord`) of a model folder's config.json; files written
+    before the record read as version 0 with the same keys."""
+    return RunRecord.from_json(read_config(folder), str(Path(folder) / CONFIG))
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Backbone:
-    """Rebuild a model from its folder; its config dict is attached as ``model.metadata``.
+    """Rebuild a model from its folder; its config dict is attached as ``model.metadata`` and its run record
+    (:class:`~hepfm.models.record.RunRecord`) as ``model.record``.
 
     Nothing is allocated before the architecture in config.json is known to match the weights file.
     """
@@ -189,4 +197,5 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Backbo
         raise HepfmError(f"{folder / WEIGHTS}: weights do not match the architecture in {CONFIG} "
                          f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     model.metadata = config
+    model.record = RunRecord.from_json(config, str(folder / CONFIG))
     return model.to(device)

@@ -420,8 +420,9 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
 
     Every field is type- and range-checked; an error is one line naming ``source`` and the key.
     """
+    from hepfm.models.record import known
     from hepfm.models.registry import model_names
-    from hepfm.models.saving import read_config
+    from hepfm.models.saving import read_record
 
     if not isinstance(raw, dict):
         _fail(source, f"a study configuration must be a mapping, got {type(raw).__name__}")
@@ -532,11 +533,11 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
 
     for task, path in cfg.pretrained.items():
         try:
-            meta = read_config(resolve(path))  # a model folder or a shipped model's name
+            record = read_record(resolve(path))  # a model folder or a shipped model's name
         except HepfmError as exc:
             _fail(source, f"pretrain.{task}: {exc}")
-        if meta.get("task") != task:
-            _fail(source, f"pretrain.{task}: {show(path)} was pretrained for {show(meta.get('task'))}, not {task!r}")
+        if known(record.task) != task:
+            _fail(source, f"pretrain.{task}: {show(path)} was pretrained for {show(known(record.task))}, not {task!r}")
     need = block_events(max(cfg.sizes)) + cfg.test_size
     if any(not t.external for t in tasks) and need > cfg.downstream_events:
         _fail(source, f"size {max(cfg.sizes)} per class needs {need} events per process (training + "

@@ -43,7 +43,8 @@ from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
 from hepfm.models.batched import encode, predict
 from hepfm.models.pretrained import resolve as resolve_model
-from hepfm.models.saving import CONFIG, load_model, read_config
+from hepfm.models.record import known as recorded_or
+from hepfm.models.saving import CONFIG, load_model, read_record
 from hepfm.study.config import (
     HIERARCHICAL,
     STRATEGIES,
@@ -113,8 +114,8 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
     for task in cfg.pretraining_tasks:
         if task in cfg.pretrained:
             state.pretrained[task] = resolve_model(cfg.pretrained[task])
-            state.pretrain_time_s[task] = read_config(state.pretrained[task]).get("training", {}).get("train_time_s",
-                                                                                                      float("nan"))
+            training = recorded_or(read_record(state.pretrained[task]).training, {})
+            state.pretrain_time_s[task] = training.get("train_time_s", float("nan"))
             continue
         folder = state.layout.pretrained(task)
         if not ((folder / CONFIG).exists() and not (folder / CHECKPOINT).exists()):
@@ -128,10 +129,10 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
                      lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],
                      cfg=spec.train_config(seed=0, progress=progress, bf16=cfg.bf16,
                                            **({"augment": tuple(masked["augment"])} if masked.get("augment") else {})))
-        meta = read_config(folder)
+        training = read_record(folder).training
         state.pretrained[task] = folder
-        state.pretrain_time_s[task] = meta["training"]["train_time_s"]
-        console.print(f"  {task}: held-out {meta['training']['test']}, {meta['training']['train_time_s']:.0f} s")
+        state.pretrain_time_s[task] = training["train_time_s"]
+        console.print(f"  {task}: held-out {training['test']}, {training['train_time_s']:.0f} s")
         if task == "multilabel" and not (folder / StudyLayout.QUALITY).exists():
             quality = multilabel_backbone_quality(folder, cfg.pretrain_data or state.layout.store("pretrain"),
                                                   cfg.pretrain_max_events)
@@ -197,8 +198,8 @@ def cell_config(spec, seed: int, progress: bool = False, bf16: bool | None = Non
 def _check_finished(folder: Path, spec, seed: int, lr: float, recipe: dict | None = None) -> None:
     """Refuse to reuse a finished run trained with other settings than the configuration's (silently mixing
     protocols in one table is worse than an error)."""
-    meta = read_config(folder)
-    done = meta["training"]["config"]
+    record = read_record(folder)
+    done = record.training["config"]
     resolved = asdict(cell_config(spec, seed, recipe=recipe))
     # The settings that change what a run computes; a setting an older run did not record had its default.
     keys = ["epochs", "batch_size", "patience", "optimizer", "seed",
@@ -207,8 +208,8 @@ def _check_finished(folder: Path, spec, seed: int, lr: float, recipe: dict | Non
     defaults_ = asdict(TrainConfig())
     differ = [f"{k} {done.get(k, defaults_[k])} (configuration: {v})" for k, v in want.items()
               if _recorded(done.get(k, defaults_[k])) != v]
-    if not math.isclose(meta.get("lr", lr), lr):
-        differ.append(f"lr {meta.get('lr')} (configuration: {lr})")
+    if not math.isclose(recorded_or(record.lr, lr), lr):
+        differ.append(f"lr {recorded_or(record.lr)} (configuration: {lr})")
     if differ:
         raise HepfmError(f"{folder}: finished with other settings than this configuration's: {', '.join(differ)}; "
                          "run the changed configuration into a new study folder")
@@ -227,8 +228,7 @@ def run_summary(folder: Path) -> dict:
     """Validation scores at the restored (best) epoch, epochs, whether the epoch cap ended training, steps."""
     from hepfm.study.efficiency import read_history
 
-    meta = read_config(folder)
-    training = meta["training"]
+    training = read_record(folder).training
     best = [r for r in read_history(folder / "history.csv") if r["epoch"] == training["best_epoch"]]
     row = best[-1] if best else {}
     batch = training["config"]["batch_size"]
