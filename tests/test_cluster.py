@@ -183,12 +183,12 @@ def test_a_study_on_a_dask_cluster_equals_the_local_one(cluster, stores, tmp_pat
                         "pretrain": {"data": str(pre), "epochs": 1, "batch_size": 128, "lr": 1e-3},
                         "finetune": {"epochs": 2, "batch_size": 32, "lr_grid": [1e-3, 3e-3]}, "cka": {"events": 60}})
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the pretraining here, and every task's runs there, in one thread
     try:
         serial = run_study(cfg, tmp_path / "serial", progress=False)
+        on_dask = run_study(cfg, tmp_path / "dask", progress=False, threads=1, executor=_on(cluster))
     finally:
         torch.set_num_threads(before)
-    on_dask = run_study(cfg, tmp_path / "dask", progress=False, threads=1, executor=_on(cluster))
     assert serial.failures == [] and on_dask.failures == []
 
     def cells(root):
