@@ -49,7 +49,7 @@ def main() -> None:
     sources = [catalog_source(args.process)]
     rates: dict[str, list[float]] = {"local": [], "dask": []}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, tempfile.TemporaryDirectory() as tmp:
+                      dashboard_address=":0") as cluster, tempfile.TemporaryDirectory() as tmp:
         on_dask = Executor("dask", scheduler=cluster.scheduler_address)
         for repeat in range(args.repeats):
             stores = {}

@@ -37,7 +37,7 @@ def cluster():
     """A LocalCluster of two single-threaded worker processes, each restarted by its nanny when killed."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
         yield c
 
 

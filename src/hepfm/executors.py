@@ -112,7 +112,7 @@ def _start_cluster(path: str, distributed):
     kind, jobs, options = read_cluster_file(path)
     if kind == "local":
         return distributed.LocalCluster(**{"n_workers": jobs, "threads_per_worker": 1, "processes": True,
-                                           "dashboard_address": None, **options})
+                                           "dashboard_address": ":0", **options})
     try:
         import dask_jobqueue
     except ImportError:
@@ -139,7 +139,7 @@ def _connect(executor: Executor, workers: int):
         cluster = _start_cluster(executor.cluster, distributed)
     else:
         cluster = distributed.LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
     try:
         return distributed.Client(cluster, set_as_default=False), cluster
     except BaseException:
