@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hepfm.cli.app import app, console
+from hepfm.cli.options import _CLUSTER, _EXECUTOR, _SCHEDULER, executor_from_options
 from hepfm.errors import HepfmError
 
 
@@ -60,6 +61,9 @@ def generate(
     constituents: int = typer.Option(0, help="Also store up to K constituents (pT-ordered) and the truth flavour "
                                      "of every jet (0: none)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    executor: str = _EXECUTOR,
+    scheduler: Optional[str] = _SCHEDULER,
+    cluster: Optional[Path] = _CLUSTER,
 ) -> None:
     """Generate events (Pythia 8 -> detector -> truth labels) into a sharded HDF5 event store.
 
@@ -74,12 +78,15 @@ def generate(
       hepfm generate --lhe ttw.lhe --label ttw -o events
 
       hepfm generate ttbar qcd -n 20000 --constituents 32 -o jets   (jet constituents for jet tagging)
+
+      hepfm generate pretrain -n 1000000 -o /shared/pretrain --executor dask --scheduler tcp://head:8786
     """
     from hepfm.io.generate import catalog_source, lhe_source, plan_shards
     from hepfm.io.generate import generate as run
     from hepfm.physics.detector import DetectorConfig
     from hepfm.physics.processes import expand_names
 
+    where = executor_from_options(executor, scheduler, cluster)
     extra = tuple(set_ or ())
     if lhe is not None:
         if process:
@@ -96,13 +103,13 @@ def generate(
     detector = DetectorConfig.from_file(detector_config) if detector_config else None
     n_shards = len(plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector,
                                constituents))
-    if workers > n_shards:
+    if workers > n_shards and not where.is_dask:
         console.print(f"note: only {n_shards} shard(s) to make, so at most {n_shards} of the {workers} workers "
                       "will be busy; a smaller --shard-size or --num-shards splits the work further")
     try:
         report = run(sources, out, events, seed=seed, workers=workers, shard_size=shard_size,
                      num_shards=num_shards, shard_index=shard_index, detector=detector, progress=progress,
-                     constituents=constituents)
+                     constituents=constituents, executor=where)
     except KeyboardInterrupt:
         Console(stderr=True).print("hepfm: interrupted; complete shards are kept, partial ones were removed")
         raise typer.Exit(130) from None

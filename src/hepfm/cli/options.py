@@ -27,6 +27,20 @@ _ALLOW_OVERLAP = typer.Option(False, "--allow-overlap", help="Go on (with a warn
                               "overlap: true) when validation or test events were in the pretraining data.")
 _CONFIG = typer.Option(None, "--config", help="A run file (YAML: sections train, model, data; e.g. the run.yaml "
                        "of an earlier run): its settings replace the defaults, options given here replace its.")
+_EXECUTOR = typer.Option("local", help="Where the jobs run: local (this machine's processes) or dask (tasks of a "
+                         "Dask cluster: --scheduler, --cluster, or else a local cluster; needs hepfm[cluster]).")
+_SCHEDULER = typer.Option(None, help="With --executor dask: the address of a running Dask scheduler, e.g. "
+                          "tcp://head-node:8786 (its workers must see the output folder).")
+_CLUSTER = typer.Option(None, help="With --executor dask: a cluster file (YAML: kind slurm|htcondor|pbs|lsf|sge|"
+                        "local, jobs, options) from which dask-jobqueue starts the workers as batch jobs.")
+
+
+def executor_from_options(kind: str, scheduler: Optional[str], cluster: Optional[Path]):
+    """The :class:`hepfm.executors.Executor` of the --executor, --scheduler and --cluster options (Dask is not
+    imported here)."""
+    from hepfm.executors import Executor
+
+    return Executor(kind, scheduler, None if cluster is None else str(cluster))
 
 
 def _option_type(annotation):

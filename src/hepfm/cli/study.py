@@ -11,7 +11,11 @@ from rich.table import Table
 
 from hepfm.cli.app import app, console
 from hepfm.cli.options import (
+    _CLUSTER,
+    _EXECUTOR,
     _PROGRESS,
+    _SCHEDULER,
+    executor_from_options,
 )
 from hepfm.errors import HepfmError
 
@@ -31,29 +35,34 @@ def study(
     jobs: int = typer.Option(1, help="Train this many runs at once (tuning points, then seeds), in separate "
                              "processes sharing the cores (or one GPU)."),
     progress: bool = _PROGRESS,
+    executor: str = _EXECUTOR,
+    scheduler: Optional[str] = _SCHEDULER,
+    cluster: Optional[Path] = _CLUSTER,
 ) -> None:
     """Run the grid task x training size x strategy x seed and write Table I, efficiency, CKA and report.md.
 
     A rerun resumes: finished cells, stores and pretrained models are reused; failed cells are retried.
     --prepare-only, then parts of the grid (--task/--size/--strategy) in parallel processes or batch jobs,
-    then --report-only runs the same study in pieces.
+    then --report-only runs the same study in pieces. --executor dask runs the generation's shards, the tuning
+    points and the parts of the grid as tasks of a Dask cluster instead (the same results).
     """
     import dataclasses
 
     from hepfm.study.config import load_config
     from hepfm.study.run import CellFilter
 
+    where = executor_from_options(executor, scheduler, cluster)
     cfg = dataclasses.replace(load_config(config), device=device, bf16=bf16)
     if workers is not None:
         if workers < 1:
             raise HepfmError(f"--workers must be positive, got {workers}")
         cfg = dataclasses.replace(cfg, workers=workers)
     only = CellFilter(task or None, size or None, strategy or None)
-    _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only, jobs=jobs)
+    _run_study(cfg, out, report_only, progress, only=only, prepare_only=prepare_only, jobs=jobs, executor=where)
 
 
 def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, prepare_only: bool = False,
-               jobs: int = 1) -> list[dict]:
+               jobs: int = 1, executor=None) -> list[dict]:
     from hepfm.study.layout import StudyLayout
     from hepfm.study.report import collect, table_markdown, table_one, write_report
     from hepfm.study.run import CellFilter, run_study
@@ -67,7 +76,8 @@ def _run_study(cfg, out: Path, report_only: bool, progress: bool, only=None, pre
     if not report_only:
         try:
             failures = run_study(cfg, out, progress=progress, console=console, only=only,
-                                 prepare_only=prepare_only, jobs=jobs).failures
+                                 prepare_only=prepare_only, jobs=jobs,
+                                 **({} if executor is None else {"executor": executor})).failures
         except KeyboardInterrupt:
             Console(stderr=True).print("hepfm: interrupted; finished cells are kept, rerun to resume")
             raise typer.Exit(130) from None

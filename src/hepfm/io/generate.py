@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hepfm.errors import HepfmError
+from hepfm.executors import LOCAL, Executor, run_tasks, session
 from hepfm.io import store
 from hepfm.io.atomic import prepare_output_folder, remove_stale_temporaries
 from hepfm.io.lhe import count_lhe_events
@@ -242,30 +243,33 @@ class GenerationReport:
 def generate(sources: Sequence[Source], out: str | Path, events: int | None, seed: int = 1,
              workers: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, num_shards: int | None = None,
              shard_index: int | None = None, detector: DetectorConfig | None = None,
-             progress: bool = True, constituents: int = 0) -> GenerationReport:
+             progress: bool = True, constituents: int = 0, executor: Executor = LOCAL) -> GenerationReport:
     """Produce the event store ``out`` for ``sources``; see the module docstring. ``constituents`` = K
     also stores up to K constituents and the truth flavour of every jet.
 
     With ``workers > 1`` the workers are spawned processes (safe with threads, as in notebooks), so a
-    script that calls this must guard its entry point with ``if __name__ == "__main__":``.
+    script that calls this must guard its entry point with ``if __name__ == "__main__":``. A Dask ``executor``
+    runs the shards as tasks of its cluster instead (the same shards, seeds and bytes; ``out`` must be on a
+    file system its workers share); without a scheduler or cluster file it starts ``workers`` local workers.
     """
     out = Path(out)
     if workers <= 0:
         raise HepfmError(f"the number of workers must be positive, got {workers}")
     jobs = plan_shards(sources, events, out, seed, shard_size, num_shards, shard_index, detector, constituents)
-    created = prepare_output_folder(out)
-    try:
-        # One writer per store: two runs into one folder would mix their shards (workers run inside this lock).
-        with exclusive_lock(out, "event store"):
-            return _generate_locked(sources, jobs, out, workers, progress)
-    except BaseException:
-        if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with session(executor, workers):  # an unreachable scheduler is refused before the folder is made
+        created = prepare_output_folder(out)
+        try:
+            # One writer per store: two runs into one folder would mix their shards (workers run inside this lock).
+            with exclusive_lock(out, "event store"):
+                return _generate_locked(sources, jobs, out, workers, progress, executor)
+        except BaseException:
+            if created and not any(out.glob(f"*/{store.SHARD_GLOB}")):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 def _generate_locked(sources: Sequence[Source], jobs: list[ShardJob], out: Path, workers: int,
-                     progress: bool) -> GenerationReport:
+                     progress: bool, executor: Executor = LOCAL) -> GenerationReport:
     todo = [t for t in jobs if not _is_done(t)]
     if todo:  # a complete store is reused without Pythia (e.g. on a machine that only trains)
         for src in sources:
@@ -277,8 +281,10 @@ def _generate_locked(sources: Sequence[Source], jobs: list[ShardJob], out: Path,
             Path(t.path).parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(t.path)  # left by a killed run
         start = time.perf_counter()
-        n_done = _run(todo, workers, progress)
+        n_done = _run(todo, workers, progress, executor)
         seconds = time.perf_counter() - start
+        for t in todo:
+            remove_stale_temporaries(t.path)  # a Dask worker lost mid-write leaves its temporary; its task reran
         store.write_manifest(out)
     except BaseException:
         # Leave nothing behind that this run created and did not complete.
@@ -291,11 +297,14 @@ def _generate_locked(sources: Sequence[Source], jobs: list[ShardJob], out: Path,
     return GenerationReport(written=[t.path for t in todo], skipped=skipped, n_events=n_done, seconds=seconds)
 
 
-def _run(jobs: list[ShardJob], workers: int, show: bool) -> int:
+def _run(jobs: list[ShardJob], workers: int, show: bool, executor: Executor = LOCAL) -> int:
     from hepfm.progress import EventProgress
 
     total = sum(t.n_events for t in jobs)
     with EventProgress(total, "generating", enabled=show) as bar:
+        if executor.is_dask:  # the bar advances by a shard as each task finishes
+            return sum(run_tasks(executor, produce_shard, [(t,) for t in jobs], workers,
+                                 on_result=lambda i, n: bar.advance(n)))
         if workers == 1 or len(jobs) <= 1:
             return sum(produce_shard(t, progress=bar.advance) for t in jobs)
         import multiprocessing as mp

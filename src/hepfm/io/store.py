@@ -82,8 +82,11 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
             # at most 4096 rows and ~4 MiB a chunk: a row of jet constituents is ~15 KiB
             rows = max(1, min(n, 4096, _CHUNK_BYTES // max(1, arr[:1].nbytes)))
             chunks = (rows,) + tuple(arr.shape[1:]) if n else None
-            f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=1,
-                             shuffle=True)
+            dataset = f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=1,
+                                       shuffle=True)
+            # Its chunks are placed in the file now, not whenever the object is freed: the same bytes in every
+            # process (a Dask worker's threads can keep it alive a little longer).
+            dataset.flush()
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["hepfm_version"] = __version__
         f.attrs["features"] = _json_attr(list(FEATURES))

@@ -39,6 +39,7 @@ from hepfm.data.pretraining import JET_PRETRAINING_TASKS
 from hepfm.errors import HepfmError, disk_error
 from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
+from hepfm.executors import LOCAL, Executor, run_tasks, session, task_threads
 from hepfm.io.atomic import atomic_write_text
 from hepfm.io.locking import exclusive_lock
 from hepfm.models.batched import encode, predict
@@ -90,7 +91,8 @@ def _write_json(path: Path, value) -> None:
     atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
-def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: bool) -> None:
+def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: bool,
+                    executor: Executor = LOCAL) -> None:
     """Generate (or complete) the pretraining and downstream stores the study needs."""
     from hepfm.io.generate import catalog_source, generate
 
@@ -104,7 +106,8 @@ def generate_stores(cfg: StudyConfig, out: Path, console: Console, progress: boo
         console.print(f"[bold]event store {name}[/]: {', '.join(processes)} ({n} events each)")
         shard = max(1000, -(-n // 4))  # four shards per process, so workers share even one process
         generate([catalog_source(p) for p in processes], StudyLayout(out).store(name), n, seed=seed,
-                 workers=cfg.workers, shard_size=shard, progress=progress, constituents=cfg.constituents)
+                 workers=cfg.workers, shard_size=shard, progress=progress, constituents=cfg.constituents,
+                 executor=executor)
 
 
 def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, progress: bool) -> None:
@@ -485,19 +488,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int) -> list[dict]:
-    """One process's share of a parallel study: a part of the grid with ``threads`` PyTorch threads."""
-    torch.set_num_threads(threads)
+def _run_part(cfg: StudyConfig, out: Path, part: CellFilter, threads: int | None) -> list[dict]:
+    """One process's share of a parallel study: a part of the grid with ``threads`` PyTorch threads (None: the
+    Dask worker's cores per task)."""
+    torch.set_num_threads(threads or task_threads())
     return run_study(cfg, out, progress=False, only=part, prepared=True).failures
 
 
 def _run_point(cfg: StudyConfig, out: Path, task_name: str, size: int, strategy: str, lr: float,
-               backbone_lr: float | None, threads: int) -> None:
+               backbone_lr: float | None, threads: int | None) -> None:
     """One process's share of a parallel study: one learning-rate point of a tuning grid (seed TUNING_SEED).
 
     Only the run is trained here; the ranking (tuning.json) is made afterwards by the strategy's part, which
     finds the run finished, or retries a failed one and records its failure."""
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or task_threads())
     state = run_study(cfg, out, progress=False, prepare_only=True, prepared=True)
     task = next(t for t in cfg.tasks if t.name == task_name)
     disjoint = disjoint_seeds(cfg, size, _pool_size(cfg, task, out))
@@ -523,15 +527,24 @@ def _tuning_points(cfg: StudyConfig, out: Path, only: CellFilter) -> list[tuple[
 
 
 def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int, threads: int | None,
-               console: Console) -> None:
-    """Train the selected grid in ``jobs`` spawned processes, in three waves: every first tuning point; then
-    per (task, strategy) the tuning choice and seed 0 (whose run is the chosen point's); then every other seed
-    on its own. Each wave waits for the one before (a seed needs its strategy's chosen rates)."""
+               console: Console, executor: Executor = LOCAL) -> None:
+    """Train the selected grid in ``jobs`` spawned processes (or as tasks of a Dask ``executor``), in three waves:
+    every first tuning point; then per (task, strategy) the tuning choice and seed 0 (whose run is the chosen
+    point's); then every other seed on its own. Each wave waits for the one before (a seed needs its strategy's
+    chosen rates)."""
     pairs = [(t.name, s) for t in cfg.tasks for s in cfg.strategies
              if (not only.tasks or t.name in only.tasks) and (not only.strategies or s in only.strategies)]
     points = _tuning_points(cfg, state.out, only)
     first = [CellFilter([t], only.sizes, [s], [TUNING_SEED]) for t, s in pairs]
     rest = [CellFilter([t], only.sizes, [s], [k]) for t, s in pairs for k in range(cfg.seeds) if k != TUNING_SEED]
+    if executor.is_dask:
+        console.print(f"training {len(points)} tuning points, then {len(first) + len(rest)} parts of the grid, "
+                      f"as tasks of {executor.describe()}")
+        run_tasks(executor, _run_point, [(cfg, state.out, *point, threads) for point in points], jobs)
+        for wave in (first, rest):
+            for failures in run_tasks(executor, _run_part, [(cfg, state.out, part, threads) for part in wave], jobs):
+                state.failures.extend(failures)
+        return
     jobs = max(1, min(jobs, max(len(points), len(first), len(rest))))
     threads = threads or max(1, available_cores() // jobs)
     console.print(f"training {len(points)} tuning points, then {len(first) + len(rest)} parts of the grid, "
@@ -547,7 +560,7 @@ def _run_parts(cfg: StudyConfig, state: StudyState, only: CellFilter, jobs: int,
 
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console: Console | None = None,
               only: CellFilter | None = None, prepare_only: bool = False, jobs: int = 1,
-              threads: int | None = None, prepared: bool = False) -> StudyState:
+              threads: int | None = None, prepared: bool = False, executor: Executor = LOCAL) -> StudyState:
     """Run (or resume) the study into ``out``; returns its state. Failed cells are listed, not fatal.
 
     ``prepare_only``: generate the stores and pretrain the backbones, train no cell. ``only``: train just
@@ -555,9 +568,17 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
     ``jobs``: train the parts of the grid (task x strategy) in this many processes at once, each with
     ``threads`` PyTorch threads (default: the available cores shared out). ``prepared``: the stores and
     backbones are known to be there (a parallel part): skip generation and load the backbones silently.
+    ``executor``: a Dask executor runs the generation's shards and the grid's parts as tasks of its cluster (the
+    same runs and results; without a scheduler or cluster file, a local cluster of ``jobs`` workers).
     """
     if jobs < 1:
         raise HepfmError(f"the number of parallel jobs must be positive, got {jobs}")
+    with session(executor, max(jobs, cfg.workers)):  # one cluster for the generation and the training
+        return _run_study(cfg, out, progress, console, only, prepare_only, jobs, threads, prepared, executor)
+
+
+def _run_study(cfg: StudyConfig, out: str | Path, progress: bool, console: Console | None, only: CellFilter | None,
+               prepare_only: bool, jobs: int, threads: int | None, prepared: bool, executor: Executor) -> StudyState:
     if only is not None:
         only.check(cfg)
     console = console or Console()
@@ -570,24 +591,25 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True, console:
     t0 = time.perf_counter()
     if prepared:  # a worker process of a parallel study: its parent holds the study folder's lock
         pretrain_backbones(cfg, state, Console(quiet=True), progress)
-        return state if prepare_only else _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+        return state if prepare_only else _train_grid(cfg, state, only, jobs, threads, progress, console, t0,
+                                                      executor)
     with exclusive_lock(state.out, "study folder"):
-        generate_stores(cfg, state.out, console, progress)
+        generate_stores(cfg, state.out, console, progress, executor)
         pretrain_backbones(cfg, state, console, progress)
         if prepare_only:
             return state
         if only in (None, CellFilter()):
-            return _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+            return _train_grid(cfg, state, only, jobs, threads, progress, console, t0, executor)
     # A part of the grid (--task/--size/--strategy) may train beside other parts in other processes, as the
     # CLI documents: it holds the study folder while preparing only; each of its runs locks its run folder.
-    return _train_grid(cfg, state, only, jobs, threads, progress, console, t0)
+    return _train_grid(cfg, state, only, jobs, threads, progress, console, t0, executor)
 
 
 def _train_grid(cfg: StudyConfig, state: StudyState, only: CellFilter | None, jobs: int, threads: int | None,
-                progress: bool, console: Console, t0: float) -> StudyState:
+                progress: bool, console: Console, t0: float, executor: Executor = LOCAL) -> StudyState:
     """Train the selected cells of the grid (the stores and backbones are ready)."""
-    if jobs > 1:
-        _run_parts(cfg, state, only or CellFilter(), jobs, threads, console)
+    if jobs > 1 or executor.is_dask:
+        _run_parts(cfg, state, only or CellFilter(), jobs, threads, console, executor)
         _write_json(state.layout.timing(None if only in (None, CellFilter()) else only.tag()),
                     {"pretrain_time_s": state.pretrain_time_s, "study_wall_time_s": time.perf_counter() - t0})
         return state  # each part wrote its own failures file
