@@ -171,7 +171,7 @@ GROUPS: dict[str, tuple[str, ...]] = {"pretrain": PRETRAINING, "pretrain-wide": 
 
 
 def expand_names(names) -> list[str]:
-    """Process names with groups ('pretrain', 'pretrain-wide', 'downstream', 'all') expanded, duplicates dropped, in order."""
+    """Process names with groups (see :data:`GROUPS`) expanded, duplicates dropped, in order."""
     out: list[str] = []
     for name in names:
         for n in GROUPS.get(name, (name,)):
