@@ -63,6 +63,15 @@ def test_processes_command_lists_the_extras_by_role():
     one_line_error(hepfm("processes", "--role", "wide"), "--role must be")
 
 
+def test_a_study_can_pretrain_on_the_wide_set():
+    from hepfm.study.config import parse_config
+
+    raw = {"tasks": ["wh_vs_zh"], "sizes": [1000]}
+    assert parse_config(raw).pretrain_processes == list(ORIGINAL_12)
+    wide = parse_config({**raw, "generation": {"pretrain_processes": ["pretrain-wide", "ttbar"]}})
+    assert wide.pretrain_processes == list(PRETRAINING_WIDE)
+
+
 def test_every_downstream_signal_is_kept_out():
     assert set(DOWNSTREAM_SIGNALS) <= set(DOWNSTREAM)
     assert not set(DOWNSTREAM) & set(PRETRAINING_WIDE)
