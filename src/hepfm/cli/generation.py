@@ -16,14 +16,15 @@ from hepfm.errors import HepfmError
 
 @app.command()
 def processes(
-    role: Optional[str] = typer.Option(None, help="Only 'pretrain' or 'downstream' processes."),
+    role: Optional[str] = typer.Option(None, help="Only 'pretrain' (the 12), 'pretrain-extra' (the wide set's "
+                                       "additions) or 'downstream' processes."),
     settings: bool = typer.Option(True, help="Show each process's Pythia settings."),
 ) -> None:
     """List the process catalog: canonical names, descriptions and Pythia settings."""
     from hepfm.physics.processes import PROCESSES
 
-    if role not in (None, "pretrain", "downstream"):
-        raise HepfmError(f"--role must be 'pretrain' or 'downstream', got {role!r}")
+    if role not in (None, "pretrain", "pretrain-extra", "downstream"):
+        raise HepfmError(f"--role must be 'pretrain', 'pretrain-extra' or 'downstream', got {role!r}")
     table = Table(title="hepfm processes (Pythia 8, pp at 13 TeV)", show_lines=settings)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("role")
@@ -46,7 +47,8 @@ def processes(
 @app.command()
 def generate(
     process: Optional[list[str]] = typer.Argument(
-        None, help="Catalog process names (see `hepfm processes`), or the groups pretrain, downstream, all."),
+        None, help="Catalog process names (see `hepfm processes`), or the groups pretrain, pretrain-wide, "
+                   "downstream, all."),
     out: Path = typer.Option(..., "--out", "-o", help="Output event-store folder."),
     events: Optional[int] = typer.Option(None, "--events", "-n", help="Events per process (LHE: default all)."),
     seed: int = typer.Option(1, help="Base seed; each shard's seed derives from (seed, process, shard)."),
@@ -72,6 +74,8 @@ def generate(
       hepfm generate ttbar tth zjets -n 10000 -o events -j 2
 
       hepfm generate pretrain -n 100000 --shard-size 25000 -o pretrain -j 16   (the 12 pretraining processes)
+
+      hepfm generate pretrain-wide -n 100000 -o pretrain-wide -j 16   (the 12 and the 10 extra ones)
 
       hepfm generate ttbar -n 1000000 --num-shards 20 --shard-index 7 -o /data/pretrain   (one batch job)
 

@@ -2,7 +2,9 @@
 
 Names are canonical everywhere (CLI, folders, configs). Pretraining processes are Standard Model
 processes that Pythia generates natively; downstream processes are kept out of pretraining on purpose.
-Processes Pythia cannot make (ttW, ttt, tttt, tHq, ttγγ, CP-odd ttH) are not faked: they enter
+The wider pretraining set (:data:`PRETRAINING_WIDE`, group ``pretrain-wide``) adds forced-decay Standard
+Model classes and resonances (Z', W', gluinos) whose masses stay far from every downstream signal's.
+Processes Pythia cannot make (ttW, ttt, tttt, tHq, tW, ttγγ, CP-odd ttH) are not faked: they enter
 through LHE files (``hepfm generate --lhe``).
 """
 
@@ -32,6 +34,8 @@ COMMON_SETTINGS: tuple[str, ...] = (
 
 _TTH = ("HiggsSM:gg2Httbar = on", "HiggsSM:qqbar2Httbar = on")
 _TTBAR = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")
+_LEPTONIC_W = ("24:onMode = off", "24:onIfAny = 11 13 15")
+_LEPTONIC_Z = ("23:onMode = off", "23:onIfAny = 11 13 15")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Process:
     """One entry of the catalog: a canonical name, its Pythia settings and what it is."""
 
     name: str
-    role: str  # "pretrain" or "downstream"
+    role: str  # "pretrain" (the original 12), "pretrain-extra" (only in the wide set) or "downstream"
     description: str
     settings: tuple[str, ...]
     slha: str | None = None  # file name inside hepfm/physics/slha, passed as SLHA:file
@@ -86,6 +90,33 @@ _CATALOG: tuple[Process, ...] = (
             ("WeakDoubleBoson:all = on",)),
     Process("qcd", "pretrain", "QCD multijet (all 2 -> 2 hard QCD processes), pTHat > 50 GeV",
             ("HardQCD:all = on", "PhaseSpace:pTHatMin = 50.")),
+    # --- wider pretraining set: the 12 above plus these (group "pretrain-wide") --------------------
+    Process("ww_lvlv", "pretrain-extra", "WW, both W -> l nu (l = e, mu, tau)",
+            ("WeakDoubleBoson:ffbar2WW = on",) + _LEPTONIC_W),
+    Process("wz_lvll", "pretrain-extra", "WZ, W -> l nu and Z -> l l (l = e, mu, tau)",
+            ("WeakDoubleBoson:ffbar2ZW = on",) + _LEPTONIC_W + _LEPTONIC_Z),
+    Process("zz_llll", "pretrain-extra", "ZZ (with gamma*), both -> l l (l = e, mu, tau), m(ll) > 40 GeV",
+            ("WeakDoubleBoson:ffbar2gmZgmZ = on", "23:mMin = 40.") + _LEPTONIC_Z),
+    Process("znunu_jets", "pretrain-extra", "Z(-> nu nu) + jet, pTHat > 50 GeV",
+            ("WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on", "WeakZ0:gmZmode = 2",
+             "PhaseSpace:pTHatMin = 50.", "23:onMode = off", "23:onIfAny = 12 14 16")),
+    Process("gamma_jets", "pretrain-extra", "Prompt photon + jet (q g -> q gamma, q qbar -> g gamma), pTHat > 50 GeV",
+            ("PromptPhoton:qg2qgamma = on", "PromptPhoton:qqbar2ggamma = on", "PhaseSpace:pTHatMin = 50.")),
+    Process("ggf_h_tautau", "pretrain-extra", "Higgs boson via gluon fusion, H -> tau tau",
+            ("HiggsSM:gg2H = on", "25:onMode = off", "25:onIfMatch = 15 -15")),
+    Process("ggf_h_yy", "pretrain-extra", "Higgs boson via gluon fusion, H -> gamma gamma",
+            ("HiggsSM:gg2H = on", "25:onMode = off", "25:onIfMatch = 22 22")),
+    Process("zprime3tev_tt", "pretrain-extra",
+            "Heavy Z' (3 TeV, 2.5-3.5 TeV window) -> t tbar, no gamma*/Z interference",
+            ("NewGaugeBoson:ffbar2gmZZprime = on", "Zprime:gmZmode = 3", "32:m0 = 3000.", "32:mMin = 2500.",
+             "32:mMax = 3500.", "32:onMode = off", "32:onIfAny = 6")),
+    Process("wprime3tev_tb", "pretrain-extra", "Heavy W' (3 TeV, 2.5-3.5 TeV window) -> t b",
+            ("NewGaugeBoson:ffbar2Wprime = on", "34:m0 = 3000.", "34:mMin = 2500.", "34:mMax = 3500.",
+             "34:onMode = off", "34:onIfAny = 6")),
+    Process("gluino_qqchi", "pretrain-extra",
+            "Gluino pairs (900 GeV), gluino -> q qbar chi1 (chi1 100 GeV, light quarks; shipped SLHA spectrum)",
+            ("SUSY:gg2gluinogluino = on", "SUSY:qqbar2gluinogluino = on", "SLHA:verbose = 0"),
+            slha="gluino_qqchi.slha"),
     # --- downstream (fine-tuning) processes ---------------------------------------------------------
     Process("tth_yy", "downstream", "ttH with H -> gamma gamma, tops inclusive",
             _TTH + ("25:onMode = off", "25:onIfMatch = 22 22")),
@@ -117,6 +148,8 @@ _CATALOG: tuple[Process, ...] = (
 PROCESSES: dict[str, Process] = {p.name: p for p in _CATALOG}
 PRETRAINING: tuple[str, ...] = tuple(p.name for p in _CATALOG if p.role == "pretrain")
 DOWNSTREAM: tuple[str, ...] = tuple(p.name for p in _CATALOG if p.role == "downstream")
+#: The wider pretraining set: the 12 processes of :data:`PRETRAINING` followed by the extra ones.
+PRETRAINING_WIDE: tuple[str, ...] = PRETRAINING + tuple(p.name for p in _CATALOG if p.role == "pretrain-extra")
 
 
 def get_process(name: str) -> Process:
@@ -131,12 +164,14 @@ def get_process(name: str) -> Process:
 
 
 #: Names that stand for a group of catalog processes on the command line.
-GROUPS: dict[str, tuple[str, ...]] = {"pretrain": PRETRAINING, "downstream": DOWNSTREAM,
-                                      "all": PRETRAINING + DOWNSTREAM}
+#: ``all`` is the original 18 (the 12 pretraining and the downstream processes), so that its meaning does not
+#: move when the catalog grows; the extra pretraining processes are reached through ``pretrain-wide``.
+GROUPS: dict[str, tuple[str, ...]] = {"pretrain": PRETRAINING, "pretrain-wide": PRETRAINING_WIDE,
+                                      "downstream": DOWNSTREAM, "all": PRETRAINING + DOWNSTREAM}
 
 
 def expand_names(names) -> list[str]:
-    """Process names with groups ('pretrain', 'downstream', 'all') expanded, duplicates dropped, in order."""
+    """Process names with groups (see :data:`GROUPS`) expanded, duplicates dropped, in order."""
     out: list[str] = []
     for name in names:
         for n in GROUPS.get(name, (name,)):

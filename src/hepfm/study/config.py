@@ -17,7 +17,7 @@ from hepfm.data.pretraining import PRETRAINING_TASKS
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.files import safe_yaml
 from hepfm.names import check_name
-from hepfm.physics.processes import PRETRAINING, PROCESSES
+from hepfm.physics.processes import GROUPS, PRETRAINING, PROCESSES
 from hepfm.train import defaults
 
 #: Downstream tasks: name -> (signal process, background process). The paper's five, then the hierarchical
@@ -498,8 +498,10 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         _fail(source, f"pretrain.data: no such event store {show(pre_data)}")
     pre_processes = gen.get("pretrain_processes", list(PRETRAINING))
     if (not pre_processes or not isinstance(pre_processes, list)
-            or not all(isinstance(p, str) and p in PROCESSES for p in pre_processes)):
-        _fail(source, f"generation.pretrain_processes must be a list of catalog processes, got {show(pre_processes)}")
+            or not all(isinstance(p, str) and (p in PROCESSES or p in GROUPS) for p in pre_processes)):
+        _fail(source, "generation.pretrain_processes must be a list of catalog processes (or groups: "
+              f"{', '.join(GROUPS)}), got {show(pre_processes)}")
+    pre_processes = [n for p in pre_processes for n in GROUPS.get(p, (p,))]  # a group stands for its processes
     cka = _mapping(raw.get("cka"), source, "cka")
     _known_keys(cka, ("events", "size"), source, "cka")
     cka_events = _int(cka.get("events", 2000), source, "cka.events")
