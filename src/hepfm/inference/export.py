@@ -48,8 +48,13 @@ class _Scored(nn.Module):
 
     def forward(self, objects: torch.Tensor, mask: torch.Tensor):
         logits = self.model(objects, mask)
-        scores = self.task.scores(logits)
-        return logits, scores[:, None] if scores.ndim == 1 else scores
+        return logits, self.task.score_table(logits)
+
+
+def _score_columns(task) -> list[str]:
+    from hepfm.train.tasks import MultiTask
+
+    return task.event_score_columns() if isinstance(task, MultiTask) else list(task.names)
 
 
 def _trace_inputs(model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +100,7 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
         raise HepfmError("ONNX export needs the onnx extra: pip install 'hepfm[onnx]'") from None
     from hepfm.models.pretrained import load, resolve
     from hepfm.models.saving import CONFIG
-    from hepfm.train.tasks import Task
+    from hepfm.train.tasks import saved_task
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -111,7 +116,7 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
     if record.task is UNSET:
         raise HepfmError(f"{folder / CONFIG}: no task recorded (a model saved outside training cannot be exported)")
     try:
-        task = Task(record.task, list(record.names))
+        task = saved_task(record.task, list(record.names), known(record.task_options, None))
     except ValueError as exc:
         raise HepfmError(f"{folder / CONFIG}: {exc}") from None
     model.for_export()  # e.g. the hierarchical model's batch-trimmed constituent width: untraceable
@@ -128,7 +133,7 @@ def export_onnx(model_ref: str | Path, out: str | Path, opset: int = 18) -> Path
     if written != [opset]:
         raise HepfmError(f"--opset {opset}: the exporter wrote opset {written[0] if written else '?'} instead; "
                          f"nothing was written to {out}")
-    meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(list(task.names)),
+    meta = {"hepfm_version": __version__, "task": task.name, "classes": json.dumps(_score_columns(task)),
             "features": json.dumps(list(FEATURES)), "source": str(model_ref),
             "data_schema": json.dumps(known(record.data_schema, {})),
             "inputs": model.inputs, **model.export_metadata()}

@@ -328,8 +328,13 @@ def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
 # ------------------------------------------------------------------------------------------- scoring
 
 
-def score_names(record: RunRecord) -> list[str]:
-    """Output column names of a model: ``score_<class>`` per class (binary tasks: ``score_signal``)."""
+def score_names(record: RunRecord, saved=None) -> list[str]:
+    """Output column names of a model: ``score_<class>`` per class (binary tasks: ``score_signal``; a multi-task
+    model, its task ``saved``: ``score_<head>_<name>`` per event-level head's score)."""
+    from hepfm.train.tasks import MultiTask
+
+    if isinstance(saved, MultiTask):
+        return [f"score_{c}" for c in saved.event_score_columns()]
     task, names = known(record.task), list(known(record.names) or [])
     if task == "binary":
         return ["score_signal"]
@@ -346,8 +351,7 @@ def _score(model, task, objects: np.ndarray, n_objects: np.ndarray, batch_size: 
 
     data = EventData(torch.from_numpy(np.ascontiguousarray(objects, dtype=np.float32)),
                      torch.from_numpy(n_objects.astype(np.int64)), torch.zeros(len(objects))).to(device)
-    s = task.scores(predict(model, data, batch_size))
-    return (s[:, None] if s.ndim == 1 else s).cpu().numpy()
+    return task.score_table(predict(model, data, batch_size)).cpu().numpy()
 
 
 def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, *, input_format: str | None = None,
@@ -365,7 +369,7 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     from hepfm.models.pretrained import load
     from hepfm.physics.detector import DetectorConfig
     from hepfm.progress import EventProgress
-    from hepfm.train.tasks import Task
+    from hepfm.train.tasks import saved_task
 
     out = Path(out)
     fmt = output_format(out)
@@ -378,8 +382,8 @@ def predict_file(model_ref: str | Path, data: list[str] | str, out: str | Path, 
     dev = torch.device(device)
     model = load(model_ref, device=dev).eval()
     record = model.record
-    task = Task(record.task, list(record.names))
-    columns = score_names(record)
+    task = saved_task(record.task, list(record.names), known(record.task_options, None))
+    columns = score_names(record, task)
     if detector is None:  # select ROOT inputs' objects as the model's training events were
         trained = (known(record.data_schema) or {}).get("detector")
         detector = DetectorConfig.from_dict(trained, source=f"{model_ref} data schema") if trained else DetectorConfig()

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hepfm.config import TrainConfig, config_fields, field_problem
-from hepfm.data.pretraining import PRETRAINING_TASKS
+from hepfm.config import TrainConfig, config_fields, field_problem, parse_heads
+from hepfm.data.pretraining import HEADS, MULTI_TASK, PRETRAINING_TASKS
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.files import safe_yaml
 from hepfm.names import check_name
@@ -40,6 +40,9 @@ STRATEGIES: dict[str, tuple[str | None, str]] = {
     "frozen_multilabel": ("multilabel", "frozen"),
     "finetune_masked": ("masked", "finetune"),
     "frozen_masked": ("masked", "frozen"),
+    # A backbone pretrained on several heads at once (``pretrain.multi.heads``, or a given ``pretrain.multi``).
+    "finetune_multi": ("multi", "finetune"),
+    "frozen_multi": ("multi", "frozen"),
     # The hierarchical event model (jet constituents -> jet backbone -> event backbone, arXiv:2401.13536): its jet
     # backbone pretrained on jet tagging and fine-tuned or frozen, or trained from scratch with the event model.
     "hierarchical_finetune": ("jet-tagging", "finetune"),
@@ -199,6 +202,7 @@ class StudyConfig:
     pretrained: dict[str, str] = field(default_factory=dict)  # task -> existing model folder
     pretrain_data: str | None = None  # an existing pretraining store instead of generating one
     masked: dict = field(default_factory=lambda: {"regress": False, "augment": []})  # masked pretraining options
+    multi_heads: dict[str, float] | None = None  # multi-task pretraining: head -> loss weight
     finetune: TrainSpec = field(default_factory=TrainSpec)
     cka_events: int = 2000
     cka_size: int | None = None
@@ -211,7 +215,7 @@ class StudyConfig:
     def pretraining_tasks(self) -> list[str]:
         """The pretraining tasks the chosen strategies need, in a fixed order."""
         needed = {STRATEGIES[s][0] for s in self.strategies} - {None}
-        return [t for t in PRETRAINING_TASKS if t in needed]
+        return [t for t in (*PRETRAINING_TASKS, MULTI_TASK) if t in needed]
 
     @property
     def hierarchical(self) -> bool:
@@ -458,12 +462,27 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     # pretrain.<task>: an existing model folder (or shipped name) for that task, as a string; the masked
     # task's section may instead be a mapping of its own options (``regress``, ``augment``, ``model``).
     masked_options = pre.pop("masked") if isinstance(pre.get("masked"), dict) else {}
+    multi_heads, multi = None, pre.pop(MULTI_TASK, None)
+    if isinstance(multi, dict):
+        _known_keys(multi, ("heads", "model"), source, f"pretrain.{MULTI_TASK}")
+        if multi.get("heads") is not None:
+            try:
+                multi_heads = parse_heads(multi["heads"], f"pretrain.{MULTI_TASK}.heads")
+            except ConfigurationError as exc:
+                _fail(source, str(exc))
+            unknown = sorted(set(multi_heads) - set(HEADS))
+            if unknown:
+                _fail(source, f"pretrain.{MULTI_TASK}.heads: unknown head(s) {show(unknown)} (choose from "
+                      f"{', '.join(HEADS)})")
+        multi = multi.get("model")
     masked_options = _mapping(masked_options, source, "pretrain.masked")
     pretrained = {}
     for t in PRETRAINING_TASKS:
         if pre.get(t) is not None:
             pretrained[t] = _string(pre[t], source, f"pretrain.{t}")
         pre.pop(t, None)
+    if multi is not None:
+        pretrained[MULTI_TASK] = _string(multi, source, f"pretrain.{MULTI_TASK}")
     if "model" in masked_options:
         pretrained["masked"] = _string(masked_options.pop("model"), source, "pretrain.masked.model")
     bad = set(masked_options) - {"regress", "augment"}
@@ -490,7 +509,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         pre_data = _string(pre_data, source, "pretrain.data")
     by_task = {}
     for task, extra in _mapping(pre.pop("by_task", None), source, "pretrain.by_task").items():
-        if task not in PRETRAINING_TASKS:
+        if task not in (*PRETRAINING_TASKS, MULTI_TASK):
             _fail(source, f"pretrain.by_task: unknown pretraining task {show(task)}")
         by_task[task] = _spec_values(_mapping(extra, source, f"pretrain.by_task.{task}"), source,
                                      f"pretrain.by_task.{task}", _BY_TASK_KEYS)
@@ -521,10 +540,14 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
         pretrain=_train_spec(pre, source, "pretrain", TrainSpec(lr=defaults.LR)),
         pretrain_by_task=by_task,
         pretrain_max_events=pre_max, pretrained=pretrained, pretrain_data=pre_data, masked=masked_options,
+        multi_heads=multi_heads,
         finetune=_train_spec(raw.get("finetune"), source, "finetune", TrainSpec()),
         cka_events=cka_events, cka_size=cka.get("size"), source=source)
     if cfg.pretrain.lr is None:
         _fail(source, "'pretrain.lr' must be given (pretraining is not tuned)")
+    if MULTI_TASK in cfg.pretraining_tasks and MULTI_TASK not in cfg.pretrained and not cfg.multi_heads:
+        _fail(source, f"the {MULTI_TASK} strategies need pretrain.{MULTI_TASK}.heads (head: loss weight) or a "
+              f"pretrained model as pretrain.{MULTI_TASK}")
     _check_combinations(cfg)
     if cfg.model not in model_names():
         _fail(source, f"unknown model {show(cfg.model)}; choose from {', '.join(model_names())}")

@@ -35,7 +35,7 @@ import torch
 from rich.console import Console
 
 from hepfm.data.datasets import BinarySplitPlan, binary_split, binary_test_set
-from hepfm.data.pretraining import JET_PRETRAINING_TASKS
+from hepfm.data.pretraining import JET_PRETRAINING_TASKS, MULTI_TASK
 from hepfm.errors import HepfmError, disk_error
 from hepfm.eval.collapse import collapse_check
 from hepfm.eval.metrics import accuracy, accuracy_error, auc_error, roc_auc
@@ -130,6 +130,7 @@ def pretrain_backbones(cfg: StudyConfig, state: StudyState, console: Console, pr
             pretrain(data, folder, task, model=cfg.jet_model if jets else cfg.model,
                      model_config=None if jets else cfg.model_options,
                      lr=spec.lr, max_events=cfg.pretrain_max_events, device=cfg.device, regress=masked["regress"],
+                     heads=cfg.multi_heads if task == MULTI_TASK else None,
                      cfg=spec.train_config(seed=0, progress=progress, bf16=cfg.bf16,
                                            **({"augment": tuple(masked["augment"])} if masked.get("augment") else {})))
         training = read_record(folder).training

@@ -118,6 +118,11 @@ class Task(metaclass=_ByName):
         """The held-out detail a model card shows (none by default)."""
         return {}
 
+    def score_table(self, outputs) -> torch.Tensor:
+        """The scores a model's predictions are written as, one column each [B, C] (``predict``, ONNX)."""
+        s = self.scores(outputs)
+        return s[:, None] if s.ndim == 1 else s
+
     def summary(self) -> dict:
         """The task's options, saved with a model (``task_options`` in config.json)."""
         return {}
@@ -527,6 +532,61 @@ class MultiTask(Task):
     def summary(self) -> dict:
         return {"heads": {head: {"task": task.name, "names": list(task.names), "weight": weight,
                                  "options": task.summary()} for head, (task, weight) in self.heads.items()}}
+
+    def event_score_columns(self) -> list[str]:
+        """Names of the columns of :meth:`score_table`: ``head_name`` per event-level head's score (the heavy
+        head: each particle's existence probability, then its kinematics). A masked head is left out: it scores
+        a hidden object, and a scored event hides none."""
+        columns = []
+        for head, task in self._event_heads().items():
+            if task.masked:
+                continue
+            if isinstance(task, HeavyTask):
+                columns += [f"{head}_{p}_{q}" for p in task.particles for q in ("exists", *HEAVY_TARGETS)]
+            else:
+                columns += [f"{head}_{n}" for n in (task.names if task.n_outputs > 1 else task.names[-1:])]
+        return columns
+
+    def score_table(self, outputs) -> torch.Tensor:
+        """The event-level heads' scores side by side [B, len(event_score_columns())]."""
+        events = outputs[0] if isinstance(outputs, tuple) else outputs
+        parts = dict(zip(self._event_heads(), torch.split(events, [t.n_outputs for t in self._event_heads().values()],
+                                                           dim=1), strict=True))
+        scores = [task.scores(parts[head]).reshape(len(events), -1) for head, task in self._event_heads().items()
+                  if not task.masked]
+        return torch.cat(scores, dim=1)
+
+
+def saved_task(task: str, names, options: dict | None = None) -> Task:
+    """The task of a saved model's outputs, from its config.json (``task``, ``names``, ``task_options``). A model
+    pretrained on several heads keeps only its event-level heads (per-object outputs are not saved), so it is
+    the multi-task of those."""
+    if task != MultiTask.name:
+        return Task(task, list(names))
+    specs = (options or {}).get("heads") or {}
+    # The record's names ("head:name", in the model's head order) give the order of the output columns: the
+    # mapping of head settings may have been written with its keys sorted.
+    order = list(dict.fromkeys(str(n).split(":", 1)[0] for n in names))
+    heads = {}
+    for head in sorted(specs, key=lambda h: order.index(h) if h in order else len(order)):
+        spec = specs[head]
+        cls = _REGISTRY.get(spec.get("task"))
+        if cls is None:
+            raise ConfigurationError(f"head {head!r}: unknown task {spec.get('task')!r}")
+        if cls.per_object:
+            continue
+        extra = spec.get("options") or {}
+        if cls is HeavyTask:
+            built = HeavyTask(spec["names"], mean=extra.get("mean"), std=extra.get("std"))
+        elif cls is MaskedTask:
+            built = MaskedTask(spec["names"], regress=bool(extra.get("regress", False)),
+                               regress_weight=float(extra.get("regress_weight", 1.0)))
+        else:
+            built = Task(spec["task"], spec["names"])
+        heads[head] = (built, float(spec.get("weight", 1.0)))
+    if not heads:
+        raise ConfigurationError("a multi-task model whose record names no event-level head")
+    return MultiTask(heads)
 
 
 #: Every task name ``Task(name, names)`` takes.
