@@ -115,6 +115,20 @@ def physics_objects(physics_store):
     return {name: store.arrays(processes=[name])["objects"] for name in store.process_names}
 
 
+@pytest.fixture(scope="module")
+def pretrained(request, store, tmp_path_factory) -> Path:
+    """A multiclass GraphNet (shared blocks) pretrained on the module's toy ``store`` for ``PRETRAIN_EPOCHS``
+    epochs (default 1), seed 1. Read-only."""
+    from hepfm.train.trainer import TrainConfig
+    from hepfm.train.workflows import pretrain
+
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
+             cfg=TrainConfig(epochs=getattr(request.module, "PRETRAIN_EPOCHS", 1), seed=1, batch_size=64,
+                             progress=False, tensorboard=False))
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """One CPU thread: multi-threaded kernels may add floats in a different order from run to run (~1e-7

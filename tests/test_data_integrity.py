@@ -30,14 +30,6 @@ FAST = dict(batch_size=64, progress=False, tensorboard=False)
 TOY_STORE = {"n_per_class": 200, "shards": 2}
 
 
-@pytest.fixture(scope="module")
-def pretrained(store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "pre"
-    pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
-             cfg=TrainConfig(epochs=1, seed=1, **FAST))
-    return out
-
-
 def _copy(store, dest):
     shutil.copytree(store, dest)
     return dest

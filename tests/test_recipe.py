@@ -18,17 +18,9 @@ from hepfm.study.layout import StudyLayout
 from hepfm.study.run import point_name, run_study
 from hepfm.train.strategies import prepare
 from hepfm.train.trainer import SimulatedKill, TrainConfig
-from hepfm.train.workflows import finetune, pretrain
+from hepfm.train.workflows import finetune
 
 FAST = dict(batch_size=64, progress=False, tensorboard=False)
-
-
-@pytest.fixture(scope="module")
-def pretrained(store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "pre"
-    pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
-             cfg=TrainConfig(epochs=1, seed=1, **FAST))
-    return out
 
 
 @pytest.mark.parametrize("name, options, n_depths", [("graphnet", {}, 6), ("graphnet", {"share_blocks": True}, 3),

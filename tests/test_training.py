@@ -24,12 +24,7 @@ from hepfm.train.workflows import evaluate_run, finetune, pretrain
 FAST = dict(batch_size=64, progress=False, tensorboard=False)
 
 
-@pytest.fixture(scope="module")
-def pretrained(store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "pre"
-    pretrain(store, out, "multiclass", model_config={"share_blocks": True}, lr=1e-3,
-             cfg=TrainConfig(epochs=2, seed=1, **FAST))
-    return out
+PRETRAIN_EPOCHS = 2  # the shared ``pretrained`` fixture (conftest)
 
 
 def _toy_data(n, seed):

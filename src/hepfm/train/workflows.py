@@ -144,14 +144,8 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
     check_inputs(model, "objects", f"the {task} task")
     check_augment(task, cfg.augment)
     run = Run(out, cfg, device, overwrite)
-    source_name, init_from, parent = resolve_parent(init_from)
-    open_for_training(data, max_events)  # damaged shards are refused before anything is written
-    schema = data_schema(open_source(data)[0])
-    if parent is not None:
-        _check_schema(parent, data, source_name)
-    pretraining_events = pretraining_data_record(data, split_seed, max_events)
-    if parent is not None:
-        pretraining_events = parent.inherited_pretraining_data() + pretraining_events
+    source_name, init_from, parent, schema, pretraining_events = _pretraining_source(data, init_from, split_seed,
+                                                                                      max_events)
     settings = {"command": "pretrain", "data": _abs(data), "task": task, "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
                 "split_seed": split_seed, "max_events": max_events, "stream": stream}
@@ -174,11 +168,8 @@ def pretrain(data: str | Path, out: str | Path, task: str = "multiclass", model:
                 raise HepfmError(f"{init_from}: pretrained with regress={not regress}; continue with the same "
                                  "regress setting")
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
-        result = run.fit(net, task_, splits, groups, settings)
-        summary = run.finish(net, task_, result, splits, RunRecord(
-            strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
-            init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
-            data_schema=schema, task_options=task_.summary()))
+        summary = run.finish(net, task_, run.fit(net, task_, splits, groups, settings), splits, _pretraining_record(
+            data, split_seed, max_events, lr, source_name, loading, pretraining_events, schema, task_))
     return {**summary, "stream": loading["stream"]}
 
 
@@ -223,14 +214,8 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
     for head in heads:
         check_augment(head if head in EVENT_PRETRAINING_TASKS else "multilabel", cfg.augment)
     run = Run(out, cfg, device, overwrite)
-    source_name, init_from, parent = resolve_parent(init_from)
-    open_for_training(data, max_events)
-    schema = data_schema(open_source(data)[0])
-    if parent is not None:
-        _check_schema(parent, data, source_name)
-    pretraining_events = pretraining_data_record(data, split_seed, max_events)
-    if parent is not None:
-        pretraining_events = parent.inherited_pretraining_data() + pretraining_events
+    source_name, init_from, parent, schema, pretraining_events = _pretraining_source(data, init_from, split_seed,
+                                                                                      max_events)
     heads = {h: float(w) for h, w in heads.items()}
     settings = {"command": "pretrain", "data": _abs(data), "task": MULTI_TASK, "heads": heads, "model": model,
                 "model_config": model_config or {}, "lr": lr, "init_from": _abs(init_from),
@@ -254,12 +239,32 @@ def pretrain_multi(data: str | Path, out: str | Path, heads: dict[str, float], m
         if task_.n_object_outputs:
             net.add_object_head(task_.n_object_outputs)
         groups = prepare(net, "scratch", task_.n_outputs, lr=lr)
-        result = run.fit(net, task_, splits, groups, settings)
-        summary = run.finish(net, task_, result, splits, RunRecord(
-            strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
-            init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
-            data_schema=schema, task_options=task_.summary()))
+        summary = run.finish(net, task_, run.fit(net, task_, splits, groups, settings), splits, _pretraining_record(
+            data, split_seed, max_events, lr, source_name, loading, pretraining_events, schema, task_))
     return {**summary, "stream": loading["stream"]}
+
+
+def _pretraining_source(data, init_from, split_seed: int, max_events: int | None):
+    """(name as given, folder, record) of the model a pretraining starts from, the store's data schema, and the
+    pretraining events the run will record (with those its parent inherited); damaged shards and a store the
+    parent's inputs differ from are refused before anything is written."""
+    source_name, init_from, parent = resolve_parent(init_from)
+    open_for_training(data, max_events)
+    schema = data_schema(open_source(data)[0])
+    if parent is not None:
+        _check_schema(parent, data, source_name)
+    pretraining_events = pretraining_data_record(data, split_seed, max_events)
+    if parent is not None:
+        pretraining_events = parent.inherited_pretraining_data() + pretraining_events
+    return source_name, init_from, parent, schema, pretraining_events
+
+
+def _pretraining_record(data, split_seed, max_events, lr, source_name, loading, pretraining_events, schema,
+                        task: Task) -> RunRecord:
+    """The record of a pretraining run (event tasks, single or multi-task)."""
+    return RunRecord(strategy="pretrain", data=str(data), split_seed=split_seed, max_events=max_events, lr=lr,
+                     init_from=_given(source_name), data_loading=loading, pretraining_data=pretraining_events,
+                     data_schema=schema, task_options=task.summary())
 
 
 def _given(source_name) -> str | None:
