@@ -262,13 +262,22 @@ ORIGIN_NAMES: tuple[str, ...] = (
 ORIGIN_CODES: dict[str, int] = {name: i for i, name in enumerate(ORIGIN_NAMES)}
 N_ORIGINS = len(ORIGIN_NAMES)
 
-_LEPTONS_AND_PHOTON = (11, 12, 13, 14, 15, 16, 22)
-_SM_HEAVY = (6, 23, 24, 25)
-_BSM_RESONANCES = (32, 33, 34, 35, 36, 37, 42)
 
 
 def _is_bsm(aid: np.ndarray) -> np.ndarray:
-    return np.isin(aid, _BSM_RESONANCES) | ((aid >= 1_000_000) & (aid < 3_000_000))
+    return ((aid >= 32) & (aid <= 37)) | (aid == 42) | ((aid >= 1_000_000) & (aid < 3_000_000))
+
+
+def _is_quark_or_gluon(aid: np.ndarray) -> np.ndarray:
+    return ((aid >= 1) & (aid <= 5)) | (aid == 21)
+
+
+def _is_sm_heavy(aid: np.ndarray) -> np.ndarray:
+    return (aid == 6) | ((aid >= 23) & (aid <= 25))
+
+
+def _is_lepton_or_photon(aid: np.ndarray) -> np.ndarray:
+    return ((aid >= 11) & (aid <= 16)) | (aid == 22)
 
 
 def _last_daughters(rec: FlatRecord, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +290,7 @@ def _seed_origins(rec: FlatRecord) -> np.ndarray:
     aid = np.abs(rec.pid)
     label = np.zeros(len(aid), dtype=np.int8)
     last = rec.last_copy()
-    quark = np.isin(aid, _QUARK_OR_GLUON)
+    quark = _is_quark_or_gluon(aid)
 
     def put(rows, code):
         np.maximum.at(label, rows, np.int8(code))
@@ -314,8 +323,8 @@ def record_origins(prt: ak.Array | FlatRecord, max_steps: int = 400) -> np.ndarr
     rec = FlatRecord.from_batch(prt)
     label = _seed_origins(rec)
     aid = np.abs(rec.pid)
-    heavy = np.isin(aid, _SM_HEAVY) | _is_bsm(aid)
-    passes_all = np.isin(aid, _LEPTONS_AND_PHOTON) | (heavy & rec.last_copy())
+    heavy = _is_sm_heavy(aid) | _is_bsm(aid)
+    passes_all = _is_lepton_or_photon(aid) | (heavy & rec.last_copy())
     frontier = np.flatnonzero(label > 0)
     for _ in range(max_steps):
         frontier = frontier[passes_all[frontier] | heavy[frontier]]
@@ -361,9 +370,9 @@ def object_origins(prt: ak.Array | FlatRecord, objects: np.ndarray, record_rows:
 
     ev, slot = np.nonzero(is_type(objects, "jet", "tau"))
     aid = np.abs(rec.pid)
-    p_pt = kin.pt(rec.px, rec.py)
-    partons = np.flatnonzero((label > 0) & (np.isin(aid, _QUARK_OR_GLUON) | ((aid == 15) & rec.last_copy()))
-                             & (p_pt > ORIGIN_PARTON_MIN_PT))
+    partons = np.flatnonzero(label > 0)
+    partons = partons[_is_quark_or_gluon(aid[partons]) | ((aid[partons] == 15) & rec.last_copy()[partons])]
+    partons = partons[kin.pt(rec.px[partons], rec.py[partons]) > ORIGIN_PARTON_MIN_PT]
     if len(ev) and len(partons):
         j_eta = objects[ev, slot, ETA].astype(np.float64)
         j_phi = objects[ev, slot, PHI].astype(np.float64)
@@ -378,9 +387,10 @@ def object_origins(prt: ak.Array | FlatRecord, objects: np.ndarray, record_rows:
         nearest[1:] = ij[1:] != ij[:-1]
         out[ev[ij[nearest]], slot[ij[nearest]]] = label[partons[ip[nearest]]]
 
-    inv = np.flatnonzero((rec.status > 0) & np.isin(aid, INVISIBLE_IDS))
+    inv = np.flatnonzero(rec.status > 0)
+    inv = inv[np.isin(aid[inv], INVISIBLE_IDS)]
     if len(inv):
-        order = np.lexsort((-p_pt[inv], rec.ev[inv]))
+        order = np.lexsort((-kin.pt(rec.px[inv], rec.py[inv]), rec.ev[inv]))
         inv = inv[order]
         hardest = np.ones(len(inv), dtype=bool)
         hardest[1:] = rec.ev[inv][1:] != rec.ev[inv][:-1]
