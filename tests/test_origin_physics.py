@@ -51,7 +51,7 @@ def test_both_muons_of_z_to_mumu_come_from_the_z():
     a = _events("zjets", 200, "23:onMode = off", "23:onIfAny = 13")
     muons = a["objects"][..., TYPE] == 3
     two = muons.sum(1) == 2
-    assert two.sum() > 80
+    assert two.sum() > 50
     assert (a["origin"][two][muons[two]] == ORIGIN_CODES["z_ll"]).mean() > 0.98
     z_m = _heavy(a, "z1_m")
     assert abs(np.median(z_m[z_m > 80]) - 91.2) < 1.5
