@@ -103,7 +103,7 @@ def test_shard_metadata_records_the_configuration(tmp_path):
     assert "HiggsSM:gg2H = on" in attrs["generator_settings"]
     assert any(s.startswith("Random:seed = ") for s in attrs["generator_settings"])
     assert attrs["detector"]["jet_radius"] == 0.4 and attrs["detector"]["jet_pt_min"] == 25.0
-    assert len(attrs["truth_labels"]) == 41 and attrs["schema_version"] == 1
+    assert len(attrs["truth_labels"]) == 41 and attrs["schema_version"] == 2
     assert attrs["sigma_pb"] > 0
 
 

@@ -31,7 +31,7 @@ from hepfm.data.identity import DEFAULT_FRACTIONS, TEST, TRAIN, VAL, assign_spli
 from hepfm.data.integrity import DamagedStoreError, check_finite, verify_shards
 from hepfm.data.pretraining import EVENT_PRETRAINING_TASKS, HEADS
 from hepfm.errors import HepfmError
-from hepfm.io.schema import FEATURES, SCHEMA_VERSION
+from hepfm.io.schema import FEATURES, READABLE_SCHEMA_VERSIONS
 from hepfm.io.store import MANIFEST, SHARD_GLOB, EventStore, read_attrs
 from hepfm.physics.truth import LABEL_NAMES
 
@@ -149,11 +149,6 @@ def check_sources(signal: str | Path, background: str | Path) -> None:
     if shared:
         raise HepfmError(f"signal {signal} and background {background} share the process(es) "
                          f"{', '.join(sorted(shared))} of {s_store.root}; give disjoint process folders (DIR/NAME)")
-
-
-#: Store schema versions read here: version 2 adds per-object origins and heavy-particle truth, which only the
-#: heads that need them require (:func:`truth_names`); every older task reads both.
-READABLE_SCHEMA_VERSIONS = tuple(sorted({1, 2, SCHEMA_VERSION}))
 
 
 def check_schema(store: EventStore) -> None:

@@ -28,7 +28,7 @@ from hepfm.io import store
 from hepfm.io.atomic import prepare_output_folder, remove_stale_temporaries
 from hepfm.io.lhe import count_lhe_events
 from hepfm.io.locking import exclusive_lock
-from hepfm.io.schema import constituent_attrs
+from hepfm.io.schema import constituent_attrs, truth_attrs
 from hepfm.names import check_name
 from hepfm.physics.detector import DetectorConfig
 from hepfm.physics.generation import EventSource, check_settings, simulate
@@ -146,6 +146,7 @@ def produce_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
         "detector": job.detector or DetectorConfig().to_dict(),
         "truth_labels": list(LABEL_NAMES),
         "truth_label_kinds": list(LABEL_KINDS),
+        **truth_attrs(),
     }
     if job.constituents:
         attrs.update(constituent_attrs(job.constituents))

@@ -12,6 +12,8 @@ seed and the detector configuration. Shards generated with jet constituents also
 ``constituents`` float32 [n, M, K, 6] (slot j holds the constituents of object j when it is a jet; the
 columns are :data:`~hepfm.io.schema.CONSTITUENT_FEATURES`), ``n_constituents`` int16 [n, M] and
 ``jet_flavour`` int8 [n, M] (:data:`~hepfm.io.schema.JET_FLAVOURS`); readers ignore them unless they ask.
+Generated shards of schema version 2 also hold ``origin`` int8 [n, M] (:data:`~hepfm.io.schema.ORIGIN_NAMES`,
+-1 on padding) and ``heavy`` float32 [n, H] (:data:`~hepfm.io.schema.HEAVY_NAMES`), read only when asked for.
 A shard is written under a temporary name and renamed when complete, so a file named ``shard-*.h5`` is
 always a complete shard.
 """
@@ -38,6 +40,8 @@ SHARD_GLOB = "shard-*.h5"
 PER_EVENT_FIELDS = ("objects", "n_objects", "n_dropped", "process", "truth", "weight", "event_id")
 #: Optional per-event datasets of stores generated with jet constituents; read only when asked for.
 CONSTITUENT_FIELDS = ("constituents", "n_constituents", "jet_flavour")
+#: Optional per-event truth datasets of generated stores (schema version 2); read only when asked for.
+ORIGIN_FIELDS = ("origin", "heavy")
 _CHUNK_BYTES = 4 << 20
 #: Deflate cannot compress better than ~1032:1; a dataset declaring more bytes than that per stored byte
 #: describes data that is not in the file (unallocated chunks, a memory bomb).
@@ -46,7 +50,7 @@ _SMALL_BYTES = 1 << 20  # datasets this small are never refused for their ratio 
 _FILTERS = {1, 2, 3, 32000}  # deflate, shuffle, fletcher32, lzf
 _SHARD_FILE = re.compile(r"shard-\d{5,}\.h5")
 _SHA = re.compile(r"[0-9a-f]{64}")
-_INTEGER_FIELDS = ("n_objects", "n_dropped", "process", "event_id", "n_constituents", "jet_flavour")
+_INTEGER_FIELDS = ("n_objects", "n_dropped", "process", "event_id", "n_constituents", "jet_flavour", "origin")
 _REQUIRED = ("objects", "n_objects", "n_dropped", "weight", "event_id")
 
 
@@ -277,7 +281,7 @@ def check_shard_structure(path: Path, n_events: int) -> None:
                 raise DamagedStoreError(f"{path}: the shard says it holds {n!r} events, the manifest {n_events}; "
                                         "the shard or the manifest is damaged or forged")
             found = {}
-            for name in (*PER_EVENT_FIELDS, *CONSTITUENT_FIELDS):
+            for name in (*PER_EVENT_FIELDS, *CONSTITUENT_FIELDS, *ORIGIN_FIELDS):
                 if name not in f:
                     continue
                 d = f[name]
@@ -303,7 +307,9 @@ def check_shard_structure(path: Path, n_events: int) -> None:
                     raise DamagedStoreError(f"{path}: dataset {name!r} has shape {found[name].shape}, expected [n]")
             if "truth" in found and found["truth"].ndim != 2:
                 raise DamagedStoreError(f"{path}: dataset 'truth' has shape {found['truth'].shape}, expected [n, L]")
-            for name in ("n_constituents", "jet_flavour"):
+            if "heavy" in found and found["heavy"].ndim != 2:
+                raise DamagedStoreError(f"{path}: dataset 'heavy' has shape {found['heavy'].shape}, expected [n, H]")
+            for name in ("n_constituents", "jet_flavour", "origin"):
                 if name in found and found[name].shape[1:] != (m,):
                     raise DamagedStoreError(f"{path}: dataset {name!r} has shape {found[name].shape}, expected "
                                             f"[n, {m}]")

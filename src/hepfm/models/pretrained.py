@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from hepfm.errors import HepfmError
+from hepfm.io.schema import same_inputs
 from hepfm.models.record import known
 from hepfm.models.saving import CONFIG, load_model, read_record
 
@@ -121,7 +122,7 @@ def schema_differences(config: dict, store) -> list[str]:
         return []  # a model saved before schemas were recorded: nothing to compare
     here = data_schema(store)
     out = []
-    if trained["schema_version"] != here["schema_version"]:
+    if not same_inputs(trained["schema_version"], here["schema_version"]):
         out.append(f"schema version {here['schema_version']} (model: {trained['schema_version']})")
     if trained["features"] != here["features"]:
         out.append(f"features {here['features']} (model: {trained['features']})")

@@ -378,7 +378,8 @@ def _leptons_and_photons(cand: Objects, iso: Objects, muon_tracks: tuple[np.ndar
         kind[m] = TYPE_CODES[name]
     charge = np.where(aid == 22, 0.0, -np.sign(cand.extra["id"]))
     out = Objects(cand.ev, reco_pt, cand.eta, cand.phi,
-                  {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand))})
+                  {"type": kind, "charge": charge, "true_pt": cand.pt, "btag": np.zeros(len(cand)),
+                   "row": cand.extra["row"]})
     return out[keep]
 
 
@@ -532,6 +533,11 @@ def reconstruct(prt: ak.Array | FlatRecord, cfg: DetectorConfig, rng: np.random.
                    {"type": np.full(n_events, float(TYPE_CODES["met"])), "charge": np.zeros(n_events),
                     "btag": np.zeros(n_events)})
     reco = assemble([jets, leptons, met], n_events, cfg.max_objects)
+    # the generator particle behind every electron, muon and photon slot (its flat record row), for the truth
+    lepton_of = reco.source - len(jets)
+    is_lepton = (lepton_of >= 0) & (lepton_of < len(leptons))
+    reco.record_rows = np.full(reco.source.shape, -1, dtype=np.int64)
+    reco.record_rows[is_lepton] = np.flatnonzero(fin)[leptons.extra["row"][lepton_of[is_lepton]]]
     if constituents > 0:
         reco.constituents, reco.n_constituents = _constituent_array(
             reco.source, reco.objects, jets, jet_inputs, e[jin], links, constituents)

@@ -18,7 +18,7 @@ import numpy as np
 from hepfm.errors import HepfmError
 from hepfm.physics.detector import DetectorConfig, reconstruct
 from hepfm.physics.record import FlatRecord
-from hepfm.physics.truth import jet_flavours, truth_labels
+from hepfm.physics.truth import heavy_kinematics, jet_flavours, object_origins, truth_labels
 
 
 def _new_pythia():
@@ -116,8 +116,9 @@ def simulate(events: EventSource, n_events: int, first_event: int, detector: Det
              rng: np.random.Generator, constituents: int = 0, batch_events: int = 250,
              progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Up to ``n_events`` events of ``events`` through the detector, in batches of ``batch_events``: the store's
-    per-event arrays (objects, counts, truth, weights, event ids from ``first_event``; with ``constituents``
-    K > 0 also the jets' constituents and flavours). Fewer events when an LHE file runs out; none: {}.
+    per-event arrays (objects, counts, truth, object origins, heavy-particle kinematics, weights, event ids from
+    ``first_event``; with ``constituents`` K > 0 also the jets' constituents and flavours). Fewer events when an
+    LHE file runs out; none: {}.
 
     ``rng`` drives the detector response; ``progress`` is called with each batch's event count.
     """
@@ -134,6 +135,8 @@ def simulate(events: EventSource, n_events: int, first_event: int, detector: Det
             "n_objects": reco.n_objects,
             "n_dropped": reco.n_dropped,
             "truth": truth_labels(record),
+            "origin": object_origins(record, reco.objects, reco.record_rows, detector.jet_radius),
+            "heavy": heavy_kinematics(record),
             "weight": weights,
             "event_id": np.arange(first_event + done, first_event + done + n, dtype=np.int64),
         })

@@ -172,6 +172,9 @@ class ReconstructedEvents:
     n_objects: np.ndarray
     n_dropped: np.ndarray
     source: np.ndarray | None = None
+    #: [n, M] the row of the generator particle behind each electron, muon and photon slot in the batch's
+    #: flat record (-1 for jets, MET and padding); set by the simulated detector.
+    record_rows: np.ndarray | None = None
     constituents: np.ndarray | None = None
     n_constituents: np.ndarray | None = None
 

@@ -72,11 +72,16 @@ class FlatRecord:
         """True for entries that are the last copy of their particle (no daughter with the same id).
 
         Index 0 is Pythia's "system" entry, so a daughter index of 0 never matches a real copy;
-        out-of-range indices (incomplete records) are treated the same way.
+        out-of-range indices (incomplete records) are treated the same way. Computed once per record (the
+        detector and every truth block ask for it).
         """
+        cached = self.__dict__.get("_last_copy")
+        if cached is not None:
+            return cached
         same = np.zeros(len(self.pid), dtype=bool)
         for d in (self.daughter1, self.daughter2):
             valid = (d > 0) & (d < self.size)
             target = np.where(valid, self.first + d, 0)
             same |= valid & (self.pid[target] == self.pid)
+        self.__dict__["_last_copy"] = ~same
         return ~same

@@ -19,7 +19,7 @@ import awkward as ak
 import numpy as np
 
 from hepfm.physics import kinematics as kin
-from hepfm.physics.objects import ETA, PHI, is_type, same_event_pairs
+from hepfm.physics.objects import ETA, PHI, TYPE, is_type, same_event_pairs
 from hepfm.physics.record import FlatRecord
 
 COUNT_LABELS: tuple[str, ...] = ("n_higgs", "n_tops", "n_V", "n_W", "n_Z")
@@ -238,3 +238,199 @@ def jet_flavours(prt: ak.Array | FlatRecord, objects: np.ndarray, radius: float)
         flavour[_contained(rec, ev, j_eta, j_phi, rows, products, radius, n_events)] = JET_FLAVOURS[name]
     out[ev, slot] = flavour
     return out
+
+
+# ---------------------------------------------------------------------------------------- object origin
+
+#: What each stored object came from (the ``origin`` dataset, int8 [n, M], -1 on padding slots). The code is
+#: also the precedence: when an object descends from several heavy particles, the highest code wins, so a
+#: Higgs beats the W/Z it decays to (H -> WW -> l nu: ``higgs``), a top beats its W (t -> W -> tau -> l:
+#: ``top_w_lv``), and any Standard Model top, W, Z or H beats a BSM resonance above it (Z' -> tt: top roles).
+#: Taus are folded into their parent's role: everything a tau from a W decays to is ``w_lv`` or ``top_w_lv``.
+ORIGIN_NAMES: tuple[str, ...] = (
+    "none",       # ISR/FSR, underlying event, hadron decays: no heavy ancestor
+    "bsm",        # daughter of a BSM particle (Z', W', H2/A/H+-, sparticles) and of no SM heavy one below it
+    "w_qq",       # quark from a W that is not from a top or a Higgs
+    "w_lv",       # charged lepton, tau or neutrino from such a W
+    "z_qq",       # quark from a Z/gamma* (PDG 23) not from a Higgs
+    "z_ll",       # charged lepton, tau or neutrino from such a Z
+    "top_b",      # the quark a top decays to directly (its b; the c of t -> H c)
+    "top_w_qq",   # quark from the W of a top
+    "top_w_lv",   # charged lepton, tau or neutrino from the W of a top (MET from its neutrino)
+    "higgs",      # any decay product of an h (PDG 25), through its W, Z or taus too
+)
+ORIGIN_CODES: dict[str, int] = {name: i for i, name in enumerate(ORIGIN_NAMES)}
+N_ORIGINS = len(ORIGIN_NAMES)
+
+
+
+def _is_bsm(aid: np.ndarray) -> np.ndarray:
+    return ((aid >= 32) & (aid <= 37)) | (aid == 42) | ((aid >= 1_000_000) & (aid < 3_000_000))
+
+
+def _is_quark_or_gluon(aid: np.ndarray) -> np.ndarray:
+    return ((aid >= 1) & (aid <= 5)) | (aid == 21)
+
+
+def _is_sm_heavy(aid: np.ndarray) -> np.ndarray:
+    return (aid == 6) | ((aid >= 23) & (aid <= 25))
+
+
+def _is_lepton_or_photon(aid: np.ndarray) -> np.ndarray:
+    return ((aid >= 11) & (aid <= 16)) | (aid == 22)
+
+
+def _last_daughters(rec: FlatRecord, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``rows``, daughter row) of the decay products of each row's last copy."""
+    return rec.daughter_rows(_follow_copies(rec, rows))
+
+
+def _seed_origins(rec: FlatRecord) -> np.ndarray:
+    """Per record row, the origin code its heavy parent gives it directly (before propagation); 0 elsewhere."""
+    aid = np.abs(rec.pid)
+    label = np.zeros(len(aid), dtype=np.int8)
+    last = rec.last_copy()
+    quark = _is_quark_or_gluon(aid)
+
+    def put(rows, code):
+        np.maximum.at(label, rows, np.int8(code))
+
+    _, d = rec.daughter_rows(np.flatnonzero(last & _is_bsm(aid)))
+    put(d, ORIGIN_CODES["bsm"])
+    for code, qq, lv in ((24, "w_qq", "w_lv"), (23, "z_qq", "z_ll")):
+        _, d = rec.daughter_rows(np.flatnonzero(last & (aid == code)))
+        put(d[quark[d]], ORIGIN_CODES[qq])
+        put(d[~quark[d]], ORIGIN_CODES[lv])
+    _, d = rec.daughter_rows(np.flatnonzero(last & (aid == 6)))
+    put(d[quark[d]], ORIGIN_CODES["top_b"])
+    _, wd = _last_daughters(rec, d[aid[d] == 24])
+    put(wd[quark[wd]], ORIGIN_CODES["top_w_qq"])
+    put(wd[~quark[wd]], ORIGIN_CODES["top_w_lv"])
+    _, d = rec.daughter_rows(np.flatnonzero(last & (aid == 25)))
+    put(d, ORIGIN_CODES["higgs"])
+    return label
+
+
+def record_origins(prt: ak.Array | FlatRecord, max_steps: int = 400) -> np.ndarray:
+    """The origin code (:data:`ORIGIN_NAMES`) of every entry of the record, int8.
+
+    Each heavy particle's last copy labels its decay products; labels then flow down the record, keeping the
+    highest code: from a lepton or photon to all its daughters (its QED radiation too), from a top, W, Z, H or
+    BSM particle to its next copy and, from its last copy, to its decay products. Quarks and gluons pass no
+    label on (their showers and hadronisation mix with the rest of the event: jets are matched to them by
+    Delta R instead), nor do hadrons (leptons from b or c hadron decays have no heavy origin).
+    """
+    rec = FlatRecord.from_batch(prt)
+    label = _seed_origins(rec)
+    aid = np.abs(rec.pid)
+    heavy = _is_sm_heavy(aid) | _is_bsm(aid)
+    passes_all = _is_lepton_or_photon(aid) | (heavy & rec.last_copy())
+    frontier = np.flatnonzero(label > 0)
+    for _ in range(max_steps):
+        frontier = frontier[passes_all[frontier] | heavy[frontier]]
+        if len(frontier) == 0:
+            break
+        pos, d = rec.daughter_rows(frontier)
+        parent = frontier[pos]
+        ok = passes_all[parent] | (rec.pid[d] == rec.pid[parent])
+        ok &= label[d] < label[parent]
+        parent, d = parent[ok], d[ok]
+        np.maximum.at(label, d, label[parent])
+        frontier = np.unique(d)
+    return label
+
+
+#: Partons (and taus) that give a jet its origin need this much transverse momentum (as for the flavour).
+ORIGIN_PARTON_MIN_PT = FLAVOUR_PARTON_MIN_PT
+
+
+def object_origins(prt: ak.Array | FlatRecord, objects: np.ndarray, record_rows: np.ndarray,
+                   radius: float) -> np.ndarray:
+    """The origin (:data:`ORIGIN_NAMES`) of every slot of ``objects`` [n, M, F]; int8 [n, M], -1 on padding.
+
+    * electrons, muons and photons: the origin of the generator particle they were reconstructed from
+      (``record_rows`` [n, M]: its row in the flat record of the batch, -1 where none; see
+      :func:`record_origins`);
+    * jets (and tau-tagged jets): the origin of the closest labelled quark, gluon or tau (the decay products
+      of the heavy particles, before their showers, pT > 1 GeV) within ``radius`` of the jet axis; else 0;
+    * missing ET: the origin of the hardest invisible final-state particle (neutrino, neutralino); 0 when the
+      event has none.
+    """
+    from hepfm.physics.detector import INVISIBLE_IDS  # the detector defines what escapes
+
+    rec = FlatRecord.from_batch(prt)
+    label = record_origins(rec)
+    n_events, m = objects.shape[:2]
+    out = np.zeros((n_events, m), dtype=np.int8)
+    types = objects[..., TYPE]
+    out[types == 0] = -1
+
+    linked = record_rows >= 0
+    out[linked] = label[record_rows[linked]]
+
+    ev, slot = np.nonzero(is_type(objects, "jet", "tau"))
+    aid = np.abs(rec.pid)
+    partons = np.flatnonzero(label > 0)
+    partons = partons[_is_quark_or_gluon(aid[partons]) | ((aid[partons] == 15) & rec.last_copy()[partons])]
+    partons = partons[kin.pt(rec.px[partons], rec.py[partons]) > ORIGIN_PARTON_MIN_PT]
+    if len(ev) and len(partons):
+        j_eta = objects[ev, slot, ETA].astype(np.float64)
+        j_phi = objects[ev, slot, PHI].astype(np.float64)
+        x, y, z = rec.px[partons], rec.py[partons], rec.pz[partons]
+        ij, ip = same_event_pairs(ev, rec.ev[partons], n_events)
+        dr = kin.delta_r(j_eta[ij], j_phi[ij], kin.eta(x, y, z)[ip], kin.phi(x, y)[ip])
+        close = dr < radius
+        ij, ip, dr = ij[close], ip[close], dr[close]
+        order = np.lexsort((dr, ij))
+        ij, ip = ij[order], ip[order]
+        nearest = np.ones(len(ij), dtype=bool)
+        nearest[1:] = ij[1:] != ij[:-1]
+        out[ev[ij[nearest]], slot[ij[nearest]]] = label[partons[ip[nearest]]]
+
+    inv = np.flatnonzero(rec.status > 0)
+    inv = inv[np.isin(aid[inv], INVISIBLE_IDS)]
+    if len(inv):
+        order = np.lexsort((-kin.pt(rec.px[inv], rec.py[inv]), rec.ev[inv]))
+        inv = inv[order]
+        hardest = np.ones(len(inv), dtype=bool)
+        hardest[1:] = rec.ev[inv][1:] != rec.ev[inv][:-1]
+        met_code = np.zeros(n_events, dtype=np.int8)
+        met_code[rec.ev[inv[hardest]]] = label[inv[hardest]]
+        ev, slot = np.nonzero(is_type(objects, "met"))
+        out[ev, slot] = met_code[ev]
+    return out
+
+
+# ------------------------------------------------------------------------------------ heavy kinematics
+
+#: The heavy particles whose truth four-momenta are stored (``heavy`` dataset), leading first by pT, at their
+#: last copy (as for :func:`truth_labels`; W and Z from top and Higgs decays included).
+HEAVY_PARTICLES: tuple[tuple[str, int, int], ...] = (("top", 6, 2), ("w", 24, 2), ("z", 23, 2), ("h", 25, 2))
+HEAVY_COLUMNS: tuple[str, ...] = ("exists", "pt", "eta", "phi", "m")
+HEAVY_NAMES: tuple[str, ...] = tuple(f"{prefix}{k + 1}_{c}" for prefix, _, n in HEAVY_PARTICLES
+                                     for k in range(n) for c in HEAVY_COLUMNS)
+
+
+def heavy_kinematics(prt: ak.Array | FlatRecord) -> np.ndarray:
+    """The [n_events, len(HEAVY_NAMES)] float32 truth kinematics (exists, pT, eta, phi, mass) of the leading
+    tops, W, Z and H of every event; zeros (exists = 0) where the event has fewer."""
+    rec = FlatRecord.from_batch(prt)
+    n_events = rec.n_events
+    aid = np.abs(rec.pid)
+    last = rec.last_copy()
+    blocks = []
+    for _, code, n in HEAVY_PARTICLES:
+        rows = np.flatnonzero(last & (aid == code))
+        ev = rec.ev[rows]
+        order = np.lexsort((-kin.pt(rec.px[rows], rec.py[rows]), ev))
+        rows, ev = rows[order], ev[order]
+        rank = np.arange(len(ev)) - np.searchsorted(ev, ev)
+        for k in range(n):
+            pick = rows[rank == k]
+            block = np.zeros((n_events, len(HEAVY_COLUMNS)), dtype=np.float64)
+            x, y, z, e = rec.px[pick], rec.py[pick], rec.pz[pick], rec.e[pick]
+            block[rec.ev[pick]] = np.stack(
+                [np.ones(len(pick)), kin.pt(x, y), kin.eta(x, y, z), kin.phi(x, y),
+                 np.sqrt(np.maximum(e * e - x * x - y * y - z * z, 0.0))], axis=1)
+            blocks.append(block)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
