@@ -6,7 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import yaml
+
+from hepfm.errors import HepfmError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,3 +33,39 @@ def test_foundation_scaling_writes_the_recorded_study_configurations():
         models = {task: runs[tag][task] for task in runs[tag] if recorded["pretrain"].get(task) == runs[tag][task]}
         assert set(models) == {"multiclass", "masked"} | ({"multilabel"} & set(recorded["pretrain"])), tag
         assert driver.study_config(base, models) == recorded, tag
+
+
+def test_the_screen_driver_writes_the_protocols_studies_and_applies_its_decision_rule():
+    driver = _script("foundation_screen")
+    base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
+    cfg = driver.study_config(base, "graphnet-pythia12-multilabel")
+    assert cfg["tasks"] == ["hplus_vs_ttbar", "stop_vs_tth", "fcnc_vs_tth", "zprime_vs_ttbar"]
+    assert cfg["seeds"] == 2 and cfg["test_size"] == base["test_size"] and cfg["finetune"] == base["finetune"]
+    assert cfg["pretrain"]["multi"] == "graphnet-pythia12-multilabel"
+    assert cfg["pretrain"]["multiclass"] == base["pretrain"]["multiclass"]
+    from hepfm.study.config import parse_config
+
+    with pytest.raises(HepfmError, match="pretrained for 'multilabel', not 'multi'"):
+        parse_config(cfg)  # a valid study but for the backbone, which must be a multi-task one
+    args = driver.pretrain_command(Path("s"), Path("r"), "O5", 3e-4)
+    assert args[args.index("--heads") + 1] == "multiclass=1,origin=1,heavy=0.5" and "--lr" in args
+
+    def cells(gain_val, gain_test, collapsed=()):
+        out = []
+        for task in driver.SCREEN_TASKS:
+            for seed in (0, 1):
+                out.append({"task": task, "seed": seed, "strategy": "scratch", "val_accuracy": 0.80,
+                            "accuracy": 0.80, "collapsed": (task, seed) in collapsed})
+                out.append({"task": task, "seed": seed, "strategy": "finetune_multi", "collapsed": False,
+                            "val_accuracy": 0.80 + gain_val / 100, "accuracy": 0.80 + gain_test / 100})
+        return out
+
+    rows = {"A": driver.screen_row(cells(2.0, -5.0)), "B": driver.screen_row(cells(1.7, 9.0)),
+            "C": driver.screen_row(cells(0.5, 9.0)),
+            "D": driver.screen_row(cells(5.0, 9.0, collapsed={("stop_vs_tth", 0), ("fcnc_vs_tth", 1)}))}
+    assert rows["A"]["val_gain"] == pytest.approx(2.0) and rows["A"]["test_gain"] == pytest.approx(-5.0)
+    assert rows["D"]["excluded"] == 2 and rows["D"]["cells"] == 6
+    decision = driver.decide(rows, {"A": 0.5, "B": 0.2, "C": 0.1, "D": 0.1})
+    # D is disqualified (two excluded cells); A and B tie within 0.5 points and B is cheaper; test gains are
+    # never read; C is more than 1 point behind, so two are carried.
+    assert decision["winner"] == "B" and decision["carried"] == ["A", "B"] and "D" not in decision["ranked"]

@@ -1,0 +1,200 @@
+"""Stage 1 of the foundation-v2 screen (results/foundation-v2/PROTOCOL.md): pretraining objectives, resumable.
+
+    python scripts/foundation_screen.py pretrain --out SCREEN [--events 100000] [--candidates O1 O4]
+    python scripts/foundation_screen.py study --out SCREEN [--candidates ...]
+    python scripts/foundation_screen.py summarise --out SCREEN --dest results/foundation-v2/stage1
+
+``pretrain`` generates the screen's pretraining store (the ``pretrain-wide`` processes, equal events each, seed
+3001) and pretrains every candidate at each rate of :data:`PRETRAIN_RATES`, keeping the rate whose run has the
+lowest validation loss of its own objective. ``study`` fine-tunes each chosen backbone on the screen's four
+tasks with the study machinery (``configs/study-foundation.yaml``'s tuned protocol, 2 seeds), next to the tuned
+scratch baseline and the shipped multiclass model. ``summarise`` applies the protocol's decision rule to the
+validation accuracies and writes the screen table (every candidate, losers included; test gains beside, never
+used to choose). Finished runs and cells are skipped, so every step resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREEN_TASKS = ["hplus_vs_ttbar", "stop_vs_tth", "fcnc_vs_tth", "zprime_vs_ttbar"]
+PRETRAIN_RATES = (3e-4, 1e-3)
+STORE_SEED = 3001
+N_PROCESSES = 22  # the pretrain-wide group
+#: The protocol's stage-1 candidates: heads and loss weights. Every candidate is pretrained as a multi-task (one
+#: head for O1, O2 and O8), so that the study fine-tunes each through the same strategies.
+CANDIDATES: dict[str, dict[str, float]] = {
+    "O1": {"multiclass": 1.0},
+    "O2": {"multilabel": 1.0},
+    "O3": {"origin": 1.0, "heavy": 0.5},
+    "O4": {"multiclass": 1.0, "origin": 1.0},
+    "O5": {"multiclass": 1.0, "origin": 1.0, "heavy": 0.5},
+    "O6": {"multiclass": 1.0, "multilabel": 1.0, "origin": 1.0, "heavy": 0.5},
+    "O7": {"multiclass": 1.0, "multilabel": 1.0, "origin": 1.0, "heavy": 0.5, "masked": 1.0},
+    "O8": {"masked": 1.0},
+}
+TIE_MARGIN = 0.5  # points of the screen metric
+CARRY_MARGIN = 1.0
+
+
+def _hepfm(*args) -> None:
+    subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], check=True)
+
+
+def _finished(run: Path) -> bool:
+    return (run / "config.json").exists() and not (run / "checkpoint.pt").exists()
+
+
+def best_val_loss(run: Path) -> float:
+    """The lowest validation loss of a finished run (its own objective's)."""
+    with open(run / "history.csv") as f:
+        return min(float(r["val_loss"]) for r in csv.DictReader(f))
+
+
+def pretrain_command(store: Path, run: Path, candidate: str, lr: float) -> list:
+    """The ``hepfm pretrain`` arguments of one candidate at one rate (protocol: batch 512, <= 30 epochs, patience 5)."""
+    heads = ",".join(f"{h}={w:g}" for h, w in CANDIDATES[candidate].items())
+    return ["pretrain", "--data", store, "--task", "multi", "--heads", heads, "--lr", f"{lr:g}", "--epochs", 30,
+            "--patience", 5, "--batch-size", 512, "--no-progress", "-o", run]
+
+
+def pretrain(out: Path, events: int, candidates: list[str]) -> None:
+    store = out / "pretrain-store"
+    _hepfm("generate", "pretrain-wide", "--events", math.ceil(events / N_PROCESSES), "--seed", STORE_SEED,
+           "--workers", 2, "--no-progress", "-o", store)
+    chosen = {}
+    for c in candidates:
+        runs = {lr: out / "pretrain" / c / f"lr{lr:g}" for lr in PRETRAIN_RATES}
+        for lr, run in runs.items():
+            if not _finished(run):
+                _hepfm(*pretrain_command(store, run, c, lr))
+        losses = {lr: best_val_loss(run) for lr, run in runs.items()}
+        best = min(losses, key=losses.get)
+        chosen[c] = {"run": str(runs[best]), "lr": best, "val_loss": losses}
+    (out / "chosen.json").write_text(json.dumps(chosen, indent=1))
+
+
+def study_config(base: dict, backbone: str) -> dict:
+    """The stage-1 study of one candidate: ``base`` (study-foundation) on the four screen tasks, 2 seeds, the
+    scratch baseline, the shipped multiclass model and the candidate fine-tuned and frozen."""
+    cfg = dict(base, tasks=list(SCREEN_TASKS), seeds=2,
+               strategies=["scratch", "finetune_multiclass", "finetune_multi", "frozen_multi"])
+    cfg["pretrain"] = {**{k: v for k, v in base["pretrain"].items() if k != "multilabel"}, "multi": backbone}
+    return cfg
+
+
+def study(out: Path, candidates: list[str]) -> None:
+    chosen = json.loads((out / "chosen.json").read_text())
+    base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
+    shared = out / "study" / "downstream-stores"
+    for c in candidates:
+        folder = out / "study" / c
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(study_config(base, chosen[c]["run"]), sort_keys=False))
+        stores = folder / "stores"
+        if not stores.exists() and shared.exists():
+            stores.symlink_to(shared.resolve(), target_is_directory=True)  # the same events for every candidate
+        _hepfm("study", folder / "config.yaml", "--out", folder, "--jobs", 2, "--no-progress")
+        if not shared.exists():
+            (folder / "stores").rename(shared)
+            (folder / "stores").symlink_to(shared.resolve(), target_is_directory=True)
+
+
+def screen_row(cells: list[dict], strategy: str = "finetune_multi") -> dict:
+    """The screen metric of one candidate from its cells: the mean over tasks and seeds of the validation accuracy
+    gain of ``strategy`` over scratch (points), its spread, the test gain beside it, and the cells excluded as
+    collapsed."""
+    by = {(r["task"], r["seed"], r["strategy"]): r for r in cells}
+    val, test, excluded = [], [], 0
+    for task in SCREEN_TASKS:
+        for seed in (0, 1):
+            base, cand = by.get((task, seed, "scratch")), by.get((task, seed, strategy))
+            if base is None or cand is None:
+                continue
+            if base["collapsed"] or cand["collapsed"]:
+                excluded += 1
+                continue
+            val.append(100 * (cand["val_accuracy"] - base["val_accuracy"]))
+            test.append(100 * (cand["accuracy"] - base["accuracy"]))
+    n = len(val)
+    mean = sum(val) / n if n else math.nan
+    spread = (sum((v - mean) ** 2 for v in val) / (n - 1)) ** 0.5 if n > 1 else math.nan
+    return {"val_gain": mean, "val_gain_err": spread / math.sqrt(n) if n > 1 else math.nan, "cells": n,
+            "excluded": excluded, "test_gain": sum(test) / n if n else math.nan}
+
+
+def decide(rows: dict[str, dict], cpu_hours: dict[str, float]) -> dict:
+    """The protocol's rule: the highest screen metric wins; within TIE_MARGIN the cheaper candidate (pretraining
+    CPU-hours); more than one excluded cell disqualifies; up to three within CARRY_MARGIN of the winner are carried
+    (else the best two)."""
+    eligible = {c: r for c, r in rows.items() if r["excluded"] <= 1 and not math.isnan(r["val_gain"])}
+    ranked = sorted(eligible, key=lambda c: -eligible[c]["val_gain"])
+    if not ranked:
+        return {"winner": None, "carried": [], "ranked": []}
+    top = eligible[ranked[0]]["val_gain"]
+    tied = [c for c in ranked if top - eligible[c]["val_gain"] <= TIE_MARGIN]
+    winner = min(tied, key=lambda c: (cpu_hours.get(c, math.inf), ranked.index(c)))
+    close = [c for c in ranked if top - eligible[c]["val_gain"] <= CARRY_MARGIN]
+    carried = close[:3] if len(close) > 1 else ranked[:2]
+    if winner not in carried:
+        carried = [winner, *carried][:3]
+    return {"winner": winner, "carried": carried, "ranked": ranked}
+
+
+def summarise(out: Path, dest: Path) -> None:
+    from hepfm.study.layout import StudyLayout
+
+    chosen = json.loads((out / "chosen.json").read_text())
+    rows, hours = {}, {}
+    for c in chosen:
+        folder = out / "study" / c
+        if not folder.exists():
+            continue
+        cells = [json.loads(p.read_text()) for p in StudyLayout(folder).results()]
+        rows[c] = screen_row(cells)
+        run = Path(chosen[c]["run"])
+        hours[c] = json.loads((run / "config.json").read_text())["training"]["train_time_s"] * 2 / 3600
+    decision = decide(rows, hours)
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = ["| candidate | objective | validation gain (pts) | cells (excluded) | test gain (pts, not used) | "
+             "pretraining CPU-h |", "|---|---|---|---|---|---|"]
+    for c, r in sorted(rows.items()):
+        what = " + ".join(f"{h}×{w:g}" for h, w in CANDIDATES[c].items())
+        lines.append(f"| {c}{' (winner)' if c == decision['winner'] else ''} | {what} | {r['val_gain']:+.2f} ± "
+                     f"{r['val_gain_err']:.2f} | {r['cells']} ({r['excluded']}) | {r['test_gain']:+.2f} | "
+                     f"{hours[c]:.2f} |")
+    (dest / "screen.md").write_text("\n".join(lines) + f"\n\nCarried to the next stage: "
+                                    f"{', '.join(decision['carried']) or 'none'}.\n")
+    (dest / "screen.json").write_text(json.dumps({"rows": rows, "cpu_hours": hours, **decision}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("pretrain", "study", "summarise"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
+    parser.add_argument("--dest", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1")
+    args = parser.parse_args()
+    unknown = sorted(set(args.candidates) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+    if args.step == "pretrain":
+        pretrain(args.out, args.events, args.candidates)
+    elif args.step == "study":
+        study(args.out, args.candidates)
+    else:
+        summarise(args.out, args.dest)
+
+
+if __name__ == "__main__":
+    main()
