@@ -99,11 +99,12 @@ def study(out: Path, candidates: list[str]) -> None:
     for c in candidates:
         folder = out / "study" / c
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(yaml.safe_dump(study_config(base, chosen[c]["run"]), sort_keys=False))
+        config = out / "study" / f"{c}.yaml"
+        config.write_text(yaml.safe_dump(study_config(base, chosen[c]["run"]), sort_keys=False))
         stores = folder / "stores"
         if not stores.exists() and shared.exists():
             stores.symlink_to(shared.resolve(), target_is_directory=True)  # the same events for every candidate
-        _hepfm("study", folder / "config.yaml", "--out", folder, "--jobs", 2, "--no-progress")
+        _hepfm("study", config, "--out", folder, "--jobs", 2, "--no-progress")
         if not shared.exists():
             (folder / "stores").rename(shared)
             (folder / "stores").symlink_to(shared.resolve(), target_is_directory=True)
