@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,18 @@ def test_finetune_from_a_jet_tagging_run_frozen_finetuned_and_scratch(tmp_path):
         assert model.metadata["strategy"] == strategy and model.config["jet_model"] == "deepsets"
         kept[strategy] = all(torch.equal(v, jet_state[k]) for k, v in model.jet.state_dict().items())
     assert kept == {"frozen": True, "finetune": False, "scratch": False}
+    # LP-FT: the probe trains the event part on the frozen jet backbone, then everything is fine-tuned.
+    from safetensors.torch import load_file
+
+    finetune(tmp_path / "ev" / "ttbar", tmp_path / "ev" / "zjets", tmp_path / "lpft", strategy="finetune",
+             init_from=tmp_path / "jets", model="transformer", cfg=dataclasses.replace(cfg, linear_probe=True),
+             lr=1e-3, backbone_lr=1e-3)
+    probed = load_file(str(tmp_path / "lpft" / "probe" / "probed.safetensors"))
+    assert probed and not any(k.startswith("jet.") for k in probed) and any(k.startswith("head.") for k in probed)
+    with pytest.raises(HepfmError, match="no layers to decay the rate across"):
+        finetune(tmp_path / "ev" / "ttbar", tmp_path / "ev" / "zjets", tmp_path / "ld", strategy="finetune",
+                 init_from=tmp_path / "jets", model="transformer", cfg=dataclasses.replace(cfg, layer_decay=0.5))
+    assert not (tmp_path / "ld").exists()
     with pytest.raises(HepfmError, match="needs jet constituents, and this store keeps none"):
         generate([catalog_source("zjets")], tmp_path / "plain", events=10, seed=5, progress=False)
         finetune(tmp_path / "plain" / "zjets", tmp_path / "ev" / "ttbar", tmp_path / "x", strategy="frozen",

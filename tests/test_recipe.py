@@ -83,10 +83,11 @@ def test_lpft_trains_the_head_on_the_frozen_backbone_first_and_resumes_exactly(d
     store = downstream
     _lpft(tmp_path / "whole", store, pretrained)
     probe = tmp_path / "whole" / "probe"
-    head = load_file(str(probe / "head.safetensors"))
+    head = load_file(str(probe / "probed.safetensors"))
     assert (probe / "history.csv").exists() and not (probe / "checkpoint.pt").exists()
     # The probe trained only the head: applied to the pretrained backbone it is not the fresh head any more.
-    assert head["weight"].shape == (1, 64) and torch.isfinite(head["weight"]).all()
+    assert set(head) == {"head.weight", "head.bias"}  # only the new output layer trained in the probe
+    assert head["head.weight"].shape == (1, 64) and torch.isfinite(head["head.weight"]).all()
     final = hepfm_pkg.load(tmp_path / "whole")
     config = final.metadata["training"]["config"]
     assert config["linear_probe"] is True and config["layer_decay"] == 0.7
@@ -126,7 +127,7 @@ def test_a_study_tunes_recipe_axes_one_at_a_time_at_the_best_point_and_records_t
     assert len(fine["grid"]) == 4  # 2 rates, weight decay at the best, the probe at the best of those three
     best3 = min(fine["grid"][:3], key=lambda p: (p["collapsed"], p["val_loss"]))
     assert fine["grid"][3]["recipe"] == {**best3.get("recipe", {}), "linear_probe": True}
-    assert (tmp_path / fine["grid"][3]["run"] / "probe" / "head.safetensors").exists()
+    assert (tmp_path / fine["grid"][3]["run"] / "probe" / "probed.safetensors").exists()
     cell = json.loads((layout.cell("toy", 40, "finetune_multiclass", 0) / layout.RESULT).read_text())
     chosen = next(p for p in fine["grid"] if p["point"] == fine["chosen"])
     assert cell["point"] == chosen["point"] and cell.get("recipe") == chosen.get("recipe")

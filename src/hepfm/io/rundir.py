@@ -4,7 +4,7 @@ A run folder holds the model (:data:`WEIGHTS` + :data:`CONFIG`, loadable with :f
 per-epoch :data:`HISTORY`, :data:`TENSORBOARD` logs and, while the run is unfinished, its
 :data:`CHECKPOINT` and (streamed pretraining) the data plan :data:`STREAM_PLAN`; a fine-tuning run with a
 linear probe first (LP-FT) keeps the probe's own run folder in :data:`PROBE`, with the probe's head in
-:data:`PROBE_HEAD`. A study adds each
+:data:`PROBE_WEIGHTS` (the weights the probe trained). A study adds each
 cell's test :data:`SCORES` and :data:`LATENT` sample to the cell's run folder.
 """
 
@@ -25,7 +25,7 @@ SCORES = "scores.npy"
 LATENT = "latent.npy"
 #: LP-FT's first phase (a head trained on the frozen backbone): a run folder of its own inside the run's.
 PROBE = "probe"
-PROBE_HEAD = "head.safetensors"
+PROBE_WEIGHTS = "probed.safetensors"
 
 
 class RunDir:

@@ -138,7 +138,8 @@ class Backbone(nn.Module):
         """Set the model up for ``strategy`` and return the optimiser's named parameter groups.
 
         ``scratch``: every parameter at ``lr`` (a new head only when the width changes); ``finetune``: a new
-        head at ``lr``, the rest at ``backbone_lr``; ``frozen``: a new head (and, with ``frozen_part``
+        head at ``lr``, the rest at ``backbone_lr`` (the group marked ``pretrained``, which recipes such as
+        layer-wise decay and the linear probe act on); ``frozen``: a new head (and, with ``frozen_part``
         "decoder", a re-initialised decoder) at ``lr``, the rest frozen.
         """
         if strategy == "scratch":
@@ -150,7 +151,8 @@ class Backbone(nn.Module):
         head_ids = {id(p) for p in head}
         if strategy == "finetune":
             rest = [p for p in self.parameters() if id(p) not in head_ids]
-            return [{"params": head, "lr": lr, "name": "head"}, {"params": rest, "lr": backbone_lr, "name": "backbone"}]
+            return [{"params": head, "lr": lr, "name": "head"},
+                    {"params": rest, "lr": backbone_lr, "name": "backbone", "pretrained": True}]
         if frozen_part not in ("head", "decoder"):
             raise ConfigurationError(f"frozen_part must be 'head' or 'decoder', got {frozen_part!r}")
         trainable = head

@@ -205,7 +205,7 @@ class HierarchicalModel(Backbone):
             for p in self.jet.parameters():
                 p.requires_grad_(False)
         else:
-            groups.append({"params": list(self.jet.parameters()), "name": "jet",
+            groups.append({"params": list(self.jet.parameters()), "name": "jet", "pretrained": strategy == "finetune",
                            "lr": backbone_lr if strategy == "finetune" else lr})
         return groups
 

@@ -17,7 +17,7 @@ from hepfm.data.pretraining import HEADS, MULTI_TASK, PRETRAINING_TASKS
 from hepfm.errors import ConfigurationError, HepfmError
 from hepfm.files import safe_yaml
 from hepfm.names import check_name
-from hepfm.physics.processes import GROUPS, PRETRAINING, PROCESSES
+from hepfm.physics.processes import GROUPS, PRETRAINING, PROCESSES, expand_names
 from hepfm.train import defaults
 
 #: Downstream tasks: name -> (signal process, background process). The paper's five, then the hierarchical
@@ -520,7 +520,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
             or not all(isinstance(p, str) and (p in PROCESSES or p in GROUPS) for p in pre_processes)):
         _fail(source, "generation.pretrain_processes must be a list of catalog processes (or groups: "
               f"{', '.join(GROUPS)}), got {show(pre_processes)}")
-    pre_processes = [n for p in pre_processes for n in GROUPS.get(p, (p,))]  # a group stands for its processes
+    pre_processes = expand_names(pre_processes)  # a group stands for its processes
     cka = _mapping(raw.get("cka"), source, "cka")
     _known_keys(cka, ("events", "size"), source, "cka")
     cka_events = _int(cka.get("events", 2000), source, "cka.events")
@@ -532,7 +532,7 @@ def parse_config(raw: dict, source: str = "<dict>") -> StudyConfig:
     cfg = StudyConfig(
         tasks=tasks, sizes=sorted(sizes), strategies=list(strategies), seeds=seeds,
         test_size=test_size, generation_seed=gen.get("seed", 7),
-        pretrain_events=gen.get("pretrain_events", 5000), pretrain_processes=list(dict.fromkeys(pre_processes)),
+        pretrain_events=gen.get("pretrain_events", 5000), pretrain_processes=pre_processes,
         downstream_events=gen.get("downstream_events", 20000),
         workers=gen.get("workers", 2), model=model,
         model_options=model_options, jet_model=jet_model,

@@ -34,7 +34,7 @@ from hepfm.data.streaming import StreamingEvents
 from hepfm.errors import HepfmError
 from hepfm.io.atomic import atomic_write, remove_stale_temporaries
 from hepfm.io.locking import LOCK, exclusive_lock
-from hepfm.io.rundir import PROBE_HEAD, RunDir
+from hepfm.io.rundir import PROBE_WEIGHTS, RunDir
 from hepfm.models.base import Backbone, count_parameters
 from hepfm.models.batched import predict
 from hepfm.models.pretrained import resolve as resolve_model
@@ -166,30 +166,33 @@ class Run:
         return fit(net, task, splits["train"], splits["val"], groups, self.cfg, self.out, self.ctx,
                    settings=settings)
 
-    def probe(self, net: Backbone, task: Task, splits: dict, lr: float, settings: dict) -> None:
-        """LP-FT's first phase: train only ``net.head`` on the frozen rest of ``net`` (at ``lr``, the run's other
-        settings) into the folder's probe/, then leave ``net`` with that head and every parameter trainable.
-        A finished probe is not trained again (resuming an interrupted run reuses it)."""
+    def probe(self, net: Backbone, task: Task, splits: dict, groups: list[dict], settings: dict) -> None:
+        """LP-FT's first phase: train the new parts of ``net`` (the ``groups`` not marked ``pretrained``: the
+        output layer; for the hierarchical model, its event part) on its frozen pretrained part, with the run's
+        settings, into the folder's probe/; then leave ``net`` with what the probe trained and its parameters
+        trainable as before. A finished probe is not trained again (resuming an interrupted run reuses it)."""
         folder = self.dir.probe
-        head_file = folder / PROBE_HEAD
-        if not head_file.exists():
-            trainable = {id(p) for p in net.head.parameters()}
+        probe_file = folder / PROBE_WEIGHTS
+        new = [g for g in groups if not g.get("pretrained")]
+        trained = {id(p) for g in new for p in g["params"]}
+        names = [k for k, p in net.named_parameters() if id(p) in trained]
+        if not probe_file.exists():
             wanted = {id(p): p.requires_grad for p in net.parameters()}
             for p in net.parameters():
-                p.requires_grad_(id(p) in trainable)
-            groups = [{"params": list(net.head.parameters()), "lr": lr, "name": "head"}]
+                p.requires_grad_(id(p) in trained)
             cfg = dataclasses.replace(self.cfg, linear_probe=False, layer_decay=1.0)
-            fit(net, task, splits["train"], splits["val"], groups, cfg, folder, self.ctx,
+            fit(net, task, splits["train"], splits["val"], [dict(g) for g in new], cfg, folder, self.ctx,
                 settings={**settings, "phase": "linear probe"})
             for p in net.parameters():
                 p.requires_grad_(wanted[id(p)])
             if self.ctx.is_main:
-                head = {k: v.detach().cpu().contiguous() for k, v in net.head.state_dict().items()}
-                atomic_write(head_file, lambda tmp: save_file(head, tmp))
+                state = net.state_dict()
+                kept = {k: state[k].detach().cpu().contiguous() for k in names}
+                atomic_write(probe_file, lambda tmp: save_file(kept, tmp))
                 remove_checkpoint(folder)
             self.ctx.barrier()
-        head = load_file(str(head_file))
-        net.head.load_state_dict({k: v.to(net.head.weight.device) for k, v in head.items()})
+        device = next(net.parameters()).device
+        net.load_state_dict({k: v.to(device) for k, v in load_file(str(probe_file)).items()}, strict=False)
 
     def finish(self, net: Backbone, task: Task, result, splits: dict, record: RunRecord) -> dict:
         """Check the trained model, evaluate it on the test split and save it with ``record`` (completed with

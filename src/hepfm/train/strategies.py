@@ -45,28 +45,29 @@ def prepare(model: Backbone, strategy: str, n_outputs: int, lr: float = DEFAULT_
     return split_by_depth(model, groups, backbone_lr, layer_decay)
 
 
-def check_recipe(strategy: str, layer_decay: float, linear_probe: bool, hierarchical: bool = False) -> None:
+def check_recipe(strategy: str, layer_decay: float, linear_probe: bool) -> None:
     """Refuse fine-tuning recipe settings that do not apply to ``strategy`` (before anything is written)."""
     for name, used in (("layer_decay", layer_decay != 1.0), ("linear_probe", linear_probe)):
         if used and strategy != "finetune":
             raise ConfigurationError(f"{name} applies to the finetune strategy, not to {strategy}")
-        if used and hierarchical:
-            raise ConfigurationError(f"{name} is not available for the hierarchical model (its jet and event parts "
-                                     "train in groups of their own)")
 
 
 def split_by_depth(model: Backbone, groups: list[dict], backbone_lr: float, layer_decay: float) -> list[dict]:
-    """``groups`` with the "backbone" group replaced by one group per depth, at decaying rates."""
-    backbone = [g for g in groups if g.get("name") == "backbone"]
-    if len(backbone) != 1:
-        raise ConfigurationError(f"{model.name}: layer-wise rate decay needs one pretrained 'backbone' parameter "
-                                 "group; this model trains its parts in other groups")
-    members = {id(p) for p in backbone[0]["params"]}
+    """``groups`` with the pretrained group (marked ``pretrained``) replaced by one group per depth of the model
+    (:meth:`Backbone.depth_groups`), at decaying rates."""
+    pretrained = [g for g in groups if g.get("pretrained")]
+    if len(pretrained) != 1:
+        raise ConfigurationError(f"{model.name}: layer-wise rate decay needs one pretrained parameter group, this "
+                                 f"model trains {len(pretrained)}")
+    members = {id(p) for p in pretrained[0]["params"]}
     depths = [[p for p in g if id(p) in members] for g in model.depth_groups()]
     depths = [g for g in depths if g]
     if sum(len(g) for g in depths) != len(members):
         raise ConfigurationError(f"{model.name}: its depth groups do not cover its pretrained parameters")
+    if len(depths) < 2:
+        raise ConfigurationError(f"{model.name}: its pretrained part has no layers to decay the rate across")
     top = len(depths) - 1
-    split = [{"params": g, "lr": backbone_lr * layer_decay ** (top - i), "name": f"backbone.depth{i}"}
-             for i, g in enumerate(depths)]
-    return [g for g in groups if g.get("name") != "backbone"] + split
+    name = pretrained[0].get("name", "pretrained")
+    split = [{"params": g, "lr": backbone_lr * layer_decay ** (top - i), "name": f"{name}.depth{i}",
+              "pretrained": True} for i, g in enumerate(depths)]
+    return [g for g in groups if not g.get("pretrained")] + split

@@ -350,7 +350,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
     lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a pretrained model to start from (a run folder or a shipped model's name)")
-    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe, hierarchical=model == "hierarchical")
+    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe)
     check_augment("binary", cfg.augment)
     check_sources(signal, background)
     source_name, init_from, parent = resolve_parent(init_from)  # fail early on an unreadable model
@@ -387,7 +387,7 @@ def finetune(signal: str | Path, background: str | Path, out: str | Path, strate
         groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, frozen_part=frozen_part,
                          layer_decay=cfg.layer_decay)
         if cfg.linear_probe:
-            run.probe(net, task, splits, lr, settings)
+            run.probe(net, task, splits, groups, settings)
         result = run.fit(net, task, splits, groups, settings)
         return run.finish(net, task, result, splits, RunRecord(
             strategy=strategy, signal=str(signal), background=str(background),
@@ -417,7 +417,7 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
     lr, backbone_lr = learning_rates(cfg.optimizer, lr, backbone_lr)
     check_run_options(lr, backbone_lr, max_events, device)
     _check_strategy(strategy, init_from, "a jet-tagging run to take the jet backbone from")
-    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe, hierarchical=True)
+    check_recipe(strategy, cfg.layer_decay, cfg.linear_probe)
     if cfg.augment:
         raise HepfmError("the hierarchical model takes no augmentation (its constituents would not follow)")
     check_sources(signal, background)
@@ -452,7 +452,9 @@ def finetune_hierarchical(signal: str | Path, background: str | Path, out: str |
         if strategy != "scratch":
             net.load_jet_backbone(load_model(init_from).state_dict())
         net.fit_scaling(splits["train"])
-        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr)
+        groups = prepare(net, strategy, task.n_outputs, lr=lr, backbone_lr=backbone_lr, layer_decay=cfg.layer_decay)
+        if cfg.linear_probe:
+            run.probe(net, task, splits, groups, settings)
         result = run.fit(net, task, splits, groups, settings)
         return run.finish(net, task, result, splits, RunRecord(
             strategy=strategy, hierarchical=True, signal=str(signal), background=str(background),
