@@ -8,7 +8,8 @@
 3001) and pretrains every candidate at each rate of :data:`PRETRAIN_RATES`, keeping the rate whose run has the
 lowest validation loss of its own objective. ``study`` fine-tunes each chosen backbone on the screen's four
 tasks with the study machinery (``configs/study-foundation.yaml``'s tuned protocol, 2 seeds), next to the tuned
-scratch baseline and the shipped multiclass model. ``summarise`` applies the protocol's decision rule to the
+scratch baseline and the shipped multiclass model, which are trained once (``study/baseline``) and linked into
+every candidate's study. ``summarise`` applies the protocol's decision rule to the
 validation accuracies and writes the screen table (every candidate, losers included; test gains beside, never
 used to choose). Finished runs and cells are skipped, so every step resumes.
 """
@@ -19,6 +20,8 @@ import argparse
 import csv
 import json
 import math
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +45,18 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "O7": {"multiclass": 1.0, "multilabel": 1.0, "origin": 1.0, "heavy": 0.5, "masked": 1.0},
     "O8": {"masked": 1.0},
 }
+CPU_FILE = "cpu.json"  # beside a pretraining run: the CPU seconds of the command that made it
 TIE_MARGIN = 0.5  # points of the screen metric
 CARRY_MARGIN = 1.0
 
 
-def _hepfm(*args) -> None:
+def _hepfm(*args) -> float:
+    """Run one hepfm command; returns the CPU seconds it used (all its threads and processes), a cost that does
+    not depend on what else the machine runs, as its wall time does."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "hepfm", *map(str, args)], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _finished(run: Path) -> bool:
@@ -71,43 +80,67 @@ def pretrain(out: Path, events: int, candidates: list[str]) -> None:
     store = out / "pretrain-store"
     _hepfm("generate", "pretrain-wide", "--events", math.ceil(events / N_PROCESSES), "--seed", STORE_SEED,
            "--workers", 2, "--no-progress", "-o", store)
-    chosen = {}
+    chosen_file = out / "chosen.json"
     for c in candidates:
         runs = {lr: out / "pretrain" / c / f"lr{lr:g}" for lr in PRETRAIN_RATES}
         for lr, run in runs.items():
             if not _finished(run):
-                _hepfm(*pretrain_command(store, run, c, lr))
+                seconds = _hepfm(*pretrain_command(store, run, c, lr))
+                (run / CPU_FILE).write_text(json.dumps({"cpu_s": seconds}))
         losses = {lr: best_val_loss(run) for lr, run in runs.items()}
         best = min(losses, key=losses.get)
+        # Written after every candidate, so that its study can start while the next one pretrains.
+        chosen = json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
         chosen[c] = {"run": str(runs[best]), "lr": best, "val_loss": losses}
-    (out / "chosen.json").write_text(json.dumps(chosen, indent=1))
+        chosen_file.write_text(json.dumps(chosen, indent=1))
 
 
-def study_config(base: dict, backbone: str) -> dict:
-    """The stage-1 study of one candidate: ``base`` (study-foundation) on the four screen tasks, 2 seeds, the
-    scratch baseline, the shipped multiclass model and the candidate fine-tuned and frozen."""
+#: Strategies that do not depend on the candidate: trained once in ``study/baseline`` and linked into every
+#: candidate's study, which then skips them (the same stores, seeds and grid give the same runs).
+SHARED_STRATEGIES = ["scratch", "finetune_multiclass"]
+CANDIDATE_STRATEGIES = ["finetune_multi", "frozen_multi"]
+
+
+def study_config(base: dict, backbone: str | None) -> dict:
+    """The stage-1 study of one candidate (``backbone``; None: the shared baseline study alone): ``base``
+    (study-foundation) on the four screen tasks, 2 seeds, the scratch baseline, the shipped multiclass model and
+    the candidate fine-tuned and frozen."""
     cfg = dict(base, tasks=list(SCREEN_TASKS), seeds=2,
-               strategies=["scratch", "finetune_multiclass", "finetune_multi", "frozen_multi"])
-    cfg["pretrain"] = {**{k: v for k, v in base["pretrain"].items() if k != "multilabel"}, "multi": backbone}
+               strategies=SHARED_STRATEGIES + (CANDIDATE_STRATEGIES if backbone else []))
+    cfg["pretrain"] = {k: v for k, v in base["pretrain"].items() if k != "multilabel"}
+    if backbone:
+        cfg["pretrain"]["multi"] = backbone
     return cfg
 
 
-def study(out: Path, candidates: list[str]) -> None:
-    chosen = json.loads((out / "chosen.json").read_text())
+def _run_study(out: Path, name: str, backbone: str | None) -> None:
+    from hepfm.study.layout import StudyLayout
+
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
-    shared = out / "study" / "downstream-stores"
-    for c in candidates:
-        folder = out / "study" / c
-        folder.mkdir(parents=True, exist_ok=True)
-        config = out / "study" / f"{c}.yaml"
-        config.write_text(yaml.safe_dump(study_config(base, chosen[c]["run"]), sort_keys=False))
+    folder, baseline = out / "study" / name, out / "study" / "baseline"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = out / "study" / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(study_config(base, backbone), sort_keys=False))
+    if folder != baseline:
         stores = folder / "stores"
-        if not stores.exists() and shared.exists():
-            stores.symlink_to(shared.resolve(), target_is_directory=True)  # the same events for every candidate
-        _hepfm("study", config, "--out", folder, "--jobs", 2, "--no-progress")
-        if not shared.exists():
-            (folder / "stores").rename(shared)
-            (folder / "stores").symlink_to(shared.resolve(), target_is_directory=True)
+        if not stores.exists():
+            stores.symlink_to((baseline / "stores").resolve(), target_is_directory=True)
+        StudyLayout(folder).link_from(StudyLayout(baseline), SCREEN_TASKS, base["sizes"], SHARED_STRATEGIES)
+    _hepfm("study", config, "--out", folder, "--jobs", 2, "--no-progress")
+
+
+def study(out: Path, candidates: list[str], baseline_only: bool = False) -> None:
+    """The shared baseline study, then each pretrained candidate's (those not pretrained yet are skipped)."""
+    _run_study(out, "baseline", None)
+    if baseline_only:
+        return
+    chosen_file = out / "chosen.json"
+    chosen = json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
+    for c in candidates:
+        if c in chosen:
+            _run_study(out, c, chosen[c]["run"])
+        else:
+            print(f"{c}: not pretrained yet, skipped", file=sys.stderr)
 
 
 def screen_row(cells: list[dict], strategy: str = "finetune_multi") -> dict:
@@ -151,6 +184,14 @@ def decide(rows: dict[str, dict], cpu_hours: dict[str, float]) -> dict:
     return {"winner": winner, "carried": carried, "ranked": ranked}
 
 
+def pretraining_cpu_hours(run: Path) -> float:
+    """CPU-hours of one pretraining run: its command's CPU time (a resumed run: the last command's only), or
+    without that record, its training wall time times the machine's cores."""
+    if (run / CPU_FILE).exists():
+        return json.loads((run / CPU_FILE).read_text())["cpu_s"] / 3600
+    return json.loads((run / "config.json").read_text())["training"]["train_time_s"] * (os.cpu_count() or 1) / 3600
+
+
 def summarise(out: Path, dest: Path) -> None:
     from hepfm.study.layout import StudyLayout
 
@@ -162,8 +203,7 @@ def summarise(out: Path, dest: Path) -> None:
             continue
         cells = [json.loads(p.read_text()) for p in StudyLayout(folder).results()]
         rows[c] = screen_row(cells)
-        run = Path(chosen[c]["run"])
-        hours[c] = json.loads((run / "config.json").read_text())["training"]["train_time_s"] * 2 / 3600
+        hours[c] = pretraining_cpu_hours(Path(chosen[c]["run"]))
     decision = decide(rows, hours)
     dest.mkdir(parents=True, exist_ok=True)
     lines = ["| candidate | objective | validation gain (pts) | cells (excluded) | test gain (pts, not used) | "
@@ -184,6 +224,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
+    parser.add_argument("--baseline-only", action="store_true", help="study: only the shared baseline study")
     parser.add_argument("--dest", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1")
     args = parser.parse_args()
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
@@ -192,7 +233,7 @@ def main() -> None:
     if args.step == "pretrain":
         pretrain(args.out, args.events, args.candidates)
     elif args.step == "study":
-        study(args.out, args.candidates)
+        study(args.out, args.candidates, args.baseline_only)
     else:
         summarise(args.out, args.dest)
 

@@ -190,3 +190,17 @@ def test_ema_off_is_todays_run_and_on_averages_the_weights_and_resumes_exactly(t
 def test_the_run_tree_round_trips():
     tree = RunConfig(command="finetune", strategy="frozen", train=TrainConfig(augment=("phi",)))
     assert run_config(tree.to_dict(), "x.yaml") == tree
+
+
+def test_a_time_limit_stops_at_the_end_of_the_epoch_that_reaches_it(tmp_path, one_thread):
+    train, val = _data(200, 0), _data(60, 1)
+    _, unlimited = _fit(tmp_path / "unlimited", train, val)
+    assert len(unlimited.history) == 3 and "max_train_time_s" not in run_settings(TrainConfig())
+    # Any epoch takes more than a nanosecond: the first one ends the run, and its weights are those kept.
+    _, result = _fit(tmp_path / "limited", train, val, max_train_time_s=1e-9)
+    assert len(result.history) == 1 and result.best_epoch == 1 and result.stopped_early
+    assert result.history[0]["val_loss"] == unlimited.history[0]["val_loss"]  # the same first epoch
+    _, generous = _fit(tmp_path / "generous", train, val, max_train_time_s=1e6)
+    assert [r["val_loss"] for r in generous.history] == [r["val_loss"] for r in unlimited.history]
+    with pytest.raises(ConfigurationError, match="max_train_time_s"):
+        TrainConfig(max_train_time_s=-1.0)

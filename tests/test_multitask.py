@@ -203,3 +203,12 @@ def test_streamed_multi_task_batches_carry_each_events_own_targets(mt_store, tmp
     summary = pretrain(mt_store, tmp_path / "streamed", "multi", heads={"origin": 1.0, "masked": 0.5, "heavy": 0.1},
                        stream=True, model_config={"share_blocks": True}, cfg=TrainConfig(epochs=1, **FAST))
     assert summary["stream"] and "origin_accuracy" in summary["test"] and "masked_accuracy" in summary["test"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_multi_task_with_the_masked_head_alone_pretrains(mt_store, tmp_path, stream):
+    # No head but the masked one reads stored targets, so batches carry the bare process index.
+    summary = pretrain(mt_store, tmp_path / "masked", "multi", heads={"masked": 1.0}, stream=stream,
+                       cfg=TrainConfig(epochs=1, **FAST))
+    assert summary["test"]["accuracy"] == summary["test"]["masked_accuracy"]
+    assert 0.0 <= summary["test"]["masked_accuracy"] <= 1.0

@@ -43,6 +43,11 @@ def test_the_screen_driver_writes_the_protocols_studies_and_applies_its_decision
     assert cfg["seeds"] == 2 and cfg["test_size"] == base["test_size"] and cfg["finetune"] == base["finetune"]
     assert cfg["pretrain"]["multi"] == "graphnet-pythia12-multilabel"
     assert cfg["pretrain"]["multiclass"] == base["pretrain"]["multiclass"]
+    assert cfg["strategies"] == driver.SHARED_STRATEGIES + driver.CANDIDATE_STRATEGIES
+    shared = driver.study_config(base, None)  # the baseline study every candidate links
+    assert shared["strategies"] == ["scratch", "finetune_multiclass"] and "multi" not in shared["pretrain"]
+    assert {k: v for k, v in shared.items() if k != "strategies"} == {
+        k: v for k, v in cfg.items() if k not in ("strategies", "pretrain")} | {"pretrain": shared["pretrain"]}
     from hepfm.study.config import parse_config
 
     with pytest.raises(HepfmError, match="pretrained for 'multilabel', not 'multi'"):

@@ -102,6 +102,10 @@ class TrainConfig:
     linear_probe: bool = setting(False, "LP-FT when fine-tuning: first train the new output layer alone on the "
                                  "frozen backbone (a 'linear probe', kept in the run folder's probe/), then "
                                  "fine-tune every layer starting from it.")
+    max_train_time_s: float = setting(0.0, "Stop at the end of the first epoch whose cumulative training time "
+                                      "(wall seconds, validation excluded, summed over resumes) reaches this; "
+                                      "the best validation epoch is kept as usual. For comparing models at "
+                                      "equal compute (0: no limit).")
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -122,6 +126,7 @@ class TrainConfig:
             check_number(getattr(self, name), name, low, high)
         check_number(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
         check_number(self.layer_decay, "layer_decay", 0.0, 1.0, low_open=True)
+        check_number(self.max_train_time_s, "max_train_time_s", 0.0, 1e9)
         if not isinstance(self.linear_probe, bool):
             raise ConfigurationError(f"linear_probe must be true or false, got {self.linear_probe!r}")
         self.augment = tuple(self.augment)

@@ -73,6 +73,19 @@ class StudyLayout:
         """A run folder named relative to the study folder (as ``result.json``'s ``run`` records it)."""
         return self.root / relative
 
+    def link_from(self, other: StudyLayout, tasks, sizes, strategies) -> None:
+        """Link ``other``'s tuning and cells of ``strategies`` into this study, which then skips them: for
+        strategies whose runs do not depend on what differs between the two studies (the same stores, seeds
+        and grid). Folders this study already has are kept."""
+        for task in tasks:
+            for size in sizes:
+                for strategy in strategies:
+                    for src, dst in ((other.tuning(task, size, strategy), self.tuning(task, size, strategy)),
+                                     (other.cells(task, size, strategy), self.cells(task, size, strategy))):
+                        if src.exists() and not dst.exists():
+                            dst.parent.mkdir(parents=True, exist_ok=True)
+                            dst.symlink_to(src.resolve(), target_is_directory=True)
+
     def results(self) -> list[Path]:
         """Every finished cell's ``result.json``."""
         return sorted((self.root / self.CELLS).rglob(self.RESULT))

@@ -48,18 +48,6 @@ def _external_tasks(raw: dict, cfg, out: Path) -> dict:
     return tasks
 
 
-def _link_baseline(first: Path, here: Path, tasks, sizes) -> None:
-    """Link the first study's scratch tuning and cells into ``here`` (they do not depend on pretraining)."""
-    old, new = StudyLayout(first), StudyLayout(here)
-    for task in tasks:
-        for size in sizes:
-            for src, dst in ((old.tuning(task, size, BASELINE), new.tuning(task, size, BASELINE)),
-                             (old.cells(task, size, BASELINE), new.cells(task, size, BASELINE))):
-                if src.exists() and not dst.exists():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    dst.symlink_to(src.resolve(), target_is_directory=True)
-
-
 def per_process_events(data: str | Path, n_events: int) -> int:
     """Events per process of ``data`` that give ``n_events`` pretraining events in all."""
     store, processes = open_source(data)
@@ -125,7 +113,7 @@ def _run_sizes(raw: dict, cfg, out: Path, sizes: list[int], source: str, device:
         sized_cfg = parse_config(sized, f"{source} (pretraining size {n})")
         sized_cfg.device, sized_cfg.bf16 = device, bf16
         if n != sizes[0]:
-            _link_baseline(first, here, tasks, cfg.sizes)
+            StudyLayout(here).link_from(StudyLayout(first), tasks, cfg.sizes, [BASELINE])
         console.print(f"[bold]pretraining size {n}[/] ({sized['pretrain']['max_events']} events per process)")
         state = run_study(sized_cfg, here, progress=progress, console=console)
         if state.failures:

@@ -527,7 +527,8 @@ class MultiTask(Task):
         """The masked head's masking of the batch; its targets join the other heads' (see the class docstring)."""
         head, task = next((h, t) for h, (t, _) in self.heads.items() if t.masked)
         x, hidden, targets = task.mask(x, mask, u, scaling)
-        return x, hidden, {**y, head: targets}
+        # Data with no other head's targets batch as the bare process index, which no head reads.
+        return x, hidden, {**(y if isinstance(y, dict) else {}), head: targets}
 
     def summary(self) -> dict:
         return {"heads": {head: {"task": task.name, "names": list(task.names), "weight": weight,

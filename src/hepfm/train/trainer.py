@@ -128,7 +128,7 @@ _RESUMABLE = ("progress", "tensorboard", "stop_after_batches", "checkpoint_every
               "read_ahead", "cache_frozen")
 # Settings added later: left out of the recorded settings at their default, so older checkpoints still resume.
 _NEWER = {"warmup_steps": 0, "lr_scaling": "none", "lr_reference_batch": BATCH_SIZE, "ema_decay": 0.0,
-          "layer_decay": 1.0, "linear_probe": False}
+          "layer_decay": 1.0, "linear_probe": False, "max_train_time_s": 0.0}
 
 
 def run_settings(cfg: TrainConfig, settings: dict | None = None) -> dict:
@@ -501,6 +501,9 @@ class _Fit:
         state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_events=0)
         if state["bad_epochs"] >= cfg.patience:
             state["done"] = self.stopped_early = True
+        # Every process stops together: the slowest one's clock decides (one sum, no rank waits for another).
+        if cfg.max_train_time_s and self.ctx.all_sum([float(state["elapsed"] >= cfg.max_train_time_s)])[0] > 0:
+            state["done"] = True
 
     def run(self) -> FitResult:
         """Every epoch left, then the best weights restored."""
