@@ -3,6 +3,8 @@
     python scripts/foundation_screen.py pretrain --out SCREEN [--events 100000] [--candidates O1 O4]
     python scripts/foundation_screen.py study --out SCREEN [--candidates ...]
     python scripts/foundation_screen.py summarise --out SCREEN --dest results/foundation-v2/stage1
+    python scripts/foundation_screen.py save --out SCREEN [--record DIR]     # small files + chosen weights
+    python scripts/foundation_screen.py restore --out SCREEN [--record DIR]  # on a fresh machine, before resuming
 
 ``pretrain`` generates the screen's pretraining store (the ``pretrain-wide`` processes, equal events each, seed
 3001) and pretrains every candidate at each rate of :data:`PRETRAIN_RATES`, keeping the rate whose run has the
@@ -12,6 +14,12 @@ scratch baseline and the shipped multiclass model, which are trained once (``stu
 every candidate's study. ``summarise`` applies the protocol's decision rule to the
 validation accuracies and writes the screen table (every candidate, losers included; test gains beside, never
 used to choose). Finished runs and cells are skipped, so every step resumes.
+
+``save`` copies what a resumed screen needs into a committed record (default ``results/foundation-v2/stage1/
+record``): every run's ``config.json``, ``history.csv`` and CPU time, the studies' ``result.json`` and
+``tuning.json`` files, ``chosen.json``, and the weights of each candidate's chosen pretraining run (the
+backbones the studies and the next stage fine-tune); the event stores are not saved, they are regenerated from
+their seeds. ``restore`` copies the record back into a screen folder, without overwriting.
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ def pretrain(out: Path, events: int, candidates: list[str]) -> None:
         best = min(losses, key=losses.get)
         # Written after every candidate, so that its study can start while the next one pretrains.
         chosen = json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
-        chosen[c] = {"run": str(runs[best]), "lr": best, "val_loss": losses}
+        chosen[c] = {"run": str(runs[best].relative_to(out)), "lr": best, "val_loss": losses}
         chosen_file.write_text(json.dumps(chosen, indent=1))
 
 
@@ -138,7 +146,7 @@ def study(out: Path, candidates: list[str], baseline_only: bool = False) -> None
     chosen = json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
     for c in candidates:
         if c in chosen:
-            _run_study(out, c, chosen[c]["run"])
+            _run_study(out, c, str((out / chosen[c]["run"]).resolve()))
         else:
             print(f"{c}: not pretrained yet, skipped", file=sys.stderr)
 
@@ -203,7 +211,7 @@ def summarise(out: Path, dest: Path) -> None:
             continue
         cells = [json.loads(p.read_text()) for p in StudyLayout(folder).results()]
         rows[c] = screen_row(cells)
-        hours[c] = pretraining_cpu_hours(Path(chosen[c]["run"]))
+        hours[c] = pretraining_cpu_hours(out / chosen[c]["run"])
     decision = decide(rows, hours)
     dest.mkdir(parents=True, exist_ok=True)
     lines = ["| candidate | objective | validation gain (pts) | cells (excluded) | test gain (pts, not used) | "
@@ -218,14 +226,80 @@ def summarise(out: Path, dest: Path) -> None:
     (dest / "screen.json").write_text(json.dumps({"rows": rows, "cpu_hours": hours, **decision}, indent=1))
 
 
+#: The files of a screen folder that a resumed screen needs (weights only for the chosen pretraining runs).
+RECORD_FILES = ("config.json", "history.csv", CPU_FILE, "result.json", "tuning.json")
+WEIGHTS = "model.safetensors"
+
+
+def _complete_groups(study: Path) -> list[Path]:
+    """The (task, size, strategy) folders of one study, under ``tuning`` and ``cells``, whose tuning and every
+    seed's cell are finished: only these are saved, because an unfinished one still needs its runs' weights."""
+    config = study.parent / f"{study.name}.yaml"
+    if not config.exists():
+        return []
+    seeds = yaml.safe_load(config.read_text())["seeds"]
+    groups = []
+    for tuning in sorted(p.parent for p in (study / "tuning").glob("*/*/*/tuning.json")):
+        cells = study / "cells" / tuning.relative_to(study / "tuning")
+        if tuning.parent.is_symlink() or tuning.is_symlink():
+            continue  # linked from the baseline study: saved there
+        if all((cells / f"seed{k}" / "result.json").exists() for k in range(seeds)):
+            groups += [tuning, cells]
+    return groups
+
+
+def _record_files(out: Path) -> list[Path]:
+    """The record's files of ``out``, relative to it: the pretraining runs' records, the chosen runs' weights and
+    the studies' finished groups (the links that share the baseline study's groups are not followed)."""
+    files = []
+    chosen_file = out / "chosen.json"
+    if chosen_file.exists():
+        files.append(chosen_file)
+        files += [out / c["run"] / WEIGHTS for c in json.loads(chosen_file.read_text()).values()]
+    runs = [r for r in sorted((out / "pretrain").glob("*/*/")) if _finished(r)]  # not one still training
+    folders = runs + [g for study in sorted((out / "study").glob("*/")) for g in _complete_groups(study)]
+    for folder in folders:
+        for root, _, names in os.walk(folder):
+            files += [Path(root) / n for n in names if n in RECORD_FILES]
+    files += sorted((out / "study").glob("*.yaml"))
+    return sorted({f.relative_to(out) for f in files if f.exists()})
+
+
+def save(out: Path, record: Path) -> None:
+    """Copy ``out``'s record into ``record`` (replacing what was saved before)."""
+    import shutil
+
+    for rel in _record_files(out):
+        (record / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.name == "chosen.json":  # runs named relative to the screen folder, wherever it is
+            chosen = json.loads((out / rel).read_text())
+            for c in chosen.values():
+                c["run"] = str((out / c["run"]).relative_to(out))
+            (record / rel).write_text(json.dumps(chosen, indent=1))
+        else:
+            shutil.copyfile(out / rel, record / rel)
+
+
+def restore(out: Path, record: Path) -> None:
+    """Copy a saved record into ``out``, keeping any file ``out`` already has."""
+    import shutil
+
+    for src in sorted(p for p in record.rglob("*") if p.is_file()):
+        dst = out / src.relative_to(record)
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("pretrain", "study", "summarise"))
+    parser.add_argument("step", choices=("pretrain", "study", "summarise", "save", "restore"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     parser.add_argument("--baseline-only", action="store_true", help="study: only the shared baseline study")
     parser.add_argument("--dest", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1")
+    parser.add_argument("--record", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1" / "record")
     args = parser.parse_args()
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
@@ -234,8 +308,12 @@ def main() -> None:
         pretrain(args.out, args.events, args.candidates)
     elif args.step == "study":
         study(args.out, args.candidates, args.baseline_only)
-    else:
+    elif args.step == "summarise":
         summarise(args.out, args.dest)
+    elif args.step == "save":
+        save(args.out, args.record)
+    else:
+        restore(args.out, args.record)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,46 @@ def test_the_screen_driver_writes_the_protocols_studies_and_applies_its_decision
     # D is disqualified (two excluded cells); A and B tie within 0.5 points and B is cheaper; test gains are
     # never read; C is more than 1 point behind, so two are carried.
     assert decision["winner"] == "B" and decision["carried"] == ["A", "B"] and "D" not in decision["ranked"]
+
+
+def test_the_screen_record_keeps_finished_work_and_leaves_unfinished_work_to_redo(tmp_path):
+    driver = _script("foundation_screen")
+    screen, record, again = tmp_path / "screen", tmp_path / "record", tmp_path / "again"
+
+    def write(rel: str, text: str = "{}") -> None:
+        (screen / rel).parent.mkdir(parents=True, exist_ok=True)
+        (screen / rel).write_text(text)
+
+    for run in ("pretrain/O1/lr0.0003", "pretrain/O1/lr0.001"):
+        write(f"{run}/config.json"), write(f"{run}/history.csv", "epoch,val_loss\n0,1\n"), write(f"{run}/cpu.json")
+        write(f"{run}/model.safetensors", "weights")
+    write("pretrain/O2/lr0.0003/config.json"), write("pretrain/O2/lr0.0003/checkpoint.pt", "training")
+    write("chosen.json", json.dumps({"O1": {"run": str(screen / "pretrain/O1/lr0.0003"), "lr": 3e-4}}))
+    write("study/baseline.yaml", "seeds: 2\n")
+    for group, seeds in (("hplus_vs_ttbar/1000/scratch", (0, 1)), ("stop_vs_tth/1000/scratch", (0,))):
+        write(f"study/baseline/tuning/{group}/tuning.json"), write(f"study/baseline/tuning/{group}/lr0.001/config.json")
+        write(f"study/baseline/tuning/{group}/lr0.001/model.safetensors", "weights")
+        for k in seeds:
+            write(f"study/baseline/cells/{group}/seed{k}/result.json")
+    write("study/baseline/stores/downstream/events.parquet", "events")
+    linked = screen / "study/O1/tuning/hplus_vs_ttbar/1000"
+    linked.mkdir(parents=True)
+    (linked / "scratch").symlink_to(screen / "study/baseline/tuning/hplus_vs_ttbar/1000/scratch")
+
+    driver.save(screen, record)
+    saved = {str(p.relative_to(record)) for p in record.rglob("*") if p.is_file()}
+    assert "pretrain/O1/lr0.0003/model.safetensors" in saved  # the chosen backbone's weights
+    assert "pretrain/O1/lr0.001/model.safetensors" not in saved and "pretrain/O1/lr0.001/history.csv" in saved
+    assert not any(s.startswith("pretrain/O2") for s in saved)  # still training: redone, not taken as finished
+    assert "study/baseline/cells/hplus_vs_ttbar/1000/scratch/seed1/result.json" in saved
+    assert "study/baseline/tuning/hplus_vs_ttbar/1000/scratch/lr0.001/config.json" in saved
+    assert not any("stop_vs_tth" in s for s in saved)  # seed 1 unfinished: the group still needs its weights
+    assert not any("stores" in s or s.startswith("study/O1/") for s in saved)  # regenerated; linked
+    assert json.loads((record / "chosen.json").read_text())["O1"]["run"] == "pretrain/O1/lr0.0003"
+
+    (again / "chosen.json").parent.mkdir(parents=True)
+    (again / "chosen.json").write_text("kept")
+    driver.restore(again, record)
+    assert (again / "chosen.json").read_text() == "kept"  # restore never overwrites
+    assert (again / "pretrain/O1/lr0.0003/model.safetensors").read_text() == "weights"
+    assert driver._finished(again / "pretrain/O1/lr0.001")
