@@ -84,7 +84,22 @@ def pretrain_command(store: Path, run: Path, candidate: str, lr: float) -> list:
             "--patience", 5, "--batch-size", 512, "--no-progress", "-o", run]
 
 
+PRETRAIN_EXIT = "pretrain.exit"  # written when the pretrain step ends, however it ends
+
+
 def pretrain(out: Path, events: int, candidates: list[str]) -> None:
+    """Generate the screen's store and pretrain each candidate at every rate, recording the choice."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PRETRAIN_EXIT).unlink(missing_ok=True)
+    ok = False
+    try:
+        _pretrain(out, events, candidates)
+        ok = True
+    finally:
+        (out / PRETRAIN_EXIT).write_text(json.dumps({"ok": ok}))
+
+
+def _pretrain(out: Path, events: int, candidates: list[str]) -> None:
     store = out / "pretrain-store"
     _hepfm("generate", "pretrain-wide", "--events", math.ceil(events / N_PROCESSES), "--seed", STORE_SEED,
            "--workers", 2, "--no-progress", "-o", store)
@@ -121,7 +136,7 @@ def study_config(base: dict, backbone: str | None) -> dict:
     return cfg
 
 
-def _run_study(out: Path, name: str, backbone: str | None) -> None:
+def _run_study(out: Path, name: str, backbone: str | None, jobs: int) -> None:
     from hepfm.study.layout import StudyLayout
 
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
@@ -134,21 +149,36 @@ def _run_study(out: Path, name: str, backbone: str | None) -> None:
         if not stores.exists():
             stores.symlink_to((baseline / "stores").resolve(), target_is_directory=True)
         StudyLayout(folder).link_from(StudyLayout(baseline), SCREEN_TASKS, base["sizes"], SHARED_STRATEGIES)
-    _hepfm("study", config, "--out", folder, "--jobs", 2, "--no-progress")
+    _hepfm("study", config, "--out", folder, "--jobs", jobs, "--no-progress")
 
 
-def study(out: Path, candidates: list[str], baseline_only: bool = False) -> None:
-    """The shared baseline study, then each pretrained candidate's (those not pretrained yet are skipped)."""
-    _run_study(out, "baseline", None)
+def _chosen(out: Path) -> dict:
+    chosen_file = out / "chosen.json"
+    return json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
+
+
+def study(out: Path, candidates: list[str], baseline_only: bool = False, jobs: int = 2, wait: bool = False,
+          record: Path | None = None, poll_s: float = 60.0) -> None:
+    """The shared baseline study, then each pretrained candidate's. Without ``wait`` a candidate not pretrained yet
+    is skipped; with it, each is waited for while a pretrain step runs beside this one (until it writes
+    PRETRAIN_EXIT). With ``record``, the record is saved after every study."""
+    import time
+
+    _run_study(out, "baseline", None, jobs)
+    if record is not None:
+        save(out, record)
     if baseline_only:
         return
-    chosen_file = out / "chosen.json"
-    chosen = json.loads(chosen_file.read_text()) if chosen_file.exists() else {}
     for c in candidates:
-        if c in chosen:
-            _run_study(out, c, str((out / chosen[c]["run"]).resolve()))
-        else:
-            print(f"{c}: not pretrained yet, skipped", file=sys.stderr)
+        while wait and c not in _chosen(out) and not (out / PRETRAIN_EXIT).exists():
+            time.sleep(poll_s)
+        chosen = _chosen(out)
+        if c not in chosen:
+            print(f"{c}: not pretrained, skipped", file=sys.stderr)
+            continue
+        _run_study(out, c, str((out / chosen[c]["run"]).resolve()), jobs)
+        if record is not None:
+            save(out, record)
 
 
 def screen_row(cells: list[dict], strategy: str = "finetune_multi") -> dict:
@@ -298,6 +328,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     parser.add_argument("--baseline-only", action="store_true", help="study: only the shared baseline study")
+    parser.add_argument("--jobs", type=int, default=2, help="study: training processes (hepfm study --jobs)")
+    parser.add_argument("--wait", action="store_true",
+                        help="study: wait for each candidate's pretraining (a pretrain step running beside it)")
+    parser.add_argument("--save", action="store_true", help="study: save the record after every study")
     parser.add_argument("--dest", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1")
     parser.add_argument("--record", type=Path, default=ROOT / "results" / "foundation-v2" / "stage1" / "record")
     args = parser.parse_args()
@@ -307,7 +341,7 @@ def main() -> None:
     if args.step == "pretrain":
         pretrain(args.out, args.events, args.candidates)
     elif args.step == "study":
-        study(args.out, args.candidates, args.baseline_only)
+        study(args.out, args.candidates, args.baseline_only, args.jobs, args.wait, args.record if args.save else None)
     elif args.step == "summarise":
         summarise(args.out, args.dest)
     elif args.step == "save":

@@ -117,3 +117,24 @@ def test_the_screen_record_keeps_finished_work_and_leaves_unfinished_work_to_red
     assert (again / "chosen.json").read_text() == "kept"  # restore never overwrites
     assert (again / "pretrain/O1/lr0.0003/model.safetensors").read_text() == "weights"
     assert driver._finished(again / "pretrain/O1/lr0.001")
+
+
+def test_the_screen_studies_wait_for_each_candidate_until_pretraining_ends(tmp_path, monkeypatch):
+    driver = _script("foundation_screen")
+    studied, polls = [], []
+    monkeypatch.setattr(driver, "_run_study", lambda out, name, backbone, jobs: studied.append((name, backbone)))
+    monkeypatch.setattr(driver, "save", lambda out, record: None)
+
+    def sleep(_):  # pretraining finishes O2 while the study waits, then ends without O3
+        polls.append(len(studied))
+        chosen = {"O1": {"run": "pretrain/O1/lr0.001"}, "O2": {"run": "pretrain/O2/lr0.0003"}}
+        (tmp_path / "chosen.json").write_text(json.dumps(chosen))
+        (tmp_path / driver.PRETRAIN_EXIT).write_text("{}")
+
+    import time
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    (tmp_path / "chosen.json").write_text(json.dumps({"O1": {"run": "pretrain/O1/lr0.001"}}))
+    driver.study(tmp_path, ["O1", "O2", "O3"], jobs=1, wait=True, record=tmp_path / "record")
+    assert [n for n, _ in studied] == ["baseline", "O1", "O2"] and polls == [2]
+    assert studied[0][1] is None and studied[2][1] == str((tmp_path / "pretrain/O2/lr0.0003").resolve())
