@@ -231,30 +231,76 @@ def pretraining_cpu_hours(run: Path) -> float:
     return json.loads((run / "config.json").read_text())["training"]["train_time_s"] * (os.cpu_count() or 1) / 3600
 
 
+def task_gains(cells: list[dict], strategy: str) -> dict[str, tuple[float, float]]:
+    """Per screen task, the mean over seeds of ``strategy``'s (validation, test) accuracy gain over scratch, in
+    points (collapsed cells left out; NaN where none is left)."""
+    by = {(r["task"], r["seed"], r["strategy"]): r for r in cells}
+    out = {}
+    for task in SCREEN_TASKS:
+        pairs = [(by[(task, k, strategy)], by[(task, k, "scratch")]) for k in (0, 1)
+                 if (task, k, strategy) in by and (task, k, "scratch") in by]
+        pairs = [(c, b) for c, b in pairs if not (c["collapsed"] or b["collapsed"])]
+        out[task] = tuple(sum(100 * (c[key] - b[key]) for c, b in pairs) / len(pairs) if pairs else math.nan
+                          for key in ("val_accuracy", "accuracy"))
+    return out
+
+
+REFERENCE = "finetune_multiclass"  # the shipped graphnet-pythia12-multiclass, fine-tuned in the same folders
+
+
 def summarise(out: Path, dest: Path) -> None:
+    """Apply the decision rule to the finished candidates and write ``screen.md`` and ``screen.json``; the decision
+    is final only when every candidate's eight cells are done (else it is marked provisional)."""
     from hepfm.study.layout import StudyLayout
 
-    chosen = json.loads((out / "chosen.json").read_text())
-    rows, hours = {}, {}
+    chosen = _chosen(out)
+    rows, hours, per_task = {}, {}, {}
     for c in chosen:
         folder = out / "study" / c
         if not folder.exists():
             continue
         cells = [json.loads(p.read_text()) for p in StudyLayout(folder).results()]
-        rows[c] = screen_row(cells)
+        rows[c] = {**screen_row(cells), "frozen": screen_row(cells, "frozen_multi"), "lr": chosen[c]["lr"]}
+        rows[c]["complete"] = rows[c]["cells"] + rows[c]["excluded"] == 2 * len(SCREEN_TASKS)
         hours[c] = pretraining_cpu_hours(out / chosen[c]["run"])
-    decision = decide(rows, hours)
+        per_task[c] = {"finetune": task_gains(cells, "finetune_multi"), "frozen": task_gains(cells, "frozen_multi")}
+    base_cells = [json.loads(p.read_text()) for p in StudyLayout(out / "study" / "baseline").results()]
+    reference = screen_row(base_cells, REFERENCE)
+    final = all(c in rows and rows[c]["complete"] for c in CANDIDATES)
+    decision = decide({c: r for c, r in rows.items() if r["complete"]}, hours)
     dest.mkdir(parents=True, exist_ok=True)
-    lines = ["| candidate | objective | validation gain (pts) | cells (excluded) | test gain (pts, not used) | "
-             "pretraining CPU-h |", "|---|---|---|---|---|---|"]
+
+    def gain(r: dict, key: str = "val_gain") -> str:
+        err = f" ± {r['val_gain_err']:.2f}" if key == "val_gain" else ""
+        return f"{r[key]:+.2f}{err}"
+
+    state = "final" if final else "PROVISIONAL: not every candidate is done"
+    lines = [f"# Stage 1 screen: pretraining objective ({state})",
+             "", "Gains in accuracy points over the tuned scratch baseline, mean over the four screen tasks and two "
+             "seeds at 1,000 events per class (± the standard error over those 8 cells). Only the validation gain "
+             "of the fine-tuned model decides (results/foundation-v2/PROTOCOL.md); test gains and the frozen "
+             "backbone are reported, never used to choose.", "",
+             "| candidate | objective | pretraining rate | fine-tuned: validation gain | cells (excluded) | "
+             "fine-tuned: test gain | frozen: validation gain | frozen: test gain | pretraining CPU-h |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c, r in sorted(rows.items()):
         what = " + ".join(f"{h}×{w:g}" for h, w in CANDIDATES[c].items())
-        lines.append(f"| {c}{' (winner)' if c == decision['winner'] else ''} | {what} | {r['val_gain']:+.2f} ± "
-                     f"{r['val_gain_err']:.2f} | {r['cells']} ({r['excluded']}) | {r['test_gain']:+.2f} | "
+        mark = " (winner)" if c == decision["winner"] else "" if r["complete"] else " (incomplete)"
+        lines.append(f"| {c}{mark} | {what} | {r['lr']:g} | {gain(r)} | {r['cells']} ({r['excluded']}) | "
+                     f"{gain(r, 'test_gain')} | {gain(r['frozen'])} | {gain(r['frozen'], 'test_gain')} | "
                      f"{hours[c]:.2f} |")
-    (dest / "screen.md").write_text("\n".join(lines) + f"\n\nCarried to the next stage: "
-                                    f"{', '.join(decision['carried']) or 'none'}.\n")
-    (dest / "screen.json").write_text(json.dumps({"rows": rows, "cpu_hours": hours, **decision}, indent=1))
+    lines.append(f"| shipped multiclass (reference) | 1M events, 12 processes | — | {gain(reference)} | "
+                 f"{reference['cells']} ({reference['excluded']}) | {gain(reference, 'test_gain')} | — | — | — |")
+    lines += ["", f"Winner: {decision['winner'] or 'none yet'}; carried to the next stage: "
+              f"{', '.join(decision['carried']) or 'none'}.", "", "Per task (fine-tuned, validation / test gain, "
+              "mean of two seeds):", "", "| candidate | " + " | ".join(SCREEN_TASKS) + " |",
+              "|---|" + "---|" * len(SCREEN_TASKS)]
+    reference_tasks = task_gains(base_cells, REFERENCE)
+    for c, g in sorted(per_task.items()) + [("shipped multiclass", {"finetune": reference_tasks})]:
+        lines.append(f"| {c} | " + " | ".join(f"{v:+.2f} / {t:+.2f}" for v, t in g["finetune"].values()) + " |")
+    (dest / "screen.md").write_text("\n".join(lines) + "\n")
+    (dest / "screen.json").write_text(json.dumps({"final": final, "rows": rows, "per_task": per_task,
+                                                  "reference": reference, "cpu_hours": hours, **decision}, indent=1))
 
 
 #: The files of a screen folder that a resumed screen needs (weights only for the chosen pretraining runs).
@@ -343,8 +389,8 @@ def write_stage2_config(screen: Path, record: Path, dest: Path) -> None:
     """Write stage 2's configuration from stage 1's decision (``screen.json``), its backbone the winner's
     committed weights in ``record``."""
     decision = json.loads(screen.read_text())
-    if not decision.get("winner"):
-        raise SystemExit(f"{screen}: stage 1 has no winner yet")
+    if not decision.get("final") or not decision.get("winner"):
+        raise SystemExit(f"{screen}: stage 1 has no final winner yet")
     chosen = json.loads((record / "chosen.json").read_text())[decision["winner"]]
     backbone = (record / chosen["run"]).resolve()
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())

@@ -153,10 +153,10 @@ def test_stage2_is_configured_from_stage1s_winner_and_parses(tmp_path, monkeypat
              cfg=TrainConfig(epochs=1, batch_size=64, progress=False, tensorboard=False))
     (record / "chosen.json").write_text(json.dumps({"O5": {"run": "pretrain/O5/lr0.0003", "lr": 3e-4}}))
     screen = tmp_path / "screen.json"
-    screen.write_text(json.dumps({"winner": None}))
-    with pytest.raises(SystemExit, match="no winner"):
+    screen.write_text(json.dumps({"final": False, "winner": "O5"}))
+    with pytest.raises(SystemExit, match="no final winner"):
         driver.write_stage2_config(screen, record, tmp_path / "stage2.yaml")
-    screen.write_text(json.dumps({"winner": "O5"}))
+    screen.write_text(json.dumps({"final": True, "winner": "O5"}))
     driver.write_stage2_config(screen, record, tmp_path / "stage2.yaml")
     monkeypatch.chdir(driver.ROOT)  # the backbone is named relative to the repository
     text = (tmp_path / "stage2.yaml").read_text()
@@ -166,3 +166,38 @@ def test_stage2_is_configured_from_stage1s_winner_and_parses(tmp_path, monkeypat
     assert cfg.finetune.optimizer == "adamw" and cfg.finetune.backbone_ratios == (0.1, 0.02)
     assert list(cfg.finetune.recipe) == ["weight_decay", "ema_decay", "layer_decay", "linear_probe"]
     assert cfg.finetune.recipe_axes("train") == [("weight_decay", (0.0, 0.01)), ("ema_decay", (0.0, 0.999))]
+
+
+def test_the_screen_summary_reports_every_strategy_and_is_provisional_until_every_candidate_is_done(tmp_path):
+    driver = _script("foundation_screen")
+
+    def cell(study: str, task: str, strategy: str, seed: int, val: float, test: float) -> None:
+        folder = tmp_path / "study" / study / "cells" / task / "1000" / strategy / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"task": task, "seed": seed, "strategy": strategy,
+                                                        "val_accuracy": val, "accuracy": test, "collapsed": False}))
+
+    for task in driver.SCREEN_TASKS:
+        for seed in (0, 1):
+            cell("baseline", task, "scratch", seed, 0.80, 0.81)
+            cell("baseline", task, "finetune_multiclass", seed, 0.81, 0.82)
+            cell("O1", task, "finetune_multi", seed, 0.83, 0.80)
+            cell("O1", task, "frozen_multi", seed, 0.78, 0.79)
+    (tmp_path / "study/O1/cells" / driver.SCREEN_TASKS[0] / "1000/scratch").parent.mkdir(parents=True, exist_ok=True)
+    for task in driver.SCREEN_TASKS:  # linked from the baseline study, as the driver does
+        (tmp_path / "study/O1/cells" / task / "1000/scratch").symlink_to(tmp_path / f"study/baseline/cells/{task}/1000/scratch")
+    run = tmp_path / "pretrain/O1/lr0.001"
+    run.mkdir(parents=True)
+    (run / "cpu.json").write_text(json.dumps({"cpu_s": 1800}))
+    (tmp_path / "chosen.json").write_text(json.dumps({"O1": {"run": "pretrain/O1/lr0.001", "lr": 1e-3}}))
+
+    driver.summarise(tmp_path, tmp_path / "dest")
+    summary = json.loads((tmp_path / "dest/screen.json").read_text())
+    assert summary["final"] is False and summary["winner"] == "O1"  # the best finished one, not yet final
+    assert summary["rows"]["O1"]["val_gain"] == pytest.approx(3.0)
+    assert summary["rows"]["O1"]["test_gain"] == pytest.approx(-1.0)
+    assert summary["rows"]["O1"]["frozen"]["val_gain"] == pytest.approx(-2.0)
+    assert summary["reference"]["val_gain"] == pytest.approx(1.0) and summary["cpu_hours"]["O1"] == 0.5
+    table = (tmp_path / "dest/screen.md").read_text()
+    assert "PROVISIONAL" in table and "| O1 (winner) | multiclass×1 | 0.001 | +3.00 ± 0.00 | 8 (0) |" in table
+    assert "| shipped multiclass | +1.00 / +1.00 |" in table

@@ -87,8 +87,9 @@ class StudyLayout:
                             dst.symlink_to(src.resolve(), target_is_directory=True)
 
     def results(self) -> list[Path]:
-        """Every finished cell's ``result.json``."""
-        return sorted((self.root / self.CELLS).rglob(self.RESULT))
+        """Every finished cell's ``result.json``, those of linked cells (:meth:`link_from`) included."""
+        # A glob by levels follows linked folders, where rglob("**") would not descend into them.
+        return sorted((self.root / self.CELLS).glob(f"*/*/*/*/{self.RESULT}"))
 
     # ------------------------------------------------------------------------------------ bookkeeping
     def failures(self, part: str | None = None) -> Path:
