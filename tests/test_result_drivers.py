@@ -183,9 +183,9 @@ def test_the_screen_summary_reports_every_strategy_and_is_provisional_until_ever
             cell("baseline", task, "finetune_multiclass", seed, 0.81, 0.82)
             cell("O1", task, "finetune_multi", seed, 0.83, 0.80)
             cell("O1", task, "frozen_multi", seed, 0.78, 0.79)
-    (tmp_path / "study/O1/cells" / driver.SCREEN_TASKS[0] / "1000/scratch").parent.mkdir(parents=True, exist_ok=True)
     for task in driver.SCREEN_TASKS:  # linked from the baseline study, as the driver does
-        (tmp_path / "study/O1/cells" / task / "1000/scratch").symlink_to(tmp_path / f"study/baseline/cells/{task}/1000/scratch")
+        link = tmp_path / "study/O1/cells" / task / "1000/scratch"
+        link.symlink_to(tmp_path / f"study/baseline/cells/{task}/1000/scratch")
     run = tmp_path / "pretrain/O1/lr0.001"
     run.mkdir(parents=True)
     (run / "cpu.json").write_text(json.dumps({"cpu_s": 1800}))
