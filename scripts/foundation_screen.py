@@ -18,7 +18,7 @@ used to choose). Finished runs and cells are skipped, so every step resumes.
 
 ``save`` copies what a resumed screen needs into a committed record (default ``results/foundation-v2/stage1/
 record``): every run's ``config.json``, ``history.csv`` and CPU time, the studies' ``result.json`` and
-``tuning.json`` files, ``chosen.json``, and the weights of each candidate's chosen pretraining run (the
+``tuning.json`` files and test scores, ``chosen.json``, and the weights of each candidate's chosen pretraining run (the
 backbones the studies and the next stage fine-tune); the event stores are not saved, they are regenerated from
 their seeds. ``restore`` copies the record back into a screen folder, without overwriting.
 """
@@ -304,7 +304,8 @@ def summarise(out: Path, dest: Path) -> None:
 
 
 #: The files of a screen folder that a resumed screen needs (weights only for the chosen pretraining runs).
-RECORD_FILES = ("config.json", "history.csv", CPU_FILE, "result.json", "tuning.json")
+RECORD_FILES = ("config.json", "history.csv", CPU_FILE, "result.json", "tuning.json",
+                "scores.npy")  # the test scores: the report's paired-bootstrap errors need them (latents: not kept)
 WEIGHTS = "model.safetensors"
 
 

@@ -94,7 +94,8 @@ def test_the_screen_record_keeps_finished_work_and_leaves_unfinished_work_to_red
         write(f"study/baseline/tuning/{group}/tuning.json"), write(f"study/baseline/tuning/{group}/lr0.001/config.json")
         write(f"study/baseline/tuning/{group}/lr0.001/model.safetensors", "weights")
         for k in seeds:
-            write(f"study/baseline/cells/{group}/seed{k}/result.json")
+            for name in ("result.json", "scores.npy", "latent.npy"):
+                write(f"study/baseline/cells/{group}/seed{k}/{name}")
     write("study/baseline/stores/downstream/events.parquet", "events")
     linked = screen / "study/O1/tuning/hplus_vs_ttbar/1000"
     linked.mkdir(parents=True)
@@ -106,6 +107,8 @@ def test_the_screen_record_keeps_finished_work_and_leaves_unfinished_work_to_red
     assert "pretrain/O1/lr0.001/model.safetensors" not in saved and "pretrain/O1/lr0.001/history.csv" in saved
     assert not any(s.startswith("pretrain/O2") for s in saved)  # still training: redone, not taken as finished
     assert "study/baseline/cells/hplus_vs_ttbar/1000/scratch/seed1/result.json" in saved
+    assert "study/baseline/cells/hplus_vs_ttbar/1000/scratch/seed1/scores.npy" in saved  # the report's errors
+    assert not any(s.endswith("latent.npy") for s in saved)  # CKA's latents: too large to commit
     assert "study/baseline/tuning/hplus_vs_ttbar/1000/scratch/lr0.001/config.json" in saved
     assert not any("stop_vs_tth" in s for s in saved)  # seed 1 unfinished: the group still needs its weights
     assert not any("stores" in s or s.startswith("study/O1/") for s in saved)  # regenerated; linked
