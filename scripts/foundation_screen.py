@@ -137,19 +137,24 @@ def study_config(base: dict, backbone: str | None) -> dict:
     return cfg
 
 
-def _run_study(out: Path, name: str, backbone: str | None, jobs: int) -> None:
+def _link_references(folder: Path, baseline: Path, sizes: list) -> None:
+    """Link the baseline study's stores and shared reference cells into a candidate's study folder."""
     from hepfm.study.layout import StudyLayout
 
+    stores = folder / "stores"
+    if not stores.exists() and not stores.is_symlink():
+        stores.symlink_to((baseline / "stores").resolve(), target_is_directory=True)
+    StudyLayout(folder).link_from(StudyLayout(baseline), SCREEN_TASKS, sizes, SHARED_STRATEGIES)
+
+
+def _run_study(out: Path, name: str, backbone: str | None, jobs: int) -> None:
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
     folder, baseline = out / "study" / name, out / "study" / "baseline"
     folder.mkdir(parents=True, exist_ok=True)
     config = out / "study" / f"{name}.yaml"
     config.write_text(yaml.safe_dump(study_config(base, backbone), sort_keys=False))
     if folder != baseline:
-        stores = folder / "stores"
-        if not stores.exists():
-            stores.symlink_to((baseline / "stores").resolve(), target_is_directory=True)
-        StudyLayout(folder).link_from(StudyLayout(baseline), SCREEN_TASKS, base["sizes"], SHARED_STRATEGIES)
+        _link_references(folder, baseline, base["sizes"])
     _hepfm("study", config, "--out", folder, "--jobs", jobs, "--no-progress")
 
 
@@ -297,7 +302,8 @@ def summarise(out: Path, dest: Path) -> None:
               "|---|" + "---|" * len(SCREEN_TASKS)]
     reference_tasks = task_gains(base_cells, REFERENCE)
     for c, g in sorted(per_task.items()) + [("shipped multiclass", {"finetune": reference_tasks})]:
-        lines.append(f"| {c} | " + " | ".join(f"{v:+.2f} / {t:+.2f}" for v, t in g["finetune"].values()) + " |")
+        shown = ("—" if math.isnan(v) else f"{v:+.2f} / {t:+.2f}" for v, t in g["finetune"].values())
+        lines.append(f"| {c} | " + " | ".join(shown) + " |")
     (dest / "screen.md").write_text("\n".join(lines) + "\n")
     (dest / "screen.json").write_text(json.dumps({"final": final, "rows": rows, "per_task": per_task,
                                                   "reference": reference, "cpu_hours": hours, **decision}, indent=1))
@@ -367,6 +373,12 @@ def restore(out: Path, record: Path) -> None:
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
+    # a restored candidate study pairs with the shared reference cells, as after its own study step
+    baseline, sizes = out / "study" / "baseline", yaml.safe_load(
+        (ROOT / "configs" / "study-foundation.yaml").read_text())["sizes"]
+    for folder in sorted(p for p in (out / "study").glob("*") if p.is_dir() and p != baseline):
+        if baseline.is_dir():
+            _link_references(folder, baseline, sizes)
 
 
 #: Stage 2 of the protocol: AdamW for every strategy, then the recipe axes in the protocol's order, each tuned
