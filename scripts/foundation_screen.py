@@ -374,10 +374,10 @@ def restore(out: Path, record: Path) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
     # a restored candidate study pairs with the shared reference cells, as after its own study step
-    baseline, sizes = out / "study" / "baseline", yaml.safe_load(
-        (ROOT / "configs" / "study-foundation.yaml").read_text())["sizes"]
-    for folder in sorted(p for p in (out / "study").glob("*") if p.is_dir() and p != baseline):
-        if baseline.is_dir():
+    baseline = out / "study" / "baseline"
+    if baseline.is_dir():
+        sizes = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())["sizes"]
+        for folder in sorted(p for p in (out / "study").iterdir() if p.is_dir() and p != baseline):
             _link_references(folder, baseline, sizes)
 
 
