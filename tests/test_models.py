@@ -185,6 +185,28 @@ def test_a_model_saved_before_the_graphnet_options_loads_as_the_papers_architect
     assert hepfm.load(tmp_path / "new").config["residual"] is True
 
 
+def test_a_wider_graphnet_keeps_the_64_d_latent_and_its_invariants(tmp_path):
+    # Stage 4 of results/foundation-v2/PROTOCOL.md compares widths 64 and 128: only the hidden features widen,
+    # the latent every head and fine-tuning reads stays 64-d, and the object embeddings have the hidden width.
+    torch.manual_seed(0)
+    wide = GraphNet(n_outputs=3, width=128).double().eval()
+    x, mask = _batch()
+    x = x.double()
+    latent, objects = wide.encode_objects(x, mask)
+    assert latent.shape == (6, 64) and objects.shape == (6, 20, 128) and wide.object_width == 128
+    assert (objects[~mask] == 0).all()
+    # Every hidden Linear is 128 wide: about 4x the parameters of width 64 (not exactly: input layers, decoder).
+    assert 3.3 < count_parameters(wide) / count_parameters(GraphNet(n_outputs=3)) < 4.0
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(wide(x[:, perm], mask[:, perm]), wide(x, mask))
+    save_model(wide.float(), tmp_path / "wide")
+    loaded = hepfm.load(tmp_path / "wide")
+    assert loaded.config["width"] == 128
+    torch.testing.assert_close(loaded(x.float(), mask), wide(x.float(), mask))
+    with pytest.raises(ValueError, match="width must be"):
+        create_model("graphnet", width=0)
+
+
 def test_bad_graphnet_options_are_clear_errors():
     with pytest.raises(ValueError, match="aggregation must be one of"):
         create_model("graphnet", aggregation="max")

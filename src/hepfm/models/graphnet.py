@@ -3,7 +3,8 @@
 Encoder MLPs embed node (13 inputs), edge (3) and global (1) features to 64; a graph block — edge update
 MLP(x_i, x_j, y_ij, z), node update MLP(x_i, sum_j y'_ij, z), global update MLP(sum_i x'_i, sum_ij y'_ij, z)
 — is applied ``n_blocks`` times (one shared block or separate ones); a decoder MLP on the global vector
-gives the 64-d latent. Graphs are fully connected without self-loops; i is the receiving object.
+gives the 64-d latent. Graphs are fully connected without self-loops; i is the receiving object. ``width`` (64,
+the paper's) sets the size of every hidden feature; the decoder maps it to the 64-d latent at any width.
 
 Two options change the block, not the parameters (372,556 either way with 12 outputs): ``aggregation``
 ("sum" as published, or "mean": the sums over j, i and ij divided by their number of terms) and
@@ -198,9 +199,8 @@ class GraphNet(Backbone):
         config = dict(width=width, depth=depth, n_blocks=n_blocks, share_blocks=share_blocks,
                       aggregation=aggregation, residual=residual)
         super().__init__(n_outputs, {**config, "mask_token": True} if mask_token else config)
-        if width != LATENT_DIM:
-            raise ConfigurationError(f"width must be {LATENT_DIM} (the latent size every backbone exposes), "
-                                     f"got {width}")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ConfigurationError(f"width must be a positive integer, got {width!r}")
         if aggregation not in AGGREGATIONS:
             raise ConfigurationError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
         if not isinstance(residual, bool):
@@ -212,7 +212,10 @@ class GraphNet(Backbone):
         mean = aggregation == "mean"
         self.blocks = nn.ModuleList([GraphBlock(width, depth, mean, residual) for _ in range(n_distinct)])
         self.n_blocks = n_blocks
-        self.decoder = MLP(width, width, depth)
+        # The latent is 64-d whatever the width (every head and fine-tuning reads 64); at width 64 this is the
+        # original decoder, so saved models load unchanged.
+        self.decoder = MLP(width, LATENT_DIM, depth)
+        self.object_width = width
         self._init_mask_token(mask_token, width)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
@@ -224,7 +227,7 @@ class GraphNet(Backbone):
 
     def encode_objects(self, x: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor | None = None,
                        extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the latent, each object's node features after the last block [B, M, 64], zeros on padding)."""
+        """(the latent, each object's node features after the last block [B, M, width], zeros on padding)."""
         latent, h = self._propagate(x, mask, hidden, extra)
         mask = mask.bool()
         objects = h.new_zeros((*mask.shape, h.shape[1]))
@@ -232,7 +235,7 @@ class GraphNet(Backbone):
         return latent, objects
 
     def _propagate(self, x, mask, hidden, extra) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the latent [B, 64], the packed node features after the last block [N, 64])."""
+        """(the latent [B, 64], the packed node features after the last block [N, width])."""
         graph, objects, hidden_rows, counts = _pack(x, mask, hidden, self.bucket_shapes)
         eta, phi = objects[:, ETA], objects[:, PHI]
         h = self.node_encoder(self.scaling.node_features(objects))

@@ -92,7 +92,7 @@ class HierarchicalModel(Backbone):
         return self.event.decoder
 
     def _event_width(self) -> int:
-        return self.event.config.get("dim", LATENT_DIM)
+        return self.event.object_width  # what the jet embeddings are added to
 
     def _check_width(self, x: torch.Tensor) -> None:
         k = self.max_constituents
