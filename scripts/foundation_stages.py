@@ -1,0 +1,413 @@
+"""Stages 2-5 of the foundation-v2 screen (results/foundation-v2/PROTOCOL.md), resumable, after stage 1
+(scripts/foundation_screen.py) in the same screen folder:
+
+    python scripts/foundation_stages.py configure N --out SCREEN   # configs/foundation-v2/stageN.yaml, from N-1
+    python scripts/foundation_stages.py run N --out SCREEN         # pretrain the stage's candidates, study them
+    python scripts/foundation_stages.py summarise N --out SCREEN   # results/foundation-v2/stageN/: table, decision
+    python scripts/foundation_stages.py save N --out SCREEN        # results/foundation-v2/stageN/record
+    python scripts/foundation_stages.py restore N --out SCREEN     # on a fresh machine, before resuming
+
+A stage's configuration is written from the previous stage's committed decision (``decision.json``, stage 1's
+``screen.json``) *before* the stage runs, and committed; ``run`` reads only that file. It lists the stage's
+``candidates``, each either
+
+* ``pretrain``: pretrained here (a store of ``group`` x ``events`` generated from ``seed``, the candidate's
+  ``heads``, ``model`` and ``model_options``, every rate of ``rates``, optionally ``max_train_time_s``), the rate
+  with the lowest validation loss of its own objective kept, then fine-tuned by the stage's ``study``;
+* ``backbone``: a given pretrained model, fine-tuned by the stage's ``study`` (stage 2: stage 1's winner);
+* ``study``: a study folder of an earlier stage (relative to SCREEN) that measured this candidate already with
+  the same recipe (the incumbent), with its ``cpu_hours``, ``run`` and ``train_time_s``.
+
+Every candidate's study reads stage 1's downstream stores (``study/baseline/stores``: the same seeds); when the
+stage names ``shared`` (a study folder with the scratch baseline and the shipped model tuned with the same
+recipe), those cells are linked instead of retrained. The decision rule is stage 1's (``foundation_screen.
+decide``); stage 2 reports the recipe each cell kept (an axis no cell kept is dropped from the final
+recipe), stage 5 decides the final pretraining set's size.
+Each stage's folder SCREEN/stageN has stage 1's layout (``chosen.json``, ``pretrain/``, ``study/``), so the record
+is saved and restored by the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import foundation_screen as screen  # a sibling script, not a package
+
+ROOT = screen.ROOT
+CONFIGS = ROOT / "configs" / "foundation-v2"
+RESULTS = ROOT / "results" / "foundation-v2"
+STAGES = (2, 3, 4, 5)
+CANDIDATE_KINDS = ("pretrain", "backbone", "study")
+PRETRAIN_KEYS = {"group", "events", "seed", "heads", "model", "model_options", "rates", "max_train_time_s"}
+#: The recipe axes' first values: the value that changes nothing (an axis is "kept" where a cell chose another).
+RECIPE_DEFAULTS = {"weight_decay": 0.0, "ema_decay": 0.0, "layer_decay": 1.0, "linear_probe": False}
+STORE_SEED = screen.STORE_SEED
+
+
+def stage_folder(out: Path, stage: int) -> Path:
+    """The screen folder of one stage (stage 1's is the screen folder itself)."""
+    return out if stage == 1 else out / f"stage{stage}"
+
+
+def config_path(stage: int) -> Path:
+    return CONFIGS / f"stage{stage}.yaml"
+
+
+def decision_path(stage: int) -> Path:
+    return RESULTS / "stage1" / "screen.json" if stage == 1 else RESULTS / f"stage{stage}" / "decision.json"
+
+
+def record_path(stage: int) -> Path:
+    return RESULTS / f"stage{stage}" / "record"
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+def load_stage(path: Path) -> dict:
+    """A stage configuration, checked: every candidate of exactly one kind, known pretraining keys."""
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SystemExit(f"{path}: cannot read the stage configuration: {err}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("candidates"), dict) or not cfg["candidates"]:
+        raise SystemExit(f"{path}: a stage configuration needs a mapping 'candidates'")
+    for name, spec in cfg["candidates"].items():
+        kinds = [k for k in CANDIDATE_KINDS if k in (spec or {})]
+        if len(kinds) != 1:
+            raise SystemExit(f"{path}: candidate {name!r} needs exactly one of {', '.join(CANDIDATE_KINDS)}")
+        if kinds == ["pretrain"]:
+            unknown = set(spec["pretrain"]) - PRETRAIN_KEYS
+            if unknown:
+                raise SystemExit(f"{path}: candidate {name!r}: unknown pretrain key(s) {sorted(unknown)}")
+    if not isinstance(cfg.get("study"), dict):
+        raise SystemExit(f"{path}: a stage configuration needs its 'study' (the study every candidate gets)")
+    return cfg
+
+
+def _decision(stage: int) -> dict:
+    path = decision_path(stage)
+    if not path.exists():
+        raise SystemExit(f"{path}: stage {stage} has no decision yet")
+    decision = json.loads(path.read_text())
+    if not decision.get("final") or not decision.get("winner"):
+        raise SystemExit(f"{path}: stage {stage} has no final winner yet")
+    return decision
+
+
+def _train_time_s(run: Path) -> float:
+    return json.loads((run / "config.json").read_text())["training"]["train_time_s"]
+
+
+def _incumbent(out: Path, decision: dict) -> dict:
+    """The ``study`` candidate that carries the previous stage's winner into this one, measured there."""
+    winner = decision["winner"]
+    run = decision["runs"][winner]
+    return {"study": decision["studies"][winner], "run": run, "cpu_hours": decision["cpu_hours"][winner],
+            "train_time_s": _train_time_s(out / run), "spec": decision["specs"][winner]}
+
+
+def _stage1_pretrain_spec(candidate: str) -> dict:
+    return {"group": "pretrain-wide", "events": 100_000, "seed": STORE_SEED, "heads": screen.CANDIDATES[candidate],
+            "model": "graphnet", "model_options": {}, "rates": list(screen.PRETRAIN_RATES)}
+
+
+def stage_config(stage: int, out: Path) -> dict:
+    """Stage ``stage``'s configuration from the previous stage's decision (the protocol's stage text)."""
+    base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
+    if stage == 2:
+        decision = _decision(1)
+        winner = decision["winner"]
+        chosen = json.loads((record_path(1) / "chosen.json").read_text())[winner]
+        backbone = os.path.relpath((record_path(1) / chosen["run"]).resolve(), ROOT)
+        study = screen.stage2_config(base, backbone)
+        study["pretrain"].pop("multi")
+        return {"stage": 2, "question": "fine-tuning recipe", "shared": None, "study": study,
+                "candidates": {winner: {"backbone": backbone, "run": chosen["run"],
+                                        "cpu_hours": decision["cpu_hours"][winner],
+                                        "spec": _stage1_pretrain_spec(winner)}}}
+    decision = _decision(stage - 1)
+    # Stage 2's recipe tuning, all axes: the shared cells and the incumbent's were tuned on exactly these points
+    # (a study refuses cells tuned on others); axes no cell kept are dropped only from the final recipe.
+    study = load_stage(config_path(stage - 1))["study"]
+    shared = decision["studies"][decision["winner"]]
+    incumbent = _incumbent(out, decision)
+    spec, winner = incumbent["spec"], decision["winner"]
+    if stage == 3:
+        other = ("pretrain" if spec["group"] == "pretrain-wide" else "pretrain-wide")
+        candidates = {f"{winner}": incumbent,
+                      f"{winner}-{other}": {"pretrain": {**spec, "group": other}}}
+        question = "process mix: the 22-process set against today's 12 (100,000 events each)"
+    elif stage == 4:
+        budget = incumbent["train_time_s"]
+        candidates = {winner: incumbent,
+                      f"{winner}-w128": {"pretrain": {**spec, "model_options": {"width": 128},
+                                                      "max_train_time_s": budget}},
+                      f"{winner}-transformer": {"pretrain": {**spec, "model": "transformer", "model_options": {},
+                                                             "max_train_time_s": budget}}}
+        question = f"capacity at the width-64 winner's pretraining time ({budget:.0f} s of training)"
+    elif stage == 5:
+        spec = {**spec, "max_train_time_s": None}  # each size trains to its own early stop (<= 30 epochs)
+        candidates = {f"{winner}-1e4": {"pretrain": {**spec, "events": 10_000}}, f"{winner}-1e5": incumbent,
+                      f"{winner}-1e6": {"pretrain": {**spec, "events": 1_000_000}}}
+        question = "scaling: 1e4, 1e5, 1e6 pretraining events"
+    else:
+        raise SystemExit(f"the protocol has stages 2-5, not {stage}")
+    return {"stage": stage, "question": question, "shared": shared, "study": study, "candidates": candidates}
+
+
+def write_stage_config(stage: int, out: Path) -> Path:
+    """Write stage ``stage``'s configuration (refusing to replace one: it is fixed before the stage runs)."""
+    path = config_path(stage)
+    if path.exists():
+        raise SystemExit(f"{path} exists: a stage's configuration is fixed before it runs (delete it to redo)")
+    cfg = stage_config(stage, out)
+    header = (f"# Stage {stage} of results/foundation-v2/PROTOCOL.md: {cfg['question']}.\n"
+              f"# Written by scripts/foundation_stages.py configure {stage} from the stage {stage - 1} decision, "
+              f"before it ran.\n#   python scripts/foundation_stages.py run {stage} --out ../screen\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+# -------------------------------------------------------------------------------------------------- running
+def store_folder(out: Path, spec: dict) -> Path:
+    """The event store of a pretraining spec, shared by every candidate that asks for the same one (stage 1's
+    100,000-event wide store is the screen's ``pretrain-store``)."""
+    if (spec["group"], spec["events"], spec["seed"]) == ("pretrain-wide", 100_000, STORE_SEED):
+        return out / "pretrain-store"
+    return out / "stores" / f"{spec['group']}-{spec['events']}-s{spec['seed']}"
+
+
+def n_processes(group: str) -> int:
+    from hepfm.physics.processes import GROUPS
+
+    return len(GROUPS[group])
+
+
+def pretrain_args(store: Path, run: Path, spec: dict, lr: float) -> list:
+    """``hepfm pretrain`` arguments of one candidate at one rate (stage 1's: batch 512, <= 30 epochs, patience 5)."""
+    heads = ",".join(f"{h}={w:g}" for h, w in spec["heads"].items())
+    args = ["pretrain", "--data", store, "--task", "multi", "--heads", heads, "--model", spec.get("model", "graphnet"),
+            "--lr", f"{lr:g}", "--epochs", 30, "--patience", 5, "--batch-size", 512, "--no-progress", "-o", run]
+    for key, value in (spec.get("model_options") or {}).items():
+        args += ["--model-option", f"{key}={value}"]
+    if spec.get("max_train_time_s"):
+        args += ["--max-train-time-s", f"{spec['max_train_time_s']:g}"]
+    return args
+
+
+def _hepfm_parallel(commands: list[list]) -> list[float]:
+    """Run hepfm commands side by side (one single-threaded process each); their CPU seconds, in order."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = {subprocess.Popen([sys.executable, "-m", "hepfm", *map(str, c)], env=env).pid: k
+             for k, c in enumerate(commands)}
+    seconds, failed = [0.0] * len(commands), []
+    while procs:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid in procs:
+            k = procs.pop(pid)
+            seconds[k] = usage.ru_utime + usage.ru_stime
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed.append(k)
+    if failed:
+        raise SystemExit(f"pretraining failed: {[commands[k] for k in failed]}")
+    return seconds
+
+
+def pretrain_candidate(folder: Path, out: Path, name: str, spec: dict) -> None:
+    """Generate the candidate's store if needed, pretrain it at every rate (side by side) and record the choice in
+    the stage's ``chosen.json``."""
+    store = store_folder(out, spec)
+    per_process = math.ceil(spec["events"] / n_processes(spec["group"]))
+    subprocess.run([sys.executable, "-m", "hepfm", "generate", spec["group"], "--events", str(per_process),
+                    "--seed", str(spec["seed"]), "--workers", "2", "--no-progress", "-o", str(store)], check=True)
+    runs = {lr: folder / "pretrain" / name / f"lr{lr:g}" for lr in spec["rates"]}
+    todo = [lr for lr, run in runs.items() if not screen._finished(run)]
+    seconds = _hepfm_parallel([pretrain_args(store, runs[lr], spec, lr) for lr in todo])
+    for lr, cpu_s in zip(todo, seconds, strict=True):
+        (runs[lr] / screen.CPU_FILE).write_text(json.dumps({"cpu_s": cpu_s}))
+    losses = {lr: screen.best_val_loss(run) for lr, run in runs.items()}
+    best = min(losses, key=losses.get)
+    chosen = screen._chosen(folder)
+    chosen[name] = {"run": str(runs[best].relative_to(folder)), "lr": best, "val_loss": losses}
+    (folder / "chosen.json").write_text(json.dumps(chosen, indent=1))
+
+
+def _link(folder: Path, out: Path, shared: str | None, cfg: dict) -> None:
+    """Link stage 1's downstream stores and, with ``shared``, its study's shared cells into ``folder``."""
+    from hepfm.study.layout import StudyLayout
+
+    stores = folder / "stores"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not stores.exists() and not stores.is_symlink():
+        stores.symlink_to((out / "study" / "baseline" / "stores").resolve(), target_is_directory=True)
+    if shared:
+        StudyLayout(folder).link_from(StudyLayout(out / shared), cfg["tasks"], cfg["sizes"],
+                                      screen.SHARED_STRATEGIES)
+
+
+def candidate_study(stage: int, cfg: dict, name: str, out: Path) -> str:
+    """The study folder of one candidate, relative to ``out``."""
+    spec = cfg["candidates"][name]
+    return spec["study"] if "study" in spec else str(stage_folder(out, stage).relative_to(out) / "study" / name)
+
+
+def run_stage(stage: int, out: Path, jobs: int = 2) -> None:
+    """Pretrain every candidate of the stage and run its study (finished runs and cells are skipped)."""
+    cfg = load_stage(config_path(stage))
+    folder = stage_folder(out, stage)
+    for name, spec in cfg["candidates"].items():
+        if "study" in spec:
+            continue
+        if "pretrain" in spec:
+            pretrain_candidate(folder, out, name, spec["pretrain"])
+            backbone = (folder / screen._chosen(folder)[name]["run"]).resolve()
+        else:
+            backbone = (ROOT / spec["backbone"]).resolve()
+        study = dict(cfg["study"], pretrain={**cfg["study"]["pretrain"], "multi": str(backbone)})
+        target = out / candidate_study(stage, cfg, name, out)
+        _link(target, out, cfg["shared"], study)
+        config = target.parent / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(study, sort_keys=False))
+        subprocess.run([sys.executable, "-m", "hepfm", "study", str(config), "--out", str(target), "--jobs",
+                        str(jobs), "--no-progress"], check=True)
+        save(stage, out)
+
+
+# ------------------------------------------------------------------------------------------------ deciding
+def kept_recipe(study: Path) -> dict[str, dict]:
+    """Per (task, strategy) of a study, the recipe its tuning chose (the chosen point's settings) and its
+    backbone-rate ratio."""
+    from hepfm.study.layout import StudyLayout
+
+    kept = {}
+    for tuning in sorted((study / StudyLayout.TUNING_DIR).glob(f"*/*/*/{StudyLayout.TUNING}")):
+        table = json.loads(tuning.read_text())
+        point = next(p for p in table["grid"] if p["point"] == table["chosen"])
+        task, strategy = tuning.parts[-4], tuning.parts[-2]
+        ratio = point["backbone_lr"] / point["lr"] if point.get("backbone_lr") else None
+        kept[f"{task}/{strategy}"] = {"lr": point["lr"], "ratio": ratio, **point.get("recipe", {})}
+    return kept
+
+
+def kept_axes(kept: dict[str, dict], axes) -> list[str]:
+    """The recipe axes some cell chose a value other than the axis's neutral one for."""
+    return [a for a in axes if any(a in k and k[a] != RECIPE_DEFAULTS.get(a) for k in kept.values())]
+
+
+def summarise_stage(stage: int, out: Path) -> dict:
+    """The stage's table (every candidate, losers included) and its decision, in results/foundation-v2/stageN."""
+    from hepfm.study.layout import StudyLayout
+
+    cfg = load_stage(config_path(stage))
+    folder = stage_folder(out, stage)
+    chosen = screen._chosen(folder)
+    rows, hours, runs, studies, specs, per_task = {}, {}, {}, {}, {}, {}
+    for name, spec in cfg["candidates"].items():
+        studies[name] = candidate_study(stage, cfg, name, out)
+        study = out / studies[name]
+        if "study" not in spec:
+            _link(study, out, cfg["shared"], cfg["study"])
+        cells = [json.loads(p.read_text()) for p in StudyLayout(study).results()] if study.exists() else []
+        rows[name] = screen.screen_row(cells)
+        rows[name]["complete"] = rows[name]["cells"] + rows[name]["excluded"] == 2 * len(screen.SCREEN_TASKS)
+        per_task[name] = screen.task_gains(cells, "finetune_multi")
+        if "pretrain" in spec:
+            specs[name] = spec["pretrain"]
+            if name in chosen:
+                runs[name] = str((folder / chosen[name]["run"]).relative_to(out))
+                hours[name] = screen.pretraining_cpu_hours(out / runs[name])
+        else:
+            specs[name], runs[name], hours[name] = spec["spec"], spec["run"], spec["cpu_hours"]
+    final = all(r["complete"] for r in rows.values())
+    decision = screen.decide({c: r for c, r in rows.items() if r["complete"]}, hours)
+    extra, lines = {}, []
+    if stage == 2:
+        kept = {n: kept_recipe(out / s) for n, s in studies.items()}
+        axes = list(cfg["study"]["finetune"]["recipe"])
+        merged = {f"{n}:{k}": v for n, per in kept.items() for k, v in per.items()}
+        extra = {"kept": kept, "kept_axes": kept_axes(merged, axes)}
+        lines += ["", "Recipe chosen on validation per task and strategy (seed 0's events):", "",
+                  "| task / strategy | rate | backbone ratio | " + " | ".join(axes) + " |",
+                  "|---|---|---|" + "---|" * len(axes)]
+        for per in kept.values():
+            for key, k in per.items():
+                ratio = "—" if k["ratio"] is None else f"{k['ratio']:g}"
+                lines.append(f"| {key} | {k['lr']:g} | {ratio} | " + " | ".join(
+                    str(k.get(a, RECIPE_DEFAULTS.get(a))) for a in axes) + " |")
+        lines += ["", f"Axes kept by at least one cell (the final recipe): {', '.join(extra['kept_axes']) or 'none'}"
+                  "; the others are dropped from the final recipe (the protocol's stage 2)."]
+    if stage == 5 and final:
+        _, g5, g6 = (rows[n] for n in cfg["candidates"])  # 1e4, 1e5, 1e6
+        combined = math.hypot(g5["val_gain_err"], g6["val_gain_err"])
+        rising = g6["val_gain"] - g5["val_gain"] > combined
+        extra = {"still_rising": rising, "final_events": 2_000_000 if rising else 1_000_000}
+        lines += ["", f"Gain at 1e6 minus gain at 1e5: {g6['val_gain'] - g5['val_gain']:+.2f} (combined error "
+                  f"{combined:.2f}): the final pretraining set has {extra['final_events']:,} events."]
+    state = "final" if final else "PROVISIONAL: not every candidate is done"
+    head = [f"# Stage {stage}: {cfg['question']} ({state})", "",
+            "Gains in accuracy points over the tuned scratch baseline (the same recipe tuning), mean over the four "
+            "screen tasks and two seeds at 1,000 events per class, ± the standard error over those 8 cells. Only "
+            "the validation gain decides (results/foundation-v2/PROTOCOL.md); test gains are reported beside it.",
+            "", "| candidate | validation gain | cells (excluded) | test gain | pretraining CPU-h | study |",
+            "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        mark = " (winner)" if name == decision["winner"] else "" if r["complete"] else " (incomplete)"
+        val = "—" if math.isnan(r["val_gain"]) else f"{r['val_gain']:+.2f} ± {r['val_gain_err']:.2f}"
+        test = "—" if math.isnan(r["test_gain"]) else f"{r['test_gain']:+.2f}"
+        h = f"{hours[name]:.2f}" if name in hours else "—"
+        head.append(f"| {name}{mark} | {val} | {r['cells']} ({r['excluded']}) | {test} | {h} | `{studies[name]}` |")
+    head += ["", f"Winner: {decision['winner'] or 'none yet'}; carried: {', '.join(decision['carried']) or 'none'}.",
+             "", "Per task (validation / test gain, mean of two seeds):", "",
+             "| candidate | " + " | ".join(screen.SCREEN_TASKS) + " |", "|---|" + "---|" * len(screen.SCREEN_TASKS)]
+    for name, g in per_task.items():
+        head.append(f"| {name} | " + " | ".join("—" if math.isnan(v) else f"{v:+.2f} / {t:+.2f}"
+                                                for v, t in g.values()) + " |")
+    dest = RESULTS / f"stage{stage}"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "summary.md").write_text("\n".join(head + lines) + "\n")
+    result = {"final": final, "rows": rows, "per_task": per_task, "cpu_hours": hours, "runs": runs,
+              "studies": studies, "specs": specs, **decision, **extra}
+    decision_path(stage).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def save(stage: int, out: Path) -> None:
+    screen.save(stage_folder(out, stage), record_path(stage))
+
+
+def restore(stage: int, out: Path) -> None:
+    record = record_path(stage)
+    if record.is_dir():
+        screen.restore(stage_folder(out, stage), record)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("configure", "run", "summarise", "save", "restore"))
+    parser.add_argument("stage", type=int, choices=STAGES)
+    parser.add_argument("--out", type=Path, required=True, help="the screen folder (stage 1's)")
+    parser.add_argument("--jobs", type=int, default=2, help="run: training processes of each study")
+    args = parser.parse_args()
+    if args.step == "configure":
+        print(write_stage_config(args.stage, args.out))
+    elif args.step == "run":
+        run_stage(args.stage, args.out, args.jobs)
+    elif args.step == "summarise":
+        summarise_stage(args.stage, args.out)
+    elif args.step == "save":
+        save(args.stage, args.out)
+    else:
+        restore(args.stage, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The driver of stages 2-5 of the foundation-v2 protocol (scripts/foundation_stages.py): each stage configured
+from the previous stage's decision as the protocol's text says, its candidates pretrained and studied with the
+commands the protocol fixes, and its decision rule (stage 1's; stage 2's kept recipe axes; stage 5's size)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def driver(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("foundation_stages", ROOT / "scripts" / "foundation_stages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    yield module
+    sys.modules.pop("foundation_screen", None)
+
+
+def _run(folder: Path, train_time_s: float = 600.0, val_losses=(0.5,)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"training": {"train_time_s": train_time_s}}))
+    (folder / "history.csv").write_text("epoch,val_loss\n" + "".join(f"{k},{v}\n" for k, v in enumerate(val_losses)))
+
+
+def _decide(driver, stage: int, winner: str, run: str, study: str, spec: dict, **extra) -> None:
+    path = driver.decision_path(stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"final": True, "winner": winner, "runs": {winner: run}, "studies": {winner: study},
+                                "cpu_hours": {winner: 0.2}, "specs": {winner: spec}, **extra}))
+
+
+def test_each_stage_is_configured_from_the_previous_decision_as_the_protocol_says(driver, tmp_path):
+    out = tmp_path / "screen"
+    record = driver.record_path(1)
+    (record / "pretrain/O5/lr0.0003").mkdir(parents=True)
+    (record / "chosen.json").write_text(json.dumps({"O5": {"run": "pretrain/O5/lr0.0003", "lr": 3e-4}}))
+    driver.decision_path(1).write_text(json.dumps({"final": False, "winner": "O5", "cpu_hours": {"O5": 0.2}}))
+    with pytest.raises(SystemExit, match="no final winner"):
+        driver.write_stage_config(2, out)
+    driver.decision_path(1).write_text(json.dumps({"final": True, "winner": "O5", "cpu_hours": {"O5": 0.2}}))
+    stage2 = driver.load_stage(driver.write_stage_config(2, out))
+    with pytest.raises(SystemExit, match="fixed before it runs"):
+        driver.write_stage_config(2, out)
+    (o5,) = stage2["candidates"].values()
+    assert o5["spec"]["heads"] == {"multiclass": 1.0, "origin": 1.0, "heavy": 0.5} and o5["cpu_hours"] == 0.2
+    assert (ROOT / o5["backbone"]).resolve() == (record / "pretrain/O5/lr0.0003").resolve()
+    assert stage2["shared"] is None  # stage 2 tunes the baseline and the shipped model with the recipe itself
+    assert stage2["study"]["finetune"]["optimizer"] == "adamw" and "multi" not in stage2["study"]["pretrain"]
+    assert stage2["study"]["strategies"] == ["scratch", "finetune_multiclass", "finetune_multi"]
+
+    _run(out / "pretrain/O5/lr0.0003", train_time_s=612.0)
+    _decide(driver, 2, "O5", "pretrain/O5/lr0.0003", "stage2/study/O5", o5["spec"], kept_axes=["weight_decay"])
+    stage3 = driver.load_stage(driver.write_stage_config(3, out))
+    assert stage3["study"] == stage2["study"]  # every recipe axis: the shared cells were tuned on these points
+    assert stage3["shared"] == "stage2/study/O5" and list(stage3["candidates"]) == ["O5", "O5-pretrain"]
+    assert stage3["candidates"]["O5"]["study"] == "stage2/study/O5"
+    twelve = stage3["candidates"]["O5-pretrain"]["pretrain"]
+    assert twelve == {**o5["spec"], "group": "pretrain"}  # only the process mix changes
+
+    _run(out / "stage3/pretrain/O5-pretrain/lr0.001", train_time_s=480.0)
+    _decide(driver, 3, "O5-pretrain", "stage3/pretrain/O5-pretrain/lr0.001", "stage3/study/O5-pretrain", twelve)
+    stage4 = driver.load_stage(driver.write_stage_config(4, out))
+    assert stage4["shared"] == "stage3/study/O5-pretrain"
+    wide, transformer = (stage4["candidates"][f"O5-pretrain-{k}"]["pretrain"] for k in ("w128", "transformer"))
+    assert wide["model_options"] == {"width": 128} and wide["max_train_time_s"] == 480.0
+    assert transformer["model"] == "transformer" and transformer["max_train_time_s"] == 480.0
+    assert wide["group"] == transformer["group"] == "pretrain" and wide["events"] == 100_000
+
+    _run(out / "stage4/pretrain/O5-pretrain-w128/lr0.001")
+    _decide(driver, 4, "O5-pretrain-w128", "stage4/pretrain/O5-pretrain-w128/lr0.001",
+            "stage4/study/O5-pretrain-w128", wide)
+    stage5 = driver.load_stage(driver.write_stage_config(5, out))
+    small, _, large = stage5["candidates"].values()
+    assert small["pretrain"]["events"] == 10_000 and large["pretrain"]["events"] == 1_000_000
+    assert small["pretrain"]["max_train_time_s"] is None and large["pretrain"]["model_options"] == {"width": 128}
+    assert stage5["candidates"]["O5-pretrain-w128-1e5"]["study"] == "stage4/study/O5-pretrain-w128"
+
+
+def test_a_bad_stage_configuration_is_a_clear_error(driver, tmp_path):
+    path = tmp_path / "stage.yaml"
+    path.write_text(yaml.safe_dump({"study": {}, "candidates": {"A": {"pretrain": {}, "study": "x"}}}))
+    with pytest.raises(SystemExit, match="'A' needs exactly one of pretrain, backbone, study"):
+        driver.load_stage(path)
+    path.write_text(yaml.safe_dump({"study": {}, "candidates": {"A": {"pretrain": {"epochs": 3}}}}))
+    with pytest.raises(SystemExit, match=r"unknown pretrain key\(s\) \['epochs'\]"):
+        driver.load_stage(path)
+    path.write_text("candidates: [")
+    with pytest.raises(SystemExit, match="cannot read the stage configuration"):
+        driver.load_stage(path)
+
+
+def _stage(driver, stage: int, candidates: dict, shared=None) -> None:
+    study = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
+    study = {**driver.screen.stage2_config(study, "unused"), "pretrain": {"multiclass": "graphnet-pythia12-multiclass"}}
+    driver.config_path(stage).parent.mkdir(parents=True, exist_ok=True)
+    driver.config_path(stage).write_text(yaml.safe_dump({"stage": stage, "question": "q", "shared": shared,
+                                                         "study": study, "candidates": candidates}))
+
+
+def test_a_stage_pretrains_each_candidate_at_every_rate_and_studies_the_better_one(driver, tmp_path, monkeypatch):
+    out = tmp_path / "screen"
+    (out / "study/baseline/stores").mkdir(parents=True)
+    shared = out / "stage2/study/O5"
+    for strategy in ("scratch", "finetune_multiclass"):
+        (shared / "cells/hplus_vs_ttbar/1000" / strategy).mkdir(parents=True)
+        (shared / "tuning/hplus_vs_ttbar/1000" / strategy).mkdir(parents=True)
+    spec = {"group": "pretrain", "events": 100_000, "seed": 3001, "heads": {"multiclass": 1.0, "origin": 1.0},
+            "model": "graphnet", "model_options": {"width": 128}, "rates": [3e-4, 1e-3], "max_train_time_s": 480.0}
+    _stage(driver, 4, {"O5": {"study": "stage2/study/O5", "run": "r", "cpu_hours": 0.2, "spec": spec},
+                       "O5-w128": {"pretrain": spec}}, shared="stage2/study/O5")
+    commands = []
+
+    def fake_run(args, check):
+        commands.append(args[3:])
+
+    def fake_parallel(batch):
+        for args in batch:
+            lr = float(args[args.index("--lr") + 1])
+            _run(Path(args[args.index("-o") + 1]), val_losses=(0.9, 0.4 if lr == 1e-3 else 0.6))
+        commands.extend(batch)
+        return [100.0 * (k + 1) for k in range(len(batch))]
+
+    monkeypatch.setattr(driver.subprocess, "run", fake_run)
+    monkeypatch.setattr(driver, "_hepfm_parallel", fake_parallel)
+    driver.run_stage(4, out)
+    generate, rate1, rate2, study = commands
+    assert generate[:4] == ["generate", "pretrain", "--events", "8334"]  # 100,000 over the 12 processes
+    assert generate[generate.index("--seed") + 1] == "3001"
+    assert generate[-1] == str(out / "stores/pretrain-100000-s3001")  # one store per spec, for every stage
+    for args, lr in ((rate1, "0.0003"), (rate2, "0.001")):
+        assert args[args.index("--heads") + 1] == "multiclass=1,origin=1" and args[args.index("--lr") + 1] == lr
+        assert args[args.index("--model-option") + 1] == "width=128"
+        assert args[args.index("--max-train-time-s") + 1] == "480"
+        assert args[args.index("--batch-size") + 1] == 512 and args[args.index("--epochs") + 1] == 30
+    chosen = json.loads((out / "stage4/chosen.json").read_text())["O5-w128"]
+    assert chosen["run"] == "pretrain/O5-w128/lr0.001"  # the lower validation loss of its own objective
+    assert json.loads((out / "stage4/pretrain/O5-w128/lr0.001/cpu.json").read_text()) == {"cpu_s": 200.0}
+    assert study[0] == "study" and study[study.index("--out") + 1] == str(out / "stage4/study/O5-w128")
+    written = yaml.safe_load((out / "stage4/study/O5-w128.yaml").read_text())
+    assert written["pretrain"]["multi"] == str((out / "stage4/pretrain/O5-w128/lr0.001").resolve())
+    folder = out / "stage4/study/O5-w128"
+    assert (folder / "stores").resolve() == (out / "study/baseline/stores").resolve()
+    assert (folder / "cells/hplus_vs_ttbar/1000/scratch").resolve() == (
+        shared / "cells/hplus_vs_ttbar/1000/scratch").resolve()  # the shared baseline is linked, not retrained
+    commands.clear()
+    driver.run_stage(4, out)  # resumed: nothing pretrained again
+    assert [c[0] for c in commands] == ["generate", "study"]
+
+
+def _cells(folder: Path, strategy: str, val: float, test: float, tasks) -> None:
+    for task in tasks:
+        for seed in (0, 1):
+            cell = folder / "cells" / task / "1000" / strategy / f"seed{seed}"
+            cell.mkdir(parents=True)
+            (cell / "result.json").write_text(json.dumps({"task": task, "seed": seed, "strategy": strategy,
+                                                          "val_accuracy": val, "accuracy": test,
+                                                          "collapsed": False}))
+
+
+def test_stage2_reports_the_recipe_each_cell_kept_and_stage5_decides_the_final_size(driver, tmp_path):
+    out = tmp_path / "screen"
+    (out / "study/baseline/stores").mkdir(parents=True)
+    tasks = driver.screen.SCREEN_TASKS
+    study = out / "stage2/study/O5"
+    _cells(study, "scratch", 0.80, 0.80, tasks)
+    _cells(study, "finetune_multi", 0.83, 0.82, tasks)
+    for task in tasks:
+        for strategy, recipe in (("scratch", {"weight_decay": 0.0}),
+                                 ("finetune_multi", {"weight_decay": 0.0, "ema_decay": 0.999})):
+            tuning = study / "tuning" / task / "1000" / strategy
+            tuning.mkdir(parents=True)
+            bb = 1e-4 if strategy == "finetune_multi" else None
+            (tuning / "tuning.json").write_text(json.dumps({"chosen": "p", "grid": [
+                {"point": "q", "lr": 1e-4, "backbone_lr": None}, {"point": "p", "lr": 1e-3, "backbone_lr": bb,
+                                                                  "recipe": recipe}]}))
+    _stage(driver, 2, {"O5": {"backbone": "x", "run": "pretrain/O5/lr0.0003", "cpu_hours": 0.2, "spec": {}}})
+    decision = driver.summarise_stage(2, out)
+    assert decision["final"] and decision["winner"] == "O5"
+    assert decision["rows"]["O5"]["val_gain"] == pytest.approx(3.0)
+    assert decision["kept_axes"] == ["ema_decay"]  # weight decay chosen nowhere: dropped from the final recipe
+    assert decision["kept"]["O5"]["stop_vs_tth/finetune_multi"]["ratio"] == pytest.approx(0.1)
+    assert decision["studies"] == {"O5": "stage2/study/O5"} and decision["runs"]["O5"] == "pretrain/O5/lr0.0003"
+    summary = (driver.RESULTS / "stage2/summary.md").read_text()
+    assert "| O5 (winner) | +3.00 ± 0.00 | 8 (0) | +2.00 | 0.20 |" in summary and "ema_decay" in summary
+
+    shared = "stage2/study/O5"
+    for name, gain in (("W-1e4", 0.81), ("W-1e6", 0.86)):
+        _cells(out / "stage5/study" / name, "finetune_multi", gain, gain, tasks)
+        _run(out / f"stage5/pretrain/{name}/lr0.001")
+        (out / f"stage5/pretrain/{name}/lr0.001/cpu.json").write_text(json.dumps({"cpu_s": 3600}))
+    (out / "stage5").mkdir(exist_ok=True)
+    (out / "stage5/chosen.json").write_text(json.dumps({n: {"run": f"pretrain/{n}/lr0.001"} for n in ("W-1e4",
+                                                                                                  "W-1e6")}))
+    _stage(driver, 5, {"W-1e4": {"pretrain": {}}, "W-1e5": {"study": shared, "run": "r", "cpu_hours": 0.2,
+                                                           "spec": {}}, "W-1e6": {"pretrain": {}}}, shared=shared)
+    decision = driver.summarise_stage(5, out)
+    assert decision["still_rising"] and decision["final_events"] == 2_000_000  # +3 points from 1e5 to 1e6
+    assert decision["cpu_hours"] == {"W-1e4": 1.0, "W-1e5": 0.2, "W-1e6": 1.0}
+    # The scratch cells of every candidate are stage 2's, linked.
+    assert (out / "stage5/study/W-1e4/cells/fcnc_vs_tth/1000/scratch").is_symlink()
