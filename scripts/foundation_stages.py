@@ -7,6 +7,12 @@
     python scripts/foundation_stages.py save N --out SCREEN        # results/foundation-v2/stageN/record
     python scripts/foundation_stages.py restore N --out SCREEN     # on a fresh machine, before resuming
 
+and the final model the same way with N = ``final``: pretrained on the final set (stage 5's size) for at most
+FINAL_TRAIN_S seconds of training, then the ship-rule study (the five Table I tasks at 1e3 and 1e4 events per
+class, 3 seeds, against the scratch baseline and the shipped model) and the scratch curve of the data-efficiency
+table (3e3 on every task, 3e4 on H+ and stop); ``summarise final`` applies the ship rule and writes Table I,
+the data-efficiency table and the issue's goal, reached or not.
+
 A stage's configuration is written from the previous stage's committed decision (``decision.json``, stage 1's
 ``screen.json``) *before* the stage runs, and committed; ``run`` reads only that file. It lists the stage's
 ``candidates``, each either
@@ -46,6 +52,13 @@ ROOT = screen.ROOT
 CONFIGS = ROOT / "configs" / "foundation-v2"
 RESULTS = ROOT / "results" / "foundation-v2"
 STAGES = (2, 3, 4, 5)
+FINAL = "final"
+FINAL_TASKS = ["wh_vs_zh", "stop_vs_tth", "fcnc_vs_tth", "hplus_vs_ttbar", "zprime_vs_ttbar"]
+#: The final pretraining's training time (one thread: CPU seconds): 7 of the protocol's 8 CPU-hours, the eighth
+#: left to validation epochs and to the epoch that crosses the budget.
+FINAL_TRAIN_S = 7 * 3600
+SHIP_MARGIN = 1.0  # points of mean accuracy gain at 1e3 over the shipped model (the protocol's ship rule)
+GOAL_GAIN, GOAL_FACTOR, GOAL_TASKS = 2.5, 10.0, 3  # the issue's goal
 CANDIDATE_KINDS = ("pretrain", "backbone", "study")
 PRETRAIN_KEYS = {"group", "events", "seed", "heads", "model", "model_options", "rates", "max_train_time_s"}
 #: The recipe axes' first values: the value that changes nothing (an axis is "kept" where a cell chose another).
@@ -53,21 +66,25 @@ RECIPE_DEFAULTS = {"weight_decay": 0.0, "ema_decay": 0.0, "layer_decay": 1.0, "l
 STORE_SEED = screen.STORE_SEED
 
 
-def stage_folder(out: Path, stage: int) -> Path:
+def _name(stage) -> str:
+    return "final" if stage == FINAL else f"stage{stage}"
+
+
+def stage_folder(out: Path, stage) -> Path:
     """The screen folder of one stage (stage 1's is the screen folder itself)."""
-    return out if stage == 1 else out / f"stage{stage}"
+    return out if stage == 1 else out / _name(stage)
 
 
-def config_path(stage: int) -> Path:
-    return CONFIGS / f"stage{stage}.yaml"
+def config_path(stage) -> Path:
+    return CONFIGS / f"{_name(stage)}.yaml"
 
 
-def decision_path(stage: int) -> Path:
-    return RESULTS / "stage1" / "screen.json" if stage == 1 else RESULTS / f"stage{stage}" / "decision.json"
+def decision_path(stage) -> Path:
+    return RESULTS / "stage1" / "screen.json" if stage == 1 else RESULTS / _name(stage) / "decision.json"
 
 
-def record_path(stage: int) -> Path:
-    return RESULTS / f"stage{stage}" / "record"
+def record_path(stage) -> Path:
+    return RESULTS / _name(stage) / "record"
 
 
 # ----------------------------------------------------------------------------------------------- configuration
@@ -119,8 +136,46 @@ def _stage1_pretrain_spec(candidate: str) -> dict:
             "model": "graphnet", "model_options": {}, "rates": list(screen.PRETRAIN_RATES)}
 
 
+def final_config() -> dict:
+    """The final stage: stage 4's winner (heads, processes, backbone) pretrained on stage 5's size at the rate
+    stage 5 chose at 1e6, for at most FINAL_TRAIN_S of training; its ship-rule study and the scratch curve, with
+    the final recipe (the stage-2 axes some cell kept)."""
+    recipe, scaling = _decision(2), _decision(5)
+    stage5 = load_stage(config_path(5))
+    large = next(n for n in stage5["candidates"] if n.endswith("-1e6"))
+    lr = screen._chosen(record_path(5))[large]["lr"]
+    spec = {**scaling["specs"][large], "events": scaling["final_events"], "rates": [lr],
+            "max_train_time_s": FINAL_TRAIN_S}
+    base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
+    finetune = json.loads(json.dumps(stage5["study"]["finetune"]))
+    finetune["recipe"] = {k: v for k, v in finetune["recipe"].items() if k in recipe["kept_axes"]}
+    if not finetune["recipe"]:
+        del finetune["recipe"]
+    # 1e4 and 3e4 as configs/study-foundation-1e4.yaml trains 1e4 (batch 512, patience 10)
+    large_batches = {"batch_size": 512, "patience": 10}
+    ship = {"tasks": list(FINAL_TASKS), "sizes": [1000, 10000],
+            "strategies": ["scratch", "finetune_multiclass", "finetune_multi", "frozen_multi"], "seeds": 3,
+            "test_size": 2000, "model": "graphnet",
+            "generation": {"seed": 7, "downstream_events": 2000 + 3 * 12_500, "workers": 2},
+            "pretrain": {k: v for k, v in base["pretrain"].items() if k != "multilabel"},
+            "finetune": {**finetune, "by_size": {10000: large_batches}}, "cka": {"events": 2000, "size": 1000}}
+    name = large.removesuffix("-1e6") + "-final"
+    curve = {k: v for k, v in ship.items() if k != "cka"} | {"strategies": ["scratch"]}
+    return {"stage": FINAL, "question": f"the final model ({spec['events']:,} pretraining events), the ship rule and "
+            "data efficiency", "shared": None, "stores": None, "study": ship,
+            "candidates": {name: {"pretrain": spec}},
+            "extra_studies": {
+                "scratch-3e3": {"stores": f"final/study/{name}/stores", "study": {**curve, "sizes": [3000]}},
+                "scratch-3e4": {"stores": None, "study": {
+                    **curve, "tasks": ["hplus_vs_ttbar", "stop_vs_tth"], "sizes": [30000],
+                    "generation": {**ship["generation"], "downstream_events": 2000 + 3 * 37_500},
+                    "finetune": {**finetune, "by_size": {30000: large_batches}}}}}}
+
+
 def stage_config(stage: int, out: Path) -> dict:
     """Stage ``stage``'s configuration from the previous stage's decision (the protocol's stage text)."""
+    if stage == FINAL:
+        return final_config()
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
     if stage == 2:
         decision = _decision(1)
@@ -169,9 +224,10 @@ def write_stage_config(stage: int, out: Path) -> Path:
     if path.exists():
         raise SystemExit(f"{path} exists: a stage's configuration is fixed before it runs (delete it to redo)")
     cfg = stage_config(stage, out)
-    header = (f"# Stage {stage} of results/foundation-v2/PROTOCOL.md: {cfg['question']}.\n"
-              f"# Written by scripts/foundation_stages.py configure {stage} from the stage {stage - 1} decision, "
-              f"before it ran.\n#   python scripts/foundation_stages.py run {stage} --out ../screen\n")
+    source = "stages 2 and 5" if stage == FINAL else f"stage {stage - 1}"
+    header = (f"# {'The final stage' if stage == FINAL else f'Stage {stage}'} of results/foundation-v2/PROTOCOL.md: "
+              f"{cfg['question']}.\n# Written by scripts/foundation_stages.py configure {stage} from the {source} "
+              f"decision, before it ran.\n#   python scripts/foundation_stages.py run {stage} --out ../screen\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -241,17 +297,28 @@ def pretrain_candidate(folder: Path, out: Path, name: str, spec: dict) -> None:
     (folder / "chosen.json").write_text(json.dumps(chosen, indent=1))
 
 
-def _link(folder: Path, out: Path, shared: str | None, cfg: dict) -> None:
-    """Link stage 1's downstream stores and, with ``shared``, its study's shared cells into ``folder``."""
+STAGE1_STORES = "study/baseline/stores"  # stage 1's downstream stores (relative to the screen folder)
+
+
+def _link(folder: Path, out: Path, shared: str | None, cfg: dict, stores: str | None = STAGE1_STORES) -> None:
+    """Link the downstream ``stores`` (a folder relative to ``out``; None: the study generates its own) and,
+    with ``shared``, that study's shared cells into ``folder``."""
     from hepfm.study.layout import StudyLayout
 
-    stores = folder / "stores"
+    link = folder / "stores"
     folder.mkdir(parents=True, exist_ok=True)
-    if not stores.exists() and not stores.is_symlink():
-        stores.symlink_to((out / "study" / "baseline" / "stores").resolve(), target_is_directory=True)
+    if stores and not link.exists() and not link.is_symlink():
+        (out / stores).mkdir(parents=True, exist_ok=True)  # the study that generates them may not have run
+        link.symlink_to((out / stores).resolve(), target_is_directory=True)
     if shared:
         StudyLayout(folder).link_from(StudyLayout(out / shared), cfg["tasks"], cfg["sizes"],
                                       screen.SHARED_STRATEGIES)
+
+
+def _study(config: Path, target: Path, study: dict, jobs: int) -> None:
+    config.write_text(yaml.safe_dump(study, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "hepfm", "study", str(config), "--out", str(target), "--jobs",
+                    str(jobs), "--no-progress"], check=True)
 
 
 def candidate_study(stage: int, cfg: dict, name: str, out: Path) -> str:
@@ -274,11 +341,13 @@ def run_stage(stage: int, out: Path, jobs: int = 2) -> None:
             backbone = (ROOT / spec["backbone"]).resolve()
         study = dict(cfg["study"], pretrain={**cfg["study"]["pretrain"], "multi": str(backbone)})
         target = out / candidate_study(stage, cfg, name, out)
-        _link(target, out, cfg["shared"], study)
-        config = target.parent / f"{name}.yaml"
-        config.write_text(yaml.safe_dump(study, sort_keys=False))
-        subprocess.run([sys.executable, "-m", "hepfm", "study", str(config), "--out", str(target), "--jobs",
-                        str(jobs), "--no-progress"], check=True)
+        _link(target, out, cfg["shared"], study, cfg.get("stores", STAGE1_STORES))
+        _study(target.parent / f"{name}.yaml", target, study, jobs)
+        save(stage, out)
+    for name, extra in (cfg.get("extra_studies") or {}).items():  # the final stage's scratch curve
+        target = folder / "study" / name
+        _link(target, out, None, extra["study"], extra.get("stores"))
+        _study(target.parent / f"{name}.yaml", target, extra["study"], jobs)
         save(stage, out)
 
 
@@ -307,6 +376,8 @@ def summarise_stage(stage: int, out: Path) -> dict:
     """The stage's table (every candidate, losers included) and its decision, in results/foundation-v2/stageN."""
     from hepfm.study.layout import StudyLayout
 
+    if stage == FINAL:
+        return summarise_final(out)
     cfg = load_stage(config_path(stage))
     folder = stage_folder(out, stage)
     chosen = screen._chosen(folder)
@@ -380,6 +451,160 @@ def summarise_stage(stage: int, out: Path) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------------------------- final stage
+def group_cells(study: Path, task: str, size: int, strategy: str) -> list[dict]:
+    """The finished cells of one (task, size, strategy) of a study, one per seed, with their test labels ``y``
+    and scores."""
+    import numpy as np
+
+    cells = []
+    for result in sorted((study / "cells" / task / str(size) / strategy).glob("seed*/result.json")):
+        labels, scores = np.load(result.parent / "scores.npy")
+        cells.append({**json.loads(result.read_text()), "y": labels, "scores": scores})
+    return cells
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else math.nan
+
+
+def accuracy_with_error(cells: list[dict]) -> tuple[float, float]:
+    """Mean test accuracy over seeds and its error (standard error over seeds with the binomial test-sample
+    error, in quadrature), in points."""
+    from hepfm.eval.metrics import accuracy_error
+
+    if not cells:
+        return math.nan, math.nan
+    mean, sd = _mean_sd([c["accuracy"] for c in cells])
+    seeds = 0.0 if math.isnan(sd) else sd / math.sqrt(len(cells))
+    return 100 * mean, 100 * math.hypot(seeds, accuracy_error(mean, len(cells[0]["y"])))
+
+
+def gain_with_error(other: list[dict], base: list[dict]) -> tuple[float, float]:
+    """mean(other) - mean(base) test accuracy in points, with Table I's error: the two seed spreads in quadrature
+    (as arXiv:2412.10665) and the paired-bootstrap test-sample error over the shared test events."""
+    from hepfm.study.stats import gain_test_error
+
+    if not other or not base:
+        return math.nan, math.nan
+    (a, sa), (b, sb) = _mean_sd([c["accuracy"] for c in other]), _mean_sd([c["accuracy"] for c in base])
+    seeds = math.hypot(*(x for x in (sa, sb) if not math.isnan(x))) if len(other) > 1 or len(base) > 1 else 0.0
+    test = gain_test_error(base[0]["y"], [c["scores"] for c in base], [c["scores"] for c in other], "accuracy")
+    return 100 * (a - b), 100 * math.hypot(seeds, 0.0 if math.isnan(test) else test)
+
+
+def ship_rule(excess: dict[str, tuple[float, float]]) -> dict:
+    """The protocol's ship rule on the per-task (excess, error) of the new model over the shipped one at 1e3:
+    mean excess >= SHIP_MARGIN, larger than twice its combined error, and no task worse by more than its error."""
+    values = list(excess.values())
+    mean = sum(v for v, _ in values) / len(values)
+    err = math.sqrt(sum(e * e for _, e in values)) / len(values)
+    worse = [t for t, (v, e) in excess.items() if v < -e]
+    ships = mean >= SHIP_MARGIN and mean > 2 * err and not worse
+    return {"mean_excess": mean, "mean_excess_err": err, "tasks_worse": worse, "ships": ships}
+
+
+def events_for_equal_accuracy(sizes: list[int], curve: list[tuple[float, float]], target: tuple[float, float],
+                              n: int) -> dict:
+    """How many fewer events the scratch baseline trained on ``sizes`` (``curve``: accuracy and error at each)
+    needs than ``n`` to match ``target`` (accuracy, error): the factor read off the curve (interpolated in
+    log(size)) and its range from the errors of both."""
+    from hepfm.study.efficiency import baseline_events_for
+
+    means = [a for a, _ in curve]
+    kind, events = baseline_events_for(sizes, means, target[0])
+    low = baseline_events_for(sizes, [a + e for a, e in curve], target[0] - target[1])
+    high = baseline_events_for(sizes, [a - e for a, e in curve], target[0] + target[1])
+    return {"kind": kind, "factor": events / n, "low": (low[0], low[1] / n), "high": (high[0], high[1] / n)}
+
+
+def _bound(kind: str, value: float) -> str:
+    return {"=": "", "<=": "≤ ", ">": "> "}[kind] + f"{value:.2g}×"
+
+
+def summarise_final(out: Path) -> dict:
+    """Table I of the final model (1e3, 1e4), the ship rule, the data-efficiency table and the goal."""
+    cfg = load_stage(config_path(FINAL))
+    (name,) = cfg["candidates"]
+    ship = out / candidate_study(FINAL, cfg, name, out)
+    folder = stage_folder(out, FINAL)
+    tasks, sizes, seeds = cfg["study"]["tasks"], cfg["study"]["sizes"], cfg["study"]["seeds"]
+    strategies = [s for s in cfg["study"]["strategies"] if s != "scratch"]
+    table, complete = {}, True
+    for task in tasks:
+        for size in sizes:
+            base = group_cells(ship, task, size, "scratch")
+            row = {"scratch": accuracy_with_error(base)}
+            complete &= len(base) == seeds
+            for strategy in strategies:
+                cells = group_cells(ship, task, size, strategy)
+                complete &= len(cells) == seeds
+                row[strategy] = gain_with_error(cells, base)
+            new, shipped = (group_cells(ship, task, size, s) for s in ("finetune_multi", "finetune_multiclass"))
+            row["excess"] = gain_with_error(new, shipped)
+            table[f"{task}/{size}"] = row
+    small = min(sizes)
+    rule = ship_rule({t: table[f"{t}/{small}"]["excess"] for t in tasks}) if complete else None
+    efficiency = {}
+    for task in tasks:
+        points = {size: group_cells(ship, task, size, "scratch") for size in sizes}
+        for extra, spec in (cfg.get("extra_studies") or {}).items():
+            if task in spec["study"]["tasks"]:
+                for size in spec["study"]["sizes"]:
+                    points[size] = group_cells(folder / "study" / extra, task, size, "scratch")
+        curve_sizes = sorted(s for s, cells in points.items() if cells)
+        curve = [accuracy_with_error(points[s]) for s in curve_sizes]
+        efficiency[task] = {"scratch": dict(zip(curve_sizes, curve, strict=True))}
+        for size in sizes:
+            target = accuracy_with_error(group_cells(ship, task, size, "finetune_multi"))
+            if curve_sizes and not math.isnan(target[0]):
+                efficiency[task][size] = events_for_equal_accuracy(curve_sizes, curve, target, size)
+    gains = [table[f"{t}/{small}"]["finetune_multi"][0] for t in tasks]
+    mean_gain = sum(gains) / len(gains)
+    tenfold = [t for t in tasks if small in efficiency[t] and efficiency[t][small]["kind"] in ("=", ">")
+               and efficiency[t][small]["factor"] >= GOAL_FACTOR]
+    goal = {"mean_gain": mean_gain, "tasks_tenfold": tenfold,
+            "reached": mean_gain >= GOAL_GAIN and len(tenfold) >= GOAL_TASKS}
+    lines = [f"# The final model: {cfg['question']} ({'final' if complete else 'PROVISIONAL: cells missing'})", "",
+             f"Test accuracy, mean of {seeds} seeds, {cfg['study']['test_size']:,} test events per class (scratch: ± "
+             "the standard error over seeds and the binomial test-sample error); gains in points over the tuned "
+             "scratch baseline with Table I's error (seed spreads and the paired-bootstrap test-sample error).", "",
+             "| task | events per class | scratch | " + " | ".join(strategies) + " | new − shipped |",
+             "|---|---|---|" + "---|" * (len(strategies) + 1)]
+    for key, row in table.items():
+        task, size = key.split("/")
+        cells = [row[s] for s in ("scratch", *strategies, "excess")]
+        shown = ["—" if math.isnan(v) else (f"{v:.2f} ± {e:.2f}" if k == 0 else f"{v:+.2f} ± {e:.2f}")
+                 for k, (v, e) in enumerate(cells)]
+        lines.append(f"| {task} | {int(size):,} | " + " | ".join(shown) + " |")
+    if rule:
+        lines += ["", f"Ship rule (1e3): the new model exceeds the shipped one by {rule['mean_excess']:+.2f} ± "
+                  f"{rule['mean_excess_err']:.2f} points on average (needed: ≥ +{SHIP_MARGIN:.1f} and more than "
+                  f"twice its error, no task worse by more than its error; worse: "
+                  f"{', '.join(rule['tasks_worse']) or 'none'}): it {'ships' if rule['ships'] else 'does not ship'}."]
+    lines += ["", "Data efficiency: scratch events per class needed for the fine-tuned model's accuracy, as a factor "
+              "of the events it was fine-tuned on (read off the scratch curve, interpolated in log(size); range "
+              "from the errors of both curves).", "",
+              "| task | scratch curve (events: accuracy) | " + " | ".join(f"× at {s:,}" for s in sizes) + " |",
+              "|---|---|" + "---|" * len(sizes)]
+    for task, eff in efficiency.items():
+        curve = ", ".join(f"{s:,}: {a:.2f}" for s, (a, _) in eff["scratch"].items())
+        shown = [f"{_bound(eff[s]['kind'], eff[s]['factor'])} ({_bound(*eff[s]['low'])}–{_bound(*eff[s]['high'])})"
+                 if s in eff else "—" for s in sizes]
+        lines.append(f"| {task} | {curve} | " + " | ".join(shown) + " |")
+    lines += ["", f"Goal (mean gain ≥ +{GOAL_GAIN} points at 1e3 and ≥ {GOAL_FACTOR:g}× fewer events on at least "
+              f"{GOAL_TASKS} tasks): mean gain {mean_gain:+.2f}, ≥ {GOAL_FACTOR:g}× on "
+              f"{', '.join(tenfold) or 'no task'}: {'reached' if goal['reached'] else 'not reached'}."]
+    dest = RESULTS / "final"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "summary.md").write_text("\n".join(lines) + "\n")
+    result = {"final": complete, "table": table, "ship_rule": rule, "efficiency": efficiency, "goal": goal}
+    decision_path(FINAL).write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
 def save(stage: int, out: Path) -> None:
     screen.save(stage_folder(out, stage), record_path(stage))
 
@@ -393,10 +618,11 @@ def restore(stage: int, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=("configure", "run", "summarise", "save", "restore"))
-    parser.add_argument("stage", type=int, choices=STAGES)
+    parser.add_argument("stage", choices=[*map(str, STAGES), FINAL])
     parser.add_argument("--out", type=Path, required=True, help="the screen folder (stage 1's)")
     parser.add_argument("--jobs", type=int, default=2, help="run: training processes of each study")
     args = parser.parse_args()
+    args.stage = FINAL if args.stage == FINAL else int(args.stage)
     if args.step == "configure":
         print(write_stage_config(args.stage, args.out))
     elif args.step == "run":

@@ -209,3 +209,111 @@ def test_stage2_reports_the_recipe_each_cell_kept_and_stage5_decides_the_final_s
     assert decision["cpu_hours"] == {"W-1e4": 1.0, "W-1e5": 0.2, "W-1e6": 1.0}
     # The scratch cells of every candidate are stage 2's, linked.
     assert (out / "stage5/study/W-1e4/cells/fcnc_vs_tth/1000/scratch").is_symlink()
+
+
+def test_the_final_stage_is_configured_from_the_recipe_and_scaling_decisions(driver, tmp_path):
+    from hepfm.study.config import parse_config
+
+    spec = {"group": "pretrain-wide", "events": 1_000_000, "seed": 3001, "heads": {"multiclass": 1.0},
+            "model": "graphnet", "model_options": {}, "rates": [3e-4, 1e-3], "max_train_time_s": None}
+    stage2_study = {**driver.screen.stage2_config(yaml.safe_load((ROOT / "configs/study-foundation.yaml").read_text()),
+                                                  "unused"), "pretrain": {"multiclass": "graphnet-pythia12-multiclass"}}
+    _stage(driver, 5, {"W-1e4": {"pretrain": {**spec, "events": 10_000}}, "W-1e5": {"study": "s", "run": "r",
+                       "cpu_hours": 0.2, "spec": spec}, "W-1e6": {"pretrain": spec}}, shared="s")
+    _decide(driver, 2, "O5", "r", "s", spec, kept_axes=["ema_decay", "linear_probe"])
+    path = driver.decision_path(5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"final": True, "winner": "W-1e6", "specs": {"W-1e6": spec},
+                                "final_events": 2_000_000}))
+    driver.record_path(5).mkdir(parents=True)
+    (driver.record_path(5) / "chosen.json").write_text(json.dumps({"W-1e6": {"run": "x", "lr": 3e-4}}))
+    cfg = driver.load_stage(driver.write_stage_config(driver.FINAL, tmp_path))
+    assert driver.config_path(driver.FINAL).name == "final.yaml"
+    assert driver.config_path(driver.FINAL).read_text().startswith("# The final stage")
+    (pretrain,) = (c["pretrain"] for c in cfg["candidates"].values())
+    assert list(cfg["candidates"]) == ["W-final"] and pretrain["events"] == 2_000_000
+    assert pretrain["rates"] == [3e-4] and pretrain["max_train_time_s"] == 7 * 3600  # within the 8 CPU-hours
+    ship = cfg["study"]
+    assert ship["tasks"] == driver.FINAL_TASKS and ship["sizes"] == [1000, 10000] and ship["seeds"] == 3
+    assert ship["test_size"] == 2000 and ship["generation"]["downstream_events"] == 39_500
+    # The final recipe: stage 2's axes that some cell kept, in their order; the rest dropped.
+    assert list(ship["finetune"]["recipe"]) == ["ema_decay", "linear_probe"]
+    assert ship["finetune"]["recipe"]["ema_decay"] == stage2_study["finetune"]["recipe"]["ema_decay"]
+    curve3, curve30 = (cfg["extra_studies"][k] for k in ("scratch-3e3", "scratch-3e4"))
+    assert curve3["stores"] == "final/study/W-final/stores" and curve3["study"]["strategies"] == ["scratch"]
+    assert curve30["study"]["tasks"] == ["hplus_vs_ttbar", "stop_vs_tth"]
+    assert curve30["study"]["generation"]["downstream_events"] == 2000 + 3 * 37_500
+    for study in (curve3["study"], curve30["study"], {**ship, "strategies": ["scratch", "finetune_multiclass"]}):
+        parse_config(yaml.safe_load(yaml.safe_dump(study)))  # each is a valid study configuration
+
+
+def test_the_ship_rule_and_the_events_for_equal_accuracy():
+    spec = importlib.util.spec_from_file_location("stages", ROOT / "scripts" / "foundation_stages.py")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        driver = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(driver)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    tasks = {f"t{k}": (1.5, 0.3) for k in range(5)}
+    assert driver.ship_rule(tasks)["ships"]
+    assert not driver.ship_rule({**tasks, "t0": (-0.5, 0.3)})["ships"]  # one task worse than its error
+    assert driver.ship_rule({**tasks, "t0": (-0.5, 0.6)})["tasks_worse"] == []
+    assert not driver.ship_rule({t: (0.9, 0.1) for t in tasks})["ships"]  # below the +1.0 margin
+    assert not driver.ship_rule({t: (1.2, 1.5) for t in tasks})["ships"]  # not twice its error (0.67)
+    curve = [(80.0, 0.2), (82.0, 0.2), (84.0, 0.2), (85.0, 0.2)]
+    sizes = [1000, 3000, 10000, 30000]
+    eff = driver.events_for_equal_accuracy(sizes, curve, (84.0, 0.2), 1000)
+    assert eff["kind"] == "=" and eff["factor"] == pytest.approx(10.0)
+    assert eff["low"][1] < 10.0 < eff["high"][1]  # the range: both curves' errors
+    beyond = driver.events_for_equal_accuracy(sizes, curve, (86.0, 0.2), 1000)
+    assert beyond["kind"] == ">" and beyond["factor"] == 30.0  # more than the curve's largest size
+
+
+def test_the_final_summary_reads_every_study_and_states_the_decisions(driver, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "screen"
+    y = np.repeat([0.0, 1.0], 200)
+
+    def cells(study: Path, task: str, size: int, strategy: str, accuracy: float) -> None:
+        for seed in range(3):
+            cell = study / "cells" / task / str(size) / strategy / f"seed{seed}"
+            cell.mkdir(parents=True)
+            acc = accuracy + 0.002 * (seed - 1)
+            wrong = round((1 - acc) * len(y))
+            scores = np.where(y == 1, 0.9, 0.1)
+            scores[:wrong] = 0.9  # the first `wrong` background events called signal
+            np.save(cell / "scores.npy", np.stack([y, scores]).astype(np.float32))
+            (cell / "result.json").write_text(json.dumps({"task": task, "seed": seed, "strategy": strategy,
+                                                          "accuracy": float(np.mean((scores >= 0.5) == y))}))
+
+    spec = {"group": "pretrain-wide", "events": 2_000_000, "seed": 3001, "heads": {"multiclass": 1.0},
+            "rates": [3e-4]}
+    _stage(driver, driver.FINAL, {"W-final": {"pretrain": spec}})
+    cfg = yaml.safe_load(driver.config_path(driver.FINAL).read_text())
+    cfg["study"] |= {"tasks": driver.FINAL_TASKS, "sizes": [1000, 10000], "seeds": 3,
+                     "strategies": ["scratch", "finetune_multiclass", "finetune_multi"]}
+    cfg["extra_studies"] = {"scratch-3e3": {"stores": None, "study": {"tasks": driver.FINAL_TASKS, "sizes": [3000]}}}
+    driver.config_path(driver.FINAL).write_text(yaml.safe_dump(cfg))
+    ship = out / "final/study/W-final"
+    for task in driver.FINAL_TASKS:
+        cells(ship, task, 1000, "scratch", 0.80)
+        cells(ship, task, 10000, "scratch", 0.84)
+        cells(out / "final/study/scratch-3e3", task, 3000, "scratch", 0.82)
+        cells(ship, task, 1000, "finetune_multiclass", 0.81)
+        cells(ship, task, 10000, "finetune_multiclass", 0.845)
+        cells(ship, task, 1000, "finetune_multi", 0.83)
+        cells(ship, task, 10000, "finetune_multi", 0.85)
+    result = driver.summarise_final(out)
+    assert result["final"]
+    row = result["table"]["hplus_vs_ttbar/1000"]
+    assert row["finetune_multi"][0] == pytest.approx(3.0, abs=0.01) and row["excess"][0] == pytest.approx(2.0, abs=0.01)
+    assert 0 < row["excess"][1] < 2.0  # seeds and the paired test-sample error
+    assert result["ship_rule"]["ships"] and result["ship_rule"]["mean_excess"] == pytest.approx(2.0, abs=0.01)
+    eff = result["efficiency"]["wh_vs_zh"][1000]  # 83% is halfway (in log size) from 3e3 (82%) to 1e4 (84%)
+    assert eff["kind"] == "=" and eff["factor"] == pytest.approx((3000 * 10000) ** 0.5 / 1000, rel=0.02)
+    assert result["efficiency"]["wh_vs_zh"][10000]["kind"] == ">"  # beyond the curve's 1e4
+    assert not result["goal"]["reached"] and result["goal"]["tasks_tenfold"] == []  # +3 points, ~5.5x
+    summary = (driver.RESULTS / "final/summary.md").read_text()
+    assert "it ships" in summary and "not reached" in summary and "| wh_vs_zh | 1,000 | 80.00 ±" in summary
