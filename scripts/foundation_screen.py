@@ -5,7 +5,6 @@
     python scripts/foundation_screen.py summarise --out SCREEN --dest results/foundation-v2/stage1
     python scripts/foundation_screen.py save --out SCREEN [--record DIR]     # small files + chosen weights
     python scripts/foundation_screen.py restore --out SCREEN [--record DIR]  # on a fresh machine, before resuming
-    python scripts/foundation_screen.py stage2-config                          # from stage 1's decision
 
 ``pretrain`` generates the screen's pretraining store (the ``pretrain-wide`` processes, equal events each, seed
 3001) and pretrains every candidate at each rate of :data:`PRETRAIN_RATES`, keeping the rate whose run has the
@@ -389,36 +388,19 @@ STAGE2_FINETUNE = {"optimizer": "adamw", "backbone_ratios": [0.1, 0.02],
 
 
 def stage2_config(base: dict, backbone: str) -> dict:
-    """Stage 2's study: stage 1's tasks, seeds and stores with the winner's backbone fine-tuned next to the
-    scratch baseline and the shipped multiclass model, all three with the recipe tuned (frozen left out: stage
-    1 reported it)."""
+    """Stage 2's study (scripts/foundation_stages.py configures it from stage 1's decision): stage 1's tasks,
+    seeds and stores with the winner's backbone fine-tuned next to the scratch baseline and the shipped
+    multiclass model, all three with the recipe tuned (frozen left out: stage 1 reported it)."""
     cfg = study_config(base, backbone)
     cfg["strategies"] = SHARED_STRATEGIES + ["finetune_multi"]
     cfg["finetune"] = {**base["finetune"], **STAGE2_FINETUNE}
     return cfg
 
 
-def write_stage2_config(screen: Path, record: Path, dest: Path) -> None:
-    """Write stage 2's configuration from stage 1's decision (``screen.json``), its backbone the winner's
-    committed weights in ``record``."""
-    decision = json.loads(screen.read_text())
-    if not decision.get("final") or not decision.get("winner"):
-        raise SystemExit(f"{screen}: stage 1 has no final winner yet")
-    chosen = json.loads((record / "chosen.json").read_text())[decision["winner"]]
-    backbone = (record / chosen["run"]).resolve()
-    base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
-    cfg = stage2_config(base, os.path.relpath(backbone, ROOT))
-    header = (f"# Stage 2 of results/foundation-v2/PROTOCOL.md (the fine-tuning recipe), on stage 1's winner\n"
-              f"# {decision['winner']} ({chosen['run']}), written by scripts/foundation_screen.py stage2-config "
-              f"before it ran.\n#   hepfm study configs/foundation-v2/stage2.yaml --out ../screen/stage2 --jobs 2\n")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("pretrain", "study", "summarise", "save", "restore", "stage2-config"))
-    parser.add_argument("--out", type=Path, help="the screen folder (every step but stage2-config)")
+    parser.add_argument("step", choices=("pretrain", "study", "summarise", "save", "restore"))
+    parser.add_argument("--out", type=Path, required=True, help="the screen folder")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     parser.add_argument("--baseline-only", action="store_true", help="study: only the shared baseline study")
@@ -432,8 +414,6 @@ def main() -> None:
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
         parser.error(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
-    if args.out is None and args.step != "stage2-config":
-        parser.error(f"{args.step} needs --out SCREEN")
     if args.step == "pretrain":
         pretrain(args.out, args.events, args.candidates)
     elif args.step == "study":
@@ -442,10 +422,8 @@ def main() -> None:
         summarise(args.out, args.dest)
     elif args.step == "save":
         save(args.out, args.record)
-    elif args.step == "restore":
-        restore(args.out, args.record)
     else:
-        write_stage2_config(args.dest / "screen.json", args.record, ROOT / "configs" / "foundation-v2" / "stage2.yaml")
+        restore(args.out, args.record)
 
 
 if __name__ == "__main__":

@@ -317,3 +317,28 @@ def test_the_final_summary_reads_every_study_and_states_the_decisions(driver, tm
     assert not result["goal"]["reached"] and result["goal"]["tasks_tenfold"] == []  # +3 points, ~5.5x
     summary = (driver.RESULTS / "final/summary.md").read_text()
     assert "it ships" in summary and "not reached" in summary and "| wh_vs_zh | 1,000 | 80.00 ±" in summary
+
+
+def test_stage2s_study_with_stage1s_winner_parses_and_tunes_the_recipe_axes(driver, tmp_path, monkeypatch):
+    from hepfm.study.config import parse_config
+    from hepfm.testing import multi_task_store
+    from hepfm.train.trainer import TrainConfig
+    from hepfm.train.workflows import pretrain
+
+    record = driver.record_path(1)
+    store = multi_task_store(tmp_path / "store", n_per_class=60)
+    pretrain(store, record / "pretrain/O5/lr0.0003", "multi", heads={"multiclass": 1.0, "origin": 1.0},
+             cfg=TrainConfig(epochs=1, batch_size=64, progress=False, tensorboard=False))
+    (record / "chosen.json").write_text(json.dumps({"O5": {"run": "pretrain/O5/lr0.0003", "lr": 3e-4}}))
+    driver.decision_path(1).write_text(json.dumps({"final": True, "winner": "O5", "cpu_hours": {"O5": 0.2}}))
+    text = driver.write_stage_config(2, tmp_path / "screen").read_text()
+    assert text.startswith("# Stage 2 of results/foundation-v2/PROTOCOL.md: fine-tuning recipe")
+    stage = yaml.safe_load(text)
+    monkeypatch.chdir(ROOT)  # the backbone is named relative to the repository
+    backbone = stage["candidates"]["O5"]["backbone"]
+    study = {**stage["study"], "pretrain": {**stage["study"]["pretrain"], "multi": backbone}}
+    cfg = parse_config(study)  # the study run_stage runs: the multi-task backbone is accepted
+    assert cfg.strategies == ["scratch", "finetune_multiclass", "finetune_multi"]
+    assert cfg.finetune.optimizer == "adamw" and cfg.finetune.backbone_ratios == (0.1, 0.02)
+    assert list(cfg.finetune.recipe) == ["weight_decay", "ema_decay", "layer_decay", "linear_probe"]
+    assert cfg.finetune.recipe_axes("train") == [("weight_decay", (0.0, 0.01)), ("ema_decay", (0.0, 0.999))]

@@ -143,34 +143,6 @@ def test_the_screen_studies_wait_for_each_candidate_until_pretraining_ends(tmp_p
     assert studied[0][1] is None and studied[2][1] == str((tmp_path / "pretrain/O2/lr0.0003").resolve())
 
 
-def test_stage2_is_configured_from_stage1s_winner_and_parses(tmp_path, monkeypatch):
-    from hepfm.study.config import parse_config
-    from hepfm.testing import multi_task_store
-    from hepfm.train.trainer import TrainConfig
-    from hepfm.train.workflows import pretrain
-
-    driver = _script("foundation_screen")
-    record = tmp_path / "record"
-    store = multi_task_store(tmp_path / "store", n_per_class=60)
-    pretrain(store, record / "pretrain/O5/lr0.0003", "multi", heads={"multiclass": 1.0, "origin": 1.0},
-             cfg=TrainConfig(epochs=1, batch_size=64, progress=False, tensorboard=False))
-    (record / "chosen.json").write_text(json.dumps({"O5": {"run": "pretrain/O5/lr0.0003", "lr": 3e-4}}))
-    screen = tmp_path / "screen.json"
-    screen.write_text(json.dumps({"final": False, "winner": "O5"}))
-    with pytest.raises(SystemExit, match="no final winner"):
-        driver.write_stage2_config(screen, record, tmp_path / "stage2.yaml")
-    screen.write_text(json.dumps({"final": True, "winner": "O5"}))
-    driver.write_stage2_config(screen, record, tmp_path / "stage2.yaml")
-    monkeypatch.chdir(driver.ROOT)  # the backbone is named relative to the repository
-    text = (tmp_path / "stage2.yaml").read_text()
-    assert text.startswith("# Stage 2") and "O5 (pretrain/O5/lr0.0003)" in text
-    cfg = parse_config(yaml.safe_load(text))
-    assert cfg.strategies == ["scratch", "finetune_multiclass", "finetune_multi"]
-    assert cfg.finetune.optimizer == "adamw" and cfg.finetune.backbone_ratios == (0.1, 0.02)
-    assert list(cfg.finetune.recipe) == ["weight_decay", "ema_decay", "layer_decay", "linear_probe"]
-    assert cfg.finetune.recipe_axes("train") == [("weight_decay", (0.0, 0.01)), ("ema_decay", (0.0, 0.999))]
-
-
 def test_the_screen_summary_reports_every_strategy_and_is_provisional_until_every_candidate_is_done(tmp_path):
     driver = _script("foundation_screen")
 
