@@ -149,6 +149,8 @@ def final_config() -> dict:
     base = yaml.safe_load((ROOT / "configs" / "study-foundation.yaml").read_text())
     finetune = json.loads(json.dumps(stage5["study"]["finetune"]))
     finetune["recipe"] = {k: v for k, v in finetune["recipe"].items() if k in recipe["kept_axes"]}
+    if "backbone_ratios" not in recipe["kept_axes"]:  # no cell chose 50x: the first ratio only
+        finetune["backbone_ratios"] = finetune["backbone_ratios"][:1]
     if not finetune["recipe"]:
         del finetune["recipe"]
     # 1e4 and 3e4 as configs/study-foundation-1e4.yaml trains 1e4 (batch 512, patience 10)
@@ -156,7 +158,8 @@ def final_config() -> dict:
     ship = {"tasks": list(FINAL_TASKS), "sizes": [1000, 10000],
             "strategies": ["scratch", "finetune_multiclass", "finetune_multi", "frozen_multi"], "seeds": 3,
             "test_size": 2000, "model": "graphnet",
-            "generation": {"seed": 7, "downstream_events": 2000 + 3 * 12_500, "workers": 2},
+            # one store for the ship study and the scratch curve (3e4 included): the same test events everywhere
+            "generation": {"seed": 7, "downstream_events": 2000 + 3 * 37_500, "workers": 2},
             "pretrain": {k: v for k, v in base["pretrain"].items() if k != "multilabel"},
             "finetune": {**finetune, "by_size": {10000: large_batches}}, "cka": {"events": 2000, "size": 1000}}
     name = large.removesuffix("-1e6") + "-final"
@@ -166,9 +169,8 @@ def final_config() -> dict:
             "candidates": {name: {"pretrain": spec}},
             "extra_studies": {
                 "scratch-3e3": {"stores": f"final/study/{name}/stores", "study": {**curve, "sizes": [3000]}},
-                "scratch-3e4": {"stores": None, "study": {
+                "scratch-3e4": {"stores": f"final/study/{name}/stores", "study": {
                     **curve, "tasks": ["hplus_vs_ttbar", "stop_vs_tth"], "sizes": [30000],
-                    "generation": {**ship["generation"], "downstream_events": 2000 + 3 * 37_500},
                     "finetune": {**finetune, "by_size": {30000: large_batches}}}}}}
 
 
@@ -210,7 +212,10 @@ def stage_config(stage: int, out: Path) -> dict:
         question = f"capacity at the width-64 winner's pretraining time ({budget:.0f} s of training)"
     elif stage == 5:
         spec = {**spec, "max_train_time_s": None}  # each size trains to its own early stop (<= 30 epochs)
-        candidates = {f"{winner}-1e4": {"pretrain": {**spec, "events": 10_000}}, f"{winner}-1e5": incumbent,
+        # stage 4's winner may have been trained to a time budget: then 1e5 is retrained, like 1e4 and 1e6
+        capped = bool(incumbent["spec"].get("max_train_time_s"))
+        candidates = {f"{winner}-1e4": {"pretrain": {**spec, "events": 10_000}},
+                      f"{winner}-1e5": {"pretrain": {**spec, "events": 100_000}} if capped else incumbent,
                       f"{winner}-1e6": {"pretrain": {**spec, "events": 1_000_000}}}
         question = "scaling: 1e4, 1e5, 1e6 pretraining events"
     else:
@@ -260,36 +265,38 @@ def pretrain_args(store: Path, run: Path, spec: dict, lr: float) -> list:
     return args
 
 
-def _hepfm_parallel(commands: list[list]) -> list[float]:
-    """Run hepfm commands side by side (one single-threaded process each); their CPU seconds, in order."""
+def _hepfm_parallel(commands: list[list], cpu_files: list[Path]) -> None:
+    """Run hepfm commands side by side (one single-threaded process each), writing each one's CPU seconds to its
+    ``cpu_files`` entry as soon as it ends well (so a run that finished keeps its cost when another fails)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = {subprocess.Popen([sys.executable, "-m", "hepfm", *map(str, c)], env=env).pid: k
              for k, c in enumerate(commands)}
-    seconds, failed = [0.0] * len(commands), []
+    failed = []
     while procs:
         pid, status, usage = os.wait4(-1, 0)
         if pid in procs:
             k = procs.pop(pid)
-            seconds[k] = usage.ru_utime + usage.ru_stime
             if os.waitstatus_to_exitcode(status) != 0:
                 failed.append(k)
+            else:
+                cpu_files[k].write_text(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime}))
     if failed:
         raise SystemExit(f"pretraining failed: {[commands[k] for k in failed]}")
-    return seconds
 
 
 def pretrain_candidate(folder: Path, out: Path, name: str, spec: dict) -> None:
     """Generate the candidate's store if needed, pretrain it at every rate (side by side) and record the choice in
     the stage's ``chosen.json``."""
     store = store_folder(out, spec)
-    per_process = math.ceil(spec["events"] / n_processes(spec["group"]))
-    subprocess.run([sys.executable, "-m", "hepfm", "generate", spec["group"], "--events", str(per_process),
-                    "--seed", str(spec["seed"]), "--workers", "2", "--no-progress", "-o", str(store)], check=True)
     runs = {lr: folder / "pretrain" / name / f"lr{lr:g}" for lr in spec["rates"]}
     todo = [lr for lr, run in runs.items() if not screen._finished(run)]
-    seconds = _hepfm_parallel([pretrain_args(store, runs[lr], spec, lr) for lr in todo])
-    for lr, cpu_s in zip(todo, seconds, strict=True):
-        (runs[lr] / screen.CPU_FILE).write_text(json.dumps({"cpu_s": cpu_s}))
+    if todo:  # a finished candidate needs no store (on a fresh machine: an hour saved at 1e6)
+        per_process = math.ceil(spec["events"] / n_processes(spec["group"]))
+        subprocess.run([sys.executable, "-m", "hepfm", "generate", spec["group"], "--events", str(per_process),
+                        "--seed", str(spec["seed"]), "--workers", "2", "--no-progress", "-o", str(store)],
+                       check=True)
+    _hepfm_parallel([pretrain_args(store, runs[lr], spec, lr) for lr in todo],
+                    [runs[lr] / screen.CPU_FILE for lr in todo])
     losses = {lr: screen.best_val_loss(run) for lr, run in runs.items()}
     best = min(losses, key=losses.get)
     chosen = screen._chosen(folder)
@@ -331,6 +338,10 @@ def run_stage(stage: int, out: Path, jobs: int = 2) -> None:
     """Pretrain every candidate of the stage and run its study (finished runs and cells are skipped)."""
     cfg = load_stage(config_path(stage))
     folder = stage_folder(out, stage)
+    for source in filter(None, [cfg.get("shared"), *(s["study"] for s in cfg["candidates"].values() if "study" in s)]):
+        if not (out / source).is_dir():  # else the study would retrain the shared cells under other conditions
+            raise SystemExit(f"{out / source}: the study stage {stage} links is missing; restore the earlier stages "
+                             f"first (python scripts/foundation_stages.py restore {stage} --out {out})")
     for name, spec in cfg["candidates"].items():
         if "study" in spec:
             continue
@@ -405,7 +416,11 @@ def summarise_stage(stage: int, out: Path) -> dict:
         kept = {n: kept_recipe(out / s) for n, s in studies.items()}
         axes = list(cfg["study"]["finetune"]["recipe"])
         merged = {f"{n}:{k}": v for n, per in kept.items() for k, v in per.items()}
-        extra = {"kept": kept, "kept_axes": kept_axes(merged, axes)}
+        ratios = cfg["study"]["finetune"].get("backbone_ratios", [])
+        # the head-rate multiplier is an axis too: kept where some cell chose another ratio than the first
+        multiplier = ["backbone_ratios"] if any(k["ratio"] is not None and not math.isclose(k["ratio"], ratios[0])
+                                                for k in merged.values()) else []
+        extra = {"kept": kept, "kept_axes": multiplier + kept_axes(merged, axes)}
         lines += ["", "Recipe chosen on validation per task and strategy (seed 0's events):", "",
                   "| task / strategy | rate | backbone ratio | " + " | ".join(axes) + " |",
                   "|---|---|---|" + "---|" * len(axes)]
@@ -554,6 +569,7 @@ def summarise_final(out: Path) -> dict:
             if task in spec["study"]["tasks"]:
                 for size in spec["study"]["sizes"]:
                     points[size] = group_cells(folder / "study" / extra, task, size, "scratch")
+                    complete &= len(points[size]) == spec["study"].get("seeds", seeds)
         curve_sizes = sorted(s for s, cells in points.items() if cells)
         curve = [accuracy_with_error(points[s]) for s in curve_sizes]
         efficiency[task] = {"scratch": dict(zip(curve_sizes, curve, strict=True))}
@@ -609,10 +625,14 @@ def save(stage: int, out: Path) -> None:
     screen.save(stage_folder(out, stage), record_path(stage))
 
 
-def restore(stage: int, out: Path) -> None:
-    record = record_path(stage)
-    if record.is_dir():
-        screen.restore(stage_folder(out, stage), record)
+def restore(stage, out: Path) -> None:
+    """Restore the committed records of stage 1 and of every stage up to ``stage`` into the screen folder (the
+    incumbent's runs and the shared cells live in earlier stages' folders)."""
+    upto = [*STAGES, FINAL][: [*STAGES, FINAL].index(stage) + 1]
+    screen.restore(out, record_path(1))
+    for earlier in upto:
+        if record_path(earlier).is_dir():
+            screen.restore(stage_folder(out, earlier), record_path(earlier))
 
 
 def main() -> None:

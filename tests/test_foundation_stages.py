@@ -84,7 +84,8 @@ def test_each_stage_is_configured_from_the_previous_decision_as_the_protocol_say
     small, _, large = stage5["candidates"].values()
     assert small["pretrain"]["events"] == 10_000 and large["pretrain"]["events"] == 1_000_000
     assert small["pretrain"]["max_train_time_s"] is None and large["pretrain"]["model_options"] == {"width": 128}
-    assert stage5["candidates"]["O5-pretrain-w128-1e5"]["study"] == "stage4/study/O5-pretrain-w128"
+    # stage 4's winner was trained to the time budget: its 1e5 point is retrained to its own early stop
+    assert stage5["candidates"]["O5-pretrain-w128-1e5"]["pretrain"] == {**large["pretrain"], "events": 100_000}
 
 
 def test_a_bad_stage_configuration_is_a_clear_error(driver, tmp_path):
@@ -124,12 +125,12 @@ def test_a_stage_pretrains_each_candidate_at_every_rate_and_studies_the_better_o
     def fake_run(args, check):
         commands.append(args[3:])
 
-    def fake_parallel(batch):
-        for args in batch:
+    def fake_parallel(batch, cpu_files):
+        for k, (args, cpu_file) in enumerate(zip(batch, cpu_files, strict=True)):
             lr = float(args[args.index("--lr") + 1])
             _run(Path(args[args.index("-o") + 1]), val_losses=(0.9, 0.4 if lr == 1e-3 else 0.6))
+            cpu_file.write_text(json.dumps({"cpu_s": 100.0 * (k + 1)}))
         commands.extend(batch)
-        return [100.0 * (k + 1) for k in range(len(batch))]
 
     monkeypatch.setattr(driver.subprocess, "run", fake_run)
     monkeypatch.setattr(driver, "_hepfm_parallel", fake_parallel)
@@ -154,8 +155,24 @@ def test_a_stage_pretrains_each_candidate_at_every_rate_and_studies_the_better_o
     assert (folder / "cells/hplus_vs_ttbar/1000/scratch").resolve() == (
         shared / "cells/hplus_vs_ttbar/1000/scratch").resolve()  # the shared baseline is linked, not retrained
     commands.clear()
-    driver.run_stage(4, out)  # resumed: nothing pretrained again
-    assert [c[0] for c in commands] == ["generate", "study"]
+    driver.run_stage(4, out)  # resumed: nothing pretrained again, no store generated
+    assert [c[0] for c in commands] == ["study"]
+
+
+def test_a_stage_refuses_to_run_without_the_study_it_links(driver, tmp_path):
+    """Without the shared cells (an earlier stage not restored) the study would retrain the baseline elsewhere."""
+    out = tmp_path / "screen"
+    _stage(driver, 3, {"O5": {"study": "stage2/study/O5", "run": "r", "cpu_hours": 0.2, "spec": {}}},
+           shared="stage2/study/O5")
+    with pytest.raises(SystemExit, match="stage2/study/O5: the study stage 3 links is missing"):
+        driver.run_stage(3, out)
+
+
+def test_a_finished_run_keeps_its_cpu_time_when_the_other_rate_fails(driver, tmp_path):
+    ok, bad = tmp_path / "ok.json", tmp_path / "bad.json"
+    with pytest.raises(SystemExit, match="pretraining failed"):
+        driver._hepfm_parallel([["--help"], ["no-such-command"]], [ok, bad])
+    assert set(json.loads(ok.read_text())) == {"cpu_s"} and not bad.exists()
 
 
 def _cells(folder: Path, strategy: str, val: float, test: float, tasks) -> None:
@@ -180,7 +197,8 @@ def test_stage2_reports_the_recipe_each_cell_kept_and_stage5_decides_the_final_s
                                  ("finetune_multi", {"weight_decay": 0.0, "ema_decay": 0.999})):
             tuning = study / "tuning" / task / "1000" / strategy
             tuning.mkdir(parents=True)
-            bb = 1e-4 if strategy == "finetune_multi" else None
+            # the head-rate multiplier: 10x (ratio 0.1) everywhere but one cell, which kept 50x
+            bb = None if strategy == "scratch" else 2e-5 if task == tasks[0] else 1e-4
             (tuning / "tuning.json").write_text(json.dumps({"chosen": "p", "grid": [
                 {"point": "q", "lr": 1e-4, "backbone_lr": None}, {"point": "p", "lr": 1e-3, "backbone_lr": bb,
                                                                   "recipe": recipe}]}))
@@ -188,7 +206,8 @@ def test_stage2_reports_the_recipe_each_cell_kept_and_stage5_decides_the_final_s
     decision = driver.summarise_stage(2, out)
     assert decision["final"] and decision["winner"] == "O5"
     assert decision["rows"]["O5"]["val_gain"] == pytest.approx(3.0)
-    assert decision["kept_axes"] == ["ema_decay"]  # weight decay chosen nowhere: dropped from the final recipe
+    # weight decay chosen nowhere: dropped from the final recipe; 50x chosen once: kept
+    assert decision["kept_axes"] == ["backbone_ratios", "ema_decay"]
     assert decision["kept"]["O5"]["stop_vs_tth/finetune_multi"]["ratio"] == pytest.approx(0.1)
     assert decision["studies"] == {"O5": "stage2/study/O5"} and decision["runs"]["O5"] == "pretrain/O5/lr0.0003"
     summary = (driver.RESULTS / "stage2/summary.md").read_text()
@@ -235,14 +254,16 @@ def test_the_final_stage_is_configured_from_the_recipe_and_scaling_decisions(dri
     assert pretrain["rates"] == [3e-4] and pretrain["max_train_time_s"] == 7 * 3600  # within the 8 CPU-hours
     ship = cfg["study"]
     assert ship["tasks"] == driver.FINAL_TASKS and ship["sizes"] == [1000, 10000] and ship["seeds"] == 3
-    assert ship["test_size"] == 2000 and ship["generation"]["downstream_events"] == 39_500
+    assert ship["test_size"] == 2000 and ship["generation"]["downstream_events"] == 2000 + 3 * 37_500
     # The final recipe: stage 2's axes that some cell kept, in their order; the rest dropped.
     assert list(ship["finetune"]["recipe"]) == ["ema_decay", "linear_probe"]
+    assert ship["finetune"]["backbone_ratios"] == [0.1]  # no stage-2 cell kept 50x
     assert ship["finetune"]["recipe"]["ema_decay"] == stage2_study["finetune"]["recipe"]["ema_decay"]
     curve3, curve30 = (cfg["extra_studies"][k] for k in ("scratch-3e3", "scratch-3e4"))
     assert curve3["stores"] == "final/study/W-final/stores" and curve3["study"]["strategies"] == ["scratch"]
     assert curve30["study"]["tasks"] == ["hplus_vs_ttbar", "stop_vs_tth"]
-    assert curve30["study"]["generation"]["downstream_events"] == 2000 + 3 * 37_500
+    # one store for the ship study and the whole scratch curve: the same test events at every size
+    assert curve30["stores"] == curve3["stores"] and curve30["study"]["generation"] == ship["generation"]
     for study in (curve3["study"], curve30["study"], {**ship, "strategies": ["scratch", "finetune_multiclass"]}):
         parse_config(yaml.safe_load(yaml.safe_dump(study)))  # each is a valid study configuration
 
