@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-../screen}
 FIRST=${2:-2}
 case "$FIRST" in 2|3|4|5|final) ;; *) echo "FIRST must be 2, 3, 4, 5 or final, not $FIRST" >&2; exit 2 ;; esac
+final() { python -c "import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))['final'] else 1)" "$1"; }
 STARTED=""
 for STAGE in 2 3 4 5 final; do
   [ "$STAGE" = "$FIRST" ] && STARTED=1
@@ -18,8 +19,7 @@ for STAGE in 2 3 4 5 final; do
   NAME=$([ "$STAGE" = final ] && echo final || echo "stage$STAGE")
   DECISION="results/foundation-v2/$NAME/decision.json"
   CONFIG="configs/foundation-v2/$NAME.yaml"
-  if [ -f "$DECISION" ] && python -c "import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))['final'] else 1)" \
-      "$DECISION"; then
+  if [ -f "$DECISION" ] && final "$DECISION"; then
     echo "$NAME is decided ($DECISION): not summarised again"; continue  # later stages were configured from it
   fi
   python scripts/foundation_stages.py restore "$STAGE" --out "$OUT"  # stage 1 and every stage up to this one
@@ -32,6 +32,5 @@ for STAGE in 2 3 4 5 final; do
   python scripts/foundation_stages.py run "$STAGE" --out "$OUT" --jobs 2
   python scripts/foundation_stages.py save "$STAGE" --out "$OUT"
   python scripts/foundation_stages.py summarise "$STAGE" --out "$OUT"
-  python -c "import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))['final'] else 1)" "$DECISION" \
-    || { echo "$NAME is not final: see results/foundation-v2/$NAME/summary.md" >&2; exit 1; }
+  final "$DECISION" || { echo "$NAME is not final: see results/foundation-v2/$NAME/summary.md" >&2; exit 1; }
 done
