@@ -202,11 +202,17 @@ def screen_row(cells: list[dict], strategy: str = "finetune_multi") -> dict:
                 continue
             val.append(100 * (cand["val_accuracy"] - base["val_accuracy"]))
             test.append(100 * (cand["accuracy"] - base["accuracy"]))
-    n = len(val)
-    mean = sum(val) / n if n else math.nan
-    spread = (sum((v - mean) ** 2 for v in val) / (n - 1)) ** 0.5 if n > 1 else math.nan
-    return {"val_gain": mean, "val_gain_err": spread / math.sqrt(n) if n > 1 else math.nan, "cells": n,
-            "excluded": excluded, "test_gain": sum(test) / n if n else math.nan}
+    (val_gain, val_err), (test_gain, test_err) = _mean_and_error(val), _mean_and_error(test)
+    return {"val_gain": val_gain, "val_gain_err": val_err, "cells": len(val), "excluded": excluded,
+            "test_gain": test_gain, "test_gain_err": test_err}
+
+
+def _mean_and_error(values: list[float]) -> tuple[float, float]:
+    """The mean of the cells' gains and its standard error (NaN where there are too few cells)."""
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    spread = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else math.nan
+    return mean, spread / math.sqrt(n) if n > 1 else math.nan
 
 
 def decide(rows: dict[str, dict], cpu_hours: dict[str, float]) -> dict:
@@ -275,8 +281,7 @@ def summarise(out: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
 
     def gain(r: dict, key: str = "val_gain") -> str:
-        err = f" ± {r['val_gain_err']:.2f}" if key == "val_gain" else ""
-        return f"{r[key]:+.2f}{err}"
+        return f"{r[key]:+.2f} ± {r.get(key + '_err', math.nan):.2f}"
 
     state = "final" if final else "PROVISIONAL: not every candidate is done"
     lines = [f"# Stage 1 screen: pretraining objective ({state})",

@@ -448,7 +448,7 @@ def summarise_stage(stage: int, out: Path) -> dict:
     for name, r in rows.items():
         mark = " (winner)" if name == decision["winner"] else "" if r["complete"] else " (incomplete)"
         val = "—" if math.isnan(r["val_gain"]) else f"{r['val_gain']:+.2f} ± {r['val_gain_err']:.2f}"
-        test = "—" if math.isnan(r["test_gain"]) else f"{r['test_gain']:+.2f}"
+        test = "—" if math.isnan(r["test_gain"]) else f"{r['test_gain']:+.2f} ± {r['test_gain_err']:.2f}"
         h = f"{hours[name]:.2f}" if name in hours else "—"
         head.append(f"| {name}{mark} | {val} | {r['cells']} ({r['excluded']}) | {test} | {h} | `{studies[name]}` |")
     head += ["", f"Winner: {decision['winner'] or 'none yet'}; carried: {', '.join(decision['carried']) or 'none'}.",

@@ -211,7 +211,7 @@ def test_stage2_reports_the_recipe_each_cell_kept_and_stage5_decides_the_final_s
     assert decision["kept"]["O5"]["stop_vs_tth/finetune_multi"]["ratio"] == pytest.approx(0.1)
     assert decision["studies"] == {"O5": "stage2/study/O5"} and decision["runs"]["O5"] == "pretrain/O5/lr0.0003"
     summary = (driver.RESULTS / "stage2/summary.md").read_text()
-    assert "| O5 (winner) | +3.00 ± 0.00 | 8 (0) | +2.00 | 0.20 |" in summary and "ema_decay" in summary
+    assert "| O5 (winner) | +3.00 ± 0.00 | 8 (0) | +2.00 ± 0.00 | 0.20 |" in summary and "ema_decay" in summary
 
     shared = "stage2/study/O5"
     for name, gain in (("W-1e4", 0.81), ("W-1e6", 0.86)):
