@@ -70,6 +70,12 @@ def test_the_screen_driver_writes_the_protocols_studies_and_applies_its_decision
             "D": driver.screen_row(cells(5.0, 9.0, collapsed={("stop_vs_tth", 0), ("fcnc_vs_tth", 1)}))}
     assert rows["A"]["val_gain"] == pytest.approx(2.0) and rows["A"]["test_gain"] == pytest.approx(-5.0)
     assert rows["D"]["excluded"] == 2 and rows["D"]["cells"] == 6
+    # the standard error over the cells: zero for equal gains, the spread over sqrt(n) otherwise
+    assert rows["A"]["val_gain_err"] == pytest.approx(0.0, abs=1e-9) and rows["A"]["test_gain_err"] == pytest.approx(
+        0.0, abs=1e-9)
+    spread = driver.screen_row(cells(2.0, -5.0)[:-2] + cells(4.0, 1.0)[-2:])
+    # seven cells at -5, one at +1: mean -4.25, sample sd sqrt(31.5 / 7), over sqrt(8): 0.75
+    assert spread["test_gain"] == pytest.approx(-4.25) and spread["test_gain_err"] == pytest.approx(0.75)
     decision = driver.decide(rows, {"A": 0.5, "B": 0.2, "C": 0.1, "D": 0.1})
     # D is disqualified (two excluded cells); A and B tie within 0.5 points and B is cheaper; test gains are
     # never read; C is more than 1 point behind, so two are carried.
